@@ -1,0 +1,407 @@
+"""The study file: frozen dataclasses that mirror the YAML one to one, loading, overrides, validation.
+
+Every user mistake raises `ConfigError` with one line that names the key and says what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from trainables.data import DATASETS, dataset_sizes, split_global_batch
+from trainables.lr import DECAYS, LR_SCALING
+from trainables.models import MODELS
+
+
+class ConfigError(ValueError):
+    """A mistake in a study file or a --set override; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "cifar10"
+    root: str = "~/.cache/lbstudy/data"
+    train_subset: int | None = None
+    test_subset: int | None = None
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "vgg9"
+    width: float = 1.0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    base_lr: float = 0.1
+    base_batch_size: int = 128
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5.0e-4
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    epochs: int = 300
+    warmup_epochs: float = 0.0
+    decay: str = "step"
+    milestones: tuple[int, ...] = (150, 225, 275)
+    gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Each key is a list; every combination is one trial. A single value means a list of one."""
+
+    batch_size: tuple[int, ...] = (128, 8192)
+    mixup_alpha: tuple[float, ...] = (0.0, 1.0)
+    lr_scaling: tuple[str, ...] = ("none",)
+    seed: tuple[int, ...] = (0,)
+    # When given, these replace the single values of optim/schedule.
+    base_lr: tuple[float, ...] | None = None
+    weight_decay: tuple[float, ...] | None = None
+    warmup_epochs: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    workers: int = 1
+    use_gpu: Literal["auto"] | bool = "auto"
+    cpus_per_worker: float = 1.0
+    max_micro_batch: int = 8192
+    max_concurrent_trials: int | None = None
+    max_failures: int = 2  # restarts of a trial's workers from their last checkpoint
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every_epochs: int = 1
+    train_eval_samples: int | None = 10_000
+
+
+@dataclass(frozen=True)
+class InterpolateConfig:
+    between: str = "batch_size"
+    pairs: tuple[tuple[Any, Any], ...] = ((128, 8192),)
+    range: tuple[float, float] = (-0.5, 1.5)
+    points: int = 41
+
+
+@dataclass(frozen=True)
+class RandomDirectionsConfig:
+    dims: int = 1
+    points: int = 41
+    range: tuple[float, float] = (-1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class HessianConfig:
+    top_k: int = 1
+    trace: bool = True
+    samples: int = 5000
+
+
+@dataclass(frozen=True)
+class EpsSharpnessConfig:
+    eps: float = 1.0e-3
+    samples: int = 5000
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Measurements after training; an absent key skips that measure."""
+
+    interpolate: InterpolateConfig | None = None
+    random_directions: RandomDirectionsConfig | None = None
+    hessian: HessianConfig | None = None
+    eps_sharpness: EpsSharpnessConfig | None = None
+    noise_scale: bool = False
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    storage: str = "~/lbstudy-results"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists, as YAML would write them
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: YAML -> nested dicts -> typed dataclasses, strictly.
+
+def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    """Read a study file, apply `--set KEY=VALUE` overrides, build and validate the config."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the study file ({error.strerror}); check the path") from None
+    return parse_study(text, source=str(path), overrides=overrides)
+
+
+def parse_study(text: str, *, source: str = "<study>", overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{source}: malformed YAML{where}: {problem}; fix the syntax there") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a study file must be a mapping of keys (name:, data:, sweep: ...), "
+                          f"not a {type(raw).__name__}")
+    for override in overrides:
+        apply_override(raw, override)
+    try:
+        study = build(StudyConfig, raw, "")
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    validate(study, source)
+    return study
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Apply `KEY.PATH=VALUE` (VALUE in YAML syntax) to the raw study dict, in place."""
+    key, sep, value_text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, for example --set schedule.epochs=2")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {override!r}: the value is not valid YAML; quote strings, "
+                          "write lists as [a, b]") from None
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {override!r}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+
+
+def _type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    if isinstance(hint, type):
+        return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}.get(
+            hint.__name__, hint.__name__)
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s"
+        return f"a list of {len(args)} values"
+    return str(hint)
+
+
+def build(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass `cls` from a raw dict, rejecting unknown keys and wrong types."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'the study'}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"{where + ': ' if where else ''}unknown key {key!r}; {_suggest(str(key), list(fields))}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in raw:
+            value = raw[name]
+            # A sweep key takes a single value or a list; a single value is a list of one.
+            if cls is SweepConfig and value is not None and not isinstance(value, list):
+                value = [value]
+            kwargs[name] = convert(hints[name], value, f"{where}.{name}" if where else name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{where + ': ' if where else ''}the key {name!r} is required")
+    return cls(**kwargs)
+
+
+def convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, {} if value is None else value, where)  # `hessian:` alone means defaults
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return convert(arg, value, where)
+            except ConfigError as error:
+                errors.append(error)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+    if origin is Literal:
+        if value in typing.get_args(hint) and type(value) in {type(a) for a in typing.get_args(hint)}:
+            return value
+        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if hint is Any:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a single value, got {value!r}")
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: what the types cannot say.
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _one_of(value: str, known: Any, where: str) -> None:
+    _check(value in known, f"{where}: unknown {value!r}; choose one of {', '.join(sorted(known))}")
+
+
+def validate(study: StudyConfig, source: str = "<study>") -> None:
+    s = f"{source}: "
+    _check(bool(study.name.strip()) and "/" not in study.name,
+           f"{s}name: {study.name!r} must be a non-empty folder name without '/'")
+    data, schedule, sweep, res = study.data, study.schedule, study.sweep, study.resources
+    _one_of(data.dataset, DATASETS, f"{s}data.dataset")
+    _one_of(study.model.arch, MODELS, f"{s}model.arch")
+    _one_of(schedule.decay, DECAYS, f"{s}schedule.decay")
+    for rule in sweep.lr_scaling:
+        _one_of(rule, LR_SCALING, f"{s}sweep.lr_scaling")
+    for key in ("train_subset", "test_subset"):
+        value = getattr(data, key)
+        _check(value is None or value > 0, f"{s}data.{key}: must be a positive number of images or null")
+    _check(study.model.width > 0, f"{s}model.width: must be > 0")
+    _check(study.optim.base_batch_size > 0, f"{s}optim.base_batch_size: must be > 0")
+    for lr in sweep.base_lr or (study.optim.base_lr,):
+        _check(lr > 0 and math.isfinite(lr), f"{s}base_lr {lr}: must be a positive number")
+    for wd in sweep.weight_decay or (study.optim.weight_decay,):
+        _check(wd >= 0, f"{s}weight_decay {wd}: must be >= 0")
+    _check(0 <= study.optim.momentum < 1, f"{s}optim.momentum: must be in [0, 1)")
+    _check(schedule.epochs >= 1, f"{s}schedule.epochs: {schedule.epochs} must be at least 1")
+    _check(0 < schedule.gamma <= 1, f"{s}schedule.gamma: must be in (0, 1]")
+    if schedule.decay == "step":
+        _check(all(0 < m < schedule.epochs for m in schedule.milestones),
+               f"{s}schedule.milestones: {list(schedule.milestones)} lie outside the {schedule.epochs}-epoch run; "
+               f"use milestones between 1 and {schedule.epochs - 1}, or schedule.decay: constant")
+        _check(list(schedule.milestones) == sorted(set(schedule.milestones)),
+               f"{s}schedule.milestones: {list(schedule.milestones)} must be increasing")
+    for warmup in sweep.warmup_epochs or (schedule.warmup_epochs,):
+        _check(0 <= warmup < schedule.epochs,
+               f"{s}warmup_epochs {warmup}: must be >= 0 and shorter than the {schedule.epochs}-epoch run")
+    for key in ("batch_size", "mixup_alpha", "lr_scaling", "seed"):
+        _check(len(getattr(sweep, key)) > 0, f"{s}sweep.{key}: give at least one value")
+    for alpha in sweep.mixup_alpha:
+        _check(alpha >= 0 and math.isfinite(alpha), f"{s}sweep.mixup_alpha: {alpha} must be >= 0 (0 = no mixup)")
+    _check(res.workers >= 1, f"{s}resources.workers: must be at least 1")
+    _check(res.cpus_per_worker > 0, f"{s}resources.cpus_per_worker: must be > 0")
+    _check(res.max_micro_batch >= 1, f"{s}resources.max_micro_batch: must be at least 1")
+    _check(res.max_concurrent_trials is None or res.max_concurrent_trials >= 1,
+           f"{s}resources.max_concurrent_trials: must be at least 1, or null")
+    _check(res.max_failures >= 0, f"{s}resources.max_failures: must be >= 0")
+    sizes = dataset_sizes(data.dataset)
+    train_images = data.train_subset or (sizes[0] if sizes else None)
+    if sizes and data.train_subset:
+        _check(data.train_subset <= sizes[0], f"{s}data.train_subset: {data.train_subset} exceeds the "
+                                              f"{sizes[0]} training images of {data.dataset}")
+    if sizes and data.test_subset:
+        _check(data.test_subset <= sizes[1], f"{s}data.test_subset: {data.test_subset} exceeds the "
+                                             f"{sizes[1]} test images of {data.dataset}")
+    for batch in sweep.batch_size:
+        _check(batch >= 1, f"{s}sweep.batch_size: {batch} must be positive")
+        try:
+            split_global_batch(batch, res.workers, res.max_micro_batch)
+        except ValueError:
+            raise ConfigError(f"{s}sweep.batch_size: {batch} cannot be split over resources.workers={res.workers}; "
+                              "use a batch size divisible by the number of workers") from None
+        if train_images is not None:
+            _check(batch <= train_images, f"{s}sweep.batch_size: {batch} exceeds the {train_images} training "
+                                          "images; lower it or raise data.train_subset")
+    _check(study.eval.every_epochs >= 1, f"{s}eval.every_epochs: must be at least 1")
+    _check(study.eval.train_eval_samples is None or study.eval.train_eval_samples >= 1,
+           f"{s}eval.train_eval_samples: must be positive, or null for the whole training set")
+    validate_measure(study, s)
+
+
+def validate_measure(study: StudyConfig, s: str) -> None:
+    m = study.measure
+    swept = {"batch_size", "mixup_alpha", "lr_scaling", "seed", "base_lr", "weight_decay", "warmup_epochs"}
+    if m.interpolate is not None:
+        between = m.interpolate.between
+        _one_of(between, swept, f"{s}measure.interpolate.between")
+        values = getattr(study.sweep, between) or ()
+        for pair in m.interpolate.pairs:
+            for value in pair:
+                _check(value in values, f"{s}measure.interpolate.pairs: {value!r} is not among "
+                                        f"sweep.{between} {list(values)}; pick pairs from the swept values")
+        _check(m.interpolate.points >= 2, f"{s}measure.interpolate.points: must be at least 2")
+        _check(m.interpolate.range[0] < m.interpolate.range[1], f"{s}measure.interpolate.range: must be [low, high]")
+    if m.random_directions is not None:
+        _check(m.random_directions.dims in (1, 2), f"{s}measure.random_directions.dims: must be 1 or 2")
+        _check(m.random_directions.points >= 2, f"{s}measure.random_directions.points: must be at least 2")
+        _check(m.random_directions.range[0] < m.random_directions.range[1],
+               f"{s}measure.random_directions.range: must be [low, high]")
+    if m.hessian is not None:
+        _check(m.hessian.top_k >= 1 and m.hessian.samples >= 1, f"{s}measure.hessian: top_k and samples must be >= 1")
+    if m.eps_sharpness is not None:
+        _check(m.eps_sharpness.eps > 0 and m.eps_sharpness.samples >= 1,
+               f"{s}measure.eps_sharpness: eps must be > 0 and samples >= 1")

@@ -1,0 +1,88 @@
+from pathlib import Path
+
+import pytest
+
+from study.config import ConfigError, StudyConfig, apply_override, load_study, parse_study
+
+ROOT = Path(__file__).resolve().parents[1]
+MINIMAL = "name: t\ndata: {dataset: synthetic}\nschedule: {epochs: 4, decay: constant}\nsweep: {batch_size: [64, 128]}\n"
+
+
+def test_minimal_study_gets_design_defaults() -> None:
+    study = parse_study("name: x\n")
+    assert isinstance(study, StudyConfig)
+    assert study.sweep.batch_size == (128, 8192) and study.sweep.mixup_alpha == (0.0, 1.0)
+    assert study.schedule.milestones == (150, 225, 275) and study.optim.nesterov is True
+    assert study.measure.hessian is None  # absent measure = skipped
+
+
+def test_single_sweep_value_is_a_list_of_one() -> None:
+    study = parse_study(MINIMAL + "")
+    assert parse_study(MINIMAL.replace("[64, 128]", "256")).sweep.batch_size == (256,)
+    assert study.sweep.seed == (0,)
+
+
+@pytest.mark.parametrize("study_file", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_study_files_load(study_file: Path) -> None:
+    assert load_study(study_file).name == study_file.stem
+
+
+def test_set_overrides_any_key_with_yaml_values() -> None:
+    study = parse_study(MINIMAL, overrides=["sweep.batch_size=[32,64]", "schedule.epochs=2", "optim.nesterov=false",
+                                            "measure.hessian.top_k=3"])
+    assert study.sweep.batch_size == (32, 64) and study.schedule.epochs == 2 and study.optim.nesterov is False
+    assert study.measure.hessian is not None and study.measure.hessian.top_k == 3
+
+
+def test_yaml_1_1_exponent_without_dot_is_a_number() -> None:
+    assert parse_study(MINIMAL + "optim: {weight_decay: 5e-4}\n").optim.weight_decay == 5e-4
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("name: t\nsweep: {batch_sise: [1]}", "unknown key 'batch_sise'; did you mean 'batch_size'?"),
+    ("nmae: t", "did you mean 'name'"),
+    ("data: {dataset: synthetic}", "'name' is required"),
+    ("name: t\nsweep: {batch_size: [128, 1.5]}", "sweep.batch_size[1]: expected an integer"),
+    ("name: t\noptim: {nesterov: 'yes'}", "optim.nesterov: expected true or false"),
+    ("name: t\nschedule: {epochs: ten}", "schedule.epochs: expected an integer"),
+    ("name: t\nschedule: {epochs: 0}", "schedule.epochs: 0 must be at least 1"),
+    ("name: t\nschedule: {epochs: 100}", "schedule.milestones: [150, 225, 275] lie outside the 100-epoch run"),
+    ("name: t\nschedule: {epochs: 10, decay: constant, warmup_epochs: 10}", "warmup_epochs 10.0: must be >= 0 and shorter"),
+    ("name: t\nsweep: {mixup_alpha: [-0.5]}", "mixup_alpha: -0.5 must be >= 0"),
+    ("name: t\nresources: {workers: 3}\nsweep: {batch_size: [128]}", "128 cannot be split over resources.workers=3"),
+    ("name: t\ndata: {dataset: imagenet}", "data.dataset: unknown 'imagenet'; choose one of"),
+    ("name: t\nmodel: {arch: resnet50}", "model.arch: unknown 'resnet50'"),
+    ("name: t\nsweep: {lr_scaling: [cubic]}", "sweep.lr_scaling: unknown 'cubic'"),
+    ("name: t\nschedule: {decay: exponential}", "schedule.decay: unknown 'exponential'"),
+    ("name: t\ndata: {dataset: synthetic}\nschedule: {epochs: 2, decay: constant}\nsweep: {batch_size: [8192]}",
+     "8192 exceeds the 4096 training images"),
+    ("name: t\nmeasure: {interpolate: {pairs: [[128, 4096]]}}", "4096 is not among sweep.batch_size"),
+    ("name: t\nresources: {use_gpu: maybe}", "resources.use_gpu: expected 'auto' or true or false"),
+    ("name: [unclosed", "malformed YAML at line 1"),
+    ("- just\n- a list", "must be a mapping"),
+    ("name: t\ndata: 3", "data: expected a mapping"),
+])
+def test_each_mistake_gets_one_clear_line(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_study(text, source="s.yaml")
+    message = str(error.value)
+    assert fragment in message and "\n" not in message and message.startswith("s.yaml: ")
+
+
+def test_bad_override_syntax() -> None:
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_override({}, "schedule.epochs")
+    with pytest.raises(ConfigError, match="is not a section"):
+        apply_override({"name": "x"}, "name.sub=1")
+
+
+def test_missing_study_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the study file"):
+        load_study(tmp_path / "absent.yaml")
+
+
+def test_config_round_trips_through_its_dict() -> None:
+    study = parse_study(MINIMAL + "measure: {hessian: {top_k: 2}, interpolate: {pairs: [[64, 128]]}}\n")
+    import yaml
+
+    assert parse_study(yaml.safe_dump(study.to_dict())) == study

@@ -1,0 +1,121 @@
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from trainables.checkpoint import load_state, save_state
+from trainables.loop import Runtime, TrialSpec, build_model_and_optimizer, optimizer_step, train
+from trainables.mixup import MixedBatch
+
+CPU = Runtime(torch.device("cpu"))
+TINY = TrialSpec("tiny", dataset="synthetic", train_subset=512, test_subset=256, width=0.25, batch_size=64,
+                 micro_batch=64, epochs=2, mixup_alpha=1.0, peak_lr=0.05, train_eval_samples=256)
+
+
+def test_accumulating_two_micro_batches_equals_one_big_step_without_batchnorm() -> None:
+    torch.manual_seed(0)
+    images, labels = torch.randn(128, 3, 4, 4), torch.randint(0, 10, (128,))
+
+    def step(split: list[slice]) -> list[torch.Tensor]:
+        torch.manual_seed(1)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
+        batches = [MixedBatch(images[s], labels[s], labels.roll(1)[s], 0.7) for s in split]
+        optimizer_step(model, optimizer, batches, 0.5, CPU)
+        return [p.detach().clone() for p in model.parameters()]
+
+    one = step([slice(0, 128)])
+    two = step([slice(0, 64), slice(64, 128)])
+    for a, b in zip(one, two):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(one[0], step([slice(0, 64)])[0], atol=1e-6)  # the test can tell a difference
+
+
+def test_synthetic_is_learnable_and_metrics_are_complete() -> None:
+    rows: list[dict] = []
+    outcome = train(TINY, CPU, on_epoch=lambda m, _: rows.append(m))
+    assert outcome.status == "completed" and outcome.epochs == 2 and outcome.steps == 2 * (512 // 64)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[-1]["test_acc"] > 0.5  # chance is 0.1
+    for key in ("lr", "train_loss", "clean_train_loss", "clean_train_acc", "test_loss", "test_acc", "epoch_time_s",
+                "images_per_s", "grad_norm", "param_norm"):
+        assert rows[-1][key] == rows[-1][key], key  # present and not NaN
+    assert 0 <= rows[-1]["clean_train_acc"] <= 1
+
+
+def test_checkpoint_resume_continues_bit_identically(tmp_path: Path) -> None:
+    checkpoints: dict[int, dict] = {}
+    train(TINY, CPU, on_epoch=lambda m, make: checkpoints.update({m["epoch"]: make()}))
+    save_state(checkpoints[1], tmp_path)
+    resumed_rows: list[dict] = []
+    final: dict[str, dict] = {}
+
+    def on_epoch(metrics: dict, make) -> None:  # noqa: ANN001
+        resumed_rows.append(metrics)
+        final["state"] = make()
+
+    outcome = train(TINY, CPU, resume=load_state(tmp_path), on_epoch=on_epoch)
+    assert outcome.epochs == 2 and [r["epoch"] for r in resumed_rows] == [2]
+    for key, value in checkpoints[2]["model"].items():
+        assert torch.equal(value, final["state"]["model"][key]), key
+    assert final["state"]["step"] == checkpoints[2]["step"]
+
+
+def test_non_finite_loss_ends_the_trial_as_diverged() -> None:
+    rows: list[dict] = []
+    spec = dataclasses.replace(TINY, peak_lr=1e8, epochs=3, mixup_alpha=0.0)
+    outcome = train(spec, CPU, on_epoch=lambda m, _: rows.append(m))
+    assert outcome.status == "diverged" and outcome.epochs == 1 and len(rows) == 1 and rows[0]["diverged"]
+
+
+def test_batch_larger_than_the_training_set_is_refused() -> None:
+    with pytest.raises(ValueError, match="exceeds"):
+        train(dataclasses.replace(TINY, batch_size=1024, micro_batch=1024), CPU)
+
+
+def _distributed_worker(rank: int, world_size: int, init_file: str, spec: TrialSpec, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    torch.set_num_threads(1)
+    states: dict = {}
+    train(spec, Runtime(torch.device("cpu"), rank, world_size), on_epoch=lambda m, make: states.update(s=make()))
+    if rank == 0:
+        torch.save(states["s"]["model"], out)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_workers_equal_one_worker_with_two_accumulation_steps(tmp_path: Path) -> None:
+    base = dataclasses.replace(TINY, train_subset=256, epochs=1, batch_size=64)
+    two_workers = dataclasses.replace(base, workers=2, micro_batch=32, accumulation_steps=1)
+    one_worker = dataclasses.replace(base, workers=1, micro_batch=32, accumulation_steps=2)
+    out = str(tmp_path / "ddp.pt")
+    mp.spawn(_distributed_worker, args=(2, str(tmp_path / "init"), two_workers, out), nprocs=2, join=True)
+    distributed = torch.load(out, weights_only=True)
+    single: dict = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the same reduction order in every conv as in the workers
+    try:
+        train(one_worker, CPU, on_epoch=lambda m, make: single.update(s=make()))
+    finally:
+        torch.set_num_threads(threads)
+    initial, _ = build_model_and_optimizer(one_worker, 10, torch.device("cpu"))
+
+    def relative_difference(state: dict) -> float:
+        # |theta_a - theta_b| / |theta_b - theta_init| over the weights: 0 up to float summation order;
+        # a wrong shard, gradient average or LR is of order 1.
+        names = [n for n, _ in initial.named_parameters()]
+        gap = torch.cat([(state[n] - distributed[n]).reshape(-1) for n in names]).norm()
+        moved = torch.cat([(state[n] - initial.state_dict()[n]).reshape(-1) for n in names]).norm()
+        return float(gap / moved)
+
+    assert relative_difference(single["s"]["model"]) < 1e-5
+    # Half the LR (as a wrong gradient average would give) is caught.
+    halved: dict = {}
+    train(dataclasses.replace(one_worker, peak_lr=one_worker.peak_lr / 2), CPU,
+          on_epoch=lambda m, make: halved.update(s=make()))
+    assert relative_difference(halved["s"]["model"]) > 0.1

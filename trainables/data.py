@@ -1,0 +1,406 @@
+"""Dataset registry and the device-resident input pipeline.
+
+Every dataset loads once into uint8 tensors (N, 3, 32, 32) and int64 labels. Training never
+goes through a DataLoader: the whole split lives on the training device, each epoch draws one
+permutation that every worker agrees on, and crop/flip/normalize run batched on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import shutil
+import tarfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+IMAGE_SIZE = 32
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm")
+
+
+class DataError(ValueError):
+    """A dataset cannot be loaded for a reason the user can fix (path, download, corrupt file)."""
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # uint8 (N, 3, 32, 32)
+    labels: torch.Tensor  # int64 (N,)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, index: torch.Tensor) -> "Split":
+        return Split(self.images[index], self.labels[index])
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    classes: tuple[str, ...]
+    mean: tuple[float, float, float]  # per channel, of the full training split, in [0, 1]
+    std: tuple[float, float, float]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class RawArrays:
+    train_images: np.ndarray  # uint8 (N, 3, 32, 32)
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: tuple[str, ...]
+
+
+_ARRAY_FIELDS = ("train_images", "train_labels", "test_images", "test_labels")
+
+Loader = Callable[[Path, bool], RawArrays]
+DATASETS: dict[str, Loader] = {}
+
+
+def register_dataset(name: str) -> Callable[[Loader], Loader]:
+    def add(loader: Loader) -> Loader:
+        DATASETS[name] = loader
+        return loader
+
+    return add
+
+
+def load_dataset(name: str, root: str | os.PathLike[str], *, train_subset: int | None = None,
+                 test_subset: int | None = None, download: bool = True) -> Dataset:
+    """Load `name` from `root` (downloading where the dataset allows it) and take class-balanced subsets."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    raw = DATASETS[name](Path(os.path.expanduser(str(root))), download)
+    train = Split(torch.from_numpy(np.ascontiguousarray(raw.train_images)),
+                  torch.from_numpy(raw.train_labels.astype(np.int64)))
+    test = Split(torch.from_numpy(np.ascontiguousarray(raw.test_images)),
+                 torch.from_numpy(raw.test_labels.astype(np.int64)))
+    mean, std = channel_stats(train.images)
+    num_classes = len(raw.classes)
+    if train_subset is not None:
+        train = train.take(class_balanced_subset(train.labels, train_subset, num_classes))
+    if test_subset is not None:
+        test = test.take(class_balanced_subset(test.labels, test_subset, num_classes))
+    return Dataset(name, train, test, raw.classes, mean, std)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Exact per-channel mean and std in [0, 1] units, from 256-bin histograms (fast on uint8)."""
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    means, stds = [], []
+    for channel in range(images.shape[1]):
+        counts = torch.bincount(images[:, channel].reshape(-1), minlength=256).double()
+        mean = float((counts * values).sum() / counts.sum())
+        means.append(mean)
+        stds.append(float(((counts * (values - mean) ** 2).sum() / counts.sum()).sqrt()))
+    return tuple(means), tuple(stds)  # type: ignore[return-value]
+
+
+def class_balanced_subset(labels: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
+    """`n` indices, as equal a share per class as the data allows, the same on every run and machine."""
+    if n > len(labels):
+        raise DataError(f"subset of {n} images asked for, but the split has only {len(labels)}")
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(labels), generator=generator)
+    by_class = [order[labels[order] == c] for c in range(num_classes)]
+    quota = [n // num_classes + (1 if c < n % num_classes else 0) for c in range(num_classes)]
+    # A class with too few images gives its shortfall to the others, in class order.
+    short = sum(max(0, q - len(members)) for q, members in zip(quota, by_class))
+    quota = [min(q, len(members)) for q, members in zip(quota, by_class)]
+    for c, members in enumerate(by_class):
+        extra = min(short, len(members) - quota[c])
+        quota[c] += extra
+        short -= extra
+    chosen = torch.cat([members[:q] for q, members in zip(quota, by_class)])
+    return chosen.sort().values
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100: the python pickles torchvision downloads (cifar-10-batches-py, ...).
+
+def _unpickle(path: Path) -> dict[bytes, object]:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")  # noqa: S301 - the CIFAR archive format itself
+
+
+def _cifar_arrays(folder: Path, train_files: list[str], test_files: list[str], label_key: bytes,
+                  meta_file: str, names_key: bytes) -> RawArrays:
+    def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = [], []
+        for name in files:
+            batch = _unpickle(folder / name)
+            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE))
+            labels.append(np.asarray(batch[label_key], dtype=np.int64))
+        return np.concatenate(images), np.concatenate(labels)
+
+    train_x, train_y = read(train_files)
+    test_x, test_y = read(test_files)
+    names = _unpickle(folder / meta_file)[names_key]
+    classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)  # type: ignore[union-attr]
+    return RawArrays(train_x, train_y, test_x, test_y, classes)
+
+
+def _ensure_torchvision_download(root: Path, folder: Path, download: bool, name: str, tv_class: str) -> None:
+    """Download through torchvision (which verifies checksums) unless the extracted folder exists."""
+    if folder.is_dir():
+        return
+    if not download:
+        raise DataError(f"{name}: {folder} not found; set data.root to a folder holding it, or allow download")
+    import filelock
+    import torchvision
+
+    root.mkdir(parents=True, exist_ok=True)
+    # Several workers of one node may start at once; one downloads, the others wait.
+    with filelock.FileLock(str(root / f".{name}.download.lock")):
+        if not folder.is_dir():
+            try:
+                getattr(torchvision.datasets, tv_class)(str(root), train=True, download=True)
+            except Exception as error:  # network errors come in many types
+                raise DataError(f"{name}: download into {root} failed ({error}); "
+                                f"copy {folder.name}/ there or set data.root to a local copy") from error
+
+
+@register_dataset("cifar10")
+def load_cifar10(root: Path, download: bool) -> RawArrays:
+    folder = root / "cifar-10-batches-py"
+    _ensure_torchvision_download(root, folder, download, "cifar10", "CIFAR10")
+    return _cifar_arrays(folder, [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels",
+                         "batches.meta", b"label_names")
+
+
+@register_dataset("cifar100")
+def load_cifar100(root: Path, download: bool) -> RawArrays:
+    folder = root / "cifar-100-python"
+    _ensure_torchvision_download(root, folder, download, "cifar100", "CIFAR100")
+    return _cifar_arrays(folder, ["train"], ["test"], b"fine_labels", "meta", b"fine_label_names")
+
+
+# ---------------------------------------------------------------------------------------------
+# Image folders: root/train/<class>/*, root/test/<class>/*, or a .tar/.tar.gz holding that tree.
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LBSTUDY_CACHE", "~/.cache/lbstudy")).expanduser()
+
+
+def _decode(data: bytes, name: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image = image.convert("RGB")
+            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"corrupt image file {name}: {error}; delete or replace it") from error
+
+
+def _split_class_file(parts: tuple[str, ...]) -> tuple[str, str] | None:
+    """('x', 'train', 'cat', '1.jpg') -> ('train', 'cat'); None for anything else."""
+    if len(parts) >= 3 and parts[-3] in ("train", "test") and parts[-1].lower().endswith(IMAGE_SUFFIXES):
+        return parts[-3], parts[-2]
+    return None
+
+
+def _iter_image_files(root: Path) -> Iterator[tuple[str, str, str, bytes]]:
+    """(split, class, name, encoded bytes) for every image under a folder or inside a tar archive."""
+    if root.is_file():
+        try:
+            with tarfile.open(root, "r:*") as archive:
+                for member in archive:
+                    key = _split_class_file(Path(member.name).parts) if member.isfile() else None
+                    if key:
+                        data = archive.extractfile(member)
+                        assert data is not None
+                        yield key[0], key[1], member.name, data.read()
+        except tarfile.TarError as error:
+            raise DataError(f"imagefolder: {root} is not a readable .tar/.tar.gz archive ({error})") from error
+        return
+    for path in sorted(root.rglob("*")):
+        key = _split_class_file(path.relative_to(root).parts) if path.is_file() else None
+        if key:
+            yield key[0], key[1], str(path), path.read_bytes()
+
+
+def _decode_image_tree(root: Path) -> RawArrays:
+    files = sorted(_iter_image_files(root), key=lambda item: (item[0], item[1], item[2]))
+    classes = tuple(sorted({cls for split, cls, _, _ in files if split == "train"}))
+    if not classes or not any(split == "test" for split, *_ in files):
+        raise DataError(f"imagefolder: no images under {root}/train/<class>/ and {root}/test/<class>/; "
+                        "point data.root at a folder (or .tar/.tar.gz) with that layout")
+    index = {c: i for i, c in enumerate(classes)}
+    arrays: dict[str, tuple[list[np.ndarray], list[int]]] = {"train": ([], []), "test": ([], [])}
+    for split, cls, name, data in files:
+        if cls not in index:
+            raise DataError(f"imagefolder: test class {cls!r} ({name}) has no training images")
+        arrays[split][0].append(_decode(data, name))
+        arrays[split][1].append(index[cls])
+    stacked = {s: (np.stack(x), np.asarray(y, dtype=np.int64)) for s, (x, y) in arrays.items()}
+    return RawArrays(*stacked["train"], *stacked["test"], classes)
+
+
+def imagefolder_cache(root: Path) -> Path:
+    """Where the decoded arrays of `root` are cached: keyed by its path, size and modification time.
+
+    Decoding JPEGs takes tens of seconds; the cached .npy files read back in a fraction of a second.
+    """
+    stat = root.stat()
+    key = hashlib.sha1(f"{root.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / f"imagefolder-{key}"
+
+
+@register_dataset("imagefolder")
+def load_imagefolder(root: Path, download: bool) -> RawArrays:
+    if not root.exists():
+        raise DataError(f"imagefolder: {root} does not exist; set data.root to a folder or .tar.gz "
+                        "with train/<class>/ and test/<class>/ images")
+    cached = imagefolder_cache(root)
+    if (cached / "classes.json").exists():
+        arrays = [np.load(cached / f"{field}.npy") for field in _ARRAY_FIELDS]
+        return RawArrays(*arrays, tuple(json.loads((cached / "classes.json").read_text())))
+    raw = _decode_image_tree(root)
+    partial = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+    partial.mkdir(parents=True, exist_ok=True)
+    for field in _ARRAY_FIELDS:
+        np.save(partial / f"{field}.npy", getattr(raw, field))
+    (partial / "classes.json").write_text(json.dumps(list(raw.classes)))
+    try:
+        partial.rename(cached)  # atomic: concurrent loaders never see half a cache
+    except OSError:  # another process finished first; its copy is identical
+        shutil.rmtree(partial, ignore_errors=True)
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic: deterministic and learnable, for tests; no files.
+
+SYNTHETIC_TRAIN, SYNTHETIC_TEST, SYNTHETIC_CLASSES = 4096, 1024, 10
+
+
+@register_dataset("synthetic")
+def load_synthetic(root: Path, download: bool) -> RawArrays:
+    """Each class is a smooth random colour pattern; images are that pattern, shifted, plus noise."""
+    generator = torch.Generator().manual_seed(1234)
+    coarse = torch.randn(SYNTHETIC_CLASSES, 3, 4, 4, generator=generator)
+    templates = torch.nn.functional.interpolate(coarse, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
+                                                align_corners=False)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = torch.arange(n) % SYNTHETIC_CLASSES
+        shifts = torch.randint(-3, 4, (n, 2), generator=generator)
+        images = templates[labels]
+        images = torch.stack([torch.roll(img, (int(dy), int(dx)), dims=(1, 2)) for img, (dy, dx) in zip(images, shifts)])
+        images = 128 + 45 * images + 40 * torch.randn(images.shape, generator=generator)
+        return images.clamp(0, 255).round().to(torch.uint8).numpy(), labels.numpy()
+
+    train_x, train_y = make(SYNTHETIC_TRAIN)
+    test_x, test_y = make(SYNTHETIC_TEST)
+    return RawArrays(train_x, train_y, test_x, test_y, tuple(f"class{c}" for c in range(SYNTHETIC_CLASSES)))
+
+
+def dataset_sizes(name: str) -> tuple[int, int] | None:
+    """(train, test) sizes known without loading, for validating batch sizes up front."""
+    return {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
+            "synthetic": (SYNTHETIC_TRAIN, SYNTHETIC_TEST)}.get(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The device pipeline.
+
+def derived_seed(*keys: int) -> int:
+    """A well-mixed 63-bit seed from integer keys (seed, epoch, stream...), the same on every machine."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def epoch_permutation(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of one epoch; identical on every worker because it depends only on (seed, epoch)."""
+    return torch.randperm(num_examples, generator=torch.Generator().manual_seed(derived_seed(seed, epoch, 0)))
+
+
+def global_batches(num_examples: int, global_batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    """Index tensors of each global batch; the last partial batch is dropped so every step has the same size."""
+    order = epoch_permutation(num_examples, seed, epoch)
+    steps = num_examples // global_batch_size
+    return [order[i * global_batch_size:(i + 1) * global_batch_size] for i in range(steps)]
+
+
+def worker_slice(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Worker `rank`'s contiguous share of a global batch (dim 0)."""
+    per_worker = batch.shape[0] // world_size
+    return batch[rank * per_worker:(rank + 1) * per_worker]
+
+
+def split_global_batch(global_batch_size: int, workers: int, max_micro_batch: int) -> tuple[int, int]:
+    """(micro_batch, accumulation_steps) with workers x micro_batch x accumulation = global batch.
+
+    Takes the fewest accumulation steps whose micro-batch fits in `max_micro_batch`.
+    Raises ValueError when the global batch does not divide among the workers.
+    """
+    if global_batch_size < workers or global_batch_size % workers:
+        raise ValueError(f"batch size {global_batch_size} does not split evenly over {workers} workers")
+    per_worker = global_batch_size // workers
+    for accumulation in range(1, per_worker + 1):
+        if per_worker % accumulation == 0 and per_worker // accumulation <= max_micro_batch:
+            return per_worker // accumulation, accumulation
+    raise AssertionError("unreachable: accumulation = per_worker always fits")
+
+
+@dataclass(frozen=True)
+class CropFlip:
+    """Per-image random crop offsets (after zero padding) and horizontal-flip flags."""
+
+    top: torch.Tensor  # int64 (B,), in [0, 2 * padding]
+    left: torch.Tensor
+    flip: torch.Tensor  # bool (B,)
+
+    @classmethod
+    def sample(cls, batch: int, padding: int, generator: torch.Generator) -> "CropFlip":
+        device = generator.device
+        offsets = torch.randint(0, 2 * padding + 1, (2, batch), generator=generator, device=device)
+        flip = torch.randint(0, 2, (batch,), generator=generator, device=device).bool()
+        return cls(offsets[0], offsets[1], flip)
+
+    def select(self, rows: slice) -> "CropFlip":
+        return replace(self, top=self.top[rows], left=self.left[rows], flip=self.flip[rows])
+
+
+def crop_flip(images: torch.Tensor, params: CropFlip, padding: int = 4) -> torch.Tensor:
+    """Random crop from a zero-padded image plus horizontal flip, as one batched gather."""
+    batch, channels, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))
+    ar_h = torch.arange(height, device=images.device)
+    ar_w = torch.arange(width, device=images.device)
+    rows = params.top.to(images.device)[:, None] + ar_h  # (B, H)
+    # A flipped image reads its columns right to left.
+    cols = params.left.to(images.device)[:, None] + torch.where(params.flip.to(images.device)[:, None],
+                                                                 width - 1 - ar_w, ar_w)  # (B, W)
+    b = torch.arange(batch, device=images.device)[:, None, None, None]
+    c = torch.arange(channels, device=images.device)[None, :, None, None]
+    return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class Normalizer:
+    """uint8 images -> float32 standardized per channel, on the device of the images."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str):
+        self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, -1, 1, 1)
+        self.shift = (torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, -1, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float() * self.scale - self.shift

@@ -1,0 +1,304 @@
+"""The pure training loop: one trial on one process, or on several under torch.distributed.
+
+No Ray here. `study` builds a `TrialSpec`; `trainables.ray_train` runs `train` inside Ray Train
+workers; tests run it directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from trainables.data import (CropFlip, Dataset, Normalizer, Split, class_balanced_subset, crop_flip,
+                             derived_seed, global_batches, load_dataset, worker_slice)
+from trainables.lr import LRSchedule
+from trainables.mixup import MixedBatch, mix, mixed_cross_entropy, sample_lambda
+from trainables.models import build_model
+
+CROP_PADDING = 4
+# Independent random streams derived from (seed, epoch, stream).
+STREAM_AUGMENT, STREAM_MIXUP = 1, 2
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything one trial needs, with derived values resolved (see study/plan.py)."""
+
+    trial_id: str
+    dataset: str = "synthetic"
+    data_root: str = "~/.cache/lbstudy/data"
+    train_subset: int | None = None
+    test_subset: int | None = None
+    augment: bool = True
+    arch: str = "vgg9"
+    width: float = 1.0
+    batch_size: int = 128  # global batch per optimizer step = workers x micro_batch x accumulation_steps
+    workers: int = 1
+    micro_batch: int = 128  # per worker and per forward pass; also what BatchNorm sees
+    accumulation_steps: int = 1
+    peak_lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    epochs: int = 1
+    warmup_epochs: float = 0.0
+    decay: str = "constant"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    mixup_alpha: float = 0.0
+    seed: int = 0
+    eval_every_epochs: int = 1
+    train_eval_samples: int | None = 10_000
+
+    def __post_init__(self) -> None:
+        if self.workers * self.micro_batch * self.accumulation_steps != self.batch_size:
+            raise ValueError(f"{self.trial_id}: workers {self.workers} x micro_batch {self.micro_batch} x "
+                             f"accumulation {self.accumulation_steps} != batch_size {self.batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["milestones"] = list(self.milestones)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrialSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in names}
+        kwargs["milestones"] = tuple(kwargs.get("milestones", ()))
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this process trains: its device and its place among the data-parallel workers."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+EpochCallback = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
+
+
+def build_model_and_optimizer(spec: TrialSpec, num_classes: int,
+                              device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+    # The same seed on every worker gives every replica the same initial weights.
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.arch, width=spec.width, num_classes=num_classes).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=spec.peak_lr, momentum=spec.momentum,
+                                nesterov=spec.nesterov and spec.momentum > 0, weight_decay=spec.weight_decay)
+    return model, optimizer
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    # bf16 on CUDA (BatchNorm stays float32 under autocast); float32 on CPU.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[MixedBatch],
+                   lr: float, runtime: Runtime) -> dict[str, torch.Tensor]:
+    """One optimizer step over this worker's micro-batches; gradients averaged over all workers.
+
+    Returns device tensors (no host sync): the mean loss and the squared norms of this worker's
+    gradient and of the all-reduced one (their ratio feeds the gradient noise scale).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), device=runtime.device)
+    for batch in micro_batches:
+        with autocast(runtime.device):
+            loss = mixed_cross_entropy(model(batch.images), batch) / len(micro_batches)
+        loss.backward()
+        loss_sum += loss.detach().float()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    local_grad_sq = flat.float().square().sum()
+    if runtime.distributed:
+        dist.all_reduce(flat)
+        flat /= runtime.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+        dist.all_reduce(loss_sum)
+        loss_sum /= runtime.world_size
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    return {"loss": loss_sum, "local_grad_sq": local_grad_sq, "grad_sq": flat.float().square().sum()}
+
+
+def worker_micro_batches(split: Split, normalize: Normalizer, batch_index: torch.Tensor, spec: TrialSpec,
+                         runtime: Runtime, augment_gen: torch.Generator,
+                         rng: np.random.Generator) -> list[MixedBatch]:
+    """This worker's micro-batches of one global batch, augmented and mixed on the device.
+
+    Random draws are made for the whole global batch on every worker and then sliced, so the
+    result does not depend on how the batch is split into workers x accumulation steps.
+    """
+    device = runtime.device
+    mine = worker_slice(batch_index, runtime.rank, runtime.world_size).to(device, non_blocking=True)
+    images = split.images[mine]
+    if spec.augment:
+        params = CropFlip.sample(spec.batch_size, CROP_PADDING, augment_gen)
+        per_worker = spec.batch_size // spec.workers
+        images = crop_flip(images, params.select(slice(runtime.rank * per_worker, (runtime.rank + 1) * per_worker)),
+                           CROP_PADDING)
+    images = normalize(images)
+    if device.type == "cuda":
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = split.labels[mine]
+    n_micro = spec.workers * spec.accumulation_steps
+    if spec.mixup_alpha > 0:
+        lams = [sample_lambda(spec.mixup_alpha, rng) for _ in range(n_micro)]
+        partners = torch.rand((n_micro, spec.micro_batch), generator=augment_gen, device=device).argsort(dim=1)
+    batches = []
+    for a in range(spec.accumulation_steps):
+        rows = slice(a * spec.micro_batch, (a + 1) * spec.micro_batch)
+        x, y = images[rows], labels[rows]
+        if spec.mixup_alpha > 0:
+            m = runtime.rank * spec.accumulation_steps + a  # this micro-batch's index in the global batch
+            batches.append(mix(x, y, lams[m], partners[m]))
+        else:
+            batches.append(MixedBatch(x, y, y, 1.0))
+    return batches
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, normalize: Normalizer, runtime: Runtime,
+             batch_size: int = 1024) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) in eval mode, no augmentation; shards over workers when distributed."""
+    was_training = model.training
+    model.eval()
+    n = len(split)
+    start, stop = runtime.rank * n // runtime.world_size, (runtime.rank + 1) * n // runtime.world_size
+    totals = torch.zeros(3, device=runtime.device, dtype=torch.float64)
+    for i in range(start, stop, batch_size):
+        j = min(i + batch_size, stop)
+        images = normalize(split.images[i:j])
+        if runtime.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(runtime.device):
+            logits = model(images).float()
+        labels = split.labels[i:j]
+        totals[0] += nn.functional.cross_entropy(logits, labels, reduction="sum").double()
+        totals[1] += (logits.argmax(dim=1) == labels).sum()
+        totals[2] += j - i
+    if runtime.distributed:
+        dist.all_reduce(totals)
+    model.train(was_training)
+    loss, correct, count = totals.tolist()
+    return loss / max(count, 1), correct / max(count, 1)
+
+
+def sync_buffers(model: nn.Module, runtime: Runtime) -> None:
+    """Give every worker rank 0's BatchNorm statistics (as DDP does), before evaluating or saving."""
+    if runtime.distributed:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def parameter_norm(model: nn.Module) -> float:
+    return float(torch.linalg.vector_norm(torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])))
+
+
+def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, spec: TrialSpec, epoch: int,
+                   step: int) -> dict[str, Any]:
+    """What a checkpoint holds. Data order and augmentation derive from (seed, epoch), so resuming at an
+    epoch boundary repeats them exactly; torch's global RNG state is kept for anything else."""
+    return {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": copy.deepcopy(optimizer.state_dict()), "epoch": epoch, "step": step, "spec": spec.to_dict(),
+            "torch_rng": torch.get_rng_state()}
+
+
+def device_dataset(spec: TrialSpec, device: torch.device, dataset: Dataset | None = None) -> Dataset:
+    dataset = dataset or load_dataset(spec.dataset, spec.data_root, train_subset=spec.train_subset,
+                                      test_subset=spec.test_subset)
+    return dataclasses.replace(dataset, train=dataset.train.to(device), test=dataset.test.to(device))
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    status: str  # completed | diverged
+    epochs: int
+    steps: int
+
+
+def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
+          resume: dict[str, Any] | None = None, on_epoch: EpochCallback | None = None) -> TrialOutcome:
+    """Train one trial from scratch or from `resume`; call `on_epoch(metrics, make_checkpoint)` each epoch."""
+    device = runtime.device
+    data = device_dataset(spec, device, dataset)
+    if len(data.train) < spec.batch_size:
+        raise ValueError(f"{spec.trial_id}: batch size {spec.batch_size} exceeds the {len(data.train)} "
+                         "training images; lower sweep.batch_size or raise data.train_subset")
+    normalize = Normalizer(data.mean, data.std, device)
+    eval_train = data.train
+    if spec.train_eval_samples is not None and spec.train_eval_samples < len(data.train):
+        eval_train = data.train.take(class_balanced_subset(data.train.labels.cpu(), spec.train_eval_samples,
+                                                           data.num_classes).to(device))
+    model, optimizer = build_model_and_optimizer(spec, data.num_classes, device)
+    start_epoch, step = 0, 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        start_epoch, step = int(resume["epoch"]), int(resume["step"])
+        torch.set_rng_state(resume["torch_rng"])
+    steps_per_epoch = len(data.train) // spec.batch_size
+    schedule = LRSchedule.from_epochs(peak_lr=spec.peak_lr, steps_per_epoch=steps_per_epoch, epochs=spec.epochs,
+                                      warmup_epochs=spec.warmup_epochs, decay=spec.decay,
+                                      milestones=spec.milestones, gamma=spec.gamma)
+    model.train()
+    for epoch in range(start_epoch, spec.epochs):
+        started = time.perf_counter()
+        augment_gen = torch.Generator(device=device).manual_seed(derived_seed(spec.seed, epoch, STREAM_AUGMENT))
+        rng = np.random.default_rng(derived_seed(spec.seed, epoch, STREAM_MIXUP))
+        sums = {"loss": torch.zeros((), device=device), "local_grad_sq": torch.zeros((), device=device),
+                "grad_sq": torch.zeros((), device=device)}
+        for batch_index in global_batches(len(data.train), spec.batch_size, spec.seed, epoch):
+            micro = worker_micro_batches(data.train, normalize, batch_index, spec, runtime, augment_gen, rng)
+            lr = schedule(step)
+            for key, value in optimizer_step(model, optimizer, micro, lr, runtime).items():
+                sums[key] += value
+            step += 1
+        means = {k: float(v) / steps_per_epoch for k, v in sums.items()}  # the one host sync of the epoch
+        train_time = time.perf_counter() - started
+        sync_buffers(model, runtime)
+        diverged = not math.isfinite(means["loss"])
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": means["loss"],
+            "grad_norm": math.sqrt(means["grad_sq"]) if math.isfinite(means["grad_sq"]) else math.nan,
+            "local_grad_sq": means["local_grad_sq"], "grad_sq": means["grad_sq"],
+            "param_norm": parameter_norm(model), "epoch_time_s": train_time,
+            "images_per_s": steps_per_epoch * spec.batch_size / train_time,
+            "clean_train_loss": math.nan, "clean_train_acc": math.nan, "test_loss": math.nan, "test_acc": math.nan,
+        }
+        last = epoch + 1 == spec.epochs
+        if not diverged and (last or (epoch + 1) % spec.eval_every_epochs == 0):
+            metrics["clean_train_loss"], metrics["clean_train_acc"] = evaluate(model, eval_train, normalize, runtime)
+            metrics["test_loss"], metrics["test_acc"] = evaluate(model, data.test, normalize, runtime)
+        metrics["diverged"] = diverged
+        if on_epoch is not None:
+            final_step, final_epoch = step, epoch + 1
+            on_epoch(metrics, lambda: training_state(model, optimizer, spec, final_epoch, final_step))
+        if diverged:
+            return TrialOutcome("diverged", epoch + 1, step)
+    return TrialOutcome("completed", spec.epochs, step)
+
