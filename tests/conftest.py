@@ -20,3 +20,33 @@ def shared_cifar() -> Path:
     if not SHARED_CIFAR.exists():
         pytest.skip(f"real CIFAR-10 JPEGs not found at {SHARED_CIFAR} (see shared/data/README.md)")
     return SHARED_CIFAR
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session (2 CPUs, like this machine); yields its address."""
+    import ray
+
+    from study.run_sweep import TRIAL_RESOURCE, TRIAL_RESOURCE_AMOUNT
+
+    ray.init(num_cpus=2, resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False,
+             log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def tiny_study_yaml(name: str, storage: Path, **extra: str) -> str:
+    """A study that trains in seconds: synthetic data, VGG9 at width 0.25, small subsets."""
+    text = f"""
+name: {name}
+storage: {storage}
+data: {{dataset: synthetic, train_subset: 512, test_subset: 256}}
+model: {{width: 0.25}}
+optim: {{base_lr: 0.05}}
+schedule: {{epochs: 2, decay: constant, milestones: []}}
+sweep: {{batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}}
+eval: {{train_eval_samples: 256}}
+"""
+    for key, value in extra.items():
+        text += f"{key}: {value}\n"
+    return text

@@ -209,10 +209,16 @@ def evaluate(model: nn.Module, split: Split, normalize: Normalizer, runtime: Run
 
 
 def sync_buffers(model: nn.Module, runtime: Runtime) -> None:
-    """Give every worker rank 0's BatchNorm statistics (as DDP does), before evaluating or saving."""
+    """Average the BatchNorm running statistics over workers before evaluating or saving.
+
+    Each worker's statistics saw only its own micro-batches; the average uses all of the data
+    (DDP instead copies rank 0's, which sees 1/world of it).
+    """
     if runtime.distributed:
         for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)
+            if buffer.is_floating_point():
+                dist.all_reduce(buffer)
+                buffer /= runtime.world_size
 
 
 def parameter_norm(model: nn.Module) -> float:
@@ -239,6 +245,7 @@ class TrialOutcome:
     status: str  # completed | diverged
     epochs: int
     steps: int
+    first_step_at: float | None = None  # time.time() when this run's first optimizer step returned
 
 
 def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
@@ -266,6 +273,7 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
                                       warmup_epochs=spec.warmup_epochs, decay=spec.decay,
                                       milestones=spec.milestones, gamma=spec.gamma)
     model.train()
+    first_step_at: float | None = None
     for epoch in range(start_epoch, spec.epochs):
         started = time.perf_counter()
         augment_gen = torch.Generator(device=device).manual_seed(derived_seed(spec.seed, epoch, STREAM_AUGMENT))
@@ -278,6 +286,8 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
             for key, value in optimizer_step(model, optimizer, micro, lr, runtime).items():
                 sums[key] += value
             step += 1
+            if first_step_at is None:
+                first_step_at = time.time()
         means = {k: float(v) / steps_per_epoch for k, v in sums.items()}  # the one host sync of the epoch
         train_time = time.perf_counter() - started
         sync_buffers(model, runtime)
@@ -299,6 +309,6 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
             final_step, final_epoch = step, epoch + 1
             on_epoch(metrics, lambda: training_state(model, optimizer, spec, final_epoch, final_step))
         if diverged:
-            return TrialOutcome("diverged", epoch + 1, step)
-    return TrialOutcome("completed", spec.epochs, step)
+            return TrialOutcome("diverged", epoch + 1, step, first_step_at)
+    return TrialOutcome("completed", spec.epochs, step, first_step_at)
 

@@ -1,0 +1,270 @@
+"""Run a study: python -m study.run_sweep STUDY.yaml [--storage URI] [--address ADDR] [--set K=V ...]
+[--dry-run] [--resume]
+
+Starts (or joins) a Ray cluster, trains every trial of the study with Ray Tune (one-worker trials in
+the Tune trial itself, multi-worker trials through a Ray Train TorchTrainer), writes Parquet results
+and prints where they are. A user's mistake exits with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from study.config import ConfigError, StudyConfig, load_study
+from study.plan import PlannedTrial, format_plan, local_path, plan_study
+from study.results import TrialRecorder, provenance
+from study.store import ResultsStore, join
+from trainables.data import DataError, load_dataset
+
+# Multi-worker trials hold this custom resource instead of a CPU, so that the Tune trial itself never
+# takes a core its TorchTrainer's workers need (which deadlocks a small machine silently).
+TRIAL_RESOURCE = "lbstudy_trial"
+TRIAL_RESOURCE_AMOUNT = 10_000
+
+
+class SweepError(RuntimeError):
+    """The study cannot run as asked on this cluster or storage; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    study: StudyConfig
+    results_dir: str
+    trials: list[dict[str, Any]]
+    dashboard_url: str | None
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources
+
+def alive_nodes() -> list[dict[str, float]]:
+    import ray
+
+    return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+
+
+def resolve_use_gpu(study: StudyConfig, nodes: list[dict[str, float]]) -> bool:
+    has_gpu = any(node.get("GPU", 0) > 0 for node in nodes)
+    if study.resources.use_gpu == "auto":
+        return has_gpu
+    if study.resources.use_gpu and not has_gpu:
+        raise SweepError("resources.use_gpu: true, but no node of this Ray cluster has a GPU; "
+                         "set it to auto or false, or add GPU nodes")
+    return bool(study.resources.use_gpu)
+
+
+def worker_bundle(study: StudyConfig, use_gpu: bool) -> dict[str, float]:
+    return {"CPU": study.resources.cpus_per_worker, **({"GPU": 1.0} if use_gpu else {})}
+
+
+def workers_fitting(node: dict[str, float], bundle: dict[str, float]) -> int:
+    return min(int(node.get(k, 0) // v) for k, v in bundle.items() if v > 0)
+
+
+def check_fits(study: StudyConfig, use_gpu: bool, nodes: list[dict[str, float]]) -> int:
+    """Raise SweepError unless one trial can ever be placed; return how many trials fit at once."""
+    bundle = worker_bundle(study, use_gpu)
+    workers = study.resources.workers
+    per_node = [workers_fitting(node, bundle) for node in nodes]
+    # One-worker trials run on one node; a TorchTrainer may spread its workers over nodes.
+    capacity = max(per_node, default=0) if workers == 1 else sum(per_node)
+    if capacity < workers:
+        offered = ", ".join(f"{{CPU: {n.get('CPU', 0):g}, GPU: {n.get('GPU', 0):g}}}" for n in nodes)
+        raise SweepError(f"resources: one trial needs {workers} worker(s) of {bundle}, but the cluster's nodes "
+                         f"({offered}) hold at most {capacity}; lower resources.workers or "
+                         "resources.cpus_per_worker, or add nodes")
+    return max(1, sum(per_node) // workers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray Tune
+
+def planned(trial: Any) -> dict[str, Any]:
+    """The config of one planned trial (Tune nests it under the grid-search key)."""
+    return trial.config["trial"]
+
+
+def trial_name(trial: Any) -> str:
+    return planned(trial)["spec"]["trial_id"]
+
+
+def make_results_callback(store: ResultsStore) -> Any:
+    import ray.tune
+
+    class ResultsWriter(ray.tune.Callback):
+        """Writes each trial's reports into the store as they arrive (driver side)."""
+
+        def __init__(self) -> None:
+            self.recorder = TrialRecorder(store)
+            self.checkpoints: dict[str, str] = {}
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            config = planned(trial)
+            trial_id = config["spec"]["trial_id"]
+            if result.get("checkpoint_path"):
+                self.checkpoints[trial_id] = result["checkpoint_path"]
+            elif trial.checkpoint is not None:
+                self.checkpoints[trial_id] = trial.checkpoint.path
+            if result.get("kind") == "epoch":
+                self.recorder.epoch(trial_id, result)
+                print(f"[{trial_id}] epoch {result['epoch']}/{config['spec']['epochs']}: "
+                      f"train loss {result['train_loss']:.4f}, test acc {result['test_acc']:.4f}, "
+                      f"{result['images_per_s']:,.0f} img/s", flush=True)
+            elif result.get("kind") == "final":
+                row = self.recorder.final(trial_id, config["params"], result, config["provenance"],
+                                          config["config_json"], self.checkpoints.get(trial_id))
+                print(f"[{trial_id}] {row['status']} after {row['epochs_completed']} epochs "
+                      f"(start-up {row['startup_s'] or math.nan:.1f} s)", flush=True)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            config = planned(trial)
+            trial_id = config["spec"]["trial_id"]
+            error = getattr(trial, "error_msg", None) or "the trial raised an error; see the Ray logs"
+            self.recorder.failed(trial_id, config["params"], config["provenance"], config["config_json"],
+                                 str(error).strip().splitlines()[-1][:2000] if str(error).strip() else str(error))
+
+    return ResultsWriter()
+
+
+def trial_config(study: StudyConfig, trial: PlannedTrial, use_gpu: bool, prov: dict[str, Any]) -> dict[str, Any]:
+    return {"spec": trial.spec.to_dict(), "params": trial.params(study), "provenance": prov,
+            "config_json": json.dumps(study.to_dict(), sort_keys=True), "use_gpu": use_gpu,
+            "cpus_per_worker": study.resources.cpus_per_worker, "max_failures": study.resources.max_failures,
+            "train_storage": join(study_root(study), "train")}
+
+
+def study_root(study: StudyConfig) -> str:
+    return join(local_path(study.storage), study.name)
+
+
+def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | None = None) -> SweepResult:
+    """Run (or resume) every unfinished trial of `study` on the connected Ray cluster."""
+    import ray
+    import ray.tune
+
+    from trainables.ray_train import tune_trial
+
+    store = ResultsStore.for_study(local_path(study.storage), study.name)
+    if store.is_store() and not resume:
+        raise SweepError(f"study {study.name!r} already has results in {store.root}; pass --resume to continue it, "
+                         "or change name (or --storage) to start a new one")
+    plan = plan_study(study)
+    nodes = alive_nodes()
+    use_gpu = resolve_use_gpu(study, nodes)
+    fits = check_fits(study, use_gpu, nodes)
+    concurrency = min(study.resources.max_concurrent_trials or fits, fits, len(plan))
+    finished = store.finished_trials()
+    todo = [t for t in plan if t.trial_id not in finished]
+    prov = provenance()
+    if study.resources.workers == 1:
+        trial_resources = worker_bundle(study, use_gpu)
+    elif ray.cluster_resources().get(TRIAL_RESOURCE, 0) > 0:
+        trial_resources = {"CPU": 0.0, TRIAL_RESOURCE: 1.0}
+    else:  # a cluster started without our custom resource: the trial takes a sliver of a CPU
+        trial_resources = {"CPU": 0.01}
+    trainable = ray.tune.with_resources(tune_trial, trial_resources)
+    tune_path = join(study_root(study), "tune")
+    print(f"{study.name}: {len(plan)} trials, {len(plan) - len(todo)} already finished, "
+          f"{len(todo)} to run, up to {concurrency} at a time{' on GPUs' if use_gpu else ''}", flush=True)
+    if todo:
+        if resume and ray.tune.Tuner.can_restore(tune_path):
+            tuner = ray.tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = ray.tune.Tuner(
+                trainable,
+                param_space={"trial": ray.tune.grid_search([trial_config(study, t, use_gpu, prov) for t in todo])},
+                tune_config=ray.tune.TuneConfig(max_concurrent_trials=concurrency, trial_name_creator=trial_name,
+                                                trial_dirname_creator=trial_name),
+                run_config=ray.tune.RunConfig(
+                    name="tune", storage_path=study_root(study), callbacks=[make_results_callback(store)],
+                    failure_config=ray.tune.FailureConfig(max_failures=study.resources.max_failures),
+                    checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2), verbose=1),
+            )
+        tuner.fit()
+    trials = store.read("trials")
+    rows = trials[trials["trial_id"].isin([t.trial_id for t in plan])].to_dict("records")
+    return SweepResult(study, store.root, rows, dashboard_url)
+
+
+def check_data(study: StudyConfig) -> None:
+    """Surface data problems (missing root, corrupt image) before any Ray work; warms the decode cache."""
+    if study.data.dataset == "imagefolder" and "://" not in study.data.root:
+        load_dataset("imagefolder", local_path(study.data.root))
+
+
+def connect_ray(address: str | None) -> str | None:
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        context = None
+    elif address:
+        context = ray.init(address=address)
+    else:
+        context = ray.init(resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT})
+    url = getattr(context, "dashboard_url", None) if context is not None else None
+    return f"http://{url}" if url and not url.startswith("http") else url
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'trial_id':<32} {'status':<10} {'epochs':>6} {'test_acc':>8} {'gap_acc':>8} {'startup_s':>9}"]
+    for row in sorted(rows, key=lambda r: r["trial_id"]):
+        def fmt(value: Any, spec: str) -> str:
+            return format(value, spec) if isinstance(value, (int, float)) and value == value else "-"
+        lines.append(f"{row['trial_id']:<32} {row['status']:<10} {fmt(row['epochs_completed'], 'd'):>6} "
+                     f"{fmt(row['final_test_acc'], '.4f'):>8} {fmt(row['gap_acc'], '.4f'):>8} "
+                     f"{fmt(row['startup_s'], '.1f'):>9}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m study.run_sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", help="the study file (YAML), for example studies/smoke.yaml")
+    parser.add_argument("--storage", help="where results go (local path or s3://...); overrides the study's storage")
+    parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else start a local one)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a study-file key, YAML value syntax: --set sweep.batch_size=[128,256]")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (one line per trial) and exit")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted study: finished trials are kept, unfinished ones resume "
+                             "from their last checkpoint")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        study = load_study(args.study, args.set)
+        if args.storage:
+            study = dataclasses.replace(study, storage=args.storage)
+        if args.dry_run:
+            print(format_plan(study, plan_study(study)))
+            return 0
+        check_data(study)
+        dashboard = connect_ray(args.address)
+        if dashboard:
+            print(f"Ray dashboard: {dashboard}", flush=True)
+        result = run_study(study, resume=args.resume, dashboard_url=dashboard)
+    except (ConfigError, SweepError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(summary_table(result.trials))
+    print(f"wall time: {time.perf_counter() - started:.0f} s")
+    print(f"results: {result.results_dir}")
+    if dashboard:
+        print(f"Ray dashboard: {dashboard}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""End-to-end: real local Ray, real Tune trials, real TorchTrainer, results in Parquet."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, tiny_study_yaml
+from study.config import parse_study
+from study.run_sweep import run_study
+from study.store import SCHEMAS
+from trainables.checkpoint import load_state
+
+pytestmark = pytest.mark.slow
+DESIGN_TRIAL_COLUMNS = [
+    "trial_id", "study", "batch_size", "mixup_alpha", "lr_scaling", "base_lr", "peak_lr", "warmup_epochs", "epochs",
+    "seed", "workers", "micro_batch", "accumulation_steps", "bn_batch_size", "weight_decay", "augment", "dataset",
+    "model", "width", "status", "final_test_acc", "best_test_acc", "gap_acc", "gap_loss", "steps", "train_time_s",
+    "images_per_s", "startup_s", "checkpoint", "git_revision", "torch_version", "ray_version", "device", "hosts",
+    "config"]
+DESIGN_EPOCH_COLUMNS = ["trial_id", "epoch", "lr", "train_loss", "clean_train_loss", "clean_train_acc", "test_loss",
+                        "test_acc", "epoch_time_s", "images_per_s", "grad_norm", "param_norm"]
+
+
+def test_tiny_sweep_writes_one_row_per_trial_and_epoch(ray_session: str, tmp_path: Path) -> None:
+    study = parse_study(tiny_study_yaml("grid", tmp_path))
+    result = run_study(study)
+    trials = pd.read_parquet(Path(result.results_dir) / "trials")
+    epochs = pd.read_parquet(Path(result.results_dir) / "epochs")
+    assert len(trials) == 4 and set(trials["status"]) == {"completed"}
+    assert set(DESIGN_TRIAL_COLUMNS) <= set(trials.columns) and set(DESIGN_EPOCH_COLUMNS) <= set(epochs.columns)
+    assert sorted(zip(trials["batch_size"], trials["mixup_alpha"])) == [(64, 0.0), (64, 1.0), (128, 0.0), (128, 1.0)]
+    counts = epochs.groupby("trial_id")["epoch"].apply(sorted)
+    assert counts.to_dict() == {t: [1, 2] for t in trials["trial_id"]}
+    for column in ("final_test_acc", "final_clean_train_acc", "best_test_acc"):
+        assert trials[column].between(0, 1).all()
+    assert epochs[["test_acc", "clean_train_acc"]].stack().between(0, 1).all()
+    assert (trials["steps"] == 2 * 512 // trials["batch_size"]).all()
+    assert trials["startup_s"].gt(0).all() and trials["git_revision"].str.len().gt(6).all()
+    assert all(Path(p).exists() for p in trials["checkpoint"])
+    # Each table has a fixed schema, so reading the folder keeps every column.
+    assert list(trials.columns) == SCHEMAS["trials"].names
+
+
+def test_two_worker_trainer_equals_one_worker_accumulating(ray_session: str, tmp_path: Path) -> None:
+    """DDP over gloo in a TorchTrainer vs one worker with 2 accumulation steps: same batches, same update."""
+    common = "sweep: {batch_size: [64], mixup_alpha: [1.0]}\n"
+    two = parse_study(tiny_study_yaml("two", tmp_path).replace("sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
+                                                               common) + "resources: {workers: 2}\n")
+    one = parse_study(tiny_study_yaml("one", tmp_path).replace("sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
+                                                               common) + "resources: {workers: 1, max_micro_batch: 32}\n")
+    rows = {}
+    for study in (two, one):
+        (row,) = run_study(study).trials
+        assert row["status"] == "completed" and row["micro_batch"] == 32
+        rows[study.name] = row
+    assert rows["two"]["accumulation_steps"] == 1 and rows["one"]["accumulation_steps"] == 2
+    distributed = load_state(rows["two"]["checkpoint"])["model"]
+    single = load_state(rows["one"]["checkpoint"])["model"]
+    names = [n for n in single if "running" not in n and "num_batches" not in n]
+    gap = torch.cat([(single[n] - distributed[n]).reshape(-1) for n in names]).norm()
+    assert float(gap / torch.cat([single[n].reshape(-1) for n in names]).norm()) < 1e-5
+
+
+def run_cli(*args: str, address: str | None = None, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if address:
+        env["RAY_ADDRESS"] = address
+    return subprocess.Popen([sys.executable, "-m", "study.run_sweep", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_interrupted_sweep_resumes_without_retraining_or_duplicates(ray_session: str, tmp_path: Path) -> None:
+    study_file = tmp_path / "resume.yaml"
+    study_file.write_text(tiny_study_yaml("resume", tmp_path).replace("epochs: 2,", "epochs: 4,")
+                          + "resources: {max_concurrent_trials: 1}\n")
+    results = tmp_path / "resume" / "results"
+    process = run_cli(str(study_file), "--set", "sweep.mixup_alpha=[0.0]", address=ray_session)
+    deadline = time.time() + 300
+    while not (results / "trials").exists() or not list((results / "trials").glob("*.parquet")):
+        assert process.poll() is None, process.stdout.read()
+        assert time.time() < deadline, "the first trial did not finish in time"
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    first_output = process.communicate(timeout=120)[0]
+    finished = pd.read_parquet(results / "trials")
+    assert len(finished) == 1, first_output
+    first_id = finished["trial_id"][0]
+    first_epochs_mtime = (results / "epochs" / f"{first_id}.parquet").stat().st_mtime_ns
+
+    again = run_cli(str(study_file), "--set", "sweep.mixup_alpha=[0.0]", "--resume", address=ray_session)
+    output = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, output
+    assert "1 already finished, 1 to run" in output
+    trials = pd.read_parquet(results / "trials")
+    epochs = pd.read_parquet(results / "epochs")
+    assert sorted(trials["trial_id"]) == sorted(set(trials["trial_id"])) and len(trials) == 2
+    assert set(trials["status"]) == {"completed"}
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert epochs.groupby("trial_id")["epoch"].apply(sorted).to_dict() == {t: [1, 2, 3, 4] for t in trials["trial_id"]}
+    # The finished trial was not trained again: its row and its epochs file are untouched.
+    assert trials.set_index("trial_id").loc[first_id, "finished_at"] == finished["finished_at"][0]
+    assert (results / "epochs" / f"{first_id}.parquet").stat().st_mtime_ns == first_epochs_mtime
+    assert f"results: {results}" in output
+
+
+def test_cli_errors_are_one_line_with_status_2(ray_session: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nsweep: {batch_sise: [128]}\n")
+    process = run_cli(str(bad))
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 2 and output.strip().count("\n") == 0
+    assert "did you mean 'batch_size'" in output
+
+    huge = tmp_path / "huge.yaml"
+    huge.write_text(tiny_study_yaml("huge", tmp_path) + "resources: {workers: 1, cpus_per_worker: 64}\n")
+    process = run_cli(str(huge), address=ray_session)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 2, output
+    assert output.strip().splitlines()[-1].startswith("error: resources: one trial needs 1 worker(s)")
+
+
+def test_existing_results_are_never_overwritten_without_resume(ray_session: str, tmp_path: Path) -> None:
+    study = parse_study(tiny_study_yaml("keep", tmp_path).replace("[64, 128]", "[128]").replace("[0.0, 1.0]", "[0.0]"))
+    run_study(study)
+    from study.run_sweep import SweepError
+
+    with pytest.raises(SweepError, match="--resume"):
+        run_study(study)
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path: Path) -> None:
+    process = subprocess.run([sys.executable, "-m", "study.run_sweep", "studies/smoke.yaml", "--dry-run",
+                              "--storage", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert process.returncode == 0 and "peak_lr" in process.stdout and len(process.stdout.splitlines()) == 6
+    assert not any(tmp_path.iterdir())

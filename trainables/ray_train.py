@@ -1,0 +1,129 @@
+"""Thin Ray adapters around the pure loop: the Ray Train worker function and the Ray Tune trial.
+
+A trial's config is a plain dict (Tune's param space): {"spec": TrialSpec.to_dict(), "use_gpu",
+"cpus_per_worker", "max_failures", "train_storage", "provenance"}. Every epoch the trial reports
+{"kind": "epoch", ...metrics} and, at the end, one {"kind": "final", ...} with the whole epoch
+history; the driver turns these into Parquet rows. One-worker trials train inside the Tune trial
+itself (no TorchTrainer start-up cost); multi-worker trials build a TorchTrainer (Ray Train V2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from typing import Any, Callable, Protocol
+
+import ray
+import ray.train
+import ray.train.torch
+import ray.tune
+import torch
+
+from trainables.checkpoint import load_state, save_state
+from trainables.loop import Runtime, TrialOutcome, TrialSpec, train
+
+
+class Reporter(Protocol):
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
+
+    def checkpoint(self) -> ray.train.Checkpoint | None: ...
+
+
+class TrainReporter:
+    """Inside a Ray Train worker: reports go to the controller and from rank 0 on to Tune."""
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    def checkpoint(self) -> ray.train.Checkpoint | None:
+        return ray.train.get_checkpoint()
+
+
+class TuneReporter:
+    """Inside a Tune function trainable (the one-worker path): reports go straight to Tune."""
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.tune.report(metrics, checkpoint=checkpoint)
+
+    def checkpoint(self) -> ray.train.Checkpoint | None:
+        return ray.tune.get_checkpoint()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()}, {os.cpu_count()} cores)"
+
+
+def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, hosts: int = 1) -> TrialOutcome:
+    """Train one trial on this worker, resuming from the latest reported checkpoint if there is one."""
+    spec = TrialSpec.from_dict(config["spec"])
+    resume = None
+    checkpoint = reporter.checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume = load_state(directory)
+    history: list[dict[str, Any]] = list(resume["history"]) if resume else []
+
+    def on_epoch(metrics: dict[str, Any], make_state: Callable[[], dict[str, Any]]) -> None:
+        history.append(metrics)
+        if runtime.rank != 0:
+            reporter.report({"kind": "epoch", **metrics}, None)
+            return
+        state = make_state()
+        state["history"] = history
+        with tempfile.TemporaryDirectory(prefix="lbstudy-ckpt-") as directory:
+            save_state(state, directory)
+            reporter.report({"kind": "epoch", **metrics}, directory)  # uploads before returning
+
+    if history and history[-1]["diverged"]:
+        outcome = TrialOutcome("diverged", len(history), int(resume["step"]) if resume else 0)  # never resume NaNs
+    else:
+        outcome = train(spec, runtime, resume=resume, on_epoch=on_epoch)
+    started_at = float(config.get("started_at", time.time()))
+    final = {"kind": "final", "status": outcome.status, "epochs_completed": outcome.epochs, "steps": outcome.steps,
+             "startup_s": (outcome.first_step_at - started_at) if outcome.first_step_at else None,
+             "train_time_s": sum(m["epoch_time_s"] for m in history), "device": device_name(runtime.device),
+             "hosts": hosts, "history": json.dumps(history)}
+    reporter.report(final, None)
+    return outcome
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """The Ray Train worker function; torch.distributed is already initialized by TorchTrainer."""
+    context = ray.train.get_context()
+    torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
+    runtime = Runtime(ray.train.torch.get_device(), context.get_world_rank(), context.get_world_size())
+    hosts = max(1, context.get_world_size() // max(1, context.get_local_world_size()))
+    run_worker(config, runtime, TrainReporter(), hosts=hosts)
+
+
+def tune_trial(config: dict[str, Any]) -> None:
+    """The Tune function trainable: one trial, in this process or through a TorchTrainer."""
+    config = {**config.get("trial", config), "started_at": time.time()}  # Tune nests grid values
+    spec = config["spec"]
+    if spec["workers"] == 1:
+        torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
+        use_cuda = config["use_gpu"] and torch.cuda.is_available()
+        run_worker(config, Runtime(torch.device("cuda" if use_cuda else "cpu")), TuneReporter())
+        return
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trainer = ray.train.torch.TorchTrainer(
+        train_worker,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=spec["workers"], use_gpu=config["use_gpu"],
+                                               resources_per_worker={"CPU": config["cpus_per_worker"]}),
+        run_config=ray.train.RunConfig(
+            # Deterministic per trial: started again (a resumed study, a retried trial), the run
+            # continues from its last checkpoint instead of starting over.
+            name=spec["trial_id"], storage_path=config["train_storage"], callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=config["max_failures"], controller_failure_limit=0),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+    )
+    trainer.fit()
