@@ -95,13 +95,17 @@ class InterpolateConfig:
     pairs: tuple[tuple[Any, Any], ...] = ((128, 8192),)
     range: tuple[float, float] = (-0.5, 1.5)
     points: int = 41
+    train_samples: int | None = 10_000  # fixed class-balanced subset per point; null = all
+    test_samples: int | None = None
 
 
 @dataclass(frozen=True)
 class RandomDirectionsConfig:
     dims: int = 1
-    points: int = 41
+    points: int = 41  # per axis
     range: tuple[float, float] = (-1.0, 1.0)
+    train_samples: int | None = 10_000
+    test_samples: int | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,11 @@ from trainables.loop import TrialSpec
 from trainables.lr import scaled_lr
 
 
+# Pairs of probe batches per epoch for the gradient noise scale of one-worker trials (multi-worker
+# trials get it free from per-worker vs all-reduced gradients).
+NOISE_PROBE_PAIRS = 4
+
+
 @dataclass(frozen=True)
 class PlannedTrial:
     spec: TrialSpec
@@ -60,7 +65,8 @@ def plan_study(study: StudyConfig) -> list[PlannedTrial]:
             momentum=study.optim.momentum, nesterov=study.optim.nesterov, weight_decay=weight_decay,
             epochs=study.schedule.epochs, warmup_epochs=warmup, decay=study.schedule.decay,
             milestones=list(study.schedule.milestones), gamma=study.schedule.gamma, mixup_alpha=alpha, seed=seed,
-            eval_every_epochs=study.eval.every_epochs, train_eval_samples=study.eval.train_eval_samples)
+            eval_every_epochs=study.eval.every_epochs, train_eval_samples=study.eval.train_eval_samples,
+            noise_probes=NOISE_PROBE_PAIRS if study.measure.noise_scale and res.workers == 1 else 0)
         # Readable and stable: the swept values for people, a digest of everything for uniqueness,
         # so a resumed study never mistakes a changed trial for a finished one.
         digest = hashlib.sha1(json.dumps([values, rule, base_lr], sort_keys=True).encode()).hexdigest()[:6]

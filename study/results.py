@@ -42,13 +42,14 @@ def _finite(value: Any) -> bool:
 
 
 def trial_row(params: dict[str, Any], history: list[dict[str, Any]], final: dict[str, Any] | None,
-              prov: dict[str, Any], config_json: str, *, status: str | None = None,
+              prov: dict[str, Any], config_json: str, *, spec_json: str | None = None, status: str | None = None,
               error: str | None = None, checkpoint: str | None = None) -> dict[str, Any]:
     """One `trials/` row: conditions, status, final and best metrics, the gap, timing and provenance."""
     evaluated = [m for m in history if _finite(m.get("test_acc"))]
     last = evaluated[-1] if evaluated else {}
     best = max(evaluated, key=lambda m: m["test_acc"]) if evaluated else {}
-    row: dict[str, Any] = {**params, **prov, "config": config_json, "checkpoint": checkpoint, "error": error,
+    row: dict[str, Any] = {**params, **prov, "config": config_json, "spec": spec_json, "checkpoint": checkpoint,
+                           "error": error,
                            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     row.update({
         "status": status or (final or {}).get("status", "failed"),
@@ -96,16 +97,17 @@ class TrialRecorder:
         self.store.write("epochs", trial_id, epoch_rows(trial_id, rows))
 
     def final(self, trial_id: str, params: dict[str, Any], final: dict[str, Any], prov: dict[str, Any],
-              config_json: str, checkpoint: str | None) -> dict[str, Any]:
+              config_json: str, spec_json: str, checkpoint: str | None) -> dict[str, Any]:
         history = json.loads(final["history"])
         self.history[trial_id] = history
         self.store.write("epochs", trial_id, epoch_rows(trial_id, history))
-        row = trial_row(params, history, final, prov, config_json, checkpoint=checkpoint)
+        row = trial_row(params, history, final, prov, config_json, spec_json=spec_json, checkpoint=checkpoint)
         self.store.write("trials", trial_id, [row])
         return row
 
     def failed(self, trial_id: str, params: dict[str, Any], prov: dict[str, Any], config_json: str,
-               error: str) -> dict[str, Any]:
-        row = trial_row(params, self._known(trial_id), None, prov, config_json, status="failed", error=error)
+               spec_json: str, error: str) -> dict[str, Any]:
+        row = trial_row(params, self._known(trial_id), None, prov, config_json, spec_json=spec_json, status="failed",
+                        error=error)
         self.store.write("trials", trial_id, [row])
         return row

@@ -96,8 +96,10 @@ def trial_name(trial: Any) -> str:
     return planned(trial)["spec"]["trial_id"]
 
 
-def make_results_callback(store: ResultsStore) -> Any:
+def make_results_callback(store: ResultsStore, storage: str) -> Any:
     import ray.tune
+
+    scheme = storage.split("://", 1)[0] if "://" in storage else None
 
     class ResultsWriter(ray.tune.Callback):
         """Writes each trial's reports into the store as they arrive (driver side)."""
@@ -109,10 +111,10 @@ def make_results_callback(store: ResultsStore) -> Any:
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             config = planned(trial)
             trial_id = config["spec"]["trial_id"]
-            if result.get("checkpoint_path"):
-                self.checkpoints[trial_id] = result["checkpoint_path"]
-            elif trial.checkpoint is not None:
-                self.checkpoints[trial_id] = trial.checkpoint.path
+            path = result.get("checkpoint_path") or (trial.checkpoint.path if trial.checkpoint is not None else None)
+            if path:
+                # Ray gives paths inside the storage filesystem; keep the scheme so any node can open them.
+                self.checkpoints[trial_id] = f"{scheme}://{path.lstrip('/')}" if scheme else path
             if result.get("kind") == "epoch":
                 self.recorder.epoch(trial_id, result)
                 print(f"[{trial_id}] epoch {result['epoch']}/{config['spec']['epochs']}: "
@@ -120,7 +122,8 @@ def make_results_callback(store: ResultsStore) -> Any:
                       f"{result['images_per_s']:,.0f} img/s", flush=True)
             elif result.get("kind") == "final":
                 row = self.recorder.final(trial_id, config["params"], result, config["provenance"],
-                                          config["config_json"], self.checkpoints.get(trial_id))
+                                          config["config_json"], json.dumps(config["spec"]),
+                                          self.checkpoints.get(trial_id))
                 print(f"[{trial_id}] {row['status']} after {row['epochs_completed']} epochs "
                       f"(start-up {row['startup_s'] or math.nan:.1f} s)", flush=True)
 
@@ -129,7 +132,7 @@ def make_results_callback(store: ResultsStore) -> Any:
             trial_id = config["spec"]["trial_id"]
             error = getattr(trial, "error_msg", None) or "the trial raised an error; see the Ray logs"
             self.recorder.failed(trial_id, config["params"], config["provenance"], config["config_json"],
-                                 str(error).strip().splitlines()[-1][:2000] if str(error).strip() else str(error))
+                                 json.dumps(config["spec"]), str(error).strip().splitlines()[-1][:2000] if str(error).strip() else str(error))
 
     return ResultsWriter()
 
@@ -184,14 +187,24 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
                 tune_config=ray.tune.TuneConfig(max_concurrent_trials=concurrency, trial_name_creator=trial_name,
                                                 trial_dirname_creator=trial_name),
                 run_config=ray.tune.RunConfig(
-                    name="tune", storage_path=study_root(study), callbacks=[make_results_callback(store)],
+                    name="tune", storage_path=study_root(study), callbacks=[make_results_callback(store, study.storage)],
                     failure_config=ray.tune.FailureConfig(max_failures=study.resources.max_failures),
                     checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2), verbose=1),
             )
         tuner.fit()
+    if study_has_measurements(study):
+        from study.measure import run_measurements
+
+        run_measurements(study, store)
     trials = store.read("trials")
     rows = trials[trials["trial_id"].isin([t.trial_id for t in plan])].to_dict("records")
     return SweepResult(study, store.root, rows, dashboard_url)
+
+
+def study_has_measurements(study: StudyConfig) -> bool:
+    m = study.measure
+    return any(x is not None for x in (m.interpolate, m.random_directions, m.hessian, m.eps_sharpness)) \
+        or m.noise_scale
 
 
 def check_data(study: StudyConfig) -> None:

@@ -33,6 +33,8 @@ EPOCH_METRICS = [
     ("epoch", I64), ("step", I64), ("lr", F64), ("train_loss", F64), ("clean_train_loss", F64),
     ("clean_train_acc", F64), ("test_loss", F64), ("test_acc", F64), ("epoch_time_s", F64), ("images_per_s", F64),
     ("grad_norm", F64), ("local_grad_sq", F64), ("grad_sq", F64), ("param_norm", F64), ("diverged", BOOL),
+    ("noise_small_batch", F64), ("noise_small_grad_sq", F64), ("noise_big_batch", F64), ("noise_big_grad_sq", F64),
+    ("noise_scale", F64),
 ]
 SCHEMAS: dict[str, pa.Schema] = {
     "trials": pa.schema(TRIAL_PARAMS + [
@@ -41,7 +43,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("final_test_loss", F64), ("final_test_acc", F64), ("best_test_acc", F64), ("best_epoch", I64),
         ("gap_acc", F64), ("gap_loss", F64), ("train_time_s", F64), ("images_per_s", F64), ("startup_s", F64),
         ("checkpoint", STR), ("git_revision", STR), ("torch_version", STR), ("ray_version", STR),
-        ("python_version", STR), ("device", STR), ("hosts", I64), ("config", STR), ("finished_at", STR),
+        ("python_version", STR), ("device", STR), ("hosts", I64), ("config", STR), ("spec", STR),
+        ("finished_at", STR),
     ]),
     "epochs": pa.schema([("trial_id", STR)] + EPOCH_METRICS),
     "sharpness": pa.schema([("trial_id", STR), ("measure", STR), ("value", F64), ("n_samples", I64),

@@ -24,10 +24,11 @@ from trainables.data import (CropFlip, Dataset, Normalizer, Split, class_balance
 from trainables.lr import LRSchedule
 from trainables.mixup import MixedBatch, mix, mixed_cross_entropy, sample_lambda
 from trainables.models import build_model
+from trainables.sharpness import noise_scale
 
 CROP_PADDING = 4
 # Independent random streams derived from (seed, epoch, stream).
-STREAM_AUGMENT, STREAM_MIXUP = 1, 2
+STREAM_AUGMENT, STREAM_MIXUP, STREAM_PROBE = 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class TrialSpec:
     seed: int = 0
     eval_every_epochs: int = 1
     train_eval_samples: int | None = 10_000
+    noise_probes: int = 0  # one-worker trials: pairs of probe batches per epoch for the noise scale
 
     def __post_init__(self) -> None:
         if self.workers * self.micro_batch * self.accumulation_steps != self.batch_size:
@@ -117,8 +119,8 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_bat
                    lr: float, runtime: Runtime) -> dict[str, torch.Tensor]:
     """One optimizer step over this worker's micro-batches; gradients averaged over all workers.
 
-    Returns device tensors (no host sync): the mean loss and the squared norms of this worker's
-    gradient and of the all-reduced one (their ratio feeds the gradient noise scale).
+    Returns device tensors (no host sync): the mean loss, the squared norm of a worker's gradient
+    (averaged over workers) and that of the all-reduced one; the two feed the gradient noise scale.
     """
     optimizer.zero_grad(set_to_none=True)
     loss_sum = torch.zeros((), device=runtime.device)
@@ -137,8 +139,9 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_bat
         for g in grads:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
-        dist.all_reduce(loss_sum)
-        loss_sum /= runtime.world_size
+        scalars = torch.stack([loss_sum, local_grad_sq])  # one all-reduce for both means
+        dist.all_reduce(scalars)
+        loss_sum, local_grad_sq = scalars / runtime.world_size
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
@@ -208,6 +211,29 @@ def evaluate(model: nn.Module, split: Split, normalize: Normalizer, runtime: Run
     return loss / max(count, 1), correct / max(count, 1)
 
 
+def noise_probe(model: nn.Module, split: Split, normalize: Normalizer, pairs: int, size: int,
+                generator: torch.Generator, device: torch.device) -> tuple[float, float]:
+    """Mean squared gradient norms at batch `size` and `2 size` from `pairs` random batch pairs.
+
+    For one-worker trials, where per-worker and all-reduced gradients coincide. Runs in train mode
+    (BatchNorm as in training) and restores the BatchNorm statistics afterwards; no optimizer step.
+    """
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    small_sq = big_sq = 0.0
+    for _ in range(pairs):
+        index = torch.randperm(len(split), generator=generator, device=generator.device)[:2 * size].to(device)
+        grads = []
+        for half in (index[:size], index[size:]):
+            with autocast(device):
+                loss = nn.functional.cross_entropy(model(normalize(split.images[half])).float(), split.labels[half])
+            grads.append(torch.cat([g.reshape(-1).float() for g in torch.autograd.grad(loss, params)]))
+        small_sq += float((grads[0].square().sum() + grads[1].square().sum()) / 2)
+        big_sq += float(((grads[0] + grads[1]) / 2).square().sum())
+    model.load_state_dict({**model.state_dict(), **buffers})
+    return small_sq / pairs, big_sq / pairs
+
+
 def sync_buffers(model: nn.Module, runtime: Runtime) -> None:
     """Average the BatchNorm running statistics over workers before evaluating or saving.
 
@@ -238,6 +264,23 @@ def device_dataset(spec: TrialSpec, device: torch.device, dataset: Dataset | Non
     dataset = dataset or load_dataset(spec.dataset, spec.data_root, train_subset=spec.train_subset,
                                       test_subset=spec.test_subset)
     return dataclasses.replace(dataset, train=dataset.train.to(device), test=dataset.test.to(device))
+
+
+def noise_metrics(spec: TrialSpec, means: dict[str, float], small_batch: int | None = None,
+                  big_batch: int | None = None) -> dict[str, float]:
+    """Squared gradient norms at two batch sizes and the epoch's B_simple (McCandlish et al. 2018).
+
+    Under data parallelism the pair is free: one worker's gradient (batch / workers) and the
+    all-reduced one (batch). A one-worker trial gets its pair from `noise_probe`.
+    """
+    small = small_batch or spec.batch_size // spec.workers
+    big = big_batch or spec.batch_size
+    if small >= big:
+        return {"noise_small_batch": math.nan, "noise_small_grad_sq": math.nan, "noise_big_batch": math.nan,
+                "noise_big_grad_sq": math.nan, "noise_scale": math.nan}
+    estimate = noise_scale(small, means["local_grad_sq"], big, means["grad_sq"])
+    return {"noise_small_batch": small, "noise_small_grad_sq": means["local_grad_sq"], "noise_big_batch": big,
+            "noise_big_grad_sq": means["grad_sq"], "noise_scale": estimate["b_simple"]}
 
 
 @dataclass(frozen=True)
@@ -304,6 +347,13 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
         if not diverged and (last or (epoch + 1) % spec.eval_every_epochs == 0):
             metrics["clean_train_loss"], metrics["clean_train_acc"] = evaluate(model, eval_train, normalize, runtime)
             metrics["test_loss"], metrics["test_acc"] = evaluate(model, data.test, normalize, runtime)
+        metrics.update(noise_metrics(spec, means))
+        if spec.noise_probes > 0 and spec.workers == 1 and not diverged:
+            size = min(spec.micro_batch, len(data.train) // 2)
+            probe_gen = torch.Generator(device=device).manual_seed(derived_seed(spec.seed, epoch, STREAM_PROBE))
+            small_sq, big_sq = noise_probe(model, data.train, normalize, spec.noise_probes, size, probe_gen, device)
+            metrics.update(noise_metrics(spec, {"local_grad_sq": small_sq, "grad_sq": big_sq}, small_batch=size,
+                                         big_batch=2 * size))
         metrics["diverged"] = diverged
         if on_epoch is not None:
             final_step, final_epoch = step, epoch + 1

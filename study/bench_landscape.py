@@ -1,0 +1,76 @@
+"""Landscape benchmark: 1-D interpolation points per second with 1 and with 2 (or more) Ray workers.
+
+    python -m study.bench_landscape [--width 0.25] [--samples 10000] [--points 8] [--workers 1 2]
+
+Two VGG9 states (random initializations: the cost of a point does not depend on the weights) are
+interpolated on `--samples` training images; each worker count runs the same points split into that
+many Ray tasks, each loading the data and both checkpoints once. Prints points/s and the speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+from study.measure import Job, job_points, run_chunk
+from trainables.checkpoint import save_state
+from trainables.loop import TrialSpec
+from trainables.models import build_model
+
+SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+def main(argv: list[str] | None = None) -> None:
+    on_gpu = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=float, default=1.0 if on_gpu else 0.25, help="VGG9 width multiplier")
+    parser.add_argument("--samples", type=int, default=10_000, help="training images evaluated per point")
+    parser.add_argument("--points", type=int, default=8, help="interpolation points")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts to compare")
+    args = parser.parse_args(argv)
+    if SHARED_CIFAR.exists():
+        dataset, root = "imagefolder", str(SHARED_CIFAR)
+    else:
+        dataset, root, args.samples = "synthetic", "", min(args.samples, 4096)
+    spec = TrialSpec("bench", dataset=dataset, data_root=root, width=args.width)
+    ray.init(num_cpus=max(args.workers) if not on_gpu else None, include_dashboard=False, log_to_driver=False)
+    options = {"num_gpus": 1} if on_gpu else {"num_cpus": 1}
+    task = ray.remote(run_chunk).options(**options)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoints = {}
+        for i, name in enumerate(("a", "b")):
+            torch.manual_seed(i)
+            model = build_model("vgg9", width=args.width)
+            save_state({"model": model.state_dict()}, Path(tmp) / name)
+            checkpoints[name] = str(Path(tmp) / name)
+        specs = {"a": json.dumps(spec.to_dict()), "b": json.dumps(spec.to_dict())}
+        job = Job("landscape", "interp1d", ("a", "b"), {"range": [-0.5, 1.5], "points": args.points,
+                                                        "train_samples": args.samples, "test_samples": 0})
+        points = job_points(job)
+        ray.get(task.remote(job, specs, checkpoints, points[:1]))  # warm the workers and the decode cache
+        print(f"1-D interpolation: vgg9 width {args.width:g}, {args.samples} {dataset} images per point, "
+              f"{len(points)} points; device {'cuda' if on_gpu else 'cpu'}, torch {torch.__version__}, "
+              f"ray {ray.__version__}, {os.cpu_count()} CPUs, one run each")
+        rates = {}
+        for workers in args.workers:
+            started = time.perf_counter()
+            chunks = [points[i::workers] for i in range(workers)]
+            rows = ray.get([task.remote(job, specs, checkpoints, c) for c in chunks])
+            assert sum(len(r) for r in rows) == len(points)
+            rates[workers] = len(points) / (time.perf_counter() - started)
+            print(f"  {workers} worker(s): {rates[workers]:.3f} points/s")
+        base = rates[args.workers[0]]
+        for workers in args.workers[1:]:
+            print(f"  speed-up {workers} vs {args.workers[0]}: {rates[workers] / base:.2f}x")
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""End-to-end: a tiny study with every measure, on a real local Ray."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, tiny_study_yaml
+from study.config import parse_study
+from study.run_sweep import run_study
+
+pytestmark = pytest.mark.slow
+MEASURE = """measure:
+  interpolate: {between: batch_size, pairs: [[64, 128]], points: 5, train_samples: 256}
+  random_directions: {dims: 1, points: 3, train_samples: 128, test_samples: 128}
+  hessian: {top_k: 1, samples: 128}
+  eps_sharpness: {eps: 1.0e-3, samples: 128}
+  noise_scale: true
+"""
+
+
+def test_measurements_cover_every_trial_and_pair(ray_session: str, tmp_path: Path) -> None:
+    study = parse_study(tiny_study_yaml("measured", tmp_path) + MEASURE)
+    result = run_study(study)
+    results = Path(result.results_dir)
+    trials = pd.read_parquet(results / "trials")
+    sharpness = pd.read_parquet(results / "sharpness")
+    landscape = pd.read_parquet(results / "landscape")
+    completed = set(trials.loc[trials["status"] == "completed", "trial_id"])
+    assert len(completed) == 4
+    for measure in ("hessian_eig1", "hessian_trace", "eps_sharpness", "noise_scale"):
+        assert set(sharpness.loc[sharpness["measure"] == measure, "trial_id"]) == completed, measure
+    assert (sharpness.loc[sharpness["measure"] == "eps_sharpness", "value"] >= 0).all()
+    assert (sharpness.loc[sharpness["measure"] == "noise_scale", "value"] > 0).all()
+    # One interpolation curve per alpha (pairs differ only in batch size), on train and test.
+    interp = landscape[landscape["kind"] == "interp1d"]
+    pairs = interp.groupby(["trial_a", "trial_b"])
+    assert pairs.ngroups == 2
+    for (a, b), curve in pairs:
+        alphas = trials.set_index("trial_id").loc[[a, b], "mixup_alpha"]
+        assert alphas.nunique() == 1
+        assert sorted(curve["split"].unique()) == ["test", "train"]
+        assert sorted(curve.loc[curve["split"] == "train", "x"]) == pytest.approx([-0.5, 0.0, 0.5, 1.0, 1.5])
+        # At x = 0 the interpolation is trial A itself: its train loss is finite and accuracy a fraction.
+        assert curve["acc"].between(0, 1).all() and curve["loss"].notna().all()
+    assert landscape[landscape["kind"] == "random1d"].groupby("trial_a").size().to_dict() == {t: 6 for t in completed}
+
+    # Re-running measures only what is missing: nothing, here.
+    rerun = subprocess.run([sys.executable, "-m", "study.measure", str(results)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300, env={**__import__("os").environ, "RAY_ADDRESS": ray_session})
+    assert rerun.returncode == 0, rerun.stderr
+    assert "measure: 0 jobs written" in rerun.stdout
+
+
+def test_measure_cli_rejects_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
+    process = subprocess.run([sys.executable, "-m", "study.measure", str(tmp_path)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)
+    assert process.returncode == 2 and "is not a results store" in process.stderr
+    assert process.stderr.strip().count("\n") == 0
