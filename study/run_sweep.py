@@ -40,6 +40,7 @@ class SweepResult:
     results_dir: str
     trials: list[dict[str, Any]]
     dashboard_url: str | None
+    report: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +199,10 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
         run_measurements(study, store)
     trials = store.read("trials")
     rows = trials[trials["trial_id"].isin([t.trial_id for t in plan])].to_dict("records")
-    return SweepResult(study, store.root, rows, dashboard_url)
+    from analysis.report import write_report
+
+    report = write_report(store.uri) if rows else None
+    return SweepResult(study, store.root, rows, dashboard_url, str(report) if report else None)
 
 
 def study_has_measurements(study: StudyConfig) -> bool:
@@ -274,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_table(result.trials))
     print(f"wall time: {time.perf_counter() - started:.0f} s")
     print(f"results: {result.results_dir}")
+    if result.report:
+        print(f"report: {result.report}")
     if dashboard:
         print(f"Ray dashboard: {dashboard}")
     return 0

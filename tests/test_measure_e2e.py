@@ -1,9 +1,11 @@
 """End-to-end: a tiny study with every measure, on a real local Ray."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -47,6 +49,17 @@ def test_measurements_cover_every_trial_and_pair(ray_session: str, tmp_path: Pat
         assert curve["acc"].between(0, 1).all() and curve["loss"].notna().all()
     assert landscape[landscape["kind"] == "random1d"].groupby("trial_a").size().to_dict() == {t: 6 for t in completed}
 
+    # The report shows every figure this data supports.
+    report = Path(result.report)
+    assert report == results.parent / "report.html" and report.exists()
+    page = report.read_text()
+    for section in ("accuracy_gap_vs_batch", "learning_curves", "interpolation_1", "interpolation_2",
+                    "sharpness_vs_batch", "random_directions_1", "steps_to_target", "trials_table"):
+        assert f'id="{section}"' in page, section
+    assert "Not shown" not in page
+    assert page.count("<script") >= 8 and "<script src=" not in page  # plotly.js inlined, nothing fetched
+    check_renders_offline(report, tmp_path)
+
     # Re-running measures only what is missing: nothing, here.
     rerun = subprocess.run([sys.executable, "-m", "study.measure", str(results)], cwd=ROOT, capture_output=True,
                            text=True, timeout=300, env={**__import__("os").environ, "RAY_ADDRESS": ray_session})
@@ -59,3 +72,23 @@ def test_measure_cli_rejects_a_folder_that_is_not_a_store(tmp_path: Path) -> Non
                              text=True, timeout=60)
     assert process.returncode == 2 and "is not a results store" in process.stderr
     assert process.stderr.strip().count("\n") == 0
+
+
+def check_renders_offline(report: Path, tmp_path: Path) -> None:
+    """Headless Chromium opens the report from disk, with networking off, and plotly draws every figure."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (.ci/run installs Debian's chromium package)")
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--proxy-server=127.0.0.1:9", f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=10000"]
+    dom = subprocess.run([*flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    sections = dom.count("<section")
+    assert sections >= 8 and dom.count('class="main-svg"') >= sections, "plotly did not render every figure"
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, "--window-size=1300,2400", f"--screenshot={shot}", report.as_uri()], capture_output=True,
+                   timeout=120)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.std() > 10  # not a blank page: axes, lines and text were drawn

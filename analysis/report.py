@@ -1,0 +1,132 @@
+"""Build one self-contained HTML report from a results store.
+
+    python -m analysis.report RESULTS_DIR [-o report.html] [--target-acc 0.8] [--png DIR]
+
+plotly.js is inlined, so the file opens offline. Figures whose data is absent are left out with a
+one-line note. `--png` also writes each figure as a PNG (needs kaleido and a Chromium; optional).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import html
+import math
+import sys
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from analysis import figures
+from analysis.load import StudyResults, load_results
+from analysis.summarize import default_target
+
+
+def build_figures(results: StudyResults, target: float | None = None) -> tuple[list[tuple[str, go.Figure]], list[str]]:
+    """(name, figure) for every figure the data supports, and a note for each one it does not."""
+    trials, epochs, sharpness, landscape = results.trials, results.epochs, results.sharpness, results.landscape
+    shown: list[tuple[str, go.Figure]] = []
+    notes: list[str] = []
+    completed = trials[trials["status"] == "completed"] if len(trials) else trials
+    if len(completed):
+        shown.append(("accuracy_gap_vs_batch", figures.accuracy_and_gap_vs_batch(trials)))
+    else:
+        notes.append("Accuracy and gap against batch size: no completed trial yet.")
+    if len(trials) and len(epochs):
+        shown.append(("learning_curves", figures.learning_curves(trials, epochs)))
+    else:
+        notes.append("Learning curves: no epochs recorded yet.")
+    pairs = landscape[landscape["kind"] == "interp1d"][["trial_a", "trial_b"]].drop_duplicates()
+    for i, (a, b) in enumerate(pairs.itertuples(index=False)):
+        shown.append((f"interpolation_{i + 1}", figures.interpolation_figure(landscape, trials, a, b)))
+    if pairs.empty:
+        notes.append("1-D interpolation: not measured (measure.interpolate) or no matching pair completed.")
+    if len(sharpness) and len(trials):
+        shown.append(("sharpness_vs_batch", figures.sharpness_vs_batch(trials, sharpness)))
+    else:
+        notes.append("Sharpness against batch size: no sharpness measured (measure.hessian, eps_sharpness, "
+                     "noise_scale).")
+    slices = figures.random_direction_figures(landscape, trials) if len(landscape) else []
+    shown += [(f"random_directions_{i + 1}", fig) for i, fig in enumerate(slices)]
+    if not slices:
+        notes.append("Random-direction slices: not measured (measure.random_directions).")
+    target = target if target is not None else (default_target(completed) if len(completed) else math.nan)
+    if len(completed) and completed["batch_size"].nunique() > 1 and not math.isnan(target):
+        shown.append(("steps_to_target", figures.steps_to_target_figure(completed, epochs, target)))
+    else:
+        notes.append("Steps to target: needs completed trials at two or more batch sizes.")
+    if len(trials):
+        shown.append(("trials_table", figures.trials_table(trials)))
+    return shown, notes
+
+
+def header(results: StudyResults) -> str:
+    trials = results.trials
+    counts = trials["status"].value_counts().to_dict() if len(trials) else {}
+    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none finished yet"
+    devices = ", ".join(sorted(trials["device"].dropna().unique())) if len(trials) else "-"
+    revisions = ", ".join(sorted(trials["git_revision"].dropna().unique())[:3]) if len(trials) else "-"
+    versions = ""
+    if len(trials):
+        first = trials.iloc[0]
+        versions = f"torch {first['torch_version']}, ray {first['ray_version']}, python {first['python_version']}"
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"<h1>Study {html.escape(results.study)}</h1>"
+            f"<p>{len(trials)} trials ({html.escape(status)}); devices: {html.escape(devices)}; "
+            f"{html.escape(versions)}; code {html.escape(revisions)}.<br>Results: {html.escape(results.root)}; "
+            f"report built {now}.</p>")
+
+
+def render(results: StudyResults, target: float | None = None) -> str:
+    shown, notes = build_figures(results, target)
+    parts = [header(results)]
+    for i, (name, fig) in enumerate(shown):
+        # plotly.js inlined once, in the first figure: the file opens with no network.
+        parts.append(f'<section id="{name}">' + fig.to_html(full_html=False, include_plotlyjs=(i == 0),
+                                                             default_width="100%") + "</section>")
+    if notes:
+        parts.append("<h2>Not shown</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222}"
+             "section{margin:1.5em 0}h1{font-size:1.6em}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(results.study)} report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def write_report(results_dir: str, out: str | Path | None = None, target: float | None = None,
+                 png_dir: str | Path | None = None) -> Path:
+    results = load_results(results_dir)
+    if out is None:  # beside the results for a local store; in the current folder for object storage
+        out = Path(f"{results.study}-report.html") if "://" in results_dir else Path(results.root).parent / "report.html"
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.tmp")
+    partial.write_text(render(results, target))
+    partial.replace(out)
+    if png_dir:
+        Path(png_dir).mkdir(parents=True, exist_ok=True)
+        for name, fig in build_figures(results, target)[0]:
+            fig.write_image(Path(png_dir) / f"{name}.png", width=1200, height=600)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results_dir", help="a study's results folder, <storage>/<name>/results (path or URI)")
+    parser.add_argument("-o", "--output", help="the HTML file to write (default: <study folder>/report.html)")
+    parser.add_argument("--target-acc", type=float, help="test accuracy (fraction) for steps-to-target; "
+                                                         "default: 95%% of the worst batch size's best")
+    parser.add_argument("--png", metavar="DIR", help="also write every figure as PNG here (needs kaleido + Chromium)")
+    args = parser.parse_args(argv)
+    results = load_results(args.results_dir)
+    if results.trials.empty and results.epochs.empty:
+        print(f"error: {args.results_dir} holds no results (no trials/ or epochs/ Parquet files); pass the results "
+              "folder that run_sweep printed", file=sys.stderr)
+        return 2
+    path = write_report(args.results_dir, args.output, args.target_acc, args.png)
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

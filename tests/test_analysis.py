@@ -1,0 +1,123 @@
+"""Unit tests of the analysis package on hand-made DataFrames (no Ray, no training)."""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import figures
+from analysis.summarize import (aggregate_over_seeds, best_test_acc_per_batch, critical_batch_size, final_metrics,
+                                steps_to_target)
+from conftest import ROOT
+
+
+def make_trials() -> pd.DataFrame:
+    rows = []
+    for batch in (128, 1024, 8192):
+        for alpha in (0.0, 1.0):
+            for seed, noise in zip((0, 1, 2), (-0.01, 0.0, 0.01)):
+                test = 0.9 - 0.02 * np.log2(batch / 128) + 0.02 * alpha + noise
+                rows.append({"trial_id": f"b{batch}-a{alpha:g}-s{seed}", "batch_size": batch, "mixup_alpha": alpha,
+                             "lr_scaling": "none", "seed": seed, "status": "completed", "final_test_acc": test,
+                             "final_clean_train_acc": 0.99, "final_test_loss": 0.5, "final_clean_train_loss": 0.1,
+                             "best_test_acc": test, "peak_lr": 0.1, "workers": 1, "micro_batch": batch,
+                             "accumulation_steps": 1, "epochs_completed": 3, "gap_acc": 0.99 - test,
+                             "train_time_s": 10.0, "device": "cpu", "error": None})
+    rows.append({**rows[-1], "trial_id": "b8192-a1-diverged", "seed": 3, "status": "diverged", "final_test_acc": None,
+                 "best_test_acc": None, "gap_acc": None})
+    return pd.DataFrame(rows)
+
+
+def test_gap_is_train_minus_test_accuracy_and_test_minus_train_loss() -> None:
+    out = final_metrics(make_trials())
+    row = out.iloc[0]
+    assert row["gap_acc"] == pytest.approx(0.99 - row["final_test_acc"])
+    assert row["gap_loss"] == pytest.approx(0.4)
+
+
+def test_seed_aggregation_mean_interval_and_n() -> None:
+    frame = pd.DataFrame({"batch_size": [128] * 3, "mixup_alpha": [0.0] * 3, "lr_scaling": ["none"] * 3,
+                          "value": [1.0, 2.0, 3.0]})
+    stats = aggregate_over_seeds(frame, "value").iloc[0]
+    # mean 2, sd 1, n 3: half-width t_{0.975,2} / sqrt(3) = 4.303 / 1.732
+    assert stats["mean"] == 2.0 and stats["n"] == 3
+    assert stats["ci_high"] - 2.0 == pytest.approx(4.303 / math.sqrt(3), rel=1e-3)
+    single = aggregate_over_seeds(frame.iloc[:1], "value").iloc[0]
+    assert single["n"] == 1 and math.isnan(single["ci_low"])
+
+
+def test_aggregation_skips_diverged_trials_without_metrics() -> None:
+    stats = aggregate_over_seeds(make_trials(), "final_test_acc")
+    big = stats[(stats["batch_size"] == 8192) & (stats["mixup_alpha"] == 1.0)].iloc[0]
+    assert big["n"] == 3
+
+
+def test_best_test_acc_per_batch() -> None:
+    best = best_test_acc_per_batch(make_trials())
+    assert list(best["batch_size"]) == [128, 1024, 8192]
+    assert (best["mixup_alpha"] == 1.0).all()
+
+
+def test_steps_to_target_takes_the_first_epoch_at_or_above_it() -> None:
+    trials = make_trials().iloc[:2]
+    epochs = pd.DataFrame({"trial_id": ["b128-a0-s0"] * 3 + ["b128-a0-s1"] * 3, "epoch": [1, 2, 3] * 2,
+                           "step": [390, 780, 1170] * 2, "test_acc": [0.5, 0.81, 0.9, 0.5, 0.6, 0.7]})
+    reached = steps_to_target(trials, epochs, 0.8)
+    assert reached[["trial_id", "epochs_to_target", "steps_to_target"]].values.tolist() == [["b128-a0-s0", 2, 780]]
+
+
+def test_critical_batch_size_from_noise_scale() -> None:
+    sharpness = pd.DataFrame({"trial_id": ["b128-a0-s0", "b128-a0-s0"], "measure": ["noise_scale", "hessian_eig1"],
+                              "value": [512.0, 30.0]})
+    out = critical_batch_size(make_trials(), sharpness)
+    assert out["critical_batch_size"].tolist() == [512.0]
+
+
+def test_accuracy_figure_has_one_line_per_alpha_rule_on_a_log_batch_axis_in_percent() -> None:
+    fig = figures.accuracy_and_gap_vs_batch(make_trials())
+    acc = [t for t in fig.data if t.xaxis == "x"]
+    assert len(acc) == 2 and {t.name for t in acc} == {"no mixup, lr none", "mixup a=1, lr none"}
+    assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [128, 1024, 8192]
+    assert max(acc[0].y) > 1  # percent, not fraction
+    assert acc[0].error_y.visible
+
+
+def test_interpolation_figure_colors_axes_and_dashes() -> None:
+    landscape = pd.DataFrame([{"kind": "interp1d", "trial_a": "A", "trial_b": "B", "x": x, "y": None, "split": s,
+                               "loss": 1 + x * x, "acc": 0.8} for x in (-0.5, 0, 0.5, 1, 1.5) for s in ("train", "test")])
+    trials = pd.DataFrame({"trial_id": ["A", "B"], "batch_size": [128, 8192], "mixup_alpha": [1.0, 1.0],
+                           "lr_scaling": ["none", "none"]})
+    fig = figures.interpolation_figure(landscape, trials, "A", "B")
+    by_name = {t.name: t for t in fig.data}
+    assert by_name["train loss"].line.color == figures.LOSS_BLUE and by_name["train loss"].line.dash == "solid"
+    assert by_name["test accuracy"].line.color == figures.ACC_RED and by_name["test accuracy"].line.dash == "dash"
+    assert by_name["test accuracy"].yaxis == "y2" and by_name["train loss"].yaxis == "y"
+    assert list(by_name["train accuracy"].y) == [80.0] * 5
+    marks = [a.text for a in fig.layout.annotations]
+    assert "batch 128" in marks and "batch 8192" in marks
+
+
+def test_trials_table_keeps_diverged_and_failed_trials() -> None:
+    trials = make_trials()
+    trials.loc[0, "status"] = "failed"
+    table = figures.trials_table(trials).data[0]
+    statuses = list(table.cells.values[1])
+    assert statuses.count("diverged") == 1 and statuses.count("failed") == 1 and len(statuses) == len(trials)
+
+
+def test_steps_to_target_figure_is_log_log_with_perfect_scaling() -> None:
+    trials = make_trials()
+    epochs = pd.DataFrame([{"trial_id": t, "epoch": e, "step": e * 50000 // b, "test_acc": 0.3 * e}
+                           for t, b in zip(trials["trial_id"], trials["batch_size"]) for e in (1, 2, 3)])
+    fig = figures.steps_to_target_figure(trials[trials["status"] == "completed"], epochs, 0.55)
+    assert fig.layout.yaxis.type == "log" and fig.layout.xaxis.type == "log"
+    assert any(t.name.startswith("perfect scaling") for t in fig.data)
+
+
+def test_analysis_imports_neither_torch_nor_ray() -> None:
+    code = "import analysis.report, analysis.figures, sys; print(sorted({'torch', 'ray'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
