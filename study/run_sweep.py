@@ -115,7 +115,7 @@ def make_results_callback(store: ResultsStore, storage: str) -> Any:
             path = result.get("checkpoint_path") or (trial.checkpoint.path if trial.checkpoint is not None else None)
             if path:
                 # Ray gives paths inside the storage filesystem; keep the scheme so any node can open them.
-                self.checkpoints[trial_id] = f"{scheme}://{path.lstrip('/')}" if scheme else path
+                self.checkpoints[trial_id] = f"{scheme}://{path}" if scheme else path
             if result.get("kind") == "epoch":
                 self.recorder.epoch(trial_id, result)
                 print(f"[{trial_id}] epoch {result['epoch']}/{config['spec']['epochs']}: "
@@ -202,7 +202,7 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
     from analysis.report import write_report
 
     report = write_report(store.uri) if rows else None
-    return SweepResult(study, store.root, rows, dashboard_url, str(report) if report else None)
+    return SweepResult(study, store.uri, rows, dashboard_url, str(report) if report else None)
 
 
 def study_has_measurements(study: StudyConfig) -> bool:

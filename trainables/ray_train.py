@@ -99,8 +99,10 @@ def train_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
     runtime = Runtime(ray.train.torch.get_device(), context.get_world_rank(), context.get_world_size())
-    hosts = max(1, context.get_world_size() // max(1, context.get_local_world_size()))
-    run_worker(config, runtime, TrainReporter(), hosts=hosts)
+    # Count distinct Ray nodes (not IPs: simulated nodes on one machine share an IP).
+    node_ids: list[str | None] = [None] * runtime.world_size
+    torch.distributed.all_gather_object(node_ids, ray.get_runtime_context().get_node_id())
+    run_worker(config, runtime, TrainReporter(), hosts=len(set(node_ids)))
 
 
 def tune_trial(config: dict[str, Any]) -> None:

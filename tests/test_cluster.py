@@ -1,0 +1,46 @@
+"""cluster.yaml is valid for Ray's own launcher (checked offline) and keeps the dashboard private."""
+
+import copy
+import tomllib
+
+import yaml
+
+from conftest import ROOT
+
+
+def load_cluster() -> dict:
+    return yaml.safe_load((ROOT / "cluster.yaml").read_text())
+
+
+def test_cluster_yaml_passes_rays_launcher_schema_offline() -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(copy.deepcopy(load_cluster()))  # fills AWS defaults from Ray's package, no cloud
+    validate_config(prepared)
+    assert prepared["provider"]["type"] == "aws"
+
+
+def test_cluster_has_an_autoscaling_gpu_worker_type() -> None:
+    config = load_cluster()
+    workers = [t for name, t in config["available_node_types"].items() if name != config["head_node_type"]]
+    gpu = [t for t in workers if t.get("resources", {}).get("GPU", 0) >= 1]
+    assert gpu and gpu[0]["min_workers"] == 0 and gpu[0]["max_workers"] >= 1
+    head = config["available_node_types"][config["head_node_type"]]
+    assert head["resources"].get("lbstudy_trial", 0) > 0  # multi-worker trials hold it instead of a CPU
+
+
+def test_every_node_installs_the_project_with_its_pinned_torch() -> None:
+    config = load_cluster()
+    commands = " ".join(config["setup_commands"])
+    assert "pip install -e ~/lbstudy" in commands and config["file_mounts"]["~/lbstudy"] == "."
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch_cap = next(d for d in dependencies if d.startswith("torch>")).split("<=")[1]
+    assert f"torch=={torch_cap}" in commands
+
+
+def test_dashboard_is_not_exposed_publicly() -> None:
+    config = load_cluster()
+    head_start = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in (ROOT / "cluster.yaml").read_text()
+    for node in config["available_node_types"].values():
+        assert "SecurityGroupIds" not in node["node_config"]  # no custom group that could open port 8265
