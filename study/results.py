@@ -96,9 +96,18 @@ class TrialRecorder:
         self.history[trial_id] = rows
         self.store.write("epochs", trial_id, epoch_rows(trial_id, rows))
 
+    def attach_checkpoint(self, trial_id: str, path: str) -> None:
+        """Record `path` as the checkpoint of the trial's latest epoch."""
+        rows = self._known(trial_id)
+        if rows and rows[-1].get("checkpoint") != path:
+            rows[-1] = {**rows[-1], "checkpoint": path}
+            self.store.write("epochs", trial_id, epoch_rows(trial_id, rows))
+
     def final(self, trial_id: str, params: dict[str, Any], final: dict[str, Any], prov: dict[str, Any],
               config_json: str, spec_json: str, checkpoint: str | None) -> dict[str, Any]:
-        history = json.loads(final["history"])
+        # The worker's history is authoritative for the metrics; the checkpoint paths are the driver's.
+        paths = {m["epoch"]: m.get("checkpoint") for m in self._known(trial_id)}
+        history = [{**m, "checkpoint": paths.get(m["epoch"])} for m in json.loads(final["history"])]
         self.history[trial_id] = history
         self.store.write("epochs", trial_id, epoch_rows(trial_id, history))
         row = trial_row(params, history, final, prov, config_json, spec_json=spec_json, checkpoint=checkpoint)

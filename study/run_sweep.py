@@ -102,6 +102,10 @@ def make_results_callback(store: ResultsStore, storage: str) -> Any:
 
     scheme = storage.split("://", 1)[0] if "://" in storage else None
 
+    def with_scheme(path: str) -> str:
+        # Ray gives paths inside the storage filesystem; keep the scheme so any node can open them.
+        return f"{scheme}://{path}" if scheme else path
+
     class ResultsWriter(ray.tune.Callback):
         """Writes each trial's reports into the store as they arrive (driver side)."""
 
@@ -112,12 +116,12 @@ def make_results_callback(store: ResultsStore, storage: str) -> Any:
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             config = planned(trial)
             trial_id = config["spec"]["trial_id"]
-            path = result.get("checkpoint_path") or (trial.checkpoint.path if trial.checkpoint is not None else None)
+            # Multi-worker trials: the metrics carry Ray Train's checkpoint of this epoch.
+            path = with_scheme(result["checkpoint_path"]) if result.get("checkpoint_path") else None
             if path:
-                # Ray gives paths inside the storage filesystem; keep the scheme so any node can open them.
-                self.checkpoints[trial_id] = f"{scheme}://{path}" if scheme else path
+                self.checkpoints[trial_id] = path
             if result.get("kind") == "epoch":
-                self.recorder.epoch(trial_id, result)
+                self.recorder.epoch(trial_id, {**result, "checkpoint": path})
                 print(f"[{trial_id}] epoch {result['epoch']}/{config['spec']['epochs']}: "
                       f"train loss {result['train_loss']:.4f}, test acc {result['test_acc']:.4f}, "
                       f"{result['images_per_s']:,.0f} img/s", flush=True)
@@ -127,6 +131,12 @@ def make_results_callback(store: ResultsStore, storage: str) -> Any:
                                           self.checkpoints.get(trial_id))
                 print(f"[{trial_id}] {row['status']} after {row['epochs_completed']} epochs "
                       f"(start-up {row['startup_s'] or math.nan:.1f} s)", flush=True)
+
+        def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+            # One-worker trials: Tune registers the checkpoint after the epoch's result was recorded.
+            trial_id = planned(trial)["spec"]["trial_id"]
+            self.checkpoints[trial_id] = with_scheme(checkpoint.path)
+            self.recorder.attach_checkpoint(trial_id, self.checkpoints[trial_id])
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             config = planned(trial)
@@ -175,23 +185,27 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
     else:  # a cluster started without our custom resource: the trial takes a sliver of a CPU
         trial_resources = {"CPU": 0.01}
     trainable = ray.tune.with_resources(tune_trial, trial_resources)
-    tune_path = join(study_root(study), "tune")
     print(f"{study.name}: {len(plan)} trials, {len(plan) - len(todo)} already finished, "
           f"{len(todo)} to run, up to {concurrency} at a time{' on GPUs' if use_gpu else ''}", flush=True)
     if todo:
-        if resume and ray.tune.Tuner.can_restore(tune_path):
-            tuner = ray.tune.Tuner.restore(tune_path, trainable, resume_unfinished=True, resume_errored=True)
-        else:
-            tuner = ray.tune.Tuner(
-                trainable,
-                param_space={"trial": ray.tune.grid_search([trial_config(study, t, use_gpu, prov) for t in todo])},
-                tune_config=ray.tune.TuneConfig(max_concurrent_trials=concurrency, trial_name_creator=trial_name,
-                                                trial_dirname_creator=trial_name),
-                run_config=ray.tune.RunConfig(
-                    name="tune", storage_path=study_root(study), callbacks=[make_results_callback(store, study.storage)],
-                    failure_config=ray.tune.FailureConfig(max_failures=study.resources.max_failures),
-                    checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2), verbose=1),
-            )
+        # Where each unfinished trial left off, from the store itself: resuming does not depend on
+        # Tune's experiment state, which a killed driver may not have saved.
+        last_checkpoint = latest_checkpoints(store) if resume else {}
+        configs = [{**trial_config(study, t, use_gpu, prov), "resume_from": last_checkpoint.get(t.trial_id)}
+                   for t in todo]
+        # A new Tune run per attempt, so that no earlier checkpoint is overwritten or pruned.
+        run_name = "run-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        tuner = ray.tune.Tuner(
+            trainable,
+            param_space={"trial": ray.tune.grid_search(configs)},
+            tune_config=ray.tune.TuneConfig(max_concurrent_trials=concurrency, trial_name_creator=trial_name,
+                                            trial_dirname_creator=trial_name),
+            run_config=ray.tune.RunConfig(
+                name=run_name, storage_path=join(study_root(study), "tune"),
+                callbacks=[make_results_callback(store, study.storage)],
+                failure_config=ray.tune.FailureConfig(max_failures=study.resources.max_failures),
+                checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2), verbose=1),
+        )
         tuner.fit()
     if study_has_measurements(study):
         from study.measure import run_measurements
@@ -203,6 +217,13 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
 
     report = write_report(store.uri) if rows else None
     return SweepResult(study, store.uri, rows, dashboard_url, str(report) if report else None)
+
+
+def latest_checkpoints(store: ResultsStore) -> dict[str, str]:
+    """trial_id -> the checkpoint of its last recorded epoch."""
+    epochs = store.read("epochs").dropna(subset=["checkpoint"])
+    last = epochs.sort_values("epoch").groupby("trial_id").tail(1)
+    return dict(zip(last["trial_id"], last["checkpoint"]))
 
 
 def study_has_measurements(study: StudyConfig) -> bool:

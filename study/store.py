@@ -34,7 +34,7 @@ EPOCH_METRICS = [
     ("clean_train_acc", F64), ("test_loss", F64), ("test_acc", F64), ("epoch_time_s", F64), ("images_per_s", F64),
     ("grad_norm", F64), ("local_grad_sq", F64), ("grad_sq", F64), ("param_norm", F64), ("diverged", BOOL),
     ("noise_small_batch", F64), ("noise_small_grad_sq", F64), ("noise_big_batch", F64), ("noise_big_grad_sq", F64),
-    ("noise_scale", F64),
+    ("noise_scale", F64), ("checkpoint", STR),
 ]
 SCHEMAS: dict[str, pa.Schema] = {
     "trials": pa.schema(TRIAL_PARAMS + [

@@ -1,7 +1,7 @@
 """Thin Ray adapters around the pure loop: the Ray Train worker function and the Ray Tune trial.
 
 A trial's config is a plain dict (Tune's param space): {"spec": TrialSpec.to_dict(), "use_gpu",
-"cpus_per_worker", "max_failures", "train_storage", "provenance"}. Every epoch the trial reports
+"cpus_per_worker", "max_failures", "train_storage", "resume_from", ...}. Every epoch the trial reports
 {"kind": "epoch", ...metrics} and, at the end, one {"kind": "final", ...} with the whole epoch
 history; the driver turns these into Parquet rows. One-worker trials train inside the Tune trial
 itself (no TorchTrainer start-up cost); multi-worker trials build a TorchTrainer (Ray Train V2).
@@ -65,6 +65,8 @@ def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, 
     spec = TrialSpec.from_dict(config["spec"])
     resume = None
     checkpoint = reporter.checkpoint()
+    if checkpoint is None and config.get("resume_from"):  # a resumed study: where this trial left off
+        checkpoint = ray.train.Checkpoint(config["resume_from"])
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             resume = load_state(directory)
