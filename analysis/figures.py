@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from analysis.summarize import GROUP, aggregate_over_seeds, sharpness_table, steps_to_target
+from analysis.summarize import GROUP, aggregate_over_seeds, sharpness_table, steps_to_target, with_labels
 
 LOSS_BLUE, ACC_RED = "#1f77b4", "#d62728"
 PALETTE = qualitative.D3 + qualitative.Dark24
@@ -19,8 +19,8 @@ LAYOUT = dict(template="plotly_white", font=dict(size=13), legend=dict(orientati
               margin=dict(l=70, r=70, t=70, b=90))
 
 
-def curve_label(alpha: float, rule: str) -> str:
-    return f"mixup a={alpha:g}, lr {rule}" if alpha > 0 else f"no mixup, lr {rule}"
+def curve_label(augmentation: str, rule: str) -> str:
+    return f"{augmentation}, lr {rule}"
 
 
 def _batch_axis(fig: go.Figure, batch_sizes: list[int], **where: int) -> None:
@@ -33,15 +33,15 @@ def accuracy_and_gap_vs_batch(trials: pd.DataFrame) -> go.Figure:
     """Test accuracy and generalization gap against batch size, mean and 95% interval over seeds."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("test accuracy", "generalization gap (train - test accuracy)"),
                         horizontal_spacing=0.12)
-    done = trials[trials["status"] == "completed"]
+    done = with_labels(trials[trials["status"] == "completed"])
     for col, value in ((1, "final_test_acc"), (2, "gap_acc")):
         stats = aggregate_over_seeds(done, value)
-        for i, ((alpha, rule), curve) in enumerate(stats.groupby(["mixup_alpha", "lr_scaling"], sort=True)):
+        for i, ((aug, rule), curve) in enumerate(stats.groupby(["augmentation_label", "lr_scaling"], sort=True)):
             curve = curve.sort_values("batch_size")
             has_ci = curve["n"].gt(1).any()
             fig.add_trace(go.Scatter(
-                x=curve["batch_size"], y=100 * curve["mean"], mode="lines+markers", name=curve_label(alpha, rule),
-                legendgroup=f"{alpha}-{rule}", showlegend=col == 1, line=dict(color=PALETTE[i % len(PALETTE)]),
+                x=curve["batch_size"], y=100 * curve["mean"], mode="lines+markers", name=curve_label(aug, rule),
+                legendgroup=f"{aug}-{rule}", showlegend=col == 1, line=dict(color=PALETTE[i % len(PALETTE)]),
                 error_y=dict(type="data", symmetric=False, array=100 * (curve["ci_high"] - curve["mean"]),
                              arrayminus=100 * (curve["mean"] - curve["ci_low"]), visible=bool(has_ci)),
                 customdata=curve["n"], hovertemplate="batch %{x}<br>%{y:.2f}%<br>n=%{customdata}<extra></extra>"),
@@ -59,11 +59,12 @@ def learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame, batch_sizes: lis
     """Train and test accuracy/loss against epoch, per batch size, with and without mixup (figure 6)."""
     chosen = sorted(batch_sizes or sorted(trials["batch_size"].unique())[:: max(1, trials["batch_size"].nunique() - 1)])
     fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "loss"), horizontal_spacing=0.1)
-    picked = trials[trials["batch_size"].isin(chosen)].sort_values(["batch_size", "mixup_alpha", "seed"])
-    picked = picked.drop_duplicates(["batch_size", "mixup_alpha", "lr_scaling"])  # first seed of each
+    picked = with_labels(trials[trials["batch_size"].isin(chosen)]).sort_values(["batch_size", "augmentation_label",
+                                                                                 "seed"])
+    picked = picked.drop_duplicates(["batch_size", "augmentation_label", "lr_scaling"])  # first seed of each
     for i, (_, trial) in enumerate(picked.iterrows()):
         curve = epochs[epochs["trial_id"] == trial["trial_id"]].sort_values("epoch")
-        label = f"batch {trial['batch_size']}, {curve_label(trial['mixup_alpha'], trial['lr_scaling'])}"
+        label = f"batch {trial['batch_size']}, {curve_label(trial['augmentation_label'], trial['lr_scaling'])}"
         color = PALETTE[i % len(PALETTE)]
         for split, column, dash in (("train", "clean_train", "solid"), ("test", "test", "dash")):
             for col, metric, scale in ((1, "acc", 100.0), (2, "loss", 1.0)):
@@ -89,33 +90,33 @@ def interpolation_figure(landscape: pd.DataFrame, trials: pd.DataFrame, trial_a:
                                  line=dict(color=LOSS_BLUE, dash=dash)), secondary_y=False)
         fig.add_trace(go.Scatter(x=part["x"], y=100 * part["acc"], mode="lines", name=f"{split} accuracy",
                                  line=dict(color=ACC_RED, dash=dash)), secondary_y=True)
-    info = trials.set_index("trial_id")
+    info = with_labels(trials).set_index("trial_id")
     for x, trial in ((0.0, trial_a), (1.0, trial_b)):
         label = f"batch {info.loc[trial, 'batch_size']}" if trial in info.index else trial
         fig.add_vline(x=x, line=dict(color="gray", dash="dot"), annotation_text=label, annotation_position="top")
-    alpha = info.loc[trial_a, "mixup_alpha"] if trial_a in info.index else math.nan
+    aug = info.loc[trial_a, "augmentation_label"] if trial_a in info.index else "?"
     rule = info.loc[trial_a, "lr_scaling"] if trial_a in info.index else "?"
     fig.update_xaxes(title_text="interpolation coefficient a: (1-a) A + a B")
     fig.update_yaxes(title_text="loss", color=LOSS_BLUE, secondary_y=False)
     fig.update_yaxes(title_text="accuracy (%)", color=ACC_RED, secondary_y=True, range=[0, 100], tickmode="array",
                      tickvals=[0, 20, 40, 60, 80, 100], showgrid=False)
-    fig.update_layout(title=f"1-D interpolation, {curve_label(alpha, rule)}", **LAYOUT)
+    fig.update_layout(title=f"1-D interpolation, {curve_label(aug, rule)}", **LAYOUT)
     return fig
 
 
 def sharpness_vs_batch(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figure:
-    """Each sharpness measure against batch size, one line per mixup alpha x lr rule (mean over seeds)."""
+    """Each sharpness measure against batch size, one line per augmentation x lr rule (mean over seeds)."""
     table = sharpness_table(trials, sharpness)
     measures = [(m, title) for m, title in SHARPNESS_MEASURES if (table["measure"] == m).any()]
     fig = make_subplots(rows=1, cols=max(1, len(measures)), subplot_titles=[t for _, t in measures],
                         horizontal_spacing=0.08)
     for col, (measure, _) in enumerate(measures, start=1):
         stats = aggregate_over_seeds(table[table["measure"] == measure], "value")
-        for i, ((alpha, rule), curve) in enumerate(stats.groupby(["mixup_alpha", "lr_scaling"], sort=True)):
+        for i, ((aug, rule), curve) in enumerate(stats.groupby(["augmentation_label", "lr_scaling"], sort=True)):
             curve = curve.sort_values("batch_size")
             fig.add_trace(go.Scatter(
-                x=curve["batch_size"], y=curve["mean"], mode="lines+markers", name=curve_label(alpha, rule),
-                legendgroup=f"{alpha}-{rule}", showlegend=col == 1, line=dict(color=PALETTE[i % len(PALETTE)]),
+                x=curve["batch_size"], y=curve["mean"], mode="lines+markers", name=curve_label(aug, rule),
+                legendgroup=f"{aug}-{rule}", showlegend=col == 1, line=dict(color=PALETTE[i % len(PALETTE)]),
                 error_y=dict(type="data", symmetric=False, array=curve["ci_high"] - curve["mean"],
                              arrayminus=curve["mean"] - curve["ci_low"], visible=bool(curve["n"].gt(1).any()))),
                 row=1, col=col)
@@ -127,13 +128,13 @@ def sharpness_vs_batch(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figu
 def random_direction_figures(landscape: pd.DataFrame, trials: pd.DataFrame) -> list[go.Figure]:
     """1-D slices (all trials in one figure) and one 2-D contour figure per trial."""
     figures = []
-    info = trials.set_index("trial_id")
+    info = with_labels(trials).set_index("trial_id")
 
     def label(trial_id: str) -> str:
         if trial_id not in info.index:
             return trial_id
         row = info.loc[trial_id]
-        return f"batch {row['batch_size']}, {curve_label(row['mixup_alpha'], row['lr_scaling'])}, seed {row['seed']}"
+        return f"batch {row['batch_size']}, {curve_label(row['augmentation_label'], row['lr_scaling'])}, seed {row['seed']}"
 
     one = landscape[(landscape["kind"] == "random1d") & (landscape["split"] == "train")]
     if len(one):
@@ -163,10 +164,10 @@ def steps_to_target_figure(trials: pd.DataFrame, epochs: pd.DataFrame, target: f
     reached = steps_to_target(trials, epochs, target)
     stats = aggregate_over_seeds(reached, "steps_to_target")
     fig = go.Figure()
-    for i, ((alpha, rule), curve) in enumerate(stats.groupby(["mixup_alpha", "lr_scaling"], sort=True)):
+    for i, ((aug, rule), curve) in enumerate(stats.groupby(["augmentation_label", "lr_scaling"], sort=True)):
         curve = curve.sort_values("batch_size")
         fig.add_trace(go.Scatter(x=curve["batch_size"], y=curve["mean"], mode="lines+markers",
-                                 name=curve_label(alpha, rule), line=dict(color=PALETTE[i % len(PALETTE)])))
+                                 name=curve_label(aug, rule), line=dict(color=PALETTE[i % len(PALETTE)])))
         first = curve.iloc[0]
         fig.add_trace(go.Scatter(x=curve["batch_size"], y=first["mean"] * first["batch_size"] / curve["batch_size"],
                                  mode="lines", name=f"perfect scaling from batch {first['batch_size']}",
@@ -182,10 +183,10 @@ STATUS_COLORS = {"completed": "#e8f5e9", "diverged": "#fff3e0", "failed": "#ffeb
 
 def trials_table(trials: pd.DataFrame) -> go.Figure:
     """Every trial with its status; diverged and failed trials stay visible."""
-    columns = ["trial_id", "status", "batch_size", "mixup_alpha", "lr_scaling", "seed", "peak_lr", "workers",
+    columns = ["trial_id", "status", "batch_size", "augmentation_label", "lr_scaling", "seed", "peak_lr", "workers",
                "micro_batch", "accumulation_steps", "epochs_completed", "final_test_acc", "gap_acc", "train_time_s",
                "device", "error"]
-    shown = trials.sort_values(["batch_size", "mixup_alpha", "lr_scaling", "seed"])[columns].copy()
+    shown = with_labels(trials).sort_values(["batch_size", "augmentation_label", "lr_scaling", "seed"])[columns].copy()
     for col in ("final_test_acc", "gap_acc"):
         shown[col] = (100 * shown[col]).map(lambda v: f"{v:.2f}%" if v == v else "-")
     shown["peak_lr"] = shown["peak_lr"].map(lambda v: f"{v:.4g}")

@@ -7,10 +7,28 @@ import math
 import numpy as np
 import pandas as pd
 
-GROUP = ["batch_size", "mixup_alpha", "lr_scaling"]  # one curve per (alpha, rule), along batch size
+GROUP = ["batch_size", "augmentation_label", "lr_scaling"]  # one curve per (augmentation, rule) along batch size
 # Two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30; beyond that the normal 1.96 is close.
 T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def augmentation_label(row: pd.Series) -> str:
+    """'none', 'mixup a=1', 'cutmix a=1', 'cutout 16'; stores from before the augmentation axis have mixup_alpha."""
+    name = row.get("augmentation")
+    if not isinstance(name, str):
+        alpha = row.get("mixup_alpha", 0.0)
+        return f"mixup a={alpha:g}" if alpha and alpha > 0 else "none"
+    if name in ("mixup", "cutmix"):
+        return f"{name} a={row['augmentation_alpha']:g}"
+    return f"cutout {int(row['cutout_size'])}" if name == "cutout" else "none"
+
+
+def with_labels(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials with an `augmentation_label` column, the key figures group by."""
+    if "augmentation_label" in trials or trials.empty:
+        return trials if "augmentation_label" in trials else trials.assign(augmentation_label=pd.Series(dtype=str))
+    return trials.assign(augmentation_label=trials.apply(augmentation_label, axis=1))
 
 
 def t_quantile(df: int) -> float:
@@ -28,6 +46,8 @@ def final_metrics(trials: pd.DataFrame) -> pd.DataFrame:
 def aggregate_over_seeds(frame: pd.DataFrame, value: str, by: list[str] | None = None) -> pd.DataFrame:
     """Mean, 95% t-interval and n of `value` over seeds (over every trial sharing the `by` keys)."""
     by = by or GROUP
+    if "augmentation_label" in by:
+        frame = with_labels(frame)
     rows = []
     for key, group in frame.dropna(subset=[value]).groupby(by, sort=True):
         values = group[value].to_numpy(dtype=float)
@@ -42,8 +62,8 @@ def aggregate_over_seeds(frame: pd.DataFrame, value: str, by: list[str] | None =
 def best_test_acc_per_batch(trials: pd.DataFrame) -> pd.DataFrame:
     """The best final test accuracy reached at each batch size, and by which trial."""
     done = trials.dropna(subset=["final_test_acc"])
-    best = done.loc[done.groupby("batch_size")["final_test_acc"].idxmax()]
-    return best[["batch_size", "trial_id", "mixup_alpha", "lr_scaling", "final_test_acc"]].reset_index(drop=True)
+    best = with_labels(done.loc[done.groupby("batch_size")["final_test_acc"].idxmax()])
+    return best[["batch_size", "trial_id", "augmentation_label", "lr_scaling", "final_test_acc"]].reset_index(drop=True)
 
 
 def steps_to_target(trials: pd.DataFrame, epochs: pd.DataFrame, target: float) -> pd.DataFrame:
@@ -57,7 +77,7 @@ def steps_to_target(trials: pd.DataFrame, epochs: pd.DataFrame, target: float) -
         rows.append({"trial_id": trial_id, "epochs_to_target": int(hit["epoch"].iloc[0]),
                      "steps_to_target": int(hit["step"].iloc[0])})
     reached = pd.DataFrame(rows, columns=["trial_id", "epochs_to_target", "steps_to_target"])
-    return trials[["trial_id", *GROUP, "seed"]].merge(reached, on="trial_id")
+    return with_labels(trials)[["trial_id", *GROUP, "seed"]].merge(reached, on="trial_id")
 
 
 def default_target(trials: pd.DataFrame) -> float:
@@ -70,9 +90,9 @@ def critical_batch_size(trials: pd.DataFrame, sharpness: pd.DataFrame) -> pd.Dat
     """B_crit ~ B_simple (McCandlish et al. 2018) per trial, where the noise scale was measured."""
     noise = sharpness[sharpness["measure"] == "noise_scale"][["trial_id", "value"]]
     noise = noise.rename(columns={"value": "critical_batch_size"})
-    return trials[["trial_id", *GROUP, "seed"]].merge(noise, on="trial_id")
+    return with_labels(trials)[["trial_id", *GROUP, "seed"]].merge(noise, on="trial_id")
 
 
 def sharpness_table(trials: pd.DataFrame, sharpness: pd.DataFrame) -> pd.DataFrame:
     """One row per trial and measure, with the trial's conditions."""
-    return sharpness.merge(trials[["trial_id", *GROUP, "seed", "status"]], on="trial_id")
+    return sharpness.merge(with_labels(trials)[["trial_id", *GROUP, "seed", "status"]], on="trial_id")

@@ -27,6 +27,36 @@ from trainables.models import build_model
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
+def points_per_second(width: float, samples: int, points: int, worker_counts: list[int]) -> dict[int, float]:
+    """Interpolation points/s for each worker count, on the connected Ray (one CPU or GPU per worker)."""
+    on_gpu = torch.cuda.is_available()
+    if SHARED_CIFAR.exists():
+        dataset, root = "imagefolder", str(SHARED_CIFAR)
+    else:
+        dataset, root, samples = "synthetic", "", min(samples, 4096)
+    spec = TrialSpec("bench", dataset=dataset, data_root=root, width=width)
+    task = ray.remote(run_chunk).options(**({"num_gpus": 1} if on_gpu else {"num_cpus": 1}))
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoints = {}
+        for i, name in enumerate(("a", "b")):
+            torch.manual_seed(i)
+            save_state({"model": build_model("vgg9", width=width).state_dict()}, Path(tmp) / name)
+            checkpoints[name] = str(Path(tmp) / name)
+        specs = {name: json.dumps(spec.to_dict()) for name in checkpoints}
+        job = Job("landscape", "interp1d", ("a", "b"), {"range": [-0.5, 1.5], "points": points,
+                                                        "train_samples": samples, "test_samples": 0})
+        all_points = job_points(job)
+        ray.get(task.remote(job, specs, checkpoints, all_points[:1]))  # warm the workers and the decode cache
+        rates = {}
+        for workers in worker_counts:
+            started = time.perf_counter()
+            chunks = [all_points[i::workers] for i in range(workers)]
+            rows = ray.get([task.remote(job, specs, checkpoints, c) for c in chunks])
+            assert sum(len(r) for r in rows) == len(all_points)
+            rates[workers] = len(all_points) / (time.perf_counter() - started)
+    return rates
+
+
 def main(argv: list[str] | None = None) -> None:
     on_gpu = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,40 +65,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--points", type=int, default=8, help="interpolation points")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts to compare")
     args = parser.parse_args(argv)
-    if SHARED_CIFAR.exists():
-        dataset, root = "imagefolder", str(SHARED_CIFAR)
-    else:
-        dataset, root, args.samples = "synthetic", "", min(args.samples, 4096)
-    spec = TrialSpec("bench", dataset=dataset, data_root=root, width=args.width)
     ray.init(num_cpus=max(args.workers) if not on_gpu else None, include_dashboard=False, log_to_driver=False)
-    options = {"num_gpus": 1} if on_gpu else {"num_cpus": 1}
-    task = ray.remote(run_chunk).options(**options)
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoints = {}
-        for i, name in enumerate(("a", "b")):
-            torch.manual_seed(i)
-            model = build_model("vgg9", width=args.width)
-            save_state({"model": model.state_dict()}, Path(tmp) / name)
-            checkpoints[name] = str(Path(tmp) / name)
-        specs = {"a": json.dumps(spec.to_dict()), "b": json.dumps(spec.to_dict())}
-        job = Job("landscape", "interp1d", ("a", "b"), {"range": [-0.5, 1.5], "points": args.points,
-                                                        "train_samples": args.samples, "test_samples": 0})
-        points = job_points(job)
-        ray.get(task.remote(job, specs, checkpoints, points[:1]))  # warm the workers and the decode cache
-        print(f"1-D interpolation: vgg9 width {args.width:g}, {args.samples} {dataset} images per point, "
-              f"{len(points)} points; device {'cuda' if on_gpu else 'cpu'}, torch {torch.__version__}, "
-              f"ray {ray.__version__}, {os.cpu_count()} CPUs, one run each")
-        rates = {}
-        for workers in args.workers:
-            started = time.perf_counter()
-            chunks = [points[i::workers] for i in range(workers)]
-            rows = ray.get([task.remote(job, specs, checkpoints, c) for c in chunks])
-            assert sum(len(r) for r in rows) == len(points)
-            rates[workers] = len(points) / (time.perf_counter() - started)
-            print(f"  {workers} worker(s): {rates[workers]:.3f} points/s")
-        base = rates[args.workers[0]]
-        for workers in args.workers[1:]:
-            print(f"  speed-up {workers} vs {args.workers[0]}: {rates[workers] / base:.2f}x")
+    rates = points_per_second(args.width, args.samples, args.points, args.workers)
+    print(f"1-D interpolation: vgg9 width {args.width:g}, {args.samples} images per point, {args.points} points; "
+          f"device {'cuda' if on_gpu else 'cpu'}, torch {torch.__version__}, ray {ray.__version__}, "
+          f"{os.cpu_count()} CPUs, one run each")
+    for workers, rate in rates.items():
+        print(f"  {workers} worker(s): {rate:.3f} points/s")
+    base = rates[args.workers[0]]
+    for workers in args.workers[1:]:
+        print(f"  speed-up {workers} vs {args.workers[0]}: {rates[workers] / base:.2f}x")
     ray.shutdown()
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from trainables.augment import AUGMENTATIONS, Augmentation
 from trainables.data import DATASETS, dataset_sizes, split_global_batch
 from trainables.lr import DECAYS, LR_SCALING
 from trainables.models import MODELS
@@ -39,6 +40,7 @@ class DataConfig:
 class ModelConfig:
     arch: str = "vgg9"
     width: float = 1.0
+    compile: Literal["auto"] | bool = "auto"  # torch.compile the training step; auto = on CUDA only
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,26 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class AugmentationConfig:
+    """One value of the `augmentation` sweep axis: `mixup` or {name: cutmix, alpha: 1.0} or {name: cutout, size: 16}."""
+
+    name: str
+    alpha: float = 1.0  # mixup, cutmix
+    size: int = 16  # cutout
+
+
+DEFAULT_MIXUP_ALPHA = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
 class SweepConfig:
     """Each key is a list; every combination is one trial. A single value means a list of one."""
 
     batch_size: tuple[int, ...] = (128, 8192)
-    mixup_alpha: tuple[float, ...] = (0.0, 1.0)
+    # mixup_alpha is shorthand for augmentation [none (alpha 0) or {name: mixup, alpha}]; when neither
+    # is given the sweep is mixup_alpha [0.0, 1.0].
+    mixup_alpha: tuple[float, ...] | None = None
+    augmentation: tuple[AugmentationConfig, ...] | None = None
     lr_scaling: tuple[str, ...] = ("none",)
     seed: tuple[int, ...] = (0,)
     # When given, these replace the single values of optim/schedule.
@@ -151,6 +168,15 @@ class StudyConfig:
 
 # ---------------------------------------------------------------------------------------------
 # Loading: YAML -> nested dicts -> typed dataclasses, strictly.
+
+def augmentations(sweep: SweepConfig) -> tuple[Augmentation, ...]:
+    """The augmentation axis, with mixup_alpha (and its default) expressed in it."""
+    if sweep.augmentation is not None:
+        return tuple(Augmentation(a.name, a.alpha if a.name in ("mixup", "cutmix") else 0.0,
+                                  a.size if a.name == "cutout" else 0) for a in sweep.augmentation)
+    return tuple(Augmentation("mixup", alpha) if alpha > 0 else Augmentation("none")
+                 for alpha in (sweep.mixup_alpha if sweep.mixup_alpha is not None else DEFAULT_MIXUP_ALPHA))
+
 
 def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
     """Read a study file, apply `--set KEY=VALUE` overrides, build and validate the config."""
@@ -247,6 +273,8 @@ def build(cls: type, raw: Any, where: str) -> Any:
             # A sweep key takes a single value or a list; a single value is a list of one.
             if cls is SweepConfig and value is not None and not isinstance(value, list):
                 value = [value]
+            if cls is SweepConfig and name == "augmentation" and value is not None:
+                value = [{"name": v} if isinstance(v, str) else v for v in value]  # `mixup` = {name: mixup}
             kwargs[name] = convert(hints[name], value, f"{where}.{name}" if where else name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where + ': ' if where else ''}the key {name!r} is required")
@@ -352,10 +380,20 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
     for warmup in sweep.warmup_epochs or (schedule.warmup_epochs,):
         _check(0 <= warmup < schedule.epochs,
                f"{s}warmup_epochs {warmup}: must be >= 0 and shorter than the {schedule.epochs}-epoch run")
-    for key in ("batch_size", "mixup_alpha", "lr_scaling", "seed"):
+    for key in ("batch_size", "lr_scaling", "seed"):
         _check(len(getattr(sweep, key)) > 0, f"{s}sweep.{key}: give at least one value")
-    for alpha in sweep.mixup_alpha:
+    _check(sweep.mixup_alpha is None or sweep.augmentation is None,
+           f"{s}sweep: give mixup_alpha or augmentation, not both (mixup_alpha [a] is augmentation "
+           "[{name: mixup, alpha: a}])")
+    for key in ("mixup_alpha", "augmentation"):
+        _check(getattr(sweep, key) is None or len(getattr(sweep, key)) > 0, f"{s}sweep.{key}: give at least one value")
+    for alpha in sweep.mixup_alpha or ():
         _check(alpha >= 0 and math.isfinite(alpha), f"{s}sweep.mixup_alpha: {alpha} must be >= 0 (0 = no mixup)")
+    for aug in sweep.augmentation or ():
+        _one_of(aug.name, AUGMENTATIONS, f"{s}sweep.augmentation")
+        _check(aug.alpha > 0 and math.isfinite(aug.alpha), f"{s}sweep.augmentation: {aug.name} alpha {aug.alpha} "
+                                                           "must be > 0")
+        _check(1 <= aug.size <= 32, f"{s}sweep.augmentation: cutout size {aug.size} must be between 1 and 32 pixels")
     _check(res.workers >= 1, f"{s}resources.workers: must be at least 1")
     _check(res.cpus_per_worker > 0, f"{s}resources.cpus_per_worker: must be > 0")
     _check(res.max_micro_batch >= 1, f"{s}resources.max_micro_batch: must be at least 1")
@@ -388,7 +426,7 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
 
 def validate_measure(study: StudyConfig, s: str) -> None:
     m = study.measure
-    swept = {"batch_size", "mixup_alpha", "lr_scaling", "seed", "base_lr", "weight_decay", "warmup_epochs"}
+    swept = {"batch_size", "lr_scaling", "seed", "base_lr", "weight_decay", "warmup_epochs"}
     if m.interpolate is not None:
         between = m.interpolate.between
         _one_of(between, swept, f"{s}measure.interpolate.between")

@@ -26,7 +26,8 @@ import pandas as pd
 from study.config import ConfigError, StudyConfig, build, validate
 from study.store import ResultsStore
 
-SWEEP_KEYS = ("batch_size", "mixup_alpha", "lr_scaling", "seed", "base_lr", "weight_decay", "warmup_epochs")
+SWEEP_KEYS = ("batch_size", "augmentation", "augmentation_alpha", "cutout_size", "lr_scaling", "seed", "base_lr",
+              "weight_decay", "warmup_epochs")
 DIRECTION_SEED = 20180101  # the random directions of a trial depend only on this and the trial's seed
 NOISE_SCALE_LAST_EPOCHS = 5
 

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from study.config import StudyConfig
+from study.config import StudyConfig, augmentations
 from trainables.data import split_global_batch
 from trainables.loop import TrialSpec
 from trainables.lr import scaled_lr
@@ -35,7 +35,8 @@ class PlannedTrial:
         s = self.spec
         return {"trial_id": s.trial_id, "study": study.name, "dataset": s.dataset, "model": s.arch, "width": s.width,
                 "augment": s.augment, "train_subset": s.train_subset, "batch_size": s.batch_size,
-                "mixup_alpha": s.mixup_alpha, "lr_scaling": self.lr_scaling, "base_lr": self.base_lr,
+                "mixup_alpha": s.mixup_alpha, "augmentation": s.augmentation,
+                "augmentation_alpha": s.augmentation_alpha, "cutout_size": s.cutout_size, "lr_scaling": self.lr_scaling, "base_lr": self.base_lr,
                 "base_batch_size": study.optim.base_batch_size, "peak_lr": s.peak_lr, "momentum": s.momentum,
                 "nesterov": s.nesterov, "weight_decay": s.weight_decay, "epochs": s.epochs,
                 "warmup_epochs": s.warmup_epochs, "decay": s.decay, "seed": s.seed, "workers": s.workers,
@@ -50,11 +51,11 @@ def local_path(path: str) -> str:
 
 def plan_study(study: StudyConfig) -> list[PlannedTrial]:
     sweep, res = study.sweep, study.resources
-    grid = itertools.product(sweep.batch_size, sweep.mixup_alpha, sweep.lr_scaling, sweep.seed,
+    grid = itertools.product(sweep.batch_size, augmentations(sweep), sweep.lr_scaling, sweep.seed,
                              sweep.base_lr or (study.optim.base_lr,), sweep.weight_decay or (study.optim.weight_decay,),
                              sweep.warmup_epochs or (study.schedule.warmup_epochs,))
     trials = []
-    for batch_size, alpha, rule, seed, base_lr, weight_decay, warmup in grid:
+    for batch_size, aug, rule, seed, base_lr, weight_decay, warmup in grid:
         micro_batch, accumulation = split_global_batch(batch_size, res.workers, res.max_micro_batch)
         values: dict[str, Any] = dict(
             dataset=study.data.dataset, data_root=local_path(study.data.root), train_subset=study.data.train_subset,
@@ -64,22 +65,26 @@ def plan_study(study: StudyConfig) -> list[PlannedTrial]:
             peak_lr=scaled_lr(base_lr, batch_size, study.optim.base_batch_size, rule),
             momentum=study.optim.momentum, nesterov=study.optim.nesterov, weight_decay=weight_decay,
             epochs=study.schedule.epochs, warmup_epochs=warmup, decay=study.schedule.decay,
-            milestones=list(study.schedule.milestones), gamma=study.schedule.gamma, mixup_alpha=alpha, seed=seed,
+            milestones=list(study.schedule.milestones), gamma=study.schedule.gamma, augmentation=aug.name, augmentation_alpha=aug.alpha,
+            cutout_size=aug.size, seed=seed,
             eval_every_epochs=study.eval.every_epochs, train_eval_samples=study.eval.train_eval_samples,
+            compile=None if study.model.compile == "auto" else study.model.compile,
             noise_probes=NOISE_PROBE_PAIRS if study.measure.noise_scale and res.workers == 1 else 0)
         # Readable and stable: the swept values for people, a digest of everything for uniqueness,
         # so a resumed study never mistakes a changed trial for a finished one.
         digest = hashlib.sha1(json.dumps([values, rule, base_lr], sort_keys=True).encode()).hexdigest()[:6]
-        trial_id = f"b{batch_size}-a{alpha:g}-{rule}-s{seed}-{digest}"
+        tag = {"none": "a0", "mixup": f"a{aug.alpha:g}", "cutmix": f"cutmix{aug.alpha:g}",
+               "cutout": f"cutout{aug.size}"}[aug.name]
+        trial_id = f"b{batch_size}-{tag}-{rule}-s{seed}-{digest}"
         trials.append(PlannedTrial(TrialSpec(trial_id=trial_id, **values), rule, base_lr))
     return trials
 
 
 def format_plan(study: StudyConfig, trials: list[PlannedTrial]) -> str:
     """The --dry-run table: one line per trial with its derived values."""
-    header = ("trial_id", "batch", "alpha", "lr_rule", "seed", "base_lr", "peak_lr", "warmup", "wd", "workers",
+    header = ("trial_id", "batch", "augmentation", "lr_rule", "seed", "base_lr", "peak_lr", "warmup", "wd", "workers",
               "micro", "accum", "bn_batch")
-    rows = [(t.trial_id, t.spec.batch_size, f"{t.spec.mixup_alpha:g}", t.lr_scaling, t.spec.seed, f"{t.base_lr:g}",
+    rows = [(t.trial_id, t.spec.batch_size, t.spec.augment_batch.label, t.lr_scaling, t.spec.seed, f"{t.base_lr:g}",
              f"{t.spec.peak_lr:.4g}", f"{t.spec.warmup_epochs:g}", f"{t.spec.weight_decay:g}", t.spec.workers,
              t.spec.micro_batch, t.spec.accumulation_steps, t.spec.micro_batch) for t in trials]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]

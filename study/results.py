@@ -63,10 +63,16 @@ def trial_row(params: dict[str, Any], history: list[dict[str, Any]], final: dict
         "gap_loss": last["test_loss"] - last["clean_train_loss"] if last else None,
         "train_time_s": sum(m["epoch_time_s"] for m in history) if history else None,
         "images_per_s": _mean_rate(history),
+        "mfu": _mean_mfu(history),
     })
     for key in ("startup_s", "device", "hosts"):
         row[key] = (final or {}).get(key)
     return row
+
+
+def _mean_mfu(history: list[dict[str, Any]]) -> float | None:
+    values = [m["mfu"] for m in (history[1:] if len(history) > 1 else history) if _finite(m.get("mfu"))]
+    return sum(values) / len(values) if values else None
 
 
 def _mean_rate(history: list[dict[str, Any]]) -> float | None:

@@ -24,7 +24,8 @@ F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 
 TRIAL_PARAMS = [
     ("trial_id", STR), ("study", STR), ("dataset", STR), ("model", STR), ("width", F64), ("augment", BOOL),
-    ("train_subset", I64), ("batch_size", I64), ("mixup_alpha", F64), ("lr_scaling", STR), ("base_lr", F64),
+    ("train_subset", I64), ("batch_size", I64), ("mixup_alpha", F64), ("augmentation", STR),
+    ("augmentation_alpha", F64), ("cutout_size", I64), ("lr_scaling", STR), ("base_lr", F64),
     ("base_batch_size", I64), ("peak_lr", F64), ("momentum", F64), ("nesterov", BOOL), ("weight_decay", F64),
     ("epochs", I64), ("warmup_epochs", F64), ("decay", STR), ("seed", I64), ("workers", I64), ("micro_batch", I64),
     ("accumulation_steps", I64), ("bn_batch_size", I64),
@@ -34,14 +35,14 @@ EPOCH_METRICS = [
     ("clean_train_acc", F64), ("test_loss", F64), ("test_acc", F64), ("epoch_time_s", F64), ("images_per_s", F64),
     ("grad_norm", F64), ("local_grad_sq", F64), ("grad_sq", F64), ("param_norm", F64), ("diverged", BOOL),
     ("noise_small_batch", F64), ("noise_small_grad_sq", F64), ("noise_big_batch", F64), ("noise_big_grad_sq", F64),
-    ("noise_scale", F64), ("checkpoint", STR),
+    ("noise_scale", F64), ("mfu", F64), ("checkpoint", STR),
 ]
 SCHEMAS: dict[str, pa.Schema] = {
     "trials": pa.schema(TRIAL_PARAMS + [
         ("status", STR), ("error", STR), ("epochs_completed", I64), ("steps", I64),
         ("final_train_loss", F64), ("final_clean_train_loss", F64), ("final_clean_train_acc", F64),
         ("final_test_loss", F64), ("final_test_acc", F64), ("best_test_acc", F64), ("best_epoch", I64),
-        ("gap_acc", F64), ("gap_loss", F64), ("train_time_s", F64), ("images_per_s", F64), ("startup_s", F64),
+        ("gap_acc", F64), ("gap_loss", F64), ("train_time_s", F64), ("images_per_s", F64), ("mfu", F64), ("startup_s", F64),
         ("checkpoint", STR), ("git_revision", STR), ("torch_version", STR), ("ray_version", STR),
         ("python_version", STR), ("device", STR), ("hosts", I64), ("config", STR), ("spec", STR),
         ("finished_at", STR),

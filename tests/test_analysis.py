@@ -39,7 +39,7 @@ def test_gap_is_train_minus_test_accuracy_and_test_minus_train_loss() -> None:
 
 
 def test_seed_aggregation_mean_interval_and_n() -> None:
-    frame = pd.DataFrame({"batch_size": [128] * 3, "mixup_alpha": [0.0] * 3, "lr_scaling": ["none"] * 3,
+    frame = pd.DataFrame({"batch_size": [128] * 3, "augmentation_label": ["none"] * 3, "lr_scaling": ["none"] * 3,
                           "value": [1.0, 2.0, 3.0]})
     stats = aggregate_over_seeds(frame, "value").iloc[0]
     # mean 2, sd 1, n 3: half-width t_{0.975,2} / sqrt(3) = 4.303 / 1.732
@@ -51,14 +51,14 @@ def test_seed_aggregation_mean_interval_and_n() -> None:
 
 def test_aggregation_skips_diverged_trials_without_metrics() -> None:
     stats = aggregate_over_seeds(make_trials(), "final_test_acc")
-    big = stats[(stats["batch_size"] == 8192) & (stats["mixup_alpha"] == 1.0)].iloc[0]
+    big = stats[(stats["batch_size"] == 8192) & (stats["augmentation_label"] == "mixup a=1")].iloc[0]
     assert big["n"] == 3
 
 
 def test_best_test_acc_per_batch() -> None:
     best = best_test_acc_per_batch(make_trials())
     assert list(best["batch_size"]) == [128, 1024, 8192]
-    assert (best["mixup_alpha"] == 1.0).all()
+    assert (best["augmentation_label"] == "mixup a=1").all()
 
 
 def test_steps_to_target_takes_the_first_epoch_at_or_above_it() -> None:
@@ -79,7 +79,7 @@ def test_critical_batch_size_from_noise_scale() -> None:
 def test_accuracy_figure_has_one_line_per_alpha_rule_on_a_log_batch_axis_in_percent() -> None:
     fig = figures.accuracy_and_gap_vs_batch(make_trials())
     acc = [t for t in fig.data if t.xaxis == "x"]
-    assert len(acc) == 2 and {t.name for t in acc} == {"no mixup, lr none", "mixup a=1, lr none"}
+    assert len(acc) == 2 and {t.name for t in acc} == {"none, lr none", "mixup a=1, lr none"}
     assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [128, 1024, 8192]
     assert max(acc[0].y) > 1  # percent, not fraction
     assert acc[0].error_y.visible
@@ -121,3 +121,13 @@ def test_analysis_imports_neither_torch_nor_ray() -> None:
     code = "import analysis.report, analysis.figures, sys; print(sorted({'torch', 'ray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_augmentation_labels_from_new_and_old_columns() -> None:
+    from analysis.summarize import with_labels
+
+    new = pd.DataFrame({"augmentation": ["none", "mixup", "cutmix", "cutout"], "augmentation_alpha": [0, 1, 0.5, 0],
+                        "cutout_size": [0, 0, 0, 16], "mixup_alpha": [0, 1, 0, 0]})
+    assert with_labels(new)["augmentation_label"].tolist() == ["none", "mixup a=1", "cutmix a=0.5", "cutout 16"]
+    old = pd.DataFrame({"mixup_alpha": [0.0, 0.2]})  # a store written before the augmentation axis
+    assert with_labels(old)["augmentation_label"].tolist() == ["none", "mixup a=0.2"]

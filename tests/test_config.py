@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from study.config import ConfigError, StudyConfig, apply_override, load_study, parse_study
+from study.config import ConfigError, StudyConfig, apply_override, augmentations, load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = "name: t\ndata: {dataset: synthetic}\nschedule: {epochs: 4, decay: constant}\nsweep: {batch_size: [64, 128]}\n"
@@ -11,7 +11,8 @@ MINIMAL = "name: t\ndata: {dataset: synthetic}\nschedule: {epochs: 4, decay: con
 def test_minimal_study_gets_design_defaults() -> None:
     study = parse_study("name: x\n")
     assert isinstance(study, StudyConfig)
-    assert study.sweep.batch_size == (128, 8192) and study.sweep.mixup_alpha == (0.0, 1.0)
+    assert study.sweep.batch_size == (128, 8192)
+    assert [a.label for a in augmentations(study.sweep)] == ["none", "mixup a=1"]  # mixup_alpha [0, 1]
     assert study.schedule.milestones == (150, 225, 275) and study.optim.nesterov is True
     assert study.measure.hessian is None  # absent measure = skipped
 
@@ -59,6 +60,10 @@ def test_yaml_1_1_exponent_without_dot_is_a_number() -> None:
     ("name: t\nmeasure: {interpolate: {pairs: [[128, 4096]]}}", "4096 is not among sweep.batch_size"),
     ("name: t\nresources: {use_gpu: maybe}", "resources.use_gpu: expected 'auto' or true or false"),
     ("name: [unclosed", "malformed YAML at line 1"),
+    ("name: t\nsweep: {augmentation: [mixup], mixup_alpha: [1.0]}", "give mixup_alpha or augmentation, not both"),
+    ("name: t\nsweep: {augmentation: [autoaugment]}", "sweep.augmentation: unknown 'autoaugment'"),
+    ("name: t\nsweep: {augmentation: [{name: cutout, size: 0}]}", "cutout size 0 must be between 1 and 32"),
+    ("name: t\nsweep: {augmentation: [{name: cutmix, alfa: 1}]}", "did you mean 'alpha'"),
     ("- just\n- a list", "must be a mapping"),
     ("name: t\ndata: 3", "data: expected a mapping"),
 ])

@@ -14,7 +14,7 @@ from trainables.mixup import MixedBatch
 
 CPU = Runtime(torch.device("cpu"))
 TINY = TrialSpec("tiny", dataset="synthetic", train_subset=512, test_subset=256, width=0.25, batch_size=64,
-                 micro_batch=64, epochs=2, mixup_alpha=1.0, peak_lr=0.05, train_eval_samples=256)
+                 micro_batch=64, epochs=2, augmentation="mixup", augmentation_alpha=1.0, peak_lr=0.05, train_eval_samples=256)
 
 
 def test_accumulating_two_micro_batches_equals_one_big_step_without_batchnorm() -> None:
@@ -68,7 +68,7 @@ def test_checkpoint_resume_continues_bit_identically(tmp_path: Path) -> None:
 
 def test_non_finite_loss_ends_the_trial_as_diverged() -> None:
     rows: list[dict] = []
-    spec = dataclasses.replace(TINY, peak_lr=1e8, epochs=3, mixup_alpha=0.0)
+    spec = dataclasses.replace(TINY, peak_lr=1e8, epochs=3, augmentation="none", augmentation_alpha=0.0)
     outcome = train(spec, CPU, on_epoch=lambda m, _: rows.append(m))
     assert outcome.status == "diverged" and outcome.epochs == 1 and len(rows) == 1 and rows[0]["diverged"]
 

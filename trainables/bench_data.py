@@ -58,7 +58,8 @@ def bench_dataloader(data: Dataset, batch_size: int, loader_workers: int, alpha:
 
 
 def bench_device_pipeline(data: Dataset, batch_size: int, alpha: float, device: torch.device) -> float:
-    spec = TrialSpec("bench", batch_size=batch_size, micro_batch=batch_size, mixup_alpha=alpha, augment=True)
+    spec = TrialSpec("bench", batch_size=batch_size, micro_batch=batch_size, augmentation="mixup",
+                     augmentation_alpha=alpha, augment=True)
     runtime = Runtime(device)
     train = data.train.to(device)
     normalize = Normalizer(data.mean, data.std, device)

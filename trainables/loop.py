@@ -19,10 +19,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from trainables.augment import Augmentation, sample_draws
+from trainables.augment import apply as apply_augmentation
 from trainables.data import (CropFlip, Dataset, Normalizer, Split, class_balanced_subset, crop_flip,
                              derived_seed, global_batches, load_dataset, worker_slice)
+from trainables.flops import forward_flops_per_image, mfu, peak_flops
 from trainables.lr import LRSchedule
-from trainables.mixup import MixedBatch, mix, mixed_cross_entropy, sample_lambda
+from trainables.mixup import MixedBatch, mixed_cross_entropy
 from trainables.models import build_model
 from trainables.sharpness import noise_scale
 
@@ -56,16 +59,27 @@ class TrialSpec:
     decay: str = "constant"
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
-    mixup_alpha: float = 0.0
+    augmentation: str = "none"  # none | mixup | cutmix | cutout (trainables/augment.py)
+    augmentation_alpha: float = 0.0  # mixup, cutmix
+    cutout_size: int = 0
     seed: int = 0
     eval_every_epochs: int = 1
     train_eval_samples: int | None = 10_000
     noise_probes: int = 0  # one-worker trials: pairs of probe batches per epoch for the noise scale
+    compile: bool | None = None  # torch.compile the training forward/backward; None = on CUDA only
 
     def __post_init__(self) -> None:
         if self.workers * self.micro_batch * self.accumulation_steps != self.batch_size:
             raise ValueError(f"{self.trial_id}: workers {self.workers} x micro_batch {self.micro_batch} x "
                              f"accumulation {self.accumulation_steps} != batch_size {self.batch_size}")
+
+    @property
+    def augment_batch(self) -> Augmentation:
+        return Augmentation(self.augmentation, self.augmentation_alpha, self.cutout_size)
+
+    @property
+    def mixup_alpha(self) -> float:
+        return self.augmentation_alpha if self.augmentation == "mixup" else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -76,6 +90,8 @@ class TrialSpec:
     def from_dict(cls, values: dict[str, Any]) -> "TrialSpec":
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in names}
+        if values.get("mixup_alpha"):  # specs written before augmentation became an axis
+            kwargs.update(augmentation="mixup", augmentation_alpha=values["mixup_alpha"])
         kwargs["milestones"] = tuple(kwargs.get("milestones", ()))
         return cls(**kwargs)
 
@@ -101,11 +117,27 @@ def build_model_and_optimizer(spec: TrialSpec, num_classes: int,
     # The same seed on every worker gives every replica the same initial weights.
     torch.manual_seed(spec.seed)
     model = build_model(spec.arch, width=spec.width, num_classes=num_classes).to(device)
-    if device.type == "cuda":
+    on_cuda = device.type == "cuda"
+    if on_cuda:
         model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution once
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.peak_lr, momentum=spec.momentum,
-                                nesterov=spec.nesterov and spec.momentum > 0, weight_decay=spec.weight_decay)
+                                nesterov=spec.nesterov and spec.momentum > 0, weight_decay=spec.weight_decay,
+                                fused=on_cuda or None)  # one kernel for the whole update on CUDA
     return model, optimizer
+
+
+def compiled(model: nn.Module, spec: TrialSpec, device: torch.device) -> nn.Module:
+    """The module the training step runs: torch.compile'd where asked (default: on CUDA only).
+
+    Small micro-batches are launch-bound, so they get CUDA graphs (mode reduce-overhead); large ones
+    the default mode. Evaluation runs the plain module, which shares the parameters.
+    """
+    use = spec.compile if spec.compile is not None else device.type == "cuda"
+    if not use:
+        return model
+    mode = "reduce-overhead" if device.type == "cuda" and spec.micro_batch <= 256 else "default"
+    return torch.compile(model, mode=mode)
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -151,7 +183,7 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_bat
 def worker_micro_batches(split: Split, normalize: Normalizer, batch_index: torch.Tensor, spec: TrialSpec,
                          runtime: Runtime, augment_gen: torch.Generator,
                          rng: np.random.Generator) -> list[MixedBatch]:
-    """This worker's micro-batches of one global batch, augmented and mixed on the device.
+    """This worker's micro-batches of one global batch: crop/flip, normalize, then the batch augmentation.
 
     Random draws are made for the whole global batch on every worker and then sliced, so the
     result does not depend on how the batch is split into workers x accumulation steps.
@@ -168,19 +200,15 @@ def worker_micro_batches(split: Split, normalize: Normalizer, batch_index: torch
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     labels = split.labels[mine]
-    n_micro = spec.workers * spec.accumulation_steps
-    if spec.mixup_alpha > 0:
-        lams = [sample_lambda(spec.mixup_alpha, rng) for _ in range(n_micro)]
-        partners = torch.rand((n_micro, spec.micro_batch), generator=augment_gen, device=device).argsort(dim=1)
+    aug = spec.augment_batch
+    draws = sample_draws(aug, spec.batch_size, spec.workers * spec.accumulation_steps, spec.micro_batch,
+                         (images.shape[2], images.shape[3]), augment_gen, rng)
     batches = []
     for a in range(spec.accumulation_steps):
         rows = slice(a * spec.micro_batch, (a + 1) * spec.micro_batch)
-        x, y = images[rows], labels[rows]
-        if spec.mixup_alpha > 0:
-            m = runtime.rank * spec.accumulation_steps + a  # this micro-batch's index in the global batch
-            batches.append(mix(x, y, lams[m], partners[m]))
-        else:
-            batches.append(MixedBatch(x, y, y, 1.0))
+        m = runtime.rank * spec.accumulation_steps + a  # this micro-batch's index in the global batch
+        global_rows = slice(m * spec.micro_batch, (m + 1) * spec.micro_batch)
+        batches.append(apply_augmentation(aug, images[rows], labels[rows], draws, m, global_rows))
     return batches
 
 
@@ -305,6 +333,9 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
         eval_train = data.train.take(class_balanced_subset(data.train.labels.cpu(), spec.train_eval_samples,
                                                            data.num_classes).to(device))
     model, optimizer = build_model_and_optimizer(spec, data.num_classes, device)
+    flops_per_image = forward_flops_per_image(model)
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    train_model = compiled(model, spec, device)
     start_epoch, step = 0, 0
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -326,7 +357,7 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
         for batch_index in global_batches(len(data.train), spec.batch_size, spec.seed, epoch):
             micro = worker_micro_batches(data.train, normalize, batch_index, spec, runtime, augment_gen, rng)
             lr = schedule(step)
-            for key, value in optimizer_step(model, optimizer, micro, lr, runtime).items():
+            for key, value in optimizer_step(train_model, optimizer, micro, lr, runtime).items():
                 sums[key] += value
             step += 1
             if first_step_at is None:
@@ -341,6 +372,7 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
             "local_grad_sq": means["local_grad_sq"], "grad_sq": means["grad_sq"],
             "param_norm": parameter_norm(model), "epoch_time_s": train_time,
             "images_per_s": steps_per_epoch * spec.batch_size / train_time,
+            "mfu": mfu(steps_per_epoch * spec.batch_size / train_time, flops_per_image, peak),
             "clean_train_loss": math.nan, "clean_train_acc": math.nan, "test_loss": math.nan, "test_acc": math.nan,
         }
         last = epoch + 1 == spec.epochs
