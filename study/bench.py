@@ -95,6 +95,8 @@ def plain_loop(spec: TrialSpec, device: torch.device, steps: int = 20) -> float:
 def through_ray(s: Setting, batch: int, storage: str, workers: int = 1) -> dict:
     from study.run_sweep import run_study
 
+    # On a CPU the trial gets every core, as the bare loop has (a worker uses cpus_per_worker threads).
+    cpus_per_worker = (os.cpu_count() or 1) // workers if s.device.type == "cpu" else 1
     text = f"""
 name: bench-b{batch}-w{workers}
 storage: {storage}
@@ -102,7 +104,7 @@ data: {{dataset: {s.dataset}, root: "{s.root or '.'}", train_subset: {s.train_su
 model: {{width: {s.width}}}
 schedule: {{epochs: {s.epochs}, decay: constant, milestones: []}}
 sweep: {{batch_size: [{batch}], mixup_alpha: [1.0]}}
-resources: {{workers: {workers}}}
+resources: {{workers: {workers}, cpus_per_worker: {cpus_per_worker}}}
 eval: {{train_eval_samples: 1000}}
 """
     return run_study(parse_study(text)).trials[0]
