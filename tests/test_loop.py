@@ -85,6 +85,7 @@ def _distributed_worker(rank: int, world_size: int, init_file: str, spec: TrialS
     train(spec, Runtime(torch.device("cpu"), rank, world_size), on_epoch=lambda m, make: states.update(s=make()))
     if rank == 0:
         torch.save(states["s"]["model"], out)
+    dist.barrier()  # leave together: a rank exiting while gloo still serves the other aborts (SIGABRT)
     dist.destroy_process_group()
 
 

@@ -32,6 +32,7 @@ from trainables.sharpness import noise_scale
 CROP_PADDING = 4
 # Independent random streams derived from (seed, epoch, stream).
 STREAM_AUGMENT, STREAM_MIXUP, STREAM_PROBE = 1, 2, 3
+NOISE_PROBE_MAX_BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -381,7 +382,9 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
             metrics["test_loss"], metrics["test_acc"] = evaluate(model, data.test, normalize, runtime)
         metrics.update(noise_metrics(spec, means))
         if spec.noise_probes > 0 and spec.workers == 1 and not diverged:
-            size = min(spec.micro_batch, len(data.train) // 2)
+            # Capped: the estimate is unbiased at any pair of sizes, and large probes would cost more
+            # than a large-batch epoch itself (at most 4 x 2 x 512 images per epoch).
+            size = min(spec.micro_batch, NOISE_PROBE_MAX_BATCH, len(data.train) // 2)
             probe_gen = torch.Generator(device=device).manual_seed(derived_seed(spec.seed, epoch, STREAM_PROBE))
             small_sq, big_sq = noise_probe(model, data.train, normalize, spec.noise_probes, size, probe_gen, device)
             metrics.update(noise_metrics(spec, {"local_grad_sq": small_sq, "grad_sq": big_sq}, small_batch=size,
