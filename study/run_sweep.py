@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from study.config import ConfigError, StudyConfig, load_study
@@ -141,9 +142,12 @@ def make_results_callback(store: ResultsStore, storage: str) -> Any:
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             config = planned(trial)
             trial_id = config["spec"]["trial_id"]
-            error = getattr(trial, "error_msg", None) or "the trial raised an error; see the Ray logs"
+            # Tune writes the traceback to the trial's local folder before calling back (storage later).
+            path = trial.error_file
+            lines = Path(path).read_text().strip().splitlines() if path and Path(path).exists() else []
+            message = lines[-1][:2000] if lines else "the trial raised an error; see the Ray logs"
             self.recorder.failed(trial_id, config["params"], config["provenance"], config["config_json"],
-                                 json.dumps(config["spec"]), str(error).strip().splitlines()[-1][:2000] if str(error).strip() else str(error))
+                                 json.dumps(config["spec"]), message)
 
     return ResultsWriter()
 
@@ -235,7 +239,12 @@ def study_has_measurements(study: StudyConfig) -> bool:
 def check_data(study: StudyConfig) -> None:
     """Surface data problems (missing root, corrupt image) before any Ray work; warms the decode cache."""
     if study.data.dataset == "imagefolder" and "://" not in study.data.root:
-        load_dataset("imagefolder", local_path(study.data.root))
+        data = load_dataset("imagefolder", local_path(study.data.root), train_subset=study.data.train_subset,
+                            test_subset=study.data.test_subset)
+        too_big = [b for b in study.sweep.batch_size if b > len(data.train)]
+        if too_big:
+            raise DataError(f"sweep.batch_size: {too_big} exceed the {len(data.train)} training images of "
+                            f"{study.data.root}; lower the batch sizes or use more images")
 
 
 def connect_ray(address: str | None) -> str | None:

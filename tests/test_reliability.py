@@ -123,6 +123,19 @@ def test_divergence_is_recorded_and_the_study_goes_on(ray_session: str, tmp_path
     assert "diverged" in page and 'id="trials_table"' in page
 
 
+@pytest.mark.slow
+def test_a_failing_trial_is_recorded_as_failed_with_its_error(ray_session: str, tmp_path: Path) -> None:
+    (tmp_path / "cifar" / "cifar-10-batches-py").mkdir(parents=True)  # the folder, but not its files
+    study = parse_study(tiny_study_yaml("fails", tmp_path)
+                        .replace("dataset: synthetic", f"dataset: cifar10, root: {tmp_path / 'cifar'}")
+                        .replace("[64, 128], mixup_alpha: [0.0, 1.0]", "[64], mixup_alpha: [0.0]")
+                        + "resources: {max_failures: 0}\n")
+    result = run_study(study)
+    (row,) = result.trials
+    assert row["status"] == "failed" and "data_batch_1" in row["error"]
+    assert "failed" in Path(result.report).read_text()
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: one line, exit status 2, before any Ray work.
 
@@ -165,6 +178,23 @@ def test_corrupt_image_is_named_before_any_ray_work(tmp_path: Path) -> None:
     process = subprocess.run([sys.executable, "-m", "study.run_sweep", str(study_file)], cwd=ROOT, capture_output=True,
                              text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
     assert process.returncode == 2 and "broken.png" in process.stderr.strip().splitlines()[-1]
+
+
+def test_imagefolder_batch_larger_than_the_data_is_refused_before_ray(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            (tmp_path / "imgs" / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / split / cls / f"{i}.png")
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(f"name: x\nstorage: {tmp_path}\ndata: {{dataset: imagefolder, root: {tmp_path / 'imgs'}}}\n"
+                          "schedule: {epochs: 1, decay: constant}\nsweep: {batch_size: [4, 8]}\n")
+    process = subprocess.run([sys.executable, "-m", "study.run_sweep", str(study_file)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
+    assert process.returncode == 2
+    assert "sweep.batch_size: [8] exceed the 6 training images" in process.stderr.strip().splitlines()[-1]
 
 
 def test_report_cli_rejects_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
