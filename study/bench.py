@@ -19,16 +19,15 @@ import dataclasses
 import os
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
 from study.config import parse_study
+from trainables.bench_data import SHARED_CIFAR
 from trainables.data import load_dataset
 from trainables.flops import TRAIN_FLOPS_PER_FORWARD, forward_flops_per_image, peak_flops
 from trainables.loop import Runtime, TrialSpec, build_model_and_optimizer, compiled, device_dataset, train
 
-SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,11 +20,11 @@ import ray
 import torch
 
 from study.measure import Job, job_points, run_chunk
+from trainables.bench_data import SHARED_CIFAR
 from trainables.checkpoint import save_state
 from trainables.loop import TrialSpec
 from trainables.models import build_model
 
-SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
 def points_per_second(width: float, samples: int, points: int, worker_counts: list[int]) -> dict[int, float]:

@@ -21,6 +21,7 @@ from trainables.data import Dataset, Normalizer, global_batches, load_dataset
 from trainables.loop import Runtime, TrialSpec, worker_micro_batches
 from trainables.mixup import mix, sample_lambda
 
+# The workspace copy of CIFAR-10 as JPEGs (../shared/data beside the project), where there is one.
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
