@@ -26,8 +26,10 @@ def augmentation_label(row: pd.Series) -> str:
 
 def with_labels(trials: pd.DataFrame) -> pd.DataFrame:
     """The trials with an `augmentation_label` column, the key figures group by."""
-    if "augmentation_label" in trials or trials.empty:
-        return trials if "augmentation_label" in trials else trials.assign(augmentation_label=pd.Series(dtype=str))
+    if "augmentation_label" in trials:
+        return trials
+    if trials.empty:  # apply() on an empty frame would not give a column
+        return trials.assign(augmentation_label=pd.Series(dtype=str))
     return trials.assign(augmentation_label=trials.apply(augmentation_label, axis=1))
 
 

@@ -238,7 +238,8 @@ def run_measurements(study: StudyConfig, store: ResultsStore) -> int:
             if f"noise_scale-{trial_id}" not in done:
                 store.write("sharpness", f"noise_scale-{trial_id}", rows)
                 written += 1
-    jobs = [j for j in plan_jobs(study, trials) if j.key not in store.keys(j.table)]
+    existing = {table: store.keys(table) for table in ("sharpness", "landscape")}  # one listing per table
+    jobs = [j for j in plan_jobs(study, trials) if j.key not in existing[j.table]]
     if not jobs:
         return written
     specs = dict(zip(trials["trial_id"], trials["spec"]))

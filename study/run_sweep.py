@@ -262,10 +262,11 @@ def connect_ray(address: str | None) -> str | None:
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
+    def fmt(value: Any, spec: str) -> str:
+        return format(value, spec) if isinstance(value, (int, float)) and value == value else "-"
+
     lines = [f"{'trial_id':<32} {'status':<10} {'epochs':>6} {'test_acc':>8} {'gap_acc':>8} {'startup_s':>9}"]
     for row in sorted(rows, key=lambda r: r["trial_id"]):
-        def fmt(value: Any, spec: str) -> str:
-            return format(value, spec) if isinstance(value, (int, float)) and value == value else "-"
         lines.append(f"{row['trial_id']:<32} {row['status']:<10} {fmt(row['epochs_completed'], 'd'):>6} "
                      f"{fmt(row['final_test_acc'], '.4f'):>8} {fmt(row['gap_acc'], '.4f'):>8} "
                      f"{fmt(row['startup_s'], '.1f'):>9}")
