@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from trainables.checkpoint import load_state, save_state
-from trainables.loop import Runtime, TrialSpec, build_model_and_optimizer, optimizer_step, train
+from trainables.loop import Runtime, TrialSpec, build_model_and_optimizer, gradient_buffer, optimizer_step, train
 from trainables.mixup import MixedBatch
 
 CPU = Runtime(torch.device("cpu"))
@@ -25,7 +25,7 @@ def test_accumulating_two_micro_batches_equals_one_big_step_without_batchnorm() 
         model = nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=5e-4)
         batches = [MixedBatch(images[s], labels[s], labels.roll(1)[s], 0.7) for s in split]
-        optimizer_step(model, optimizer, batches, 0.5, CPU)
+        optimizer_step(model, optimizer, batches, 0.5, CPU, gradient_buffer(model))
         return [p.detach().clone() for p in model.parameters()]
 
     one = step([slice(0, 128)])

@@ -2,12 +2,16 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
+from trainables.data import Normalizer, global_batches, load_dataset
 from trainables.flops import forward_flops_per_image, mfu, peak_flops
-from trainables.loop import Runtime, TrialSpec, build_model_and_optimizer, compiled, train
-from trainables.models import vgg9
+from trainables.loop import (Runtime, TrialSpec, build_model_and_optimizer, compiled, gradient_buffer, optimizer_step,
+                             train, worker_micro_batches)
+from trainables.mixup import MixedBatch
+from trainables.models import build_model, vgg9
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 TINY = TrialSpec("perf", dataset="synthetic", train_subset=512, test_subset=256, width=0.25, batch_size=128,
@@ -40,6 +44,100 @@ def test_compile_switch_is_honoured_on_cpu() -> None:
     spec = dataclasses.replace(TINY, compile=True)
     model, _ = build_model_and_optimizer(spec, 10, torch.device("cpu"))
     assert compiled(model, spec, torch.device("cpu")) is not model
+
+
+def test_gradient_buffer_views_keep_each_parameters_layout_for_fused_sgd() -> None:
+    # The CUDA layout (channels_last) and optimizer (fused SGD) on the CPU, against a plain contiguous
+    # model whose gradients autograd allocates: two steps of two accumulated micro-batches each.
+    torch.manual_seed(0)
+    images, labels = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    batches = [MixedBatch(images[s], labels[s], labels.roll(1)[s], 0.6) for s in (slice(0, 16), slice(16, 32))]
+
+    def trained(fast: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(1)
+        model = build_model("vgg9", width=0.25)
+        if fast:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                                    fused=fast or None)
+        if fast:
+            grads = gradient_buffer(model)
+            assert all(p.grad.stride() == p.stride() and p.grad.data_ptr() >= grads.data_ptr()
+                       for p in model.parameters())
+            assert model.features[0].weight.grad.stride() != model.features[0].weight.grad.contiguous().stride()
+            for _ in range(2):
+                optimizer_step(model, optimizer, [MixedBatch(b.images.contiguous(memory_format=torch.channels_last),
+                                                             b.labels_a, b.labels_b, b.lam) for b in batches],
+                               0.1, Runtime(torch.device("cpu")), grads)
+        else:
+            for _ in range(2):
+                optimizer.zero_grad(set_to_none=True)
+                for b in batches:
+                    out = model(b.images)
+                    loss = (b.lam * torch.nn.functional.cross_entropy(out, b.labels_a)
+                            + (1 - b.lam) * torch.nn.functional.cross_entropy(out, b.labels_b)) / 2
+                    loss.backward()
+                optimizer.step()
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    fast, plain = trained(True), trained(False)
+    for key in plain:
+        assert torch.allclose(fast[key].float(), plain[key].float(), rtol=1e-4, atol=1e-5), key
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_on_cpu() -> None:
+    # torch.compile (inductor, the C++ backend here) through the whole loop, with gradient accumulation:
+    # the same trajectory as eager up to float reordering (~30 s, mostly compilation).
+    spec = TrialSpec("compiled", dataset="synthetic", train_subset=512, test_subset=256, width=0.25, batch_size=64,
+                     micro_batch=32, accumulation_steps=2, epochs=2, augmentation="mixup", augmentation_alpha=1.0,
+                     peak_lr=0.05, train_eval_samples=256)
+    runs: dict[bool, list[dict]] = {True: [], False: []}
+    for use_compile in runs:
+        train(dataclasses.replace(spec, compile=use_compile), Runtime(torch.device("cpu")),
+              on_epoch=lambda m, _, rows=runs[use_compile]: rows.append(m))
+    for eager, comp in zip(runs[False], runs[True]):
+        assert comp["train_loss"] == pytest.approx(eager["train_loss"], rel=5e-3)
+        assert comp["param_norm"] == pytest.approx(eager["param_norm"], rel=1e-4)
+        assert abs(comp["test_acc"] - eager["test_acc"]) <= 0.05
+    assert runs[True][-1]["test_acc"] > 0.5  # learned: chance is 0.1
+
+
+@CUDA
+def test_cuda_step_never_waits_for_the_device() -> None:
+    # No host synchronization between optimizer steps: metrics stay on the device, batch indices are
+    # moved once per epoch. CUDA's sync debug mode raises on any synchronizing call.
+    device, spec = torch.device("cuda"), dataclasses.replace(TINY, augmentation="cutmix", augmentation_alpha=1.0)
+    data = load_dataset("synthetic", "", train_subset=512, test_subset=256)
+    train_split = data.train.to(device)
+    normalize = Normalizer(data.mean, data.std, device)
+    model, optimizer = build_model_and_optimizer(spec, 10, device)
+    grads, runtime = gradient_buffer(model), Runtime(device)
+    generator, rng = torch.Generator(device=device).manual_seed(0), np.random.default_rng(0)
+    batches = global_batches(len(train_split), spec.batch_size, 0, 0, device)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        total = torch.zeros((), device=device)
+        for index in batches:
+            micro = worker_micro_batches(train_split, normalize, index, spec, runtime, generator, rng)
+            total += optimizer_step(model, optimizer, micro, 0.05, runtime, grads)["loss"]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(total)
+
+
+@CUDA
+def test_cuda_graphs_with_gradient_accumulation() -> None:
+    # reduce-overhead (micro-batch <= 256) with accumulation: gradients must outlive each graph replay.
+    spec = dataclasses.replace(TINY, train_subset=1024, batch_size=256, micro_batch=64, accumulation_steps=4, epochs=2)
+    rows: list[dict] = []
+    outcome = train(spec, Runtime(torch.device("cuda")), on_epoch=lambda m, _: rows.append(m))
+    eager: list[dict] = []
+    train(dataclasses.replace(spec, compile=False), Runtime(torch.device("cuda")), on_epoch=lambda m, _: eager.append(m))
+    assert outcome.status == "completed"
+    assert rows[-1]["param_norm"] == pytest.approx(eager[-1]["param_norm"], rel=1e-2)
+    assert rows[-1]["train_loss"] == pytest.approx(eager[-1]["train_loss"], rel=0.05)
 
 
 @CUDA

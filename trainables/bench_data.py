@@ -67,7 +67,7 @@ def bench_device_pipeline(data: Dataset, batch_size: int, alpha: float, device: 
     generator = torch.Generator(device=device).manual_seed(0)
     rng = np.random.default_rng(0)
     started, seen = time.perf_counter(), 0
-    for index in global_batches(len(train), batch_size, seed=0, epoch=0):
+    for index in global_batches(len(train), batch_size, seed=0, epoch=0, device=device):
         for batch in worker_micro_batches(train, normalize, index, spec, runtime, generator, rng):
             seen += len(batch.labels_a)
     if device.type == "cuda":

@@ -333,9 +333,15 @@ def epoch_permutation(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_examples, generator=torch.Generator().manual_seed(derived_seed(seed, epoch, 0)))
 
 
-def global_batches(num_examples: int, global_batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
-    """Index tensors of each global batch; the last partial batch is dropped so every step has the same size."""
-    order = epoch_permutation(num_examples, seed, epoch)
+def global_batches(num_examples: int, global_batch_size: int, seed: int, epoch: int,
+                   device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """Index tensors of each global batch, on `device`; the last partial batch is dropped so every step
+    has the same size.
+
+    The order is drawn on the CPU (the same on every kind of device) and moved once per epoch: a copy
+    per step from pageable host memory would make the host wait for the GPU's queue every step.
+    """
+    order = epoch_permutation(num_examples, seed, epoch).to(device)
     steps = num_examples // global_batch_size
     return [order[i * global_batch_size:(i + 1) * global_batch_size] for i in range(steps)]
 

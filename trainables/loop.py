@@ -148,37 +148,50 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+def gradient_buffer(model: nn.Module) -> torch.Tensor:
+    """One zeroed buffer holding every parameter's gradient; each `.grad` becomes a view of it.
+
+    Each view has its parameter's strides (channels_last included), as fused optimizers require.
+    The buffer lives for the whole trial: a step zeroes it with one kernel and all-reduces it in one
+    call without copies, and `.grad` is never allocated inside a CUDA graph (compile's
+    reduce-overhead mode would overwrite such gradients between accumulated micro-batches).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=params[0].dtype)
+    offset = 0
+    for p in params:
+        p.grad = flat.as_strided(p.shape, p.stride(), offset)
+        offset += p.numel()
+    return flat
+
+
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[MixedBatch],
-                   lr: float, runtime: Runtime) -> dict[str, torch.Tensor]:
+                   lr: float, runtime: Runtime, grads: torch.Tensor) -> dict[str, torch.Tensor]:
     """One optimizer step over this worker's micro-batches; gradients averaged over all workers.
 
-    Returns device tensors (no host sync): the mean loss, the squared norm of a worker's gradient
-    (averaged over workers) and that of the all-reduced one; the two feed the gradient noise scale.
+    `grads` is the model's `gradient_buffer`. Returns device tensors (no host sync): the mean loss,
+    the squared norm of a worker's gradient (averaged over workers) and that of the all-reduced one;
+    the two feed the gradient noise scale.
     """
-    optimizer.zero_grad(set_to_none=True)
+    grads.zero_()
     loss_sum = torch.zeros((), device=runtime.device)
     for batch in micro_batches:
         with autocast(runtime.device):
             loss = mixed_cross_entropy(model(batch.images), batch) / len(micro_batches)
         loss.backward()
         loss_sum += loss.detach().float()
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    local_grad_sq = flat.float().square().sum()
+    local_grad_sq = grads.square().sum()
     if runtime.distributed:
-        dist.all_reduce(flat)
-        flat /= runtime.world_size
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset:offset + g.numel()].view_as(g))
-            offset += g.numel()
+        dist.all_reduce(grads)
+        grads /= runtime.world_size
         scalars = torch.stack([loss_sum, local_grad_sq])  # one all-reduce for both means
         dist.all_reduce(scalars)
         loss_sum, local_grad_sq = scalars / runtime.world_size
+    grad_sq = grads.square().sum()  # before the step: an optimizer may update gradients in place
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
-    return {"loss": loss_sum, "local_grad_sq": local_grad_sq, "grad_sq": flat.float().square().sum()}
+    return {"loss": loss_sum, "local_grad_sq": local_grad_sq, "grad_sq": grad_sq}
 
 
 def worker_micro_batches(split: Split, normalize: Normalizer, batch_index: torch.Tensor, spec: TrialSpec,
@@ -190,7 +203,7 @@ def worker_micro_batches(split: Split, normalize: Normalizer, batch_index: torch
     result does not depend on how the batch is split into workers x accumulation steps.
     """
     device = runtime.device
-    mine = worker_slice(batch_index, runtime.rank, runtime.world_size).to(device, non_blocking=True)
+    mine = worker_slice(batch_index, runtime.rank, runtime.world_size).to(device)  # a no-op in train()
     images = split.images[mine]
     if spec.augment:
         params = CropFlip.sample(spec.batch_size, CROP_PADDING, augment_gen)
@@ -336,6 +349,7 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
     model, optimizer = build_model_and_optimizer(spec, data.num_classes, device)
     flops_per_image = forward_flops_per_image(model)
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    grads = gradient_buffer(model)
     train_model = compiled(model, spec, device)
     start_epoch, step = 0, 0
     if resume is not None:
@@ -355,10 +369,10 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
         rng = np.random.default_rng(derived_seed(spec.seed, epoch, STREAM_MIXUP))
         sums = {"loss": torch.zeros((), device=device), "local_grad_sq": torch.zeros((), device=device),
                 "grad_sq": torch.zeros((), device=device)}
-        for batch_index in global_batches(len(data.train), spec.batch_size, spec.seed, epoch):
+        for batch_index in global_batches(len(data.train), spec.batch_size, spec.seed, epoch, device):
             micro = worker_micro_batches(data.train, normalize, batch_index, spec, runtime, augment_gen, rng)
             lr = schedule(step)
-            for key, value in optimizer_step(train_model, optimizer, micro, lr, runtime).items():
+            for key, value in optimizer_step(train_model, optimizer, micro, lr, runtime, grads).items():
                 sums[key] += value
             step += 1
             if first_step_at is None:
