@@ -7,7 +7,11 @@
 (2) the input pipeline versus torchvision's DataLoader + PIL;
 (3) 1-D landscape points/s with 1 and 2 Ray workers;
 (4) the per-trial Ray start-up: seconds from a trial's start to its first optimizer step, for a
-    one-worker trial (trained in the Tune trial) and a two-worker TorchTrainer trial.
+    one-worker trial (trained in the Tune trial) and a two-worker TorchTrainer trial;
+(5) evaluation images/s, and what (1) and (5) project for the paper on this device: one 300-epoch
+    CIFAR-10 trial (50,000 training images per epoch, 10,000 train + 10,000 test images evaluated
+    per epoch) at the smallest and largest batch, and its four trials (batch 128 and 8192, with and
+    without mixup) one after another, measurements not included.
 On a CPU it uses small sizes (VGG9 width 0.25, synthetic data) and takes a few minutes; on a GPU
 full sizes (width 1, CIFAR-10, batches 128 / 1024 / 8192).
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import tempfile
 import time
@@ -24,9 +29,9 @@ import torch
 
 from study.config import parse_study
 from trainables.bench_data import SHARED_CIFAR
-from trainables.data import load_dataset
+from trainables.data import Normalizer, load_dataset
 from trainables.flops import TRAIN_FLOPS_PER_FORWARD, forward_flops_per_image, peak_flops
-from trainables.loop import Runtime, TrialSpec, build_model_and_optimizer, compiled, device_dataset, train
+from trainables.loop import Runtime, TrialSpec, build_model_and_optimizer, compiled, device_dataset, evaluate, train
 
 
 
@@ -37,6 +42,7 @@ class Setting:
     dataset: str
     root: str
     train_subset: int | None
+    test_subset: int
     batch_sizes: tuple[int, ...]
     epochs: int
 
@@ -44,15 +50,20 @@ class Setting:
 def setting(quick: bool) -> Setting:
     if torch.cuda.is_available():
         if SHARED_CIFAR.exists():
-            return Setting(torch.device("cuda"), 1.0, "imagefolder", str(SHARED_CIFAR), None, (128, 1024, 8192), 3)
-        return Setting(torch.device("cuda"), 1.0, "cifar10", "~/.cache/lbstudy/data", None, (128, 1024, 8192), 3)
-    return Setting(torch.device("cpu"), 0.25, "synthetic", "", 2048 if quick else 4096,
+            return Setting(torch.device("cuda"), 1.0, "imagefolder", str(SHARED_CIFAR), None, 10_000,
+                           (128, 1024, 8192), 3)
+        return Setting(torch.device("cuda"), 1.0, "cifar10", "~/.cache/lbstudy/data", None, 10_000, (128, 1024, 8192), 3)
+    return Setting(torch.device("cpu"), 0.25, "synthetic", "", 2048 if quick else 4096, 1000,
                    (128, 512) if quick else (128, 512, 2048), 2)
+
+
+# The paper's trial, for the projection in (5).
+PAPER_TRAIN_IMAGES, PAPER_EVAL_IMAGES, PAPER_EPOCHS, PAPER_BATCHES = 50_000, 20_000, 300, (128, 8192)
 
 
 def spec_for(s: Setting, batch: int) -> TrialSpec:
     return TrialSpec(f"bench-b{batch}", dataset=s.dataset, data_root=s.root, train_subset=s.train_subset,
-                     test_subset=1000, width=s.width, batch_size=batch, micro_batch=batch, epochs=s.epochs,
+                     test_subset=s.test_subset, width=s.width, batch_size=batch, micro_batch=batch, epochs=s.epochs,
                      augmentation="mixup", augmentation_alpha=1.0, train_eval_samples=1000, decay="constant")
 
 
@@ -89,6 +100,37 @@ def plain_loop(spec: TrialSpec, device: torch.device, steps: int = 20) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * spec.batch_size / (time.perf_counter() - started)
+
+
+def eval_images_per_second(spec: TrialSpec, device: torch.device, repeats: int = 3) -> float:
+    """The loop's own evaluation (batches of 1024, no gradients) over the test split, after a warm-up."""
+    data = device_dataset(spec, device)
+    model, _ = build_model_and_optimizer(spec, data.num_classes, device)
+    normalize, runtime = Normalizer(data.mean, data.std, device), Runtime(device)
+    evaluate(model, data.test, normalize, runtime)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        evaluate(model, data.test, normalize, runtime)  # ends in a host read: nothing left queued
+    return repeats * len(data.test) / (time.perf_counter() - started)
+
+
+def trial_minutes(train_images_per_s: float, eval_images_per_s: float) -> float:
+    """One paper trial at these rates: training plus the per-epoch evaluation, no start-up."""
+    epoch_s = PAPER_TRAIN_IMAGES / train_images_per_s + PAPER_EVAL_IMAGES / eval_images_per_s
+    return PAPER_EPOCHS * epoch_s / 60
+
+
+def projection(rates: dict[int, float], eval_rate: float) -> list[str]:
+    """Lines for (5); batches the bench did not run borrow the nearest measured rate (said so)."""
+    lines, total = [], 0.0
+    for batch in PAPER_BATCHES:
+        nearest = min(rates, key=lambda b: abs(math.log2(b) - math.log2(batch)))
+        minutes = trial_minutes(rates[nearest], eval_rate)
+        total += 2 * minutes  # with and without mixup: the same cost
+        borrowed = "" if nearest == batch else f" (rate of batch {nearest}: {batch} not run here)"
+        lines.append(f"  one 300-epoch trial at batch {batch}: {minutes:.1f} min{borrowed}")
+    lines.append(f"  the paper's 4 trials one after another: {total:.1f} min (training and evaluation only)")
+    return lines
 
 
 def through_ray(s: Setting, batch: int, storage: str, workers: int = 1) -> dict:
@@ -131,12 +173,14 @@ def main(argv: list[str] | None = None) -> None:
              f"{'batch':>6} {'bare loop':>12} {'MFU':>6} {'via Ray':>12} {'Ray/bare':>9} {'plain torch':>12} "
              f"{'ours/plain':>10}"]
     startups: dict[str, float] = {}
+    train_rates: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as storage:
         for batch in s.batch_sizes:
             spec = spec_for(s, batch)
             bare = bare_loop(spec, s.device)
             row = through_ray(s, batch, storage)
             plain = plain_loop(spec, s.device)
+            train_rates[batch] = bare["images_per_s"]
             startups.setdefault("1 worker (in the Tune trial)", row["startup_s"])
             mfu_text = f"{100 * bare['mfu']:.1f}%" if bare.get("mfu") else "-"
             lines.append(f"{batch:>6} {bare['images_per_s']:>12,.0f} {mfu_text:>6} {row['images_per_s']:>12,.0f} "
@@ -158,6 +202,11 @@ def main(argv: list[str] | None = None) -> None:
               f"speed-up {rates[2] / rates[1]:.2f}x"]
     lines += ["", "(4) per-trial start-up, trial start to first optimizer step"]
     lines += [f"  {k}: {v:.1f} s" for k, v in startups.items()]
+    eval_rate = eval_images_per_second(spec_for(s, s.batch_sizes[0]), s.device)
+    lines += ["", f"(5) evaluation {eval_rate:,.0f} images/s; projected for the paper on this device "
+                  f"(vgg9 width {s.width:g}; {PAPER_EPOCHS} epochs of {PAPER_TRAIN_IMAGES:,} images, "
+                  f"{PAPER_EVAL_IMAGES:,} evaluated per epoch):"]
+    lines += projection(train_rates, eval_rate)
     if peak is None:
         lines.append(f"\nMFU: no peak FLOP/s known for {name}; flops/image {forward_flops_per_image_of(s):.3g} "
                      f"x {TRAIN_FLOPS_PER_FORWARD} per training image")

@@ -95,6 +95,8 @@ class ResourcesConfig:
     workers: int = 1
     use_gpu: Literal["auto"] | bool = "auto"
     cpus_per_worker: float = 1.0
+    # A fraction packs several workers onto one GPU (0.25: four small-batch trials share it).
+    gpus_per_worker: float = 1.0
     max_micro_batch: int = 8192
     max_concurrent_trials: int | None = None
     max_failures: int = 2  # restarts of a trial's workers from their last checkpoint
@@ -396,6 +398,8 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
         _check(1 <= aug.size <= 32, f"{s}sweep.augmentation: cutout size {aug.size} must be between 1 and 32 pixels")
     _check(res.workers >= 1, f"{s}resources.workers: must be at least 1")
     _check(res.cpus_per_worker > 0, f"{s}resources.cpus_per_worker: must be > 0")
+    _check(0 < res.gpus_per_worker <= 1, f"{s}resources.gpus_per_worker: {res.gpus_per_worker} must be in (0, 1]: "
+                                         "a worker trains on one GPU; use a fraction to share one")
     _check(res.max_micro_batch >= 1, f"{s}resources.max_micro_batch: must be at least 1")
     _check(res.max_concurrent_trials is None or res.max_concurrent_trials >= 1,
            f"{s}resources.max_concurrent_trials: must be at least 1, or null")

@@ -64,11 +64,12 @@ def resolve_use_gpu(study: StudyConfig, nodes: list[dict[str, float]]) -> bool:
 
 
 def worker_bundle(study: StudyConfig, use_gpu: bool) -> dict[str, float]:
-    return {"CPU": study.resources.cpus_per_worker, **({"GPU": 1.0} if use_gpu else {})}
+    return {"CPU": study.resources.cpus_per_worker, **({"GPU": study.resources.gpus_per_worker} if use_gpu else {})}
 
 
 def workers_fitting(node: dict[str, float], bundle: dict[str, float]) -> int:
-    return min(int(node.get(k, 0) // v) for k, v in bundle.items() if v > 0)
+    # The small tolerance keeps fractions honest: 1.0 / 0.1 is 9.999999999999998 in floating point.
+    return min(math.floor(node.get(k, 0) / v + 1e-9) for k, v in bundle.items() if v > 0)
 
 
 def check_fits(study: StudyConfig, use_gpu: bool, nodes: list[dict[str, float]]) -> int:
@@ -82,7 +83,7 @@ def check_fits(study: StudyConfig, use_gpu: bool, nodes: list[dict[str, float]])
         offered = ", ".join(f"{{CPU: {n.get('CPU', 0):g}, GPU: {n.get('GPU', 0):g}}}" for n in nodes)
         raise SweepError(f"resources: one trial needs {workers} worker(s) of {bundle}, but the cluster's nodes "
                          f"({offered}) hold at most {capacity}; lower resources.workers or "
-                         "resources.cpus_per_worker, or add nodes")
+                         "resources.cpus_per_worker / gpus_per_worker, or add nodes")
     return max(1, sum(per_node) // workers)
 
 
@@ -155,7 +156,8 @@ def make_results_callback(store: ResultsStore, storage: str) -> Any:
 def trial_config(study: StudyConfig, trial: PlannedTrial, use_gpu: bool, prov: dict[str, Any]) -> dict[str, Any]:
     return {"spec": trial.spec.to_dict(), "params": trial.params(study), "provenance": prov,
             "config_json": json.dumps(study.to_dict(), sort_keys=True), "use_gpu": use_gpu,
-            "cpus_per_worker": study.resources.cpus_per_worker, "max_failures": study.resources.max_failures,
+            "cpus_per_worker": study.resources.cpus_per_worker, "gpus_per_worker": study.resources.gpus_per_worker,
+            "max_failures": study.resources.max_failures,
             "train_storage": join(study_root(study), "train")}
 
 

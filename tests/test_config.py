@@ -59,6 +59,7 @@ def test_yaml_1_1_exponent_without_dot_is_a_number() -> None:
      "8192 exceeds the 4096 training images"),
     ("name: t\nmeasure: {interpolate: {pairs: [[128, 4096]]}}", "4096 is not among sweep.batch_size"),
     ("name: t\nresources: {use_gpu: maybe}", "resources.use_gpu: expected 'auto' or true or false"),
+    ("name: t\nresources: {gpus_per_worker: 2}", "resources.gpus_per_worker: 2.0 must be in (0, 1]"),
     ("name: [unclosed", "malformed YAML at line 1"),
     ("name: t\nsweep: {augmentation: [mixup], mixup_alpha: [1.0]}", "give mixup_alpha or augmentation, not both"),
     ("name: t\nsweep: {augmentation: [autoaugment]}", "sweep.augmentation: unknown 'autoaugment'"),
@@ -91,3 +92,18 @@ def test_config_round_trips_through_its_dict() -> None:
     import yaml
 
     assert parse_study(yaml.safe_dump(study.to_dict())) == study
+
+
+def test_fractional_gpus_pack_trials_onto_one_gpu() -> None:
+    from study.run_sweep import SweepError, check_fits, worker_bundle
+
+    one_gpu_node = [{"CPU": 16.0, "GPU": 1.0}]
+    study = parse_study("name: t\nresources: {gpus_per_worker: 0.1}")
+    assert worker_bundle(study, use_gpu=True) == {"CPU": 1.0, "GPU": 0.1}
+    assert check_fits(study, True, one_gpu_node) == 10  # not 9: 1.0 / 0.1 is just below 10 in floating point
+    assert check_fits(parse_study("name: t"), True, one_gpu_node) == 1
+    assert check_fits(study, False, one_gpu_node) == 16  # on CPUs the GPU share does not count
+    two_workers = parse_study("name: t\nresources: {workers: 2, gpus_per_worker: 0.5}\nsweep: {batch_size: [128]}")
+    assert check_fits(two_workers, True, one_gpu_node) == 1
+    with pytest.raises(SweepError, match="gpus_per_worker"):
+        check_fits(parse_study("name: t\nresources: {workers: 2}\nsweep: {batch_size: [128]}"), True, one_gpu_node)

@@ -151,3 +151,13 @@ def test_cuda_fast_path_trains_with_bf16_channels_last_fused_sgd_and_compile() -
     assert outcome.status == "completed" and rows[-1]["test_acc"] > 0.3
     if peak_flops(torch.cuda.get_device_name()) is not None:
         assert 0 < rows[-1]["mfu"] < 1
+
+
+def test_bench_projects_the_papers_trials_from_measured_rates() -> None:
+    from study.bench import projection, trial_minutes
+
+    # 300 epochs x (50,000 / 100k + 20,000 / 1M) s = 156 s
+    assert trial_minutes(100_000, 1_000_000) == pytest.approx(2.6)
+    lines = projection({128: 100_000, 2048: 200_000}, 1_000_000)
+    assert "batch 128: 2.6 min" in lines[0] and "(rate of batch 2048: 8192 not run here)" in lines[1]
+    assert lines[2].endswith(f"{2 * 2.6 + 2 * trial_minutes(200_000, 1_000_000):.1f} min (training and evaluation only)")

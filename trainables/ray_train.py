@@ -122,7 +122,9 @@ def tune_trial(config: dict[str, Any]) -> None:
         train_worker,
         train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(num_workers=spec["workers"], use_gpu=config["use_gpu"],
-                                               resources_per_worker={"CPU": config["cpus_per_worker"]}),
+                                               resources_per_worker={
+                                                   "CPU": config["cpus_per_worker"],
+                                                   **({"GPU": config["gpus_per_worker"]} if config["use_gpu"] else {})}),
         run_config=ray.train.RunConfig(
             # Deterministic per trial: started again (a resumed study, a retried trial), the run
             # continues from its last checkpoint instead of starting over.
