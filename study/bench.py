@@ -196,10 +196,13 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", "(2) input pipeline, batch 128, crop + flip + normalize + mixup",
               f"  device pipeline {ours:,.0f} images/s; DataLoader + PIL ({os.cpu_count()} workers) "
               f"{dataloader:,.0f} images/s; ratio {ours / dataloader:.1f}x"]
-    rates = points_per_second(s.width, 2000 if s.device.type == "cpu" else 10_000, 4 if args.quick else 8, [1, 2])
+    # One worker per CPU here, one per GPU there: a second worker on a single GPU would only queue.
+    most = 2 if s.device.type == "cpu" else torch.cuda.device_count()
+    counts = [1, most] if most > 1 else [1]
+    rates = points_per_second(s.width, 2000 if s.device.type == "cpu" else 10_000, 4 if args.quick else 8, counts)
     lines += ["", f"(3) 1-D landscape, {2000 if s.device.type == 'cpu' else 10_000} images per point",
-              f"  1 worker {rates[1]:.3f} points/s; 2 workers {rates[2]:.3f} points/s; "
-              f"speed-up {rates[2] / rates[1]:.2f}x"]
+              "  " + "; ".join(f"{n} worker(s) {rate:.3f} points/s" for n, rate in rates.items())
+              + (f"; speed-up {rates[most] / rates[1]:.2f}x" if most > 1 else "")]
     lines += ["", "(4) per-trial start-up, trial start to first optimizer step"]
     lines += [f"  {k}: {v:.1f} s" for k, v in startups.items()]
     eval_rate = eval_images_per_second(spec_for(s, s.batch_sizes[0]), s.device)

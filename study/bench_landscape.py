@@ -46,7 +46,9 @@ def points_per_second(width: float, samples: int, points: int, worker_counts: li
         job = Job("landscape", "interp1d", ("a", "b"), {"range": [-0.5, 1.5], "points": points,
                                                         "train_samples": samples, "test_samples": 0})
         all_points = job_points(job)
-        ray.get(task.remote(job, specs, checkpoints, all_points[:1]))  # warm the workers and the decode cache
+        # Warm as many worker processes as the largest count will use (imports, decode cache): a cold
+        # worker's first task would charge its start-up to the points.
+        ray.get([task.remote(job, specs, checkpoints, all_points[:1]) for _ in range(max(worker_counts))])
         rates = {}
         for workers in worker_counts:
             started = time.perf_counter()
