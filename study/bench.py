@@ -31,7 +31,8 @@ from study.config import parse_study
 from trainables.bench_data import SHARED_CIFAR
 from trainables.data import Normalizer, load_dataset
 from trainables.flops import TRAIN_FLOPS_PER_FORWARD, forward_flops_per_image, peak_flops
-from trainables.loop import Runtime, TrialSpec, build_model_and_optimizer, compiled, device_dataset, evaluate, train
+from trainables.loop import (Runtime, TrialSpec, autocast, build_model_and_optimizer, compiled, device_dataset, evaluate,
+                             train)
 
 
 
@@ -85,7 +86,7 @@ def plain_loop(spec: TrialSpec, device: torch.device, steps: int = 20) -> float:
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             loss = torch.nn.functional.cross_entropy(step_model(images), labels)
         loss.backward()
         optimizer.step()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -142,10 +143,18 @@ def compiled(model: nn.Module, spec: TrialSpec, device: torch.device) -> nn.Modu
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    # bf16 on CUDA (BatchNorm stays float32 under autocast); float32 on CPU.
-    if device.type == "cuda":
+    # bf16 on CUDA (BatchNorm stays float32 under autocast); float32 on CPU and on GPUs without bf16
+    # (V100, T4), where bf16 autocast would raise. fp16 would need loss scaling, whose overflow
+    # check reads a flag on the host every step.
+    if device.type == "cuda" and _native_bf16(device.index):
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@functools.cache
+def _native_bf16(device_index: int | None) -> bool:  # asked once, not on every micro-batch
+    with torch.cuda.device(device_index):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def gradient_buffer(model: nn.Module) -> torch.Tensor:
