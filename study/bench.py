@@ -24,11 +24,12 @@ import math
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from study.config import parse_study
-from trainables.bench_data import SHARED_CIFAR
+from trainables.bench_data import SHARED_CIFAR, write_cifar10_format
 from trainables.data import Normalizer, load_dataset
 from trainables.flops import TRAIN_FLOPS_PER_FORWARD, forward_flops_per_image, peak_flops
 from trainables.loop import (Runtime, TrialSpec, autocast, build_model_and_optimizer, compiled, device_dataset, evaluate,
@@ -46,16 +47,30 @@ class Setting:
     test_subset: int
     batch_sizes: tuple[int, ...]
     epochs: int
+    data_note: str
 
 
-def setting(quick: bool) -> Setting:
-    if torch.cuda.is_available():
-        if SHARED_CIFAR.exists():
-            return Setting(torch.device("cuda"), 1.0, "imagefolder", str(SHARED_CIFAR), None, 10_000,
-                           (128, 1024, 8192), 3)
-        return Setting(torch.device("cuda"), 1.0, "cifar10", "~/.cache/lbstudy/data", None, 10_000, (128, 1024, 8192), 3)
-    return Setting(torch.device("cpu"), 0.25, "synthetic", "", 2048 if quick else 4096, 1000,
-                   (128, 512) if quick else (128, 512, 2048), 2)
+def setting(quick: bool, scratch: Path) -> Setting:
+    """Small sizes on a CPU; on a GPU the paper's sizes, on CIFAR-10 where this machine has it and
+    otherwise on random images of CIFAR-10's size and format written to `scratch` (no download)."""
+    if not torch.cuda.is_available():
+        return Setting(torch.device("cpu"), 0.25, "synthetic", "", 2048 if quick else 4096, 1000,
+                       (128, 512) if quick else (128, 512, 2048), 2, "synthetic")
+    dataset, root, note = full_size_data(scratch)
+    return Setting(torch.device("cuda"), 1.0, dataset, root, None, 10_000, (128, 1024, 8192), 3, note)
+
+
+def full_size_data(scratch: Path, shared: Path = SHARED_CIFAR,
+                   cache: Path = Path("~/.cache/lbstudy/data")) -> tuple[str, str, str]:
+    """(dataset, root, description) of 50,000 + 10,000 CIFAR-10-sized images, without downloading."""
+    if shared.exists():
+        return "imagefolder", str(shared), f"CIFAR-10 JPEGs from {shared}"
+    cache = cache.expanduser()
+    if (cache / "cifar-10-batches-py").exists():
+        return "cifar10", str(cache), f"CIFAR-10 from {cache}"
+    write_cifar10_format(scratch, per_batch=10_000)
+    return "cifar10", str(scratch), ("random images in CIFAR-10's size and format (no CIFAR-10 on this machine; "
+                                     "speed does not depend on the pixels)")
 
 
 # The paper's trial, for the projection in (5).
@@ -142,7 +157,7 @@ def through_ray(s: Setting, batch: int, storage: str, workers: int = 1) -> dict:
     text = f"""
 name: bench-b{batch}-w{workers}
 storage: {storage}
-data: {{dataset: {s.dataset}, root: "{s.root or '.'}", train_subset: {s.train_subset or 'null'}, test_subset: 1000}}
+data: {{dataset: {s.dataset}, root: "{s.root or '.'}", train_subset: {s.train_subset or 'null'}, test_subset: {s.test_subset}}}
 model: {{width: {s.width}}}
 schedule: {{epochs: {s.epochs}, decay: constant, milestones: []}}
 sweep: {{batch_size: [{batch}], mixup_alpha: [1.0]}}
@@ -164,11 +179,12 @@ def main(argv: list[str] | None = None) -> None:
     from trainables.bench_data import bench_dataloader, bench_device_pipeline
     from trainables.ray_train import device_name
 
-    s = setting(args.quick)
+    scratch = tempfile.TemporaryDirectory()
+    s = setting(args.quick, Path(scratch.name))
     name = device_name(s.device)
     peak = peak_flops(name) if s.device.type == "cuda" else None
     print(f"device: {name}; torch {torch.__version__}; ray {ray.__version__}; {os.cpu_count()} CPUs; "
-          f"vgg9 width {s.width:g}; data {s.dataset}; one run per number")
+          f"vgg9 width {s.width:g}; data: {s.data_note}; one run per number", flush=True)
     ray.init(resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False, log_to_driver=False)
     lines = ["", "(1) training, images/s (MFU where the device's peak is known)",
              f"{'batch':>6} {'bare loop':>12} {'MFU':>6} {'via Ray':>12} {'Ray/bare':>9} {'plain torch':>12} "
@@ -216,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"x {TRAIN_FLOPS_PER_FORWARD} per training image")
     print("\n".join(lines))
     ray.shutdown()
+    scratch.cleanup()
 
 
 def forward_flops_per_image_of(s: Setting) -> float:

@@ -1,4 +1,3 @@
-import pickle
 import tarfile
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from trainables.bench_data import write_cifar10_format
 from trainables.data import (CropFlip, DataError, Normalizer, class_balanced_subset, crop_flip, global_batches,
                              imagefolder_cache, load_dataset, split_global_batch, worker_slice)
 
@@ -82,28 +82,8 @@ def test_synthetic_is_deterministic_with_train_and_test() -> None:
     assert a.train.labels.bincount().tolist() == [50] * 10
 
 
-def write_cifar10_fixture(root: Path, per_batch: int = 20) -> np.ndarray:
-    """A tiny CIFAR-10 in the exact on-disk format torchvision downloads (cifar-10-batches-py)."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    first = None
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        first = data if first is None else first
-        batch = {b"batch_label": name.encode(), b"labels": list(rng.integers(0, 10, per_batch)),
-                 b"data": data, b"filenames": [f"{i}.png".encode() for i in range(per_batch)]}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-    names = [c.encode() for c in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                  "ship", "truck"]]
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch, b"num_vis": 3072}, f)
-    return first  # type: ignore[return-value]
-
-
 def test_cifar10_reads_torchvision_on_disk_format(tmp_path: Path) -> None:
-    first = write_cifar10_fixture(tmp_path)
+    first = write_cifar10_format(tmp_path, per_batch=20)
     ds = load_dataset("cifar10", tmp_path, download=False)
     assert ds.train.images.shape == (100, 3, 32, 32) and ds.test.images.shape == (20, 3, 32, 32)
     assert ds.classes[0] == "airplane" and ds.num_classes == 10

@@ -1,11 +1,13 @@
 """The performance pieces that are checkable anywhere, and the CUDA fast path where CUDA is present."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from trainables.bench_data import write_cifar10_format
 from trainables.data import Normalizer, global_batches, load_dataset
 from trainables.flops import forward_flops_per_image, mfu, peak_flops
 from trainables.loop import (Runtime, TrialSpec, build_model_and_optimizer, compiled, gradient_buffer, optimizer_step,
@@ -161,3 +163,18 @@ def test_bench_projects_the_papers_trials_from_measured_rates() -> None:
     lines = projection({128: 100_000, 2048: 200_000}, 1_000_000)
     assert "batch 128: 2.6 min" in lines[0] and "(rate of batch 2048: 8192 not run here)" in lines[1]
     assert lines[2].endswith(f"{2 * 2.6 + 2 * trial_minutes(200_000, 1_000_000):.1f} min (training and evaluation only)")
+
+
+def test_bench_finds_full_size_data_offline(tmp_path: Path) -> None:
+    from study.bench import full_size_data
+
+    cache = tmp_path / "cache"
+    dataset, root, note = full_size_data(tmp_path / "scratch", shared=tmp_path / "absent.tar.gz", cache=cache)
+    assert dataset == "cifar10" and note.startswith("random images")
+    data = load_dataset(dataset, root, download=False)
+    assert (len(data.train), len(data.test)) == (50_000, 10_000)
+    write_cifar10_format(cache, per_batch=2)  # a real download's folder is preferred to random images
+    assert full_size_data(tmp_path / "scratch2", shared=tmp_path / "absent.tar.gz", cache=cache)[:2] == (
+        "cifar10", str(cache))
+    (tmp_path / "cifar.tar.gz").touch()
+    assert full_size_data(tmp_path / "scratch3", shared=tmp_path / "cifar.tar.gz", cache=cache)[0] == "imagefolder"

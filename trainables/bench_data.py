@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import platform
 import time
 from pathlib import Path
@@ -23,6 +24,29 @@ from trainables.mixup import mix, sample_lambda
 
 # The workspace copy of CIFAR-10 as JPEGs (../shared/data beside the project), where there is one.
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def write_cifar10_format(root: Path, per_batch: int, seed: int = 0) -> np.ndarray:
+    """Random images in the exact on-disk format torchvision downloads (root/cifar-10-batches-py):
+    five training batches and one test batch of `per_batch` images each. For tests, and for
+    benchmarks on machines that cannot download CIFAR-10 (speed does not depend on the pixels).
+    Returns the first training batch's rows (3072 bytes per image: red, green, blue planes)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    first = None
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        first = data if first is None else first
+        batch = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, per_batch).tolist(),
+                 b"data": data, b"filenames": [f"{i}.png".encode() for i in range(per_batch)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": per_batch,
+                     b"num_vis": 3072}, f)
+    return first  # type: ignore[return-value]
 
 
 class PILCifar(torch.utils.data.Dataset):
