@@ -183,12 +183,21 @@ def main(argv: list[str] | None = None) -> None:
     s = setting(args.quick, Path(scratch.name))
     name = device_name(s.device)
     peak = peak_flops(name) if s.device.type == "cuda" else None
-    print(f"device: {name}; torch {torch.__version__}; ray {ray.__version__}; {os.cpu_count()} CPUs; "
-          f"vgg9 width {s.width:g}; data: {s.data_note}; one run per number", flush=True)
+    header = (f"device: {name}; torch {torch.__version__}; ray {ray.__version__}; {os.cpu_count()} CPUs; "
+              f"vgg9 width {s.width:g}; data: {s.data_note}; one run per number")
+    print(header, flush=True)
     ray.init(resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False, log_to_driver=False)
-    lines = ["", "(1) training, images/s (MFU where the device's peak is known)",
-             f"{'batch':>6} {'bare loop':>12} {'MFU':>6} {'via Ray':>12} {'Ray/bare':>9} {'plain torch':>12} "
-             f"{'ours/plain':>10}"]
+    lines: list[str] = []
+
+    def add(*new: str) -> None:
+        # Printed as measured, so a run cut short keeps what it measured; the whole table again at the end.
+        lines.extend(new)
+        for line in new:
+            print(f"bench| {line}", flush=True)
+
+    add("", "(1) training, images/s (MFU where the device's peak is known)",
+        f"{'batch':>6} {'bare loop':>12} {'MFU':>6} {'via Ray':>12} {'Ray/bare':>9} {'plain torch':>12} "
+        f"{'ours/plain':>10}")
     startups: dict[str, float] = {}
     train_rates: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as storage:
@@ -200,9 +209,9 @@ def main(argv: list[str] | None = None) -> None:
             train_rates[batch] = bare["images_per_s"]
             startups.setdefault("1 worker (in the Tune trial)", row["startup_s"])
             mfu_text = f"{100 * bare['mfu']:.1f}%" if bare.get("mfu") else "-"
-            lines.append(f"{batch:>6} {bare['images_per_s']:>12,.0f} {mfu_text:>6} {row['images_per_s']:>12,.0f} "
-                         f"{row['images_per_s'] / bare['images_per_s']:>9.2f} {plain:>12,.0f} "
-                         f"{bare['images_per_s'] / plain:>10.2f}")
+            add(f"{batch:>6} {bare['images_per_s']:>12,.0f} {mfu_text:>6} {row['images_per_s']:>12,.0f} "
+                f"{row['images_per_s'] / bare['images_per_s']:>9.2f} {plain:>12,.0f} "
+                f"{bare['images_per_s'] / plain:>10.2f}")
         if s.device.type == "cpu":
             two = through_ray(s, s.batch_sizes[0], storage, workers=2)
             startups["2 workers (TorchTrainer)"] = two["startup_s"]
@@ -210,27 +219,25 @@ def main(argv: list[str] | None = None) -> None:
         load_dataset("synthetic", "", train_subset=4096)
     ours = bench_device_pipeline(data, 128, 1.0, s.device)
     dataloader = bench_dataloader(data, 128, os.cpu_count() or 1, 1.0)
-    lines += ["", "(2) input pipeline, batch 128, crop + flip + normalize + mixup",
-              f"  device pipeline {ours:,.0f} images/s; DataLoader + PIL ({os.cpu_count()} workers) "
-              f"{dataloader:,.0f} images/s; ratio {ours / dataloader:.1f}x"]
+    add("", "(2) input pipeline, batch 128, crop + flip + normalize + mixup",
+        f"  device pipeline {ours:,.0f} images/s; DataLoader + PIL ({os.cpu_count()} workers) "
+        f"{dataloader:,.0f} images/s; ratio {ours / dataloader:.1f}x")
     # One worker per CPU here, one per GPU there: a second worker on a single GPU would only queue.
     most = 2 if s.device.type == "cpu" else torch.cuda.device_count()
     counts = [1, most] if most > 1 else [1]
     rates = points_per_second(s.width, 2000 if s.device.type == "cpu" else 10_000, 4 if args.quick else 8, counts)
-    lines += ["", f"(3) 1-D landscape, {2000 if s.device.type == 'cpu' else 10_000} images per point",
-              "  " + "; ".join(f"{n} worker(s) {rate:.3f} points/s" for n, rate in rates.items())
-              + (f"; speed-up {rates[most] / rates[1]:.2f}x" if most > 1 else "")]
-    lines += ["", "(4) per-trial start-up, trial start to first optimizer step"]
-    lines += [f"  {k}: {v:.1f} s" for k, v in startups.items()]
+    add("", f"(3) 1-D landscape, {2000 if s.device.type == 'cpu' else 10_000} images per point",
+        "  " + "; ".join(f"{n} worker(s) {rate:.3f} points/s" for n, rate in rates.items())
+        + (f"; speed-up {rates[most] / rates[1]:.2f}x" if most > 1 else ""))
+    add("", "(4) per-trial start-up, trial start to first optimizer step", *[f"  {k}: {v:.1f} s" for k, v in startups.items()])
     eval_rate = eval_images_per_second(spec_for(s, s.batch_sizes[0]), s.device)
-    lines += ["", f"(5) evaluation {eval_rate:,.0f} images/s; projected for the paper on this device "
-                  f"(vgg9 width {s.width:g}; {PAPER_EPOCHS} epochs of {PAPER_TRAIN_IMAGES:,} images, "
-                  f"{PAPER_EVAL_IMAGES:,} evaluated per epoch):"]
-    lines += projection(train_rates, eval_rate)
+    add("", f"(5) evaluation {eval_rate:,.0f} images/s; projected for the paper on this device "
+            f"(vgg9 width {s.width:g}; {PAPER_EPOCHS} epochs of {PAPER_TRAIN_IMAGES:,} images, "
+            f"{PAPER_EVAL_IMAGES:,} evaluated per epoch):", *projection(train_rates, eval_rate))
     if peak is None:
-        lines.append(f"\nMFU: no peak FLOP/s known for {name}; flops/image {forward_flops_per_image_of(s):.3g} "
-                     f"x {TRAIN_FLOPS_PER_FORWARD} per training image")
-    print("\n".join(lines))
+        add("", f"MFU: no peak FLOP/s known for {name}; flops/image {forward_flops_per_image_of(s):.3g} "
+                f"x {TRAIN_FLOPS_PER_FORWARD} per training image")
+    print("\n".join(["", header, *lines]))
     ray.shutdown()
     scratch.cleanup()
 
