@@ -189,14 +189,14 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_bat
             loss = mixed_cross_entropy(model(batch.images), batch) / len(micro_batches)
         loss.backward()
         loss_sum += loss.detach().float()
-    local_grad_sq = grads.square().sum()
+    local_grad_sq = grad_sq = grads.square().sum()  # one worker: the local gradient is the gradient
     if runtime.distributed:
         dist.all_reduce(grads)
         grads /= runtime.world_size
         scalars = torch.stack([loss_sum, local_grad_sq])  # one all-reduce for both means
         dist.all_reduce(scalars)
         loss_sum, local_grad_sq = scalars / runtime.world_size
-    grad_sq = grads.square().sum()  # before the step: an optimizer may update gradients in place
+        grad_sq = grads.square().sum()  # before the step: an optimizer may update gradients in place
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
