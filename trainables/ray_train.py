@@ -14,7 +14,9 @@ import os
 import platform
 import tempfile
 import time
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable
 
 import ray
 import ray.train
@@ -26,32 +28,20 @@ from trainables.checkpoint import load_state, save_state
 from trainables.loop import Runtime, TrialOutcome, TrialSpec, train
 
 
-class Reporter(Protocol):
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None: ...
+@dataclass(frozen=True)
+class Reporter:
+    """Where a worker's reports go: `ray.train` inside a Ray Train worker (to the controller, and
+    from rank 0 on to Tune), `ray.tune` inside a one-worker Tune trial (straight to Tune). The two
+    modules offer the same report / Checkpoint / get_checkpoint calls."""
 
-    def checkpoint(self) -> ray.train.Checkpoint | None: ...
-
-
-class TrainReporter:
-    """Inside a Ray Train worker: reports go to the controller and from rank 0 on to Tune."""
-
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.train.report(metrics, checkpoint=checkpoint)
-
-    def checkpoint(self) -> ray.train.Checkpoint | None:
-        return ray.train.get_checkpoint()
-
-
-class TuneReporter:
-    """Inside a Tune function trainable (the one-worker path): reports go straight to Tune."""
+    api: ModuleType
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        ray.tune.report(metrics, checkpoint=checkpoint)
+        checkpoint = self.api.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        self.api.report(metrics, checkpoint=checkpoint)
 
     def checkpoint(self) -> ray.train.Checkpoint | None:
-        return ray.tune.get_checkpoint()
+        return self.api.get_checkpoint()
 
 
 def device_name(device: torch.device) -> str:
@@ -104,7 +94,7 @@ def train_worker(config: dict[str, Any]) -> None:
     # Count distinct Ray nodes (not IPs: simulated nodes on one machine share an IP).
     node_ids: list[str | None] = [None] * runtime.world_size
     torch.distributed.all_gather_object(node_ids, ray.get_runtime_context().get_node_id())
-    run_worker(config, runtime, TrainReporter(), hosts=len(set(node_ids)))
+    run_worker(config, runtime, Reporter(ray.train), hosts=len(set(node_ids)))
 
 
 def tune_trial(config: dict[str, Any]) -> None:
@@ -114,7 +104,7 @@ def tune_trial(config: dict[str, Any]) -> None:
     if spec["workers"] == 1:
         torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
         use_cuda = config["use_gpu"] and torch.cuda.is_available()
-        run_worker(config, Runtime(torch.device("cuda" if use_cuda else "cpu")), TuneReporter())
+        run_worker(config, Runtime(torch.device("cuda" if use_cuda else "cpu")), Reporter(ray.tune))
         return
     from ray.tune.integration.ray_train import TuneReportCallback
 
