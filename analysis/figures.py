@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
@@ -99,8 +99,38 @@ def interpolation_figure(landscape: pd.DataFrame, trials: pd.DataFrame, trial_a:
     fig.update_yaxes(title_text="loss", color=LOSS_BLUE, secondary_y=False)
     fig.update_yaxes(title_text="accuracy (%)", color=ACC_RED, secondary_y=True, range=[0, 100], tickmode="array",
                      tickvals=[0, 20, 40, 60, 80, 100], showgrid=False)
-    fig.update_layout(title=f"1-D interpolation, {curve_label(aug, rule)}", **LAYOUT)
+    bn = curve["bn"].dropna().unique() if "bn" in curve else []
+    bn_text = f", BN statistics {bn[0]}" if len(bn) == 1 else ""
+    notes = _mark_unusual_points(fig, curve)
+    subtitle = f"<br><sup>{'; '.join(notes)}</sup>" if notes else ""
+    fig.update_layout(title=f"1-D interpolation, {curve_label(aug, rule)}{bn_text}{subtitle}", **LAYOUT)
     return fig
+
+
+def _mark_unusual_points(fig: go.Figure, curve: pd.DataFrame) -> list[str]:
+    """Hollow markers where BatchNorm variances were clamped, and the notes a reader needs about them.
+
+    A clamped (zero) variance normalizes by sqrt(eps): such points can reach losses of 1e16, which
+    would flatten the rest of the curve, so the loss axis then stops above the unclamped points and
+    the note says how far the clamped ones go.
+    """
+    clamped_mask = curve["bn_clamped"].fillna(0) > 0 if "bn_clamped" in curve else pd.Series(False, curve.index)
+    clamped, finite = curve[clamped_mask], np.isfinite(curve["loss"].astype(float))
+    notes = []
+    if not clamped.empty:
+        fig.add_trace(go.Scatter(x=clamped["x"], y=clamped["loss"], mode="markers", name="BN variance clamped",
+                                 marker=dict(color=LOSS_BLUE, symbol="circle-open", size=9)), secondary_y=False)
+        notes.append(f"{clamped['x'].nunique()} points with negative BN running variances clamped to 0 (hollow)")
+        unclamped = curve.loc[~clamped_mask & finite, "loss"]
+        highest = curve.loc[clamped_mask & finite, "loss"].max()
+        if len(unclamped) and highest > 10 * unclamped.max():
+            fig.update_yaxes(range=[0, 1.2 * unclamped.max()], secondary_y=False)
+            notes.append(f"clamped points above the axis reach loss {highest:.3g}")
+    missing = curve[~finite]
+    if not missing.empty:
+        xs = ", ".join(f"{x:g}" for x in sorted(missing["x"].unique()))
+        notes.append(f"loss not finite (not drawn) at a = {xs}")
+    return notes
 
 
 def sharpness_vs_batch(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figure:
@@ -109,18 +139,92 @@ def sharpness_vs_batch(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figu
     measures = [(m, title) for m, title in SHARPNESS_MEASURES if (table["measure"] == m).any()]
     fig = make_subplots(rows=1, cols=max(1, len(measures)), subplot_titles=[t for _, t in measures],
                         horizontal_spacing=0.08)
+    unbounded = []
     for col, (measure, _) in enumerate(measures, start=1):
-        stats = aggregate_over_seeds(table[table["measure"] == measure], "value")
+        stats = with_measurement_interval(aggregate_over_seeds(table[table["measure"] == measure], "value"),
+                                          table[table["measure"] == measure])
+        if np.isinf(stats["ci_high"]).any():
+            unbounded.append(measure)
         for i, ((aug, rule), curve) in enumerate(stats.groupby(["augmentation_label", "lr_scaling"], sort=True)):
             curve = curve.sort_values("batch_size")
+            upper = (curve["ci_high"] - curve["mean"]).replace(np.inf, np.nan)
             fig.add_trace(go.Scatter(
                 x=curve["batch_size"], y=curve["mean"], mode="lines+markers", name=curve_label(aug, rule),
                 legendgroup=f"{aug}-{rule}", showlegend=col == 1, line=dict(color=PALETTE[i % len(PALETTE)]),
-                error_y=dict(type="data", symmetric=False, array=curve["ci_high"] - curve["mean"],
-                             arrayminus=curve["mean"] - curve["ci_low"], visible=bool(curve["n"].gt(1).any()))),
+                customdata=curve[["interval"]], hovertemplate="%{y:.4g} (%{customdata[0]})",
+                error_y=dict(type="data", symmetric=False, array=upper, arrayminus=curve["mean"] - curve["ci_low"],
+                             visible=bool(curve["ci_low"].notna().any()))),
                 row=1, col=col)
         _batch_axis(fig, list(table["batch_size"]), row=1, col=col)
-    fig.update_layout(title="Sharpness against batch size (lower is flatter)", **LAYOUT)
+    fig.update_layout(title="Sharpness against batch size (lower is flatter); bars: 95% over seeds, or the "
+                            "measurement's own interval for one seed", **LAYOUT)
+    if unbounded:
+        fig.add_annotation(text=f"{', '.join(unbounded)}: an interval's upper end is unbounded (not drawn)",
+                           xref="paper", yref="paper", x=0, y=1.0, yanchor="bottom", xanchor="left",
+                           showarrow=False, font=dict(size=11, color="#555"))
+    return fig
+
+
+def with_measurement_interval(stats: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Seed intervals where there are seeds; where one trial stands alone, its measurement's own interval
+    (the noise scale's bootstrap, the Hessian trace's standard error) when it has one."""
+    stats = stats.assign(interval=np.where(stats["n"] > 1, "95% over seeds", "one trial"))
+    if "ci_low" not in rows or rows["ci_low"].isna().all():
+        return stats
+    single = rows.dropna(subset=["ci_low"]).groupby(GROUP).filter(lambda g: len(g) == 1)
+    keyed = single.set_index(GROUP)[["ci_low", "ci_high"]]
+    for index in stats.index[stats["n"] == 1]:
+        key = tuple(stats.loc[index, GROUP])
+        if key in keyed.index:
+            stats.loc[index, ["ci_low", "ci_high"]] = keyed.loc[key].to_numpy(dtype=float)
+            stats.loc[index, "interval"] = "the measurement's own interval"
+    return stats
+
+
+def trial_label(info: pd.DataFrame, trial_id: str) -> str:
+    """'batch 128, mixup a=1, seed 0' for a trial of `info` (labelled trials indexed by trial_id)."""
+    if trial_id not in info.index:
+        return trial_id
+    row = info.loc[trial_id]
+    return f"batch {row['batch_size']}, {curve_label(row['augmentation_label'], row['lr_scaling'])}, seed {row['seed']}"
+
+
+def trajectory_figure(trajectory: pd.DataFrame, trials: pd.DataFrame, trial_id: str) -> go.Figure:
+    """Li et al. 2018 (section 7): the weights' path projected on its first two principal components,
+    over the training-loss contours of that plane; axes carry the variance each component explains."""
+    info = with_labels(trials).set_index("trial_id")
+    rows = trajectory[trajectory["trial_id"] == trial_id]
+    surface = rows[rows["kind"] == "surface"].pivot_table(index="y", columns="x", values="loss")
+    path = rows[rows["kind"] == "path"].sort_values("epoch")
+    fig = go.Figure(go.Contour(x=surface.columns, y=surface.index, z=surface.values, colorscale="Viridis",
+                               contours=dict(showlabels=True), colorbar=dict(title="train loss"), name="train loss"))
+    fig.add_trace(go.Scatter(x=path["x"], y=path["y"], mode="lines+markers+text", name="trajectory",
+                             text=[f"{int(e)}" for e in path["epoch"]], textposition="top right",
+                             textfont=dict(color=ACC_RED, size=12), line=dict(color=ACC_RED), marker=dict(size=7),
+                             customdata=path[["loss"]], hovertemplate="epoch %{text}: loss %{customdata[0]:.4g}"))
+    explained_x, explained_y = rows["explained_x"].iloc[0], rows["explained_y"].iloc[0]
+    fig.update_xaxes(title_text=f"1st principal component: {100 * explained_x:.1f}% of the variance")
+    fig.update_yaxes(title_text=f"2nd principal component: {100 * explained_y:.1f}% of the variance")
+    fig.update_layout(title=f"Optimization trajectory (epochs labelled): {trial_label(info, trial_id)}",
+                      **{**LAYOUT, "legend": {}})
+    return fig
+
+
+def hessian_density_figure(spectrum: pd.DataFrame, trials: pd.DataFrame) -> go.Figure:
+    """Hessian eigenvalue densities of every measured trial overlaid, log density (as PyHessian plots)."""
+    info = with_labels(trials).set_index("trial_id")
+    order = sorted(spectrum["trial_id"].unique(),
+                   key=lambda t: (info.loc[t, "batch_size"], info.loc[t, "augmentation_label"], info.loc[t, "seed"])
+                   if t in info.index else (0, t, 0))
+    fig = go.Figure()
+    floor = 1e-8  # the smoothed density decays to 0 between clusters; a log axis needs a floor
+    for i, trial_id in enumerate(order):
+        curve = spectrum[spectrum["trial_id"] == trial_id].sort_values("eigenvalue")
+        fig.add_trace(go.Scatter(x=curve["eigenvalue"], y=curve["density"].clip(lower=floor), mode="lines",
+                                 name=trial_label(info, trial_id), line=dict(color=PALETTE[i % len(PALETTE)])))
+    fig.update_xaxes(title_text="eigenvalue of the training-loss Hessian")
+    fig.update_yaxes(type="log", title_text="density (log)", exponentformat="power")
+    fig.update_layout(title="Hessian eigenvalue density (stochastic Lanczos quadrature)", **LAYOUT)
     return fig
 
 
@@ -130,10 +234,7 @@ def random_direction_figures(landscape: pd.DataFrame, trials: pd.DataFrame) -> l
     info = with_labels(trials).set_index("trial_id")
 
     def label(trial_id: str) -> str:
-        if trial_id not in info.index:
-            return trial_id
-        row = info.loc[trial_id]
-        return f"batch {row['batch_size']}, {curve_label(row['augmentation_label'], row['lr_scaling'])}, seed {row['seed']}"
+        return trial_label(info, trial_id)
 
     one = landscape[(landscape["kind"] == "random1d") & (landscape["split"] == "train")]
     if len(one):

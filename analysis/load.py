@@ -8,7 +8,7 @@ import pandas as pd
 
 from study.store import ResultsStore  # pandas + pyarrow only: no torch, no ray
 
-TABLES = ("trials", "epochs", "sharpness", "landscape")
+TABLES = ("trials", "epochs", "sharpness", "landscape", "spectrum", "trajectory")
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,8 @@ class StudyResults:
     epochs: pd.DataFrame
     sharpness: pd.DataFrame
     landscape: pd.DataFrame
+    spectrum: pd.DataFrame
+    trajectory: pd.DataFrame
 
     @property
     def study(self) -> str:

@@ -46,6 +46,15 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
     else:
         notes.append("Sharpness against batch size: no sharpness measured (measure.hessian, eps_sharpness, "
                      "noise_scale).")
+    if len(results.spectrum) and len(trials):
+        shown.append(("hessian_density", figures.hessian_density_figure(results.spectrum, trials)))
+    else:
+        notes.append("Hessian eigenvalue density: not measured (measure.hessian.density).")
+    paths = sorted(results.trajectory["trial_id"].unique()) if len(results.trajectory) else []
+    shown += [(f"trajectory_{i + 1}", figures.trajectory_figure(results.trajectory, trials, t))
+              for i, t in enumerate(paths)]
+    if not paths:
+        notes.append("Optimization trajectories: not measured (measure.trajectory).")
     slices = figures.random_direction_figures(landscape, trials) if len(landscape) else []
     shown += [(f"random_directions_{i + 1}", fig) for i, fig in enumerate(slices)]
     if not slices:

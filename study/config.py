@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import math
 import types
@@ -116,6 +117,12 @@ class InterpolateConfig:
     points: int = 41
     train_samples: int | None = 10_000  # fixed class-balanced subset per point; null = all
     test_samples: int | None = None
+    # BatchNorm statistics at each point: `interpolate` them as every other entry (Li et al.; negative
+    # extrapolated variances are clamped to 0 and counted) or `recompute` them from bn_samples fixed
+    # training images in batches of bn_batch (mode-connectivity practice; finite everywhere).
+    bn: Literal["interpolate", "recompute"] = "interpolate"
+    bn_samples: int = 2048
+    bn_batch: int = 256
 
 
 @dataclass(frozen=True)
@@ -128,16 +135,54 @@ class RandomDirectionsConfig:
 
 
 @dataclass(frozen=True)
+class DensityConfig:
+    """The Hessian eigenvalue density by stochastic Lanczos quadrature (PyHessian's `density`)."""
+
+    iterations: int = 90  # Lanczos steps per run (each one Hessian-vector product; memory: one vector each)
+    runs: int = 1  # random starting vectors, averaged
+    bins: int = 1000  # eigenvalue grid points stored
+    sigma_squared: float = 1e-5  # Gaussian smoothing variance x max(1, spectrum span), as PyHessian
+
+
+@dataclass(frozen=True)
 class HessianConfig:
-    top_k: int = 1
+    top_k: int = 1  # the k eigenvalues largest in magnitude (a negative one can be among them)
     trace: bool = True
-    samples: int = 5000
+    samples: int = 5000  # fixed class-balanced training images the loss is measured on
+    trace_rel_error: float = 0.02  # Hutchinson draws until standard error <= this x |trace| ...
+    trace_max_draws: int = 1000  # ... or this many draws (then the row says it did not converge)
+    batch: int = 512  # images per forward pass, the same on every device (BN in eval mode: no effect but rounding)
+    density: DensityConfig | None = None  # `density:` alone means the defaults
 
 
 @dataclass(frozen=True)
 class EpsSharpnessConfig:
     eps: float = 1.0e-3
     samples: int = 5000
+    method: Literal["sign_ascent", "lbfgsb"] = "sign_ascent"  # lbfgsb: Keskar et al.'s own, needs scipy
+    max_steps: int = 100  # loss-and-gradient evaluations at most; sign_ascent stops at a 1e-4 relative gain
+    batch: int = 512
+
+
+@dataclass(frozen=True)
+class NoiseScaleConfig:
+    """The gradient noise scale B_simple (McCandlish et al. 2018), recorded while training."""
+
+    probe_pairs: int = 4  # one-worker trials: pairs of probe batches per epoch (multi-worker ones need none)
+    probe_batch: int = 512  # the probes' small batch (capped by the micro-batch); the big one is twice it
+    last_epochs: int = 5  # the trial's value pools the units of its last epochs
+    confidence: float = 0.95  # of the bootstrap interval over units (probe pairs, blocks of steps)
+
+
+@dataclass(frozen=True)
+class TrajectoryConfig:
+    """Optimization trajectories (Li et al. 2018, section 7): PCA of the weights' path over training,
+    projected on its first two components, over the loss contours of that plane."""
+
+    every_epochs: int = 5  # keep the weights every N epochs and the last (Ray's checkpoints keep only 2)
+    points: int = 21  # contour grid points per axis
+    margin: float = 0.2  # the grid extends the trajectory's span by this fraction on each side
+    train_samples: int | None = 2000  # fixed class-balanced images per grid point; null = all
 
 
 @dataclass(frozen=True)
@@ -148,7 +193,8 @@ class MeasureConfig:
     random_directions: RandomDirectionsConfig | None = None
     hessian: HessianConfig | None = None
     eps_sharpness: EpsSharpnessConfig | None = None
-    noise_scale: bool = False
+    noise_scale: NoiseScaleConfig | None = None  # `noise_scale: true` means the defaults
+    trajectory: TrajectoryConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -286,11 +332,14 @@ def build(cls: type, raw: Any, where: str) -> Any:
 def convert(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return build(hint, {} if value is None else value, where)  # `hessian:` alone means defaults
+        # `hessian:` alone (or `noise_scale: true`) means the defaults.
+        return build(hint, {} if value is None or value is True else value, where)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
+        if value is False and type(None) in args and any(dataclasses.is_dataclass(x) for x in args):
+            return None  # `noise_scale: false` switches a measure off
         errors = []
         for arg in args:
             if arg is type(None):
@@ -428,6 +477,11 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
     validate_measure(study, s)
 
 
+def trajectory_epochs(epochs: int, every: int) -> list[int]:
+    """The epochs whose weights a trajectory keeps: every `every`-th and the last."""
+    return sorted({e for e in range(every, epochs + 1, every)} | {epochs})
+
+
 def validate_measure(study: StudyConfig, s: str) -> None:
     m = study.measure
     swept = {"batch_size", "lr_scaling", "seed", "base_lr", "weight_decay", "warmup_epochs"}
@@ -440,6 +494,8 @@ def validate_measure(study: StudyConfig, s: str) -> None:
                 _check(value in values, f"{s}measure.interpolate.pairs: {value!r} is not among "
                                         f"sweep.{between} {list(values)}; pick pairs from the swept values")
         _check(m.interpolate.points >= 2, f"{s}measure.interpolate.points: must be at least 2")
+        _check(m.interpolate.bn_samples >= 1 and m.interpolate.bn_batch >= 2,
+               f"{s}measure.interpolate: bn_samples must be >= 1 and bn_batch >= 2 (a variance needs two images)")
         _check(m.interpolate.range[0] < m.interpolate.range[1], f"{s}measure.interpolate.range: must be [low, high]")
     if m.random_directions is not None:
         _check(m.random_directions.dims in (1, 2), f"{s}measure.random_directions.dims: must be 1 or 2")
@@ -448,6 +504,32 @@ def validate_measure(study: StudyConfig, s: str) -> None:
                f"{s}measure.random_directions.range: must be [low, high]")
     if m.hessian is not None:
         _check(m.hessian.top_k >= 1 and m.hessian.samples >= 1, f"{s}measure.hessian: top_k and samples must be >= 1")
+    if m.trajectory is not None:
+        t = m.trajectory
+        _check(t.every_epochs >= 1 and t.points >= 2 and t.margin >= 0,
+               f"{s}measure.trajectory: every_epochs >= 1, points >= 2 and margin >= 0")
+        snapshots = len(trajectory_epochs(study.schedule.epochs, t.every_epochs))
+        _check(snapshots >= 4, f"{s}measure.trajectory.every_epochs: {t.every_epochs} keeps {snapshots} snapshots of "
+                               f"{study.schedule.epochs} epochs; a trajectory plane needs 4 (3 plus the final): "
+                               "lower every_epochs")
+    if m.noise_scale is not None:
+        n = m.noise_scale
+        _check(n.probe_pairs >= 1 and n.probe_batch >= 1 and n.last_epochs >= 1,
+               f"{s}measure.noise_scale: probe_pairs, probe_batch and last_epochs must be >= 1")
+        _check(0 < n.confidence < 1, f"{s}measure.noise_scale.confidence: must lie in (0, 1), such as 0.95")
+    if m.hessian is not None:
+        _check(0 < m.hessian.trace_rel_error < 1 and m.hessian.trace_max_draws >= 2 and m.hessian.batch >= 1,
+               f"{s}measure.hessian: trace_rel_error must lie in (0, 1), trace_max_draws >= 2, batch >= 1")
+    if m.hessian is not None and m.hessian.density is not None:
+        d = m.hessian.density
+        _check(d.iterations >= 2 and d.runs >= 1 and d.bins >= 10 and d.sigma_squared > 0,
+               f"{s}measure.hessian.density: iterations >= 2, runs >= 1, bins >= 10 and sigma_squared > 0")
+    if m.eps_sharpness is not None:
+        _check(m.eps_sharpness.max_steps >= 1 and m.eps_sharpness.batch >= 1,
+               f"{s}measure.eps_sharpness: max_steps and batch must be >= 1")
+        if m.eps_sharpness.method == "lbfgsb":
+            _check(importlib.util.find_spec("scipy") is not None,
+                   f"{s}measure.eps_sharpness.method: lbfgsb needs scipy; pip install scipy, or use sign_ascent")
     if m.eps_sharpness is not None:
         _check(m.eps_sharpness.eps > 0 and m.eps_sharpness.samples >= 1,
                f"{s}measure.eps_sharpness: eps must be > 0 and samples >= 1")

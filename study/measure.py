@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,13 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.config import ConfigError, StudyConfig, build, validate
-from study.store import ResultsStore
+from study.config import ConfigError, NoiseScaleConfig, StudyConfig, build, validate
+from study.store import ResultsStore, join
 
 SWEEP_KEYS = ("batch_size", "augmentation", "augmentation_alpha", "cutout_size", "lr_scaling", "seed", "base_lr",
               "weight_decay", "warmup_epochs")
 DIRECTION_SEED = 20180101  # the random directions of a trial depend only on this and the trial's seed
-NOISE_SCALE_LAST_EPOCHS = 5
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,15 @@ def plan_jobs(study: StudyConfig, trials: pd.DataFrame) -> list[Job]:
             settings = asdict(m.random_directions)
             jobs.append(Job("landscape", f"random{m.random_directions.dims}d", (trial_id,), settings))
         if m.hessian is not None:
-            jobs.append(Job("sharpness", "hessian", (trial_id,), asdict(m.hessian)))
+            hessian = {k: v for k, v in asdict(m.hessian).items() if k != "density"}
+            jobs.append(Job("sharpness", "hessian", (trial_id,), hessian))
+            if m.hessian.density is not None:
+                settings = {**asdict(m.hessian.density), "samples": m.hessian.samples, "batch": m.hessian.batch}
+                jobs.append(Job("spectrum", "hessian_density", (trial_id,), settings))
         if m.eps_sharpness is not None:
             jobs.append(Job("sharpness", "eps_sharpness", (trial_id,), asdict(m.eps_sharpness)))
+        if m.trajectory is not None:
+            jobs.append(Job("trajectory", "trajectory2d", (trial_id,), asdict(m.trajectory)))
     return jobs
 
 
@@ -126,7 +132,8 @@ def run_chunk(job: Job, specs: dict[str, str], checkpoints: dict[str, str],
     import torch
 
     from trainables.data import Normalizer
-    from trainables.landscape import displaced, evaluate_state, filter_normalized_direction, interpolate
+    from trainables.landscape import (clamp_running_variances, displaced, evaluate_state,
+                                      filter_normalized_direction, interpolate, recompute_bn_statistics)
     from trainables.loop import Runtime
     from trainables.models import build_model
 
@@ -137,24 +144,54 @@ def run_chunk(job: Job, specs: dict[str, str], checkpoints: dict[str, str],
     normalize = Normalizer(data.mean, data.std, device)
     model = build_model(spec.arch, width=spec.width, num_classes=data.num_classes).to(device)
     state_a = {k: v.to(device) for k, v in _load_model_state(checkpoints[first]).items()}
+    bn_mode = job.settings.get("bn", "interpolate") if job.kind == "interp1d" else None
     if job.kind == "interp1d":
         state_b = {k: v.to(device) for k, v in _load_model_state(checkpoints[job.trials[1]]).items()}
+        if bn_mode == "recompute":
+            bn_images = _bn_batches(specs[first], job.settings["bn_samples"], job.settings["bn_batch"], normalize,
+                                    device)
     else:
         model.load_state_dict(state_a)
         generator = torch.Generator().manual_seed(DIRECTION_SEED + spec.seed)
         directions = [filter_normalized_direction(model, generator) for _ in range(2 if job.kind == "random2d" else 1)]
     rows = []
     for x, y in points:
+        clamped, bn_label = 0, None
         if job.kind == "interp1d":
             state = interpolate(state_a, state_b, x)
+            if bn_mode == "recompute":
+                model.load_state_dict(state)
+                recompute_bn_statistics(model, bn_images)
+                state, bn_label = {k: v.clone() for k, v in model.state_dict().items()}, "recomputed"
+            else:
+                state, clamped = clamp_running_variances(state)
+                bn_label = "interpolated"
         else:
             state = displaced(state_a, directions, [x] if y is None else [x, y])
         for split_name, split in splits.items():
             loss, acc = evaluate_state(model, state, split, normalize, runtime)
             rows.append({"job": job.key, "kind": job.kind, "trial_a": first,
                          "trial_b": job.trials[1] if len(job.trials) > 1 else None, "x": x, "y": y,
-                         "split": split_name, "loss": loss, "acc": acc})
+                         "split": split_name, "loss": loss, "acc": acc, "bn": bn_label,
+                         "bn_clamped": clamped if bn_label else None, "note": point_note(loss, clamped)})
     return rows
+
+
+def point_note(loss: float, clamped: int) -> str | None:
+    """Why a landscape point is unusual: never a NaN, nor a clamp, without saying so."""
+    notes = []
+    if clamped:
+        notes.append(f"{clamped} negative extrapolated BatchNorm running variances clamped to 0")
+    if not math.isfinite(loss):
+        notes.append("loss not finite: the network's outputs overflowed at this point")
+    return "; ".join(notes) or None
+
+
+def _bn_batches(spec_json: str, samples: int, batch: int, normalize: Any, device: Any) -> list[Any]:
+    """Fixed, class-balanced training images (no augmentation) for recomputing BatchNorm statistics."""
+    _, _, splits = _task_data(spec_json, samples, 0, device)
+    images = splits["train"].images
+    return [normalize(images[i:i + batch]) for i in range(0, len(images) - batch + 1, batch)] or [normalize(images)]
 
 
 def run_sharpness(job: Job, specs: dict[str, str], checkpoints: dict[str, str]) -> list[dict[str, Any]]:
@@ -164,18 +201,21 @@ def run_sharpness(job: Job, specs: dict[str, str], checkpoints: dict[str, str]) 
     from trainables.data import Normalizer
     from trainables.models import build_model
     from trainables.ray_train import device_name
-    from trainables.sharpness import eps_sharpness, hessian_trace, top_eigenvalues
+    from trainables.sharpness import (density_on_grid, eps_sharpness, hessian_spectrum, hessian_trace,
+                                      top_eigenvalues)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trial_id = job.trials[0]
-    samples = job.settings["samples"]
-    spec, data, splits = _task_data(specs[trial_id], samples, 1, device)
+    settings = job.settings
+    spec, data, splits = _task_data(specs[trial_id], settings["samples"], 1, device)
     normalize = Normalizer(data.mean, data.std, device)
     model = build_model(spec.arch, width=spec.width, num_classes=data.num_classes).to(device)
     model.load_state_dict(_load_model_state(checkpoints[trial_id]))
     model.eval()  # BatchNorm uses its running statistics, as PyHessian does
     train = splits["train"]
-    batch = 512 if device.type == "cpu" else 2048
+    # A fixed batch on every device: the loss is a sample-weighted mean over batches, so the split
+    # changes nothing but rounding; recorded with each value all the same.
+    batch = settings.get("batch", 512)
     batches = [(normalize(train.images[i:i + batch]), train.labels[i:i + batch]) for i in range(0, len(train), batch)]
     params = [p for p in model.parameters() if p.requires_grad]
 
@@ -185,41 +225,135 @@ def run_sharpness(job: Job, specs: dict[str, str], checkpoints: dict[str, str]) 
     generator = torch.Generator().manual_seed(DIRECTION_SEED + spec.seed)
     n = len(train)
     base = {"trial_id": trial_id, "n_samples": n, "device": device_name(device)}
+    common = {**settings, "batch": batch, "dtype": "float32", "bn": "eval mode (running statistics)"}
+    if job.kind == "hessian_density":
+        quadrature = hessian_spectrum(loss_fn, batches, params, iterations=settings["iterations"],
+                                      runs=settings["runs"], generator=generator)
+        grid, density = density_on_grid(quadrature, bins=settings["bins"], sigma_squared=settings["sigma_squared"])
+        recorded = json.dumps({**common, "n_samples": n, "device": base["device"], "nodes": quadrature.nodes,
+                               "weights": quadrature.weights,
+                               "algorithm": "stochastic Lanczos quadrature (Ghorbani et al. 2019), full "
+                                            "reorthogonalization, Rademacher starts, Gaussian smoothing"})
+        return [{"trial_id": trial_id, "eigenvalue": float(x), "density": float(y), "settings": recorded}
+                for x, y in zip(grid, density)]
     if job.kind == "hessian":
         # PyHessian's stopping rule: relative change below 1e-3, at most 100 iterations.
-        eig = top_eigenvalues(loss_fn, batches, params, k=job.settings["top_k"], tolerance=1e-3, generator=generator)
+        eig = top_eigenvalues(loss_fn, batches, params, k=settings["top_k"], tolerance=1e-3, generator=generator)
         rows = [{**base, "measure": f"hessian_eig{i + 1}", "value": value,
-                 "settings": json.dumps({**job.settings, "iterations": it})}
-                for i, (value, it) in enumerate(zip(eig.values, eig.iterations))]
-        if job.settings["trace"]:
-            trace = hessian_trace(loss_fn, batches, params, samples=HUTCHINSON_SAMPLES, generator=generator)
+                 "settings": json.dumps({**common, "iterations": it, "converged": ok,
+                                         "algorithm": "power iteration with deflation on Hessian-vector "
+                                                      "products; k-th largest in magnitude"})}
+                for i, (value, it, ok) in enumerate(zip(eig.values, eig.iterations, eig.converged))]
+        if settings["trace"]:
+            trace = hessian_trace(loss_fn, batches, params, rel_error=settings.get("trace_rel_error", 0.02),
+                                  max_samples=settings.get("trace_max_draws", 1000), generator=generator)
+            if not trace.converged:
+                print(f"measure: {trial_id} Hessian trace stopped at {trace.samples} draws with standard error "
+                      f"{trace.std_error / abs(trace.value):.1%} of the value (asked "
+                      f"{settings.get('trace_rel_error', 0.02):.1%}); raise measure.hessian.trace_max_draws",
+                      file=sys.stderr)
             rows.append({**base, "measure": "hessian_trace", "value": trace.value,
-                         "settings": json.dumps({**job.settings, "std_error": trace.std_error,
-                                                 "hutchinson_samples": trace.samples})})
+                         "ci_low": trace.value - 1.96 * trace.std_error,
+                         "ci_high": trace.value + 1.96 * trace.std_error,
+                         "settings": json.dumps({**common, "std_error": trace.std_error,
+                                                 "hutchinson_samples": trace.samples, "converged": trace.converged,
+                                                 "interval": "95% normal, mean +- 1.96 standard errors",
+                                                 "algorithm": "Hutchinson, Rademacher vectors"})})
         return rows
-    value = eps_sharpness(loss_fn, batches, params, job.settings["eps"])
-    return [{**base, "measure": "eps_sharpness", "value": value, "settings": json.dumps(job.settings)}]
+    result = eps_sharpness(loss_fn, batches, params, settings["eps"], method=settings.get("method", "sign_ascent"),
+                           max_steps=settings.get("max_steps", 100))
+    return [{**base, "measure": "eps_sharpness", "value": result.value,
+             "settings": json.dumps({**common, "algorithm": result.method, "steps": result.steps,
+                                     "converged": result.converged, "loss": result.loss,
+                                     "max_loss": result.max_loss})}]
 
 
-HUTCHINSON_SAMPLES = 30
+def run_trajectory(job: Job, specs: dict[str, str], checkpoints: dict[str, str], folder: str) -> list[dict[str, Any]]:
+    """One trial's trajectory on its PCA plane (Li et al. 2018, section 7): the path and the loss surface."""
+    import torch
+
+    from trainables.checkpoint import list_snapshots, load_snapshot
+    from trainables.data import Normalizer
+    from trainables.landscape import direction_entries, displaced, evaluate_state, trajectory_pca
+    from trainables.loop import Runtime
+    from trainables.models import build_model
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    runtime = Runtime(device)
+    trial_id = job.trials[0]
+    settings = job.settings
+    found = list_snapshots(folder)
+    if len(found) < 4:
+        raise RuntimeError(f"{trial_id}: {len(found)} trajectory snapshots in {folder}; the plane needs 4 "
+                           "(train with measure.trajectory set from the start)")
+    spec, data, splits = _task_data(specs[trial_id], settings["train_samples"], 0, device)
+    normalize = Normalizer(data.mean, data.std, device)
+    model = build_model(spec.arch, width=spec.width, num_classes=data.num_classes).to(device)
+    final = {k: v.to(device) for k, v in _load_model_state(checkpoints[trial_id]).items()}
+    snapshots = {epoch: load_snapshot(path) for epoch, path in found.items()}
+    path_epochs = [e for e in snapshots if not all(torch.equal(snapshots[e][k], final[k].cpu()) for k in final)]
+    pca = trajectory_pca([{k: v.to(device) for k, v in snapshots[e].items()} for e in path_epochs], final,
+                         direction_entries(model))
+    base = {"trial_id": trial_id, "explained_x": pca.explained[0], "explained_y": pca.explained[1],
+            "split": "train", "settings": json.dumps({**settings, "snapshots": sorted(snapshots),
+                                                       "algorithm": "PCA of theta_i - theta_final over conv and "
+                                                                    "linear weights (Li et al. 2018)"})}
+    rows = []
+    coordinates = dict(zip(path_epochs, pca.coordinates))
+    for epoch in sorted(snapshots):
+        x, y = coordinates.get(epoch, (0.0, 0.0))
+        loss, acc = evaluate_state(model, {k: v.to(device) for k, v in snapshots[epoch].items()}, splits["train"],
+                                   normalize, runtime)
+        rows.append({**base, "kind": "path", "epoch": epoch, "x": x, "y": y, "loss": loss, "acc": acc})
+    xs, ys = [c[0] for c in pca.coordinates] + [0.0], [c[1] for c in pca.coordinates] + [0.0]
+    axes = []
+    for values in (xs, ys):
+        span = max(values) - min(values)
+        axes.append(np.linspace(min(values) - settings["margin"] * span, max(values) + settings["margin"] * span,
+                                settings["points"]).tolist())
+    for y in axes[1]:
+        for x in axes[0]:
+            loss, acc = evaluate_state(model, displaced(final, pca.directions, [x, y]), splits["train"], normalize,
+                                       runtime)
+            rows.append({**base, "kind": "surface", "epoch": None, "x": x, "y": y, "loss": loss, "acc": acc})
+    return rows
 
 
-def noise_scale_rows(trials: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
-    """B_simple per trial from the squared gradient norms recorded during its last epochs."""
-    from trainables.sharpness import noise_scale
+def noise_scale_rows(trials: pd.DataFrame, epochs: pd.DataFrame,
+                     config: NoiseScaleConfig) -> dict[str, list[dict[str, Any]]]:
+    """B_simple per trial from the units (probe pairs or blocks of steps) of its last epochs.
+
+    The value is a ratio of averages over all units, finite-population corrected for batches drawn
+    without replacement from the training set, with a bootstrap interval over the units.
+    """
+    from trainables.sharpness import noise_scale_interval
 
     out = {}
     for trial_id in trials.loc[trials["status"] == "completed", "trial_id"]:
         rows = epochs[(epochs["trial_id"] == trial_id) & epochs["noise_small_grad_sq"].notna()]
-        rows = rows.sort_values("epoch").tail(NOISE_SCALE_LAST_EPOCHS)
+        rows = rows.sort_values("epoch").tail(config.last_epochs)
         if rows.empty:
             continue
-        estimate = noise_scale(float(rows["noise_small_batch"].iloc[-1]), float(rows["noise_small_grad_sq"].mean()),
-                               float(rows["noise_big_batch"].iloc[-1]), float(rows["noise_big_grad_sq"].mean()))
-        settings = {"epochs": rows["epoch"].tolist(), "small_batch": float(rows["noise_small_batch"].iloc[-1]),
-                    "big_batch": float(rows["noise_big_batch"].iloc[-1]), **estimate}
+        units = []
+        for _, row in rows.iterrows():
+            recorded = row.get("noise_units")
+            if isinstance(recorded, str):
+                units += json.loads(recorded)
+            else:  # epochs written before units were kept: the epoch's means are one unit
+                units.append([row["noise_small_grad_sq"], row["noise_big_grad_sq"], 1.0])
+        population = rows["noise_population"].iloc[-1] if "noise_population" in rows else None
+        population = None if population is None or pd.isna(population) else int(population)
+        small, big = float(rows["noise_small_batch"].iloc[-1]), float(rows["noise_big_batch"].iloc[-1])
+        estimate = noise_scale_interval(units, small, big, population, confidence=config.confidence,
+                                        seed=DIRECTION_SEED)
+        settings = {"epochs": rows["epoch"].tolist(), "small_batch": small, "big_batch": big,
+                    "population": population,
+                    "sampling": "without replacement" if population else "with replacement (not recorded)",
+                    "algorithm": "two-batch-size estimator, ratio of averages, percentile bootstrap over units",
+                    **estimate}
         out[trial_id] = [{"trial_id": trial_id, "measure": "noise_scale", "value": estimate["b_simple"],
-                          "n_samples": len(rows), "settings": json.dumps(settings), "device": None}]
+                          "n_samples": estimate["units"], "ci_low": estimate["ci_low"],
+                          "ci_high": estimate["ci_high"], "settings": json.dumps(settings), "device": None}]
     return out
 
 
@@ -232,14 +366,15 @@ def run_measurements(study: StudyConfig, store: ResultsStore) -> int:
 
     trials = store.read("trials")
     written = 0
-    if study.measure.noise_scale:
+    if study.measure.noise_scale is not None:
         done = store.keys("sharpness")
-        for trial_id, rows in noise_scale_rows(trials, store.read("epochs")).items():
+        for trial_id, rows in noise_scale_rows(trials, store.read("epochs"), study.measure.noise_scale).items():
             if f"noise_scale-{trial_id}" not in done:
                 store.write("sharpness", f"noise_scale-{trial_id}", rows)
                 written += 1
-    existing = {table: store.keys(table) for table in ("sharpness", "landscape")}  # one listing per table
+    existing = {table: store.keys(table) for table in ("sharpness", "landscape", "spectrum", "trajectory")}
     jobs = [j for j in plan_jobs(study, trials) if j.key not in existing[j.table]]
+    jobs = [j for j in jobs if j.table != "trajectory" or trajectory_ready(store, j.trials[0])]
     if not jobs:
         return written
     specs = dict(zip(trials["trial_id"], trials["spec"]))
@@ -250,6 +385,8 @@ def run_measurements(study: StudyConfig, store: ResultsStore) -> int:
     options = {"num_gpus": 1} if gpus else {"num_cpus": 1}
     chunk_task = ray.remote(run_chunk).options(**options)
     sharpness_task = ray.remote(run_sharpness).options(**options)
+    trajectory_task = ray.remote(run_trajectory).options(**options)
+    snapshots = trajectory_folder(store)
     pending: dict[Any, Job] = {}
     parts: dict[str, list[Any]] = {}
     remaining: dict[str, int] = {}
@@ -259,6 +396,9 @@ def run_measurements(study: StudyConfig, store: ResultsStore) -> int:
             for points in chunks:
                 pending[chunk_task.remote(job, specs, checkpoints, points)] = job
             remaining[job.key] = len(chunks)
+        elif job.table == "trajectory":
+            pending[trajectory_task.remote(job, specs, checkpoints, f"{snapshots}/{job.trials[0]}")] = job
+            remaining[job.key] = 1
         else:
             pending[sharpness_task.remote(job, specs, checkpoints)] = job
             remaining[job.key] = 1
@@ -277,6 +417,22 @@ def run_measurements(study: StudyConfig, store: ResultsStore) -> int:
         print(f"\rmeasure: {done}/{total} tasks [{'#' * (20 * done // total):<20}] "
               f"{time.perf_counter() - started:.0f} s", end="\n" if not pending else "", flush=True)
     return written
+
+
+def trajectory_folder(store: ResultsStore) -> str:
+    """<storage>/<study>/trajectory, beside the results folder: one folder of weight snapshots per trial."""
+    results_root = store.uri if "://" in store.uri else store.root
+    return join(results_root.rstrip("/").rsplit("/", 1)[0], "trajectory")
+
+
+def trajectory_ready(store: ResultsStore, trial_id: str) -> bool:
+    from trainables.checkpoint import list_snapshots
+
+    found = len(list_snapshots(f"{trajectory_folder(store)}/{trial_id}"))
+    if found < 4:
+        print(f"measure: {trial_id}: {found} trajectory snapshots (the plane needs 4); trajectory skipped - "
+              "it was trained without measure.trajectory, or with too few epochs", file=sys.stderr)
+    return found >= 4
 
 
 def study_from_store(store: ResultsStore) -> StudyConfig:

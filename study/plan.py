@@ -9,15 +9,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from study.config import StudyConfig, augmentations
+from study.config import StudyConfig, augmentations, trajectory_epochs
 from trainables.data import split_global_batch
 from trainables.loop import TrialSpec
 from trainables.lr import scaled_lr
-
-
-# Pairs of probe batches per epoch for the gradient noise scale of one-worker trials (multi-worker
-# trials get it free from per-worker vs all-reduced gradients).
-NOISE_PROBE_PAIRS = 4
 
 
 @dataclass(frozen=True)
@@ -54,6 +49,7 @@ def plan_study(study: StudyConfig) -> list[PlannedTrial]:
     grid = itertools.product(sweep.batch_size, augmentations(sweep), sweep.lr_scaling, sweep.seed,
                              sweep.base_lr or (study.optim.base_lr,), sweep.weight_decay or (study.optim.weight_decay,),
                              sweep.warmup_epochs or (study.schedule.warmup_epochs,))
+    noise = study.measure.noise_scale
     trials = []
     for batch_size, aug, rule, seed, base_lr, weight_decay, warmup in grid:
         micro_batch, accumulation = split_global_batch(batch_size, res.workers, res.max_micro_batch)
@@ -69,7 +65,11 @@ def plan_study(study: StudyConfig) -> list[PlannedTrial]:
             cutout_size=aug.size, seed=seed,
             eval_every_epochs=study.eval.every_epochs, train_eval_samples=study.eval.train_eval_samples,
             compile=None if study.model.compile == "auto" else study.model.compile,
-            noise_probes=NOISE_PROBE_PAIRS if study.measure.noise_scale and res.workers == 1 else 0)
+            # One-worker trials probe for the noise scale; multi-worker ones get it free from
+            # per-worker vs all-reduced gradients.
+            noise_probes=noise.probe_pairs if noise is not None and res.workers == 1 else 0,
+            noise_probe_batch=noise.probe_batch if noise is not None else 512,
+            trajectory_every=study.measure.trajectory.every_epochs if study.measure.trajectory else 0)
         # Readable and stable: the swept values for people, a digest of everything for uniqueness,
         # so a resumed study never mistakes a changed trial for a finished one.
         digest = hashlib.sha1(json.dumps([values, rule, base_lr], sort_keys=True).encode()).hexdigest()[:6]
@@ -92,4 +92,18 @@ def format_plan(study: StudyConfig, trials: list[PlannedTrial]) -> str:
              f"({study.model.arch}, width {study.model.width:g})"]
     for row in (header, *rows):
         lines.append("  ".join(str(x).rjust(w) for x, w in zip(row, widths)))
+    if study.measure.trajectory is not None:
+        lines.append(trajectory_disk_line(study, len(trials)))
     return "\n".join(lines)
+
+
+def trajectory_disk_line(study: StudyConfig, trials: int) -> str:
+    """What measure.trajectory keeps on disk: snapshots per trial and their size."""
+    from trainables.models import build_model
+
+    model = build_model(study.model.arch, width=study.model.width, num_classes=100)  # an upper bound on classes
+    size = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    snapshots = len(trajectory_epochs(study.schedule.epochs, study.measure.trajectory.every_epochs))
+    return (f"trajectory: {snapshots} weight snapshots per trial x {size / 2**20:.1f} MiB = "
+            f"{snapshots * size / 2**20:.0f} MiB per trial, {trials * snapshots * size / 2**30:.2f} GiB in all, "
+            f"under <storage>/{study.name}/trajectory/")

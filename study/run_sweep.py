@@ -158,7 +158,8 @@ def trial_config(study: StudyConfig, trial: PlannedTrial, use_gpu: bool, prov: d
             "config_json": json.dumps(study.to_dict(), sort_keys=True), "use_gpu": use_gpu,
             "cpus_per_worker": study.resources.cpus_per_worker, "gpus_per_worker": study.resources.gpus_per_worker,
             "max_failures": study.resources.max_failures,
-            "train_storage": join(study_root(study), "train")}
+            "train_storage": join(study_root(study), "train"),
+            "trajectory_storage": join(study_root(study), "trajectory")}
 
 
 def study_root(study: StudyConfig) -> str:
@@ -234,8 +235,7 @@ def latest_checkpoints(store: ResultsStore) -> dict[str, str]:
 
 def study_has_measurements(study: StudyConfig) -> bool:
     m = study.measure
-    return any(x is not None for x in (m.interpolate, m.random_directions, m.hessian, m.eps_sharpness)) \
-        or m.noise_scale
+    return any(getattr(m, f.name) is not None for f in dataclasses.fields(m))
 
 
 def check_data(study: StudyConfig) -> None:

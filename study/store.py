@@ -35,7 +35,7 @@ EPOCH_METRICS = [
     ("clean_train_acc", F64), ("test_loss", F64), ("test_acc", F64), ("epoch_time_s", F64), ("images_per_s", F64),
     ("grad_norm", F64), ("local_grad_sq", F64), ("grad_sq", F64), ("param_norm", F64), ("diverged", BOOL),
     ("noise_small_batch", F64), ("noise_small_grad_sq", F64), ("noise_big_batch", F64), ("noise_big_grad_sq", F64),
-    ("noise_scale", F64), ("mfu", F64), ("checkpoint", STR),
+    ("noise_scale", F64), ("noise_population", I64), ("noise_units", STR), ("mfu", F64), ("checkpoint", STR),
 ]
 SCHEMAS: dict[str, pa.Schema] = {
     "trials": pa.schema(TRIAL_PARAMS + [
@@ -48,10 +48,24 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("finished_at", STR),
     ]),
     "epochs": pa.schema([("trial_id", STR)] + EPOCH_METRICS),
+    # ci_low/ci_high: a confidence interval where the measure is an estimate with one (its level and
+    # method in settings); settings also name the algorithm and batch that produced the value.
     "sharpness": pa.schema([("trial_id", STR), ("measure", STR), ("value", F64), ("n_samples", I64),
-                            ("settings", STR), ("device", STR)]),
+                            ("ci_low", F64), ("ci_high", F64), ("settings", STR), ("device", STR)]),
     "landscape": pa.schema([("job", STR), ("kind", STR), ("trial_a", STR), ("trial_b", STR), ("x", F64),
-                            ("y", F64), ("split", STR), ("loss", F64), ("acc", F64)]),
+                            ("y", F64), ("split", STR), ("loss", F64), ("acc", F64),
+                            # interp1d: how BatchNorm statistics were set (interpolated | recomputed),
+                            # how many negative running variances were clamped to 0, and a note
+                            # saying why whenever a loss is not finite.
+                            ("bn", STR), ("bn_clamped", I64), ("note", STR)]),
+    # The Hessian eigenvalue density of a trial on a grid (stochastic Lanczos quadrature); settings
+    # hold the quadrature's nodes and weights per run.
+    "spectrum": pa.schema([("trial_id", STR), ("eigenvalue", F64), ("density", F64), ("settings", STR)]),
+    # An optimization trajectory on its PCA plane: `path` rows (one per kept epoch: its coordinates and
+    # its own loss) and `surface` rows (the loss at theta_final + x d1 + y d2, BN statistics of the final).
+    "trajectory": pa.schema([("trial_id", STR), ("kind", STR), ("epoch", I64), ("x", F64), ("y", F64),
+                             ("split", STR), ("loss", F64), ("acc", F64), ("explained_x", F64),
+                             ("explained_y", F64), ("settings", STR)]),
 }
 FINAL_STATUSES = ("completed", "diverged")  # a trial in one of these is never trained again
 

@@ -131,3 +131,60 @@ def test_augmentation_labels_from_new_and_old_columns() -> None:
     assert with_labels(new)["augmentation_label"].tolist() == ["none", "mixup a=1", "cutmix a=0.5", "cutout 16"]
     old = pd.DataFrame({"mixup_alpha": [0.0, 0.2]})  # a store written before the augmentation axis
     assert with_labels(old)["augmentation_label"].tolist() == ["none", "mixup a=0.2"]
+
+
+def interpolation_rows(clamp_loss: float) -> pd.DataFrame:
+    xs = np.linspace(-0.5, 1.5, 9)
+    rows = []
+    for split in ("train", "test"):
+        for x in xs:
+            clamped = 12 if x > 1.2 else 0
+            loss = clamp_loss if clamped else 0.1 + (x - 0.5) ** 2
+            rows.append({"kind": "interp1d", "trial_a": "b128-a0-s0", "trial_b": "b8192-a0-s0", "x": x, "y": None,
+                         "split": split, "loss": float("nan") if x < -0.4 else loss, "acc": 0.9, "bn": "interpolated",
+                         "bn_clamped": clamped, "note": None})
+    return pd.DataFrame(rows)
+
+
+def test_interpolation_figure_marks_clamped_and_missing_points_and_keeps_the_curve_readable() -> None:
+    fig = figures.interpolation_figure(interpolation_rows(4e16), make_trials(), "b128-a0-s0", "b8192-a0-s0")
+    hollow = [t for t in fig.data if t.name == "BN variance clamped"]
+    assert len(hollow) == 1 and hollow[0].marker.symbol == "circle-open" and len(hollow[0].x) == 2 * 2
+    title = fig.layout.title.text
+    assert "BN statistics interpolated" in title and "2 points with negative BN running variances" in title
+    assert "reach loss 4e+16" in title and "loss not finite (not drawn) at a = -0.5" in title
+    assert fig.layout.yaxis.range[1] < 10  # the unclamped curve fills the axis
+    plain = figures.interpolation_figure(interpolation_rows(1.0), make_trials(), "b128-a0-s0", "b8192-a0-s0")
+    assert plain.layout.yaxis.range is None and "above the axis" not in plain.layout.title.text
+
+
+def test_sharpness_figure_shows_a_lone_trials_own_interval() -> None:
+    trials = make_trials()
+    trials = trials[trials["seed"] == 0]
+    sharpness = pd.DataFrame({"trial_id": trials["trial_id"], "measure": "noise_scale", "value": 100.0,
+                              "ci_low": 80.0, "ci_high": np.inf, "n_samples": 20, "settings": "{}"})
+    sharpness.loc[sharpness.index[0], "ci_high"] = 130.0
+    fig = figures.sharpness_vs_batch(trials, sharpness)
+    first = fig.data[0]
+    assert first.error_y.visible and list(first.error_y.arrayminus) == [20.0] * len(first.x)
+    assert np.isnan(np.asarray(first.error_y.array, dtype=float)).sum() >= 1  # an unbounded end is not drawn...
+    assert any("unbounded" in a.text for a in fig.layout.annotations)  # ...and is said
+
+
+def test_trajectory_and_density_figures_carry_what_a_reader_needs() -> None:
+    trials = make_trials()
+    path = pd.DataFrame({"trial_id": "b128-a0-s0", "kind": "path", "epoch": [1, 2, 3, 4], "x": [-3.0, -2.0, -1.0, 0.0],
+                         "y": [0.5, -0.2, 0.1, 0.0], "loss": [2.0, 1.0, 0.5, 0.1]})
+    grid = [(x, y) for y in (-1.0, 0.0, 1.0) for x in (-4.0, -2.0, 1.0)]
+    surface = pd.DataFrame({"trial_id": "b128-a0-s0", "kind": "surface", "epoch": None, "x": [g[0] for g in grid],
+                            "y": [g[1] for g in grid], "loss": np.arange(9.0)})
+    trajectory = pd.concat([path, surface]).assign(explained_x=0.874, explained_y=0.091, split="train")
+    fig = figures.trajectory_figure(trajectory, trials, "b128-a0-s0")
+    assert fig.layout.xaxis.title.text.startswith("1st principal component: 87.4%")
+    assert fig.layout.yaxis.title.text.startswith("2nd principal component: 9.1%")
+    assert list(fig.data[1].text) == ["1", "2", "3", "4"]
+    spectrum = pd.DataFrame({"trial_id": "b128-a0-s0", "eigenvalue": np.linspace(-1, 5, 50),
+                             "density": np.exp(-np.linspace(-1, 5, 50) ** 2)})
+    density = figures.hessian_density_figure(spectrum, trials)
+    assert density.layout.yaxis.type == "log" and min(density.data[0].y) >= 1e-8
+    assert density.data[0].name == "batch 128, none, lr none, seed 0"

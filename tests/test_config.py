@@ -107,3 +107,35 @@ def test_fractional_gpus_pack_trials_onto_one_gpu() -> None:
     assert check_fits(two_workers, True, one_gpu_node) == 1
     with pytest.raises(SweepError, match="gpus_per_worker"):
         check_fits(parse_study("name: t\nresources: {workers: 2}\nsweep: {batch_size: [128]}"), True, one_gpu_node)
+
+
+def test_measure_switches_take_true_false_or_settings() -> None:
+    on = parse_study(MINIMAL + "measure: {noise_scale: true, hessian: {density: null}}\n").measure
+    assert on.noise_scale is not None and on.noise_scale.probe_pairs == 4 and on.hessian.density is None
+    assert parse_study(MINIMAL + "measure: {noise_scale: false}\n").measure.noise_scale is None
+    tuned = parse_study(MINIMAL + "measure: {noise_scale: {probe_pairs: 16, confidence: 0.9}, "
+                                  "hessian: {density: {iterations: 30}}}\n").measure
+    assert tuned.noise_scale.probe_pairs == 16 and tuned.noise_scale.confidence == 0.9
+    assert tuned.hessian.density.iterations == 30 and tuned.hessian.trace_rel_error == 0.02
+
+
+@pytest.mark.parametrize("measure, key", [
+    ("{noise_scale: {probe_pairs: 0}}", "measure.noise_scale"),
+    ("{noise_scale: {confidence: 1.5}}", "measure.noise_scale.confidence"),
+    ("{hessian: {trace_rel_error: 0}}", "measure.hessian"),
+    ("{hessian: {density: {iterations: 1}}}", "measure.hessian.density"),
+    ("{eps_sharpness: {method: newton}}", "measure.eps_sharpness.method"),
+    ("{interpolate: {bn: freeze}}", "measure.interpolate.bn"),
+    ("{trajectory: {every_epochs: 2}}", "measure.trajectory.every_epochs"),  # 4 epochs: 2 snapshots
+])
+def test_bad_measure_settings_name_their_key(measure: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_study(MINIMAL + f"measure: {measure}\n")
+
+
+def test_dry_run_plan_says_what_trajectories_cost_on_disk() -> None:
+    from study.plan import format_plan, plan_study
+
+    study = parse_study(MINIMAL + "measure: {trajectory: {every_epochs: 1}}\n")
+    line = format_plan(study, plan_study(study)).splitlines()[-1]
+    assert line.startswith("trajectory: 4 weight snapshots per trial x ") and "MiB per trial" in line

@@ -1,5 +1,6 @@
 """End-to-end: a tiny study with every measure, on a real local Ray."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -15,11 +16,12 @@ from study.run_sweep import run_study
 
 pytestmark = pytest.mark.slow
 MEASURE = """measure:
-  interpolate: {between: batch_size, pairs: [[64, 128]], points: 5, train_samples: 256}
+  interpolate: {between: batch_size, pairs: [[64, 128]], points: 5, train_samples: 256, bn: recompute,
+                bn_samples: 128, bn_batch: 64}
   random_directions: {dims: 1, points: 3, train_samples: 128, test_samples: 128}
-  hessian: {top_k: 1, samples: 128}
-  eps_sharpness: {eps: 1.0e-3, samples: 128}
-  noise_scale: true
+  hessian: {top_k: 1, samples: 128, trace_max_draws: 20, density: {iterations: 8, bins: 200}}
+  eps_sharpness: {eps: 1.0e-3, samples: 128, max_steps: 20}
+  noise_scale: {probe_pairs: 3, probe_batch: 32}
 """
 
 
@@ -36,6 +38,26 @@ def test_measurements_cover_every_trial_and_pair(ray_session: str, tmp_path: Pat
         assert set(sharpness.loc[sharpness["measure"] == measure, "trial_id"]) == completed, measure
     assert (sharpness.loc[sharpness["measure"] == "eps_sharpness", "value"] >= 0).all()
     assert (sharpness.loc[sharpness["measure"] == "noise_scale", "value"] > 0).all()
+    noise = sharpness[sharpness["measure"] == "noise_scale"]
+    assert (noise["ci_low"] <= noise["value"]).all() and (noise["value"] <= noise["ci_high"]).all()
+    for settings in noise["settings"].map(json.loads):
+        assert settings["population"] > 0 and settings["sampling"] == "without replacement"
+        assert settings["units"] >= 3 and settings["confidence"] == 0.95
+    trace = sharpness[sharpness["measure"] == "hessian_trace"]
+    assert (trace["ci_low"] < trace["value"]).all()
+    for measure, row in sharpness.set_index("measure").iterrows():
+        settings = json.loads(row["settings"])
+        if measure != "noise_scale":  # every value names its algorithm and the batch it was computed in
+            assert settings["batch"] == 512 and settings["algorithm"], measure
+    steps = [json.loads(s)["steps"] for s in sharpness.loc[sharpness["measure"] == "eps_sharpness", "settings"]]
+    assert all(1 <= s <= 20 for s in steps)
+    spectrum = pd.read_parquet(results / "spectrum")
+    assert set(spectrum["trial_id"]) == completed
+    for _, density in spectrum.groupby("trial_id"):
+        density = density.sort_values("eigenvalue")
+        x, y = density["eigenvalue"].to_numpy(), density["density"].to_numpy()
+        area = float(((y[1:] + y[:-1]) / 2 * np.diff(x)).sum())
+        assert len(density) == 200 and area == pytest.approx(1.0, rel=1e-6)
     # One interpolation curve per alpha (pairs differ only in batch size), on train and test.
     interp = landscape[landscape["kind"] == "interp1d"]
     pairs = interp.groupby(["trial_a", "trial_b"])
@@ -47,6 +69,8 @@ def test_measurements_cover_every_trial_and_pair(ray_session: str, tmp_path: Pat
         assert sorted(curve.loc[curve["split"] == "train", "x"]) == pytest.approx([-0.5, 0.0, 0.5, 1.0, 1.5])
         # At x = 0 the interpolation is trial A itself: its train loss is finite and accuracy a fraction.
         assert curve["acc"].between(0, 1).all() and curve["loss"].notna().all()
+        # Recomputed BatchNorm statistics: every point finite, extrapolated ones included.
+        assert (curve["bn"] == "recomputed").all() and np.isfinite(curve["loss"]).all()
     assert landscape[landscape["kind"] == "random1d"].groupby("trial_a").size().to_dict() == {t: 6 for t in completed}
 
     # The report shows every figure this data supports.
@@ -54,9 +78,9 @@ def test_measurements_cover_every_trial_and_pair(ray_session: str, tmp_path: Pat
     assert report == results.parent / "report.html" and report.exists()
     page = report.read_text()
     for section in ("accuracy_gap_vs_batch", "learning_curves", "interpolation_1", "interpolation_2",
-                    "sharpness_vs_batch", "random_directions_1", "steps_to_target", "trials_table"):
+                    "sharpness_vs_batch", "hessian_density", "random_directions_1", "steps_to_target", "trials_table"):
         assert f'id="{section}"' in page, section
-    assert "Not shown" not in page
+    assert page.count("<li>") == 1 and "Optimization trajectories: not measured" in page  # the one not asked for
     assert page.count("<script") >= 8 and "<script src=" not in page  # plotly.js inlined, nothing fetched
     check_renders_offline(report, tmp_path)
 
@@ -92,3 +116,25 @@ def check_renders_offline(report: Path, tmp_path: Path) -> None:
 
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.std() > 10  # not a blank page: axes, lines and text were drawn
+
+
+def test_trajectory_snapshots_are_kept_and_projected(ray_session: str, tmp_path: Path) -> None:
+    """One 5-epoch trial keeps 5 weight snapshots; its path lies on its PCA plane, the final at the origin."""
+    text = tiny_study_yaml("trajectory", tmp_path).replace("epochs: 2", "epochs: 5").replace(
+        "batch_size: [64, 128], mixup_alpha: [0.0, 1.0]", "batch_size: [64], mixup_alpha: [0.0]")
+    study = parse_study(text + "measure:\n  trajectory: {every_epochs: 1, points: 3, train_samples: 128}\n")
+    result = run_study(study)
+    results = Path(result.results_dir)
+    trial_id = pd.read_parquet(results / "trials")["trial_id"].iloc[0]
+    snapshots = sorted(p.name for p in (results.parent / "trajectory" / trial_id).iterdir())
+    assert snapshots == [f"epoch-{e:04d}.pt" for e in range(1, 6)]
+    trajectory = pd.read_parquet(results / "trajectory")
+    path = trajectory[trajectory["kind"] == "path"].sort_values("epoch")
+    assert path["epoch"].tolist() == [1, 2, 3, 4, 5]
+    assert path.iloc[-1][["x", "y"]].tolist() == [0.0, 0.0]  # the final solution is the origin
+    assert np.isfinite(path["loss"]).all() and path["loss"].iloc[-1] < path["loss"].iloc[0]
+    surface = trajectory[trajectory["kind"] == "surface"]
+    assert len(surface) == 9 and np.isfinite(surface["loss"]).all()
+    explained = trajectory[["explained_x", "explained_y"]].iloc[0]
+    assert explained["explained_x"] >= explained["explained_y"] > 0 and explained.sum() <= 1 + 1e-9
+    assert 'id="trajectory_1"' in Path(result.report).read_text()

@@ -10,6 +10,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from trainables.sharpness import noise_scale
 CROP_PADDING = 4
 # Independent random streams derived from (seed, epoch, stream).
 STREAM_AUGMENT, STREAM_MIXUP, STREAM_PROBE = 1, 2, 3
-NOISE_PROBE_MAX_BATCH = 512
+NOISE_BLOCKS_PER_EPOCH = 8  # multi-worker noise-scale units per epoch: blocks of steps, for the bootstrap
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class TrialSpec:
     eval_every_epochs: int = 1
     train_eval_samples: int | None = 10_000
     noise_probes: int = 0  # one-worker trials: pairs of probe batches per epoch for the noise scale
+    noise_probe_batch: int = 512  # the probes' small batch (at most the micro-batch); the big one is twice it
+    trajectory_every: int = 0  # keep the weights every N epochs (and the last) for trajectory plots; 0 = never
     compile: bool | None = None  # torch.compile the training forward/backward; None = on CUDA only
 
     def __post_init__(self) -> None:
@@ -263,15 +266,17 @@ def evaluate(model: nn.Module, split: Split, normalize: Normalizer, runtime: Run
 
 
 def noise_probe(model: nn.Module, split: Split, normalize: Normalizer, pairs: int, size: int,
-                generator: torch.Generator, device: torch.device) -> tuple[float, float]:
-    """Mean squared gradient norms at batch `size` and `2 size` from `pairs` random batch pairs.
+                generator: torch.Generator, device: torch.device) -> list[tuple[float, float]]:
+    """Squared gradient norms at batch `size` and `2 size`, one (small, big) per random batch pair.
 
-    For one-worker trials, where per-worker and all-reduced gradients coincide. Runs in train mode
-    (BatchNorm as in training) and restores the BatchNorm statistics afterwards; no optimizer step.
+    For one-worker trials, where per-worker and all-reduced gradients coincide. Each pair is 2 size
+    distinct images (without replacement from the split, which `noise_scale` corrects for); small is
+    the mean over its two halves. Runs in train mode (BatchNorm as in training) and restores the
+    BatchNorm statistics afterwards; no optimizer step.
     """
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     params = [p for p in model.parameters() if p.requires_grad]
-    small_sq = big_sq = 0.0
+    units = []
     for _ in range(pairs):
         index = torch.randperm(len(split), generator=generator, device=generator.device)[:2 * size].to(device)
         grads = []
@@ -279,10 +284,10 @@ def noise_probe(model: nn.Module, split: Split, normalize: Normalizer, pairs: in
             with autocast(device):
                 loss = nn.functional.cross_entropy(model(normalize(split.images[half])).float(), split.labels[half])
             grads.append(torch.cat([g.reshape(-1).float() for g in torch.autograd.grad(loss, params)]))
-        small_sq += float((grads[0].square().sum() + grads[1].square().sum()) / 2)
-        big_sq += float(((grads[0] + grads[1]) / 2).square().sum())
+        units.append((float((grads[0].square().sum() + grads[1].square().sum()) / 2),
+                      float(((grads[0] + grads[1]) / 2).square().sum())))
     model.load_state_dict({**model.state_dict(), **buffers})
-    return small_sq / pairs, big_sq / pairs
+    return units
 
 
 def sync_buffers(model: nn.Module, runtime: Runtime) -> None:
@@ -317,21 +322,37 @@ def device_dataset(spec: TrialSpec, device: torch.device, dataset: Dataset | Non
     return dataclasses.replace(dataset, train=dataset.train.to(device), test=dataset.test.to(device))
 
 
-def noise_metrics(spec: TrialSpec, means: dict[str, float], small_batch: int | None = None,
-                  big_batch: int | None = None) -> dict[str, float]:
+def noise_metrics(units: list[tuple[float, float, float]], small_batch: int, big_batch: int,
+                  population: int) -> dict[str, Any]:
     """Squared gradient norms at two batch sizes and the epoch's B_simple (McCandlish et al. 2018).
 
     Under data parallelism the pair is free: one worker's gradient (batch / workers) and the
-    all-reduced one (batch). A one-worker trial gets its pair from `noise_probe`.
+    all-reduced one (batch), both drawn without replacement from the `population` training images.
+    A one-worker trial gets its pairs from `noise_probe`. `units` are (small, big, weight) as
+    `trainables.sharpness.noise_scale_interval` takes them; they are kept so that the trial's value
+    can carry a bootstrap interval.
     """
-    small = small_batch or spec.batch_size // spec.workers
-    big = big_batch or spec.batch_size
-    if small >= big:
+    if small_batch >= big_batch or not units:
         return {"noise_small_batch": math.nan, "noise_small_grad_sq": math.nan, "noise_big_batch": math.nan,
-                "noise_big_grad_sq": math.nan, "noise_scale": math.nan}
-    estimate = noise_scale(small, means["local_grad_sq"], big, means["grad_sq"])
-    return {"noise_small_batch": small, "noise_small_grad_sq": means["local_grad_sq"], "noise_big_batch": big,
-            "noise_big_grad_sq": means["grad_sq"], "noise_scale": estimate["b_simple"]}
+                "noise_big_grad_sq": math.nan, "noise_scale": math.nan, "noise_population": None,
+                "noise_units": None}
+    total = sum(w for _, _, w in units)
+    small_sq = sum(s * w for s, _, w in units) / total
+    big_sq = sum(b * w for _, b, w in units) / total
+    estimate = noise_scale(small_batch, small_sq, big_batch, big_sq, population)
+    return {"noise_small_batch": small_batch, "noise_small_grad_sq": small_sq, "noise_big_batch": big_batch,
+            "noise_big_grad_sq": big_sq, "noise_scale": estimate["b_simple"], "noise_population": population,
+            "noise_units": json.dumps([list(u) for u in units])}
+
+
+def step_blocks(local_grad_sq: torch.Tensor, grad_sq: torch.Tensor,
+                blocks: int = NOISE_BLOCKS_PER_EPOCH) -> list[tuple[float, float, float]]:
+    """Per-step squared norms of an epoch as at most `blocks` (small mean, big mean, steps) units."""
+    units = []
+    for small, big in zip(local_grad_sq.double().tensor_split(blocks), grad_sq.double().tensor_split(blocks)):
+        if len(small):
+            units.append((float(small.mean()), float(big.mean()), float(len(small))))
+    return units
 
 
 @dataclass(frozen=True)
@@ -376,17 +397,17 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
         started = time.perf_counter()
         augment_gen = torch.Generator(device=device).manual_seed(derived_seed(spec.seed, epoch, STREAM_AUGMENT))
         rng = np.random.default_rng(derived_seed(spec.seed, epoch, STREAM_MIXUP))
-        sums = {"loss": torch.zeros((), device=device), "local_grad_sq": torch.zeros((), device=device),
-                "grad_sq": torch.zeros((), device=device)}
+        per_step: dict[str, list[torch.Tensor]] = {"loss": [], "local_grad_sq": [], "grad_sq": []}
         for batch_index in global_batches(len(data.train), spec.batch_size, spec.seed, epoch, device):
             micro = worker_micro_batches(data.train, normalize, batch_index, spec, runtime, augment_gen, rng)
             lr = schedule(step)
             for key, value in optimizer_step(train_model, optimizer, micro, lr, runtime, grads).items():
-                sums[key] += value
+                per_step[key].append(value)
             step += 1
             if first_step_at is None:
                 first_step_at = time.time()
-        means = {k: float(v) / steps_per_epoch for k, v in sums.items()}  # the one host sync of the epoch
+        steps = {k: torch.stack(v).cpu() for k, v in per_step.items()}  # the one host sync of the epoch
+        means = {k: float(v.mean()) for k, v in steps.items()}
         train_time = time.perf_counter() - started
         sync_buffers(model, runtime)
         diverged = not math.isfinite(means["loss"])
@@ -403,15 +424,15 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
         if not diverged and (last or (epoch + 1) % spec.eval_every_epochs == 0):
             metrics["clean_train_loss"], metrics["clean_train_acc"] = evaluate(model, eval_train, normalize, runtime)
             metrics["test_loss"], metrics["test_acc"] = evaluate(model, data.test, normalize, runtime)
-        metrics.update(noise_metrics(spec, means))
+        metrics.update(noise_metrics(step_blocks(steps["local_grad_sq"], steps["grad_sq"]),
+                                     spec.batch_size // spec.workers, spec.batch_size, len(data.train)))
         if spec.noise_probes > 0 and spec.workers == 1 and not diverged:
-            # Capped: the estimate is unbiased at any pair of sizes, and large probes would cost more
-            # than a large-batch epoch itself (at most 4 x 2 x 512 images per epoch).
-            size = min(spec.micro_batch, NOISE_PROBE_MAX_BATCH, len(data.train) // 2)
+            # Capped: the estimate is unbiased at any pair of sizes (finite-population corrected), and
+            # large probes would cost more than a large-batch epoch itself.
+            size = min(spec.micro_batch, spec.noise_probe_batch, len(data.train) // 2)
             probe_gen = torch.Generator(device=device).manual_seed(derived_seed(spec.seed, epoch, STREAM_PROBE))
-            small_sq, big_sq = noise_probe(model, data.train, normalize, spec.noise_probes, size, probe_gen, device)
-            metrics.update(noise_metrics(spec, {"local_grad_sq": small_sq, "grad_sq": big_sq}, small_batch=size,
-                                         big_batch=2 * size))
+            pairs = noise_probe(model, data.train, normalize, spec.noise_probes, size, probe_gen, device)
+            metrics.update(noise_metrics([(s, b, 1.0) for s, b in pairs], size, 2 * size, len(data.train)))
         metrics["diverged"] = diverged
         if on_epoch is not None:
             final_step, final_epoch = step, epoch + 1

@@ -24,7 +24,7 @@ import ray.train.torch
 import ray.tune
 import torch
 
-from trainables.checkpoint import load_state, save_state
+from trainables.checkpoint import load_state, save_snapshot, save_state
 from trainables.loop import Runtime, TrialOutcome, TrialSpec, train
 
 
@@ -69,6 +69,10 @@ def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, 
             return
         state = make_state()
         state["history"] = history
+        epoch = int(metrics["epoch"])
+        if config.get("trajectory_storage") and spec.trajectory_every and \
+                (epoch % spec.trajectory_every == 0 or epoch == spec.epochs):
+            save_snapshot(state["model"], f"{config['trajectory_storage']}/{spec.trial_id}", epoch)
         with tempfile.TemporaryDirectory(prefix="lbstudy-ckpt-") as directory:
             save_state(state, directory)
             reporter.report({"kind": "epoch", **metrics}, directory)  # uploads before returning
