@@ -1,4 +1,6 @@
-"""What the results mean: Parquet tables -> summaries -> Plotly figures -> one HTML report.
+"""The results store and what the results mean: Parquet tables -> summaries -> Plotly figures -> one HTML report.
 
-Imports neither torch nor ray, so a report can be built on any laptop from a copied results folder.
+`analysis.store` is the contract between the side that writes results (`study`, the Ray adapter) and
+the side that reads them. Nothing here imports torch, ray, `study` or `trainables`, so a report can be
+built on any laptop from a copied results folder (requirements-report.txt).
 """

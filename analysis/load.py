@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from study.store import ResultsStore  # pandas + pyarrow only: no torch, no ray
+from analysis.store import ResultsStore  # pandas + pyarrow only: no torch, no ray
 
 TABLES = ("trials", "epochs", "sharpness", "landscape", "spectrum", "trajectory")
 

@@ -44,15 +44,17 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
     if len(sharpness) and len(trials):
         shown.append(("sharpness_vs_batch", figures.sharpness_vs_batch(trials, sharpness)))
     else:
-        notes.append("Sharpness against batch size: no sharpness measured (measure.hessian, eps_sharpness, "
-                     "noise_scale).")
+        notes.append(
+            "Sharpness against batch size: no sharpness measured (measure.hessian, eps_sharpness, noise_scale)."
+        )
     if len(results.spectrum) and len(trials):
         shown.append(("hessian_density", figures.hessian_density_figure(results.spectrum, trials)))
     else:
         notes.append("Hessian eigenvalue density: not measured (measure.hessian.density).")
     paths = sorted(results.trajectory["trial_id"].unique()) if len(results.trajectory) else []
-    shown += [(f"trajectory_{i + 1}", figures.trajectory_figure(results.trajectory, trials, t))
-              for i, t in enumerate(paths)]
+    shown += [
+        (f"trajectory_{i + 1}", figures.trajectory_figure(results.trajectory, trials, t)) for i, t in enumerate(paths)
+    ]
     if not paths:
         notes.append("Optimization trajectories: not measured (measure.trajectory).")
     slices = figures.random_direction_figures(landscape, trials) if len(landscape) else []
@@ -80,10 +82,12 @@ def header(results: StudyResults) -> str:
         first = trials.iloc[0]
         versions = f"torch {first['torch_version']}, ray {first['ray_version']}, python {first['python_version']}"
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"<h1>Study {html.escape(results.study)}</h1>"
-            f"<p>{len(trials)} trials ({html.escape(status)}); devices: {html.escape(devices)}; "
-            f"{html.escape(versions)}; code {html.escape(revisions)}.<br>Results: {html.escape(results.root)}; "
-            f"report built {now}.</p>")
+    return (
+        f"<h1>Study {html.escape(results.study)}</h1>"
+        f"<p>{len(trials)} trials ({html.escape(status)}); devices: {html.escape(devices)}; "
+        f"{html.escape(versions)}; code {html.escape(revisions)}.<br>Results: {html.escape(results.root)}; "
+        f"report built {now}.</p>"
+    )
 
 
 def render(results: StudyResults, target: float | None = None) -> str:
@@ -91,21 +95,31 @@ def render(results: StudyResults, target: float | None = None) -> str:
     parts = [header(results)]
     for i, (name, fig) in enumerate(shown):
         # plotly.js inlined once, in the first figure: the file opens with no network.
-        parts.append(f'<section id="{name}">' + fig.to_html(full_html=False, include_plotlyjs=(i == 0),
-                                                             default_width="100%") + "</section>")
+        parts.append(
+            f'<section id="{name}">'
+            + fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_width="100%")
+            + "</section>"
+        )
     if notes:
         parts.append("<h2>Not shown</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222}"
-             "section{margin:1.5em 0}h1{font-size:1.6em}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(results.study)} report</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222}"
+        "section{margin:1.5em 0}h1{font-size:1.6em}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(results.study)} report</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    )
 
 
-def write_report(results_dir: str, out: str | Path | None = None, target: float | None = None,
-                 png_dir: str | Path | None = None) -> Path:
+def write_report(
+    results_dir: str, out: str | Path | None = None, target: float | None = None, png_dir: str | Path | None = None
+) -> Path:
     results = load_results(results_dir)
     if out is None:  # beside the results for a local store; in the current folder for object storage
-        out = Path(f"{results.study}-report.html") if "://" in results_dir else Path(results.root).parent / "report.html"
+        out = (
+            Path(f"{results.study}-report.html") if "://" in results_dir else Path(results.root).parent / "report.html"
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.tmp")
@@ -119,18 +133,25 @@ def write_report(results_dir: str, out: str | Path | None = None, target: float 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("results_dir", help="a study's results folder, <storage>/<name>/results (path or URI)")
     parser.add_argument("-o", "--output", help="the HTML file to write (default: <study folder>/report.html)")
-    parser.add_argument("--target-acc", type=float, help="test accuracy (fraction) for steps-to-target; "
-                                                         "default: 95%% of the worst batch size's best")
+    parser.add_argument(
+        "--target-acc",
+        type=float,
+        help="test accuracy (fraction) for steps-to-target; default: 95%% of the worst batch size's best",
+    )
     parser.add_argument("--png", metavar="DIR", help="also write every figure as PNG here (needs kaleido + Chromium)")
     args = parser.parse_args(argv)
     results = load_results(args.results_dir)
     if results.trials.empty and results.epochs.empty:
-        print(f"error: {args.results_dir} holds no results (no trials/ or epochs/ Parquet files); pass the results "
-              "folder that run_sweep printed", file=sys.stderr)
+        print(
+            f"error: {args.results_dir} holds no results (no trials/ or epochs/ Parquet files); pass the results "
+            "folder that run_sweep printed",
+            file=sys.stderr,
+        )
         return 2
     path = write_report(args.results_dir, args.output, args.target_acc, args.png)
     print(f"report: {path}")

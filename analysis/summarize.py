@@ -9,8 +9,38 @@ import pandas as pd
 
 GROUP = ["batch_size", "augmentation_label", "lr_scaling"]  # one curve per (augmentation, rule) along batch size
 # Two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30; beyond that the normal 1.96 is close.
-T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+T_975 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
 
 
 def augmentation_label(row: pd.Series) -> str:
@@ -37,14 +67,6 @@ def t_quantile(df: int) -> float:
     return T_975[df - 1] if 1 <= df <= len(T_975) else 1.96
 
 
-def final_metrics(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per trial: conditions, status and final metrics, with the generalization gap recomputed."""
-    out = trials.copy()
-    out["gap_acc"] = out["final_clean_train_acc"] - out["final_test_acc"]
-    out["gap_loss"] = out["final_test_loss"] - out["final_clean_train_loss"]
-    return out
-
-
 def aggregate_over_seeds(frame: pd.DataFrame, value: str, by: list[str] | None = None) -> pd.DataFrame:
     """Mean, 95% t-interval and n of `value` over seeds (over every trial sharing the `by` keys)."""
     by = by or GROUP
@@ -56,16 +78,16 @@ def aggregate_over_seeds(frame: pd.DataFrame, value: str, by: list[str] | None =
         n = len(values)
         mean = float(values.mean())
         half = t_quantile(n - 1) * float(values.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
-        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "mean": mean,
-                     "ci_low": mean - half, "ci_high": mean + half, "n": n})
+        rows.append(
+            {
+                **dict(zip(by, key if isinstance(key, tuple) else (key,))),
+                "mean": mean,
+                "ci_low": mean - half,
+                "ci_high": mean + half,
+                "n": n,
+            }
+        )
     return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "n"])
-
-
-def best_test_acc_per_batch(trials: pd.DataFrame) -> pd.DataFrame:
-    """The best final test accuracy reached at each batch size, and by which trial."""
-    done = trials.dropna(subset=["final_test_acc"])
-    best = with_labels(done.loc[done.groupby("batch_size")["final_test_acc"].idxmax()])
-    return best[["batch_size", "trial_id", "augmentation_label", "lr_scaling", "final_test_acc"]].reset_index(drop=True)
 
 
 def steps_to_target(trials: pd.DataFrame, epochs: pd.DataFrame, target: float) -> pd.DataFrame:
@@ -76,8 +98,13 @@ def steps_to_target(trials: pd.DataFrame, epochs: pd.DataFrame, target: float) -
         hit = curve[curve["test_acc"] >= target].sort_values("epoch")
         if hit.empty:
             continue
-        rows.append({"trial_id": trial_id, "epochs_to_target": int(hit["epoch"].iloc[0]),
-                     "steps_to_target": int(hit["step"].iloc[0])})
+        rows.append(
+            {
+                "trial_id": trial_id,
+                "epochs_to_target": int(hit["epoch"].iloc[0]),
+                "steps_to_target": int(hit["step"].iloc[0]),
+            }
+        )
     reached = pd.DataFrame(rows, columns=["trial_id", "epochs_to_target", "steps_to_target"])
     return with_labels(trials)[["trial_id", *GROUP, "seed"]].merge(reached, on="trial_id")
 
@@ -86,13 +113,6 @@ def default_target(trials: pd.DataFrame) -> float:
     """A target every configuration can be compared on: 95% of the worst best-per-batch accuracy."""
     best = trials.groupby("batch_size")["best_test_acc"].max().dropna()
     return float(np.floor(0.95 * best.min() * 100) / 100) if len(best) else math.nan
-
-
-def critical_batch_size(trials: pd.DataFrame, sharpness: pd.DataFrame) -> pd.DataFrame:
-    """B_crit ~ B_simple (McCandlish et al. 2018) per trial, where the noise scale was measured."""
-    noise = sharpness[sharpness["measure"] == "noise_scale"][["trial_id", "value"]]
-    noise = noise.rename(columns={"value": "critical_batch_size"})
-    return with_labels(trials)[["trial_id", *GROUP, "seed"]].merge(noise, on="trial_id")
 
 
 def sharpness_table(trials: pd.DataFrame, sharpness: pd.DataFrame) -> pd.DataFrame:

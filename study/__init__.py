@@ -1,1 +1,1 @@
-"""What to run: study files, the sweep plan, Ray Tune orchestration and the results store."""
+"""What to run: study files, the sweep plan, the Ray cluster, Ray Tune orchestration and the measurement phase."""

@@ -32,10 +32,18 @@ import torch
 from study.config import parse_study
 from trainables.bench_data import SHARED_CIFAR, write_cifar10_format
 from trainables.data import Normalizer, load_dataset
-from trainables.flops import TRAIN_FLOPS_PER_FORWARD, forward_flops_per_image, peak_flops
-from trainables.loop import (Runtime, TrialSpec, autocast, build_model_and_optimizer, compiled, device_dataset, evaluate,
-                             train)
-
+from trainables.flops import forward_flops_per_image, peak_flops, train_flops_per_image
+from trainables.loop import (
+    Runtime,
+    TrialSpec,
+    autocast,
+    build_model_and_optimizer,
+    compiled,
+    device_dataset,
+    evaluate,
+    train,
+)
+from trainables.models import build_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +63,24 @@ def setting(quick: bool, scratch: Path) -> Setting:
     """Small sizes on a CPU; on a GPU the paper's sizes, on CIFAR-10 where this machine has it and
     otherwise on random images of CIFAR-10's size and format written to `scratch` (no download)."""
     if not torch.cuda.is_available():
-        return Setting(torch.device("cpu"), 0.25, "synthetic", "", 2048 if quick else 4096, 1000,
-                       (128, 512) if quick else (128, 512, 2048), 3, "synthetic")
+        return Setting(
+            torch.device("cpu"),
+            0.25,
+            "synthetic",
+            "",
+            2048 if quick else 4096,
+            1000,
+            (128, 512) if quick else (128, 512, 2048),
+            3,
+            "synthetic",
+        )
     dataset, root, note = full_size_data(scratch)
     return Setting(torch.device("cuda"), 1.0, dataset, root, None, 10_000, (128, 1024, 8192), 3, note)
 
 
-def full_size_data(scratch: Path, shared: Path = SHARED_CIFAR,
-                   cache: Path = Path("~/.cache/lbstudy/data")) -> tuple[str, str, str]:
+def full_size_data(
+    scratch: Path, shared: Path = SHARED_CIFAR, cache: Path = Path("~/.cache/lbstudy/data")
+) -> tuple[str, str, str]:
     """(dataset, root, description) of 50,000 + 10,000 CIFAR-10-sized images, without downloading."""
     if shared.exists():
         return "imagefolder", str(shared), f"CIFAR-10 JPEGs from {shared}"
@@ -70,8 +88,14 @@ def full_size_data(scratch: Path, shared: Path = SHARED_CIFAR,
     if (cache / "cifar-10-batches-py").exists():
         return "cifar10", str(cache), f"CIFAR-10 from {cache}"
     write_cifar10_format(scratch, per_batch=10_000)
-    return "cifar10", str(scratch), ("random images in CIFAR-10's size and format (no CIFAR-10 on this machine; "
-                                     "speed does not depend on the pixels)")
+    return (
+        "cifar10",
+        str(scratch),
+        (
+            "random images in CIFAR-10's size and format (no CIFAR-10 on this machine; "
+            "speed does not depend on the pixels)"
+        ),
+    )
 
 
 # Training on a CPU is compared at one thread per trial, as studies run by default (cpus_per_worker: 1):
@@ -85,9 +109,21 @@ PAPER_TRAIN_IMAGES, PAPER_EVAL_IMAGES, PAPER_EPOCHS, PAPER_BATCHES = 50_000, 20_
 
 
 def spec_for(s: Setting, batch: int) -> TrialSpec:
-    return TrialSpec(f"bench-b{batch}", dataset=s.dataset, data_root=s.root, train_subset=s.train_subset,
-                     test_subset=s.test_subset, width=s.width, batch_size=batch, micro_batch=batch, epochs=s.epochs,
-                     augmentation="mixup", augmentation_alpha=1.0, train_eval_samples=1000, decay="constant")
+    return TrialSpec(
+        f"bench-b{batch}",
+        dataset=s.dataset,
+        data_root=s.root,
+        train_subset=s.train_subset,
+        test_subset=s.test_subset,
+        width=s.width,
+        batch_size=batch,
+        micro_batch=batch,
+        epochs=s.epochs,
+        augmentation="mixup",
+        augmentation_alpha=1.0,
+        train_eval_samples=1000,
+        decay="constant",
+    )
 
 
 def fastest_epoch(epochs: list[dict]) -> dict:
@@ -178,14 +214,15 @@ def wait_until_quiet(busy_percent: float = 25.0, at_most_s: float = 60.0) -> Non
 
 def through_ray(s: Setting, batch: int, storage: str, workers: int = 1) -> tuple[dict, dict]:
     """(the trial's row, its fastest epoch after the first) from a one-trial sweep."""
+    from analysis.store import ResultsStore
     from study.run_sweep import run_study
-    from study.store import ResultsStore
 
     cpus_per_worker = 1  # one thread per worker on a CPU, as in the bare loop (see TRAIN_THREADS_ON_CPU)
     text = f"""
 name: bench-b{batch}-w{workers}
 storage: {storage}
-data: {{dataset: {s.dataset}, root: "{s.root or '.'}", train_subset: {s.train_subset or 'null'}, test_subset: {s.test_subset}}}
+data: {{dataset: {s.dataset}, root: "{s.root or "."}", train_subset: {s.train_subset or "null"},
+       test_subset: {s.test_subset}}}
 model: {{width: {s.width}}}
 schedule: {{epochs: {s.epochs}, decay: constant, milestones: []}}
 sweep: {{batch_size: [{batch}], mixup_alpha: [1.0]}}
@@ -198,14 +235,15 @@ eval: {{train_eval_samples: 1000}}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m study.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m study.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (CPU only), for a first look")
     args = parser.parse_args(argv)
     import ray
 
     from study.bench_landscape import points_per_second
-    from study.run_sweep import TRIAL_RESOURCE, TRIAL_RESOURCE_AMOUNT
+    from study.cluster import TRIAL_RESOURCE, TRIAL_RESOURCE_AMOUNT
     from trainables.bench_data import bench_dataloader, bench_device_pipeline
     from trainables.ray_train import device_name
 
@@ -213,9 +251,11 @@ def main(argv: list[str] | None = None) -> None:
     s = setting(args.quick, Path(scratch.name))
     name = device_name(s.device)
     peak = peak_flops(name) if s.device.type == "cuda" else None
-    header = (f"device: {name}; torch {torch.__version__}; ray {ray.__version__}; {os.cpu_count()} CPUs; "
-              f"vgg9 width {s.width:g}; data: {s.data_note}; {s.epochs} epochs per run, the fastest after the first"
-              + (f"; training at {TRAIN_THREADS_ON_CPU} thread per trial" if s.device.type == "cpu" else ""))
+    header = (
+        f"device: {name}; torch {torch.__version__}; ray {ray.__version__}; {os.cpu_count()} CPUs; "
+        f"vgg9 width {s.width:g}; data: {s.data_note}; {s.epochs} epochs per run, the fastest after the first"
+        + (f"; training at {TRAIN_THREADS_ON_CPU} thread per trial" if s.device.type == "cpu" else "")
+    )
     print(header, flush=True)
     lines: list[str] = []
 
@@ -235,15 +275,21 @@ def main(argv: list[str] | None = None) -> None:
     for batch in s.batch_sizes:
         bare[batch] = bare_loop(spec_for(s, batch), s.device)
         plain[batch] = plain_loop(spec_for(s, batch), s.device, s.train_subset or PAPER_TRAIN_IMAGES)
-        print(f"bench| batch {batch}: bare loop {bare[batch]['images_per_s']:,.0f} images/s, plain torch "
-              f"{plain[batch]:,.0f} images/s", flush=True)
+        print(
+            f"bench| batch {batch}: bare loop {bare[batch]['images_per_s']:,.0f} images/s, plain torch "
+            f"{plain[batch]:,.0f} images/s",
+            flush=True,
+        )
     torch.set_num_threads(threads)
     train_rates = {batch: row["images_per_s"] for batch, row in bare.items()}
     ray.init(resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False, log_to_driver=False)
     wait_until_quiet()
-    add("", "(1) training, images/s (MFU where the device's peak is known)",
+    add(
+        "",
+        "(1) training, images/s (MFU where the device's peak is known)",
         f"{'batch':>6} {'bare loop':>12} {'MFU':>6} {'via Ray':>12} {'Ray/bare':>9} {'plain torch':>12} "
-        f"{'ours/plain':>10}")
+        f"{'ours/plain':>10}",
+    )
     startups: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as storage:
         for batch in s.batch_sizes:
@@ -251,43 +297,60 @@ def main(argv: list[str] | None = None) -> None:
             startups.setdefault("1 worker (in the Tune trial)", row["startup_s"])
             loop_rate, ray_rate = bare[batch]["images_per_s"], ray_epoch["images_per_s"]
             mfu_text = f"{100 * bare[batch]['mfu']:.1f}%" if bare[batch].get("mfu") else "-"
-            add(f"{batch:>6} {loop_rate:>12,.0f} {mfu_text:>6} {ray_rate:>12,.0f} {ray_rate / loop_rate:>9.2f} "
-                f"{plain[batch]:>12,.0f} {loop_rate / plain[batch]:>10.2f}")
+            add(
+                f"{batch:>6} {loop_rate:>12,.0f} {mfu_text:>6} {ray_rate:>12,.0f} {ray_rate / loop_rate:>9.2f} "
+                f"{plain[batch]:>12,.0f} {loop_rate / plain[batch]:>10.2f}"
+            )
         if s.device.type == "cpu":
             two, _ = through_ray(s, s.batch_sizes[0], storage, workers=2)
             startups["2 workers (TorchTrainer)"] = two["startup_s"]
-    data = load_dataset("imagefolder", SHARED_CIFAR, train_subset=10_000) if SHARED_CIFAR.exists() else \
-        load_dataset("synthetic", "", train_subset=4096)
+    data = (
+        load_dataset("imagefolder", SHARED_CIFAR, train_subset=10_000)
+        if SHARED_CIFAR.exists()
+        else load_dataset("synthetic", "", train_subset=4096)
+    )
     ours = bench_device_pipeline(data, 128, 1.0, s.device)
     dataloader = bench_dataloader(data, 128, os.cpu_count() or 1, 1.0)
-    add("", "(2) input pipeline, batch 128, crop + flip + normalize + mixup",
+    add(
+        "",
+        "(2) input pipeline, batch 128, crop + flip + normalize + mixup",
         f"  device pipeline {ours:,.0f} images/s; DataLoader + PIL ({os.cpu_count()} workers) "
-        f"{dataloader:,.0f} images/s; ratio {ours / dataloader:.1f}x")
+        f"{dataloader:,.0f} images/s; ratio {ours / dataloader:.1f}x",
+    )
     # One worker per CPU here, one per GPU there: a second worker on a single GPU would only queue.
     most = 2 if s.device.type == "cpu" else torch.cuda.device_count()
     counts = [1, most] if most > 1 else [1]
     rates = points_per_second(s.width, 2000 if s.device.type == "cpu" else 10_000, 4 if args.quick else 8, counts)
-    add("", f"(3) 1-D landscape, {2000 if s.device.type == 'cpu' else 10_000} images per point",
-        "  " + "; ".join(f"{n} worker(s) {rate:.3f} points/s" for n, rate in rates.items())
-        + (f"; speed-up {rates[most] / rates[1]:.2f}x" if most > 1 else ""))
-    add("", "(4) per-trial start-up, trial start to first optimizer step",
-        *[f"  {k}: {v:.1f} s" for k, v in startups.items()])
+    add(
+        "",
+        f"(3) 1-D landscape, {2000 if s.device.type == 'cpu' else 10_000} images per point",
+        "  "
+        + "; ".join(f"{n} worker(s) {rate:.3f} points/s" for n, rate in rates.items())
+        + (f"; speed-up {rates[most] / rates[1]:.2f}x" if most > 1 else ""),
+    )
+    add(
+        "",
+        "(4) per-trial start-up, trial start to first optimizer step",
+        *[f"  {k}: {v:.1f} s" for k, v in startups.items()],
+    )
     eval_rate = eval_images_per_second(spec_for(s, s.batch_sizes[0]), s.device)
-    add("", f"(5) evaluation {eval_rate:,.0f} images/s; projected for the paper on this device "
-            f"(vgg9 width {s.width:g}; {PAPER_EPOCHS} epochs of {PAPER_TRAIN_IMAGES:,} images, "
-            f"{PAPER_EVAL_IMAGES:,} evaluated per epoch):", *projection(train_rates, eval_rate))
+    add(
+        "",
+        f"(5) evaluation {eval_rate:,.0f} images/s; projected for the paper on this device "
+        f"(vgg9 width {s.width:g}; {PAPER_EPOCHS} epochs of {PAPER_TRAIN_IMAGES:,} images, "
+        f"{PAPER_EVAL_IMAGES:,} evaluated per epoch):",
+        *projection(train_rates, eval_rate),
+    )
     if peak is None:
-        add("", f"MFU: no peak FLOP/s known for {name}; flops/image {forward_flops_per_image_of(s):.3g} "
-                f"x {TRAIN_FLOPS_PER_FORWARD} per training image")
+        model = build_model("vgg9", width=s.width)
+        add(
+            "",
+            f"MFU: no peak FLOP/s known for {name}; FLOPs per image: forward "
+            f"{forward_flops_per_image(model):.3g}, training (forward + backward) {train_flops_per_image(model):.3g}",
+        )
     print("\n".join(["", header, *lines]))
     ray.shutdown()
     scratch.cleanup()
-
-
-def forward_flops_per_image_of(s: Setting) -> float:
-    from trainables.models import build_model
-
-    return forward_flops_per_image(build_model("vgg9", width=s.width))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from trainables.loop import TrialSpec
 from trainables.models import build_model
 
 
-
 def points_per_second(width: float, samples: int, points: int, worker_counts: list[int]) -> dict[int, float]:
     """Interpolation points/s for each worker count, on the connected Ray (one CPU or GPU per worker)."""
     on_gpu = torch.cuda.is_available()
@@ -43,8 +42,12 @@ def points_per_second(width: float, samples: int, points: int, worker_counts: li
             save_state({"model": build_model("vgg9", width=width).state_dict()}, Path(tmp) / name)
             checkpoints[name] = str(Path(tmp) / name)
         specs = {name: json.dumps(spec.to_dict()) for name in checkpoints}
-        job = Job("landscape", "interp1d", ("a", "b"), {"range": [-0.5, 1.5], "points": points,
-                                                        "train_samples": samples, "test_samples": 0})
+        job = Job(
+            "landscape",
+            "interp1d",
+            ("a", "b"),
+            {"range": [-0.5, 1.5], "points": points, "train_samples": samples, "test_samples": 0},
+        )
         all_points = job_points(job)
         # Warm as many worker processes as the largest count will use (imports, decode cache): a cold
         # worker's first task would charge its start-up to the points.
@@ -69,9 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     ray.init(num_cpus=max(args.workers) if not on_gpu else None, include_dashboard=False, log_to_driver=False)
     rates = points_per_second(args.width, args.samples, args.points, args.workers)
-    print(f"1-D interpolation: vgg9 width {args.width:g}, {args.samples} images per point, {args.points} points; "
-          f"device {'cuda' if on_gpu else 'cpu'}, torch {torch.__version__}, ray {ray.__version__}, "
-          f"{os.cpu_count()} CPUs, one run each")
+    print(
+        f"1-D interpolation: vgg9 width {args.width:g}, {args.samples} images per point, {args.points} points; "
+        f"device {'cuda' if on_gpu else 'cpu'}, torch {torch.__version__}, ray {ray.__version__}, "
+        f"{os.cpu_count()} CPUs, one run each"
+    )
     for workers, rate in rates.items():
         print(f"  {workers} worker(s): {rate:.3f} points/s")
     base = rates[args.workers[0]]

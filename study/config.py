@@ -217,13 +217,18 @@ class StudyConfig:
 # ---------------------------------------------------------------------------------------------
 # Loading: YAML -> nested dicts -> typed dataclasses, strictly.
 
+
 def augmentations(sweep: SweepConfig) -> tuple[Augmentation, ...]:
     """The augmentation axis, with mixup_alpha (and its default) expressed in it."""
     if sweep.augmentation is not None:
-        return tuple(Augmentation(a.name, a.alpha if a.name in ("mixup", "cutmix") else 0.0,
-                                  a.size if a.name == "cutout" else 0) for a in sweep.augmentation)
-    return tuple(Augmentation("mixup", alpha) if alpha > 0 else Augmentation("none")
-                 for alpha in (sweep.mixup_alpha if sweep.mixup_alpha is not None else DEFAULT_MIXUP_ALPHA))
+        return tuple(
+            Augmentation(a.name, a.alpha if a.name in ("mixup", "cutmix") else 0.0, a.size if a.name == "cutout" else 0)
+            for a in sweep.augmentation
+        )
+    return tuple(
+        Augmentation("mixup", alpha) if alpha > 0 else Augmentation("none")
+        for alpha in (sweep.mixup_alpha if sweep.mixup_alpha is not None else DEFAULT_MIXUP_ALPHA)
+    )
 
 
 def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
@@ -247,8 +252,9 @@ def parse_study(text: str, *, source: str = "<study>", overrides: list[str] | tu
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: a study file must be a mapping of keys (name:, data:, sweep: ...), "
-                          f"not a {type(raw).__name__}")
+        raise ConfigError(
+            f"{source}: a study file must be a mapping of keys (name:, data:, sweep: ...), not a {type(raw).__name__}"
+        )
     for override in overrides:
         apply_override(raw, override)
     try:
@@ -267,8 +273,9 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     try:
         value = yaml.safe_load(value_text) if value_text.strip() else None
     except yaml.YAMLError:
-        raise ConfigError(f"--set {override!r}: the value is not valid YAML; quote strings, "
-                          "write lists as [a, b]") from None
+        raise ConfigError(
+            f"--set {override!r}: the value is not valid YAML; quote strings, write lists as [a, b]"
+        ) from None
     node = raw
     parts = key.strip().split(".")
     for part in parts[:-1]:
@@ -291,7 +298,8 @@ def _type_name(hint: Any) -> str:
         return "null"
     if isinstance(hint, type):
         return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}.get(
-            hint.__name__, hint.__name__)
+            hint.__name__, hint.__name__
+        )
     origin = typing.get_origin(hint)
     if origin is Literal:
         return " or ".join(repr(a) for a in typing.get_args(hint))
@@ -391,6 +399,7 @@ def convert(hint: Any, value: Any, where: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Validation: what the types cannot say.
 
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -402,8 +411,10 @@ def _one_of(value: str, known: Any, where: str) -> None:
 
 def validate(study: StudyConfig, source: str = "<study>") -> None:
     s = f"{source}: "
-    _check(bool(study.name.strip()) and "/" not in study.name,
-           f"{s}name: {study.name!r} must be a non-empty folder name without '/'")
+    _check(
+        bool(study.name.strip()) and "/" not in study.name,
+        f"{s}name: {study.name!r} must be a non-empty folder name without '/'",
+    )
     data, schedule, sweep, res = study.data, study.schedule, study.sweep, study.resources
     _one_of(data.dataset, DATASETS, f"{s}data.dataset")
     _one_of(study.model.arch, MODELS, f"{s}model.arch")
@@ -423,57 +434,83 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
     _check(schedule.epochs >= 1, f"{s}schedule.epochs: {schedule.epochs} must be at least 1")
     _check(0 < schedule.gamma <= 1, f"{s}schedule.gamma: must be in (0, 1]")
     if schedule.decay == "step":
-        _check(all(0 < m < schedule.epochs for m in schedule.milestones),
-               f"{s}schedule.milestones: {list(schedule.milestones)} lie outside the {schedule.epochs}-epoch run; "
-               f"use milestones between 1 and {schedule.epochs - 1}, or schedule.decay: constant")
-        _check(list(schedule.milestones) == sorted(set(schedule.milestones)),
-               f"{s}schedule.milestones: {list(schedule.milestones)} must be increasing")
+        _check(
+            all(0 < m < schedule.epochs for m in schedule.milestones),
+            f"{s}schedule.milestones: {list(schedule.milestones)} lie outside the {schedule.epochs}-epoch run; "
+            f"use milestones between 1 and {schedule.epochs - 1}, or schedule.decay: constant",
+        )
+        _check(
+            list(schedule.milestones) == sorted(set(schedule.milestones)),
+            f"{s}schedule.milestones: {list(schedule.milestones)} must be increasing",
+        )
     for warmup in sweep.warmup_epochs or (schedule.warmup_epochs,):
-        _check(0 <= warmup < schedule.epochs,
-               f"{s}warmup_epochs {warmup}: must be >= 0 and shorter than the {schedule.epochs}-epoch run")
+        _check(
+            0 <= warmup < schedule.epochs,
+            f"{s}warmup_epochs {warmup}: must be >= 0 and shorter than the {schedule.epochs}-epoch run",
+        )
     for key in ("batch_size", "lr_scaling", "seed"):
         _check(len(getattr(sweep, key)) > 0, f"{s}sweep.{key}: give at least one value")
-    _check(sweep.mixup_alpha is None or sweep.augmentation is None,
-           f"{s}sweep: give mixup_alpha or augmentation, not both (mixup_alpha [a] is augmentation "
-           "[{name: mixup, alpha: a}])")
+    _check(
+        sweep.mixup_alpha is None or sweep.augmentation is None,
+        f"{s}sweep: give mixup_alpha or augmentation, not both (mixup_alpha [a] is augmentation "
+        "[{name: mixup, alpha: a}])",
+    )
     for key in ("mixup_alpha", "augmentation"):
         _check(getattr(sweep, key) is None or len(getattr(sweep, key)) > 0, f"{s}sweep.{key}: give at least one value")
     for alpha in sweep.mixup_alpha or ():
         _check(alpha >= 0 and math.isfinite(alpha), f"{s}sweep.mixup_alpha: {alpha} must be >= 0 (0 = no mixup)")
     for aug in sweep.augmentation or ():
         _one_of(aug.name, AUGMENTATIONS, f"{s}sweep.augmentation")
-        _check(aug.alpha > 0 and math.isfinite(aug.alpha), f"{s}sweep.augmentation: {aug.name} alpha {aug.alpha} "
-                                                           "must be > 0")
+        _check(
+            aug.alpha > 0 and math.isfinite(aug.alpha),
+            f"{s}sweep.augmentation: {aug.name} alpha {aug.alpha} must be > 0",
+        )
         _check(1 <= aug.size <= 32, f"{s}sweep.augmentation: cutout size {aug.size} must be between 1 and 32 pixels")
     _check(res.workers >= 1, f"{s}resources.workers: must be at least 1")
     _check(res.cpus_per_worker > 0, f"{s}resources.cpus_per_worker: must be > 0")
-    _check(0 < res.gpus_per_worker <= 1, f"{s}resources.gpus_per_worker: {res.gpus_per_worker} must be in (0, 1]: "
-                                         "a worker trains on one GPU; use a fraction to share one")
+    _check(
+        0 < res.gpus_per_worker <= 1,
+        f"{s}resources.gpus_per_worker: {res.gpus_per_worker} must be in (0, 1]: "
+        "a worker trains on one GPU; use a fraction to share one",
+    )
     _check(res.max_micro_batch >= 1, f"{s}resources.max_micro_batch: must be at least 1")
-    _check(res.max_concurrent_trials is None or res.max_concurrent_trials >= 1,
-           f"{s}resources.max_concurrent_trials: must be at least 1, or null")
+    _check(
+        res.max_concurrent_trials is None or res.max_concurrent_trials >= 1,
+        f"{s}resources.max_concurrent_trials: must be at least 1, or null",
+    )
     _check(res.max_failures >= 0, f"{s}resources.max_failures: must be >= 0")
     sizes = dataset_sizes(data.dataset)
     train_images = data.train_subset or (sizes[0] if sizes else None)
     if sizes and data.train_subset:
-        _check(data.train_subset <= sizes[0], f"{s}data.train_subset: {data.train_subset} exceeds the "
-                                              f"{sizes[0]} training images of {data.dataset}")
+        _check(
+            data.train_subset <= sizes[0],
+            f"{s}data.train_subset: {data.train_subset} exceeds the {sizes[0]} training images of {data.dataset}",
+        )
     if sizes and data.test_subset:
-        _check(data.test_subset <= sizes[1], f"{s}data.test_subset: {data.test_subset} exceeds the "
-                                             f"{sizes[1]} test images of {data.dataset}")
+        _check(
+            data.test_subset <= sizes[1],
+            f"{s}data.test_subset: {data.test_subset} exceeds the {sizes[1]} test images of {data.dataset}",
+        )
     for batch in sweep.batch_size:
         _check(batch >= 1, f"{s}sweep.batch_size: {batch} must be positive")
         try:
             split_global_batch(batch, res.workers, res.max_micro_batch)
         except ValueError:
-            raise ConfigError(f"{s}sweep.batch_size: {batch} cannot be split over resources.workers={res.workers}; "
-                              "use a batch size divisible by the number of workers") from None
+            raise ConfigError(
+                f"{s}sweep.batch_size: {batch} cannot be split over resources.workers={res.workers}; "
+                "use a batch size divisible by the number of workers"
+            ) from None
         if train_images is not None:
-            _check(batch <= train_images, f"{s}sweep.batch_size: {batch} exceeds the {train_images} training "
-                                          "images; lower it or raise data.train_subset")
+            _check(
+                batch <= train_images,
+                f"{s}sweep.batch_size: {batch} exceeds the {train_images} training "
+                "images; lower it or raise data.train_subset",
+            )
     _check(study.eval.every_epochs >= 1, f"{s}eval.every_epochs: must be at least 1")
-    _check(study.eval.train_eval_samples is None or study.eval.train_eval_samples >= 1,
-           f"{s}eval.train_eval_samples: must be positive, or null for the whole training set")
+    _check(
+        study.eval.train_eval_samples is None or study.eval.train_eval_samples >= 1,
+        f"{s}eval.train_eval_samples: must be positive, or null for the whole training set",
+    )
     validate_measure(study, s)
 
 
@@ -491,45 +528,69 @@ def validate_measure(study: StudyConfig, s: str) -> None:
         values = getattr(study.sweep, between) or ()
         for pair in m.interpolate.pairs:
             for value in pair:
-                _check(value in values, f"{s}measure.interpolate.pairs: {value!r} is not among "
-                                        f"sweep.{between} {list(values)}; pick pairs from the swept values")
+                _check(
+                    value in values,
+                    f"{s}measure.interpolate.pairs: {value!r} is not among "
+                    f"sweep.{between} {list(values)}; pick pairs from the swept values",
+                )
         _check(m.interpolate.points >= 2, f"{s}measure.interpolate.points: must be at least 2")
-        _check(m.interpolate.bn_samples >= 1 and m.interpolate.bn_batch >= 2,
-               f"{s}measure.interpolate: bn_samples must be >= 1 and bn_batch >= 2 (a variance needs two images)")
+        _check(
+            m.interpolate.bn_samples >= 1 and m.interpolate.bn_batch >= 2,
+            f"{s}measure.interpolate: bn_samples must be >= 1 and bn_batch >= 2 (a variance needs two images)",
+        )
         _check(m.interpolate.range[0] < m.interpolate.range[1], f"{s}measure.interpolate.range: must be [low, high]")
     if m.random_directions is not None:
         _check(m.random_directions.dims in (1, 2), f"{s}measure.random_directions.dims: must be 1 or 2")
         _check(m.random_directions.points >= 2, f"{s}measure.random_directions.points: must be at least 2")
-        _check(m.random_directions.range[0] < m.random_directions.range[1],
-               f"{s}measure.random_directions.range: must be [low, high]")
+        _check(
+            m.random_directions.range[0] < m.random_directions.range[1],
+            f"{s}measure.random_directions.range: must be [low, high]",
+        )
     if m.hessian is not None:
         _check(m.hessian.top_k >= 1 and m.hessian.samples >= 1, f"{s}measure.hessian: top_k and samples must be >= 1")
     if m.trajectory is not None:
         t = m.trajectory
-        _check(t.every_epochs >= 1 and t.points >= 2 and t.margin >= 0,
-               f"{s}measure.trajectory: every_epochs >= 1, points >= 2 and margin >= 0")
+        _check(
+            t.every_epochs >= 1 and t.points >= 2 and t.margin >= 0,
+            f"{s}measure.trajectory: every_epochs >= 1, points >= 2 and margin >= 0",
+        )
         snapshots = len(trajectory_epochs(study.schedule.epochs, t.every_epochs))
-        _check(snapshots >= 4, f"{s}measure.trajectory.every_epochs: {t.every_epochs} keeps {snapshots} snapshots of "
-                               f"{study.schedule.epochs} epochs; a trajectory plane needs 4 (3 plus the final): "
-                               "lower every_epochs")
+        _check(
+            snapshots >= 4,
+            f"{s}measure.trajectory.every_epochs: {t.every_epochs} keeps {snapshots} snapshots of "
+            f"{study.schedule.epochs} epochs; a trajectory plane needs 4 (3 plus the final): "
+            "lower every_epochs",
+        )
     if m.noise_scale is not None:
         n = m.noise_scale
-        _check(n.probe_pairs >= 1 and n.probe_batch >= 1 and n.last_epochs >= 1,
-               f"{s}measure.noise_scale: probe_pairs, probe_batch and last_epochs must be >= 1")
+        _check(
+            n.probe_pairs >= 1 and n.probe_batch >= 1 and n.last_epochs >= 1,
+            f"{s}measure.noise_scale: probe_pairs, probe_batch and last_epochs must be >= 1",
+        )
         _check(0 < n.confidence < 1, f"{s}measure.noise_scale.confidence: must lie in (0, 1), such as 0.95")
     if m.hessian is not None:
-        _check(0 < m.hessian.trace_rel_error < 1 and m.hessian.trace_max_draws >= 2 and m.hessian.batch >= 1,
-               f"{s}measure.hessian: trace_rel_error must lie in (0, 1), trace_max_draws >= 2, batch >= 1")
+        _check(
+            0 < m.hessian.trace_rel_error < 1 and m.hessian.trace_max_draws >= 2 and m.hessian.batch >= 1,
+            f"{s}measure.hessian: trace_rel_error must lie in (0, 1), trace_max_draws >= 2, batch >= 1",
+        )
     if m.hessian is not None and m.hessian.density is not None:
         d = m.hessian.density
-        _check(d.iterations >= 2 and d.runs >= 1 and d.bins >= 10 and d.sigma_squared > 0,
-               f"{s}measure.hessian.density: iterations >= 2, runs >= 1, bins >= 10 and sigma_squared > 0")
+        _check(
+            d.iterations >= 2 and d.runs >= 1 and d.bins >= 10 and d.sigma_squared > 0,
+            f"{s}measure.hessian.density: iterations >= 2, runs >= 1, bins >= 10 and sigma_squared > 0",
+        )
     if m.eps_sharpness is not None:
-        _check(m.eps_sharpness.max_steps >= 1 and m.eps_sharpness.batch >= 1,
-               f"{s}measure.eps_sharpness: max_steps and batch must be >= 1")
+        _check(
+            m.eps_sharpness.max_steps >= 1 and m.eps_sharpness.batch >= 1,
+            f"{s}measure.eps_sharpness: max_steps and batch must be >= 1",
+        )
         if m.eps_sharpness.method == "lbfgsb":
-            _check(importlib.util.find_spec("scipy") is not None,
-                   f"{s}measure.eps_sharpness.method: lbfgsb needs scipy; pip install scipy, or use sign_ascent")
+            _check(
+                importlib.util.find_spec("scipy") is not None,
+                f"{s}measure.eps_sharpness.method: lbfgsb needs scipy; pip install scipy, or use sign_ascent",
+            )
     if m.eps_sharpness is not None:
-        _check(m.eps_sharpness.eps > 0 and m.eps_sharpness.samples >= 1,
-               f"{s}measure.eps_sharpness: eps must be > 0 and samples >= 1")
+        _check(
+            m.eps_sharpness.eps > 0 and m.eps_sharpness.samples >= 1,
+            f"{s}measure.eps_sharpness: eps must be > 0 and samples >= 1",
+        )

@@ -23,11 +23,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.store import ResultsStore, join
+from study.cluster import connect_ray
 from study.config import ConfigError, NoiseScaleConfig, StudyConfig, build, validate
-from study.store import ResultsStore, join
 
-SWEEP_KEYS = ("batch_size", "augmentation", "augmentation_alpha", "cutout_size", "lr_scaling", "seed", "base_lr",
-              "weight_decay", "warmup_epochs")
+SWEEP_KEYS = (
+    "batch_size",
+    "augmentation",
+    "augmentation_alpha",
+    "cutout_size",
+    "lr_scaling",
+    "seed",
+    "base_lr",
+    "weight_decay",
+    "warmup_epochs",
+)
 DIRECTION_SEED = 20180101  # the random directions of a trial depend only on this and the trial's seed
 
 
@@ -101,6 +111,7 @@ def chunk(items: list[Any], parts: int) -> list[list[Any]]:
 # ---------------------------------------------------------------------------------------------
 # Work done inside Ray tasks (torch imported there, not on the analysis side).
 
+
 def _load_model_state(uri: str) -> dict[str, Any]:
     import ray.train
 
@@ -126,14 +137,21 @@ def _task_data(spec_json: str, train_samples: int | None, test_samples: int | No
     return spec, data, splits
 
 
-def run_chunk(job: Job, specs: dict[str, str], checkpoints: dict[str, str],
-              points: list[tuple[float, float | None]]) -> list[dict[str, Any]]:
+def run_chunk(
+    job: Job, specs: dict[str, str], checkpoints: dict[str, str], points: list[tuple[float, float | None]]
+) -> list[dict[str, Any]]:
     """Evaluate landscape points of one job; the data and checkpoints load once per chunk."""
     import torch
 
     from trainables.data import Normalizer
-    from trainables.landscape import (clamp_running_variances, displaced, evaluate_state,
-                                      filter_normalized_direction, interpolate, recompute_bn_statistics)
+    from trainables.landscape import (
+        clamp_running_variances,
+        displaced,
+        evaluate_state,
+        filter_normalized_direction,
+        interpolate,
+        recompute_bn_statistics,
+    )
     from trainables.loop import Runtime
     from trainables.models import build_model
 
@@ -148,8 +166,9 @@ def run_chunk(job: Job, specs: dict[str, str], checkpoints: dict[str, str],
     if job.kind == "interp1d":
         state_b = {k: v.to(device) for k, v in _load_model_state(checkpoints[job.trials[1]]).items()}
         if bn_mode == "recompute":
-            bn_images = _bn_batches(specs[first], job.settings["bn_samples"], job.settings["bn_batch"], normalize,
-                                    device)
+            bn_images = _bn_batches(
+                specs[first], job.settings["bn_samples"], job.settings["bn_batch"], normalize, device
+            )
     else:
         model.load_state_dict(state_a)
         generator = torch.Generator().manual_seed(DIRECTION_SEED + spec.seed)
@@ -170,10 +189,22 @@ def run_chunk(job: Job, specs: dict[str, str], checkpoints: dict[str, str],
             state = displaced(state_a, directions, [x] if y is None else [x, y])
         for split_name, split in splits.items():
             loss, acc = evaluate_state(model, state, split, normalize, runtime)
-            rows.append({"job": job.key, "kind": job.kind, "trial_a": first,
-                         "trial_b": job.trials[1] if len(job.trials) > 1 else None, "x": x, "y": y,
-                         "split": split_name, "loss": loss, "acc": acc, "bn": bn_label,
-                         "bn_clamped": clamped if bn_label else None, "note": point_note(loss, clamped)})
+            rows.append(
+                {
+                    "job": job.key,
+                    "kind": job.kind,
+                    "trial_a": first,
+                    "trial_b": job.trials[1] if len(job.trials) > 1 else None,
+                    "x": x,
+                    "y": y,
+                    "split": split_name,
+                    "loss": loss,
+                    "acc": acc,
+                    "bn": bn_label,
+                    "bn_clamped": clamped if bn_label else None,
+                    "note": point_note(loss, clamped),
+                }
+            )
     return rows
 
 
@@ -191,7 +222,7 @@ def _bn_batches(spec_json: str, samples: int, batch: int, normalize: Any, device
     """Fixed, class-balanced training images (no augmentation) for recomputing BatchNorm statistics."""
     _, _, splits = _task_data(spec_json, samples, 0, device)
     images = splits["train"].images
-    return [normalize(images[i:i + batch]) for i in range(0, len(images) - batch + 1, batch)] or [normalize(images)]
+    return [normalize(images[i : i + batch]) for i in range(0, len(images) - batch + 1, batch)] or [normalize(images)]
 
 
 def run_sharpness(job: Job, specs: dict[str, str], checkpoints: dict[str, str]) -> list[dict[str, Any]]:
@@ -201,8 +232,7 @@ def run_sharpness(job: Job, specs: dict[str, str], checkpoints: dict[str, str]) 
     from trainables.data import Normalizer
     from trainables.models import build_model
     from trainables.ray_train import device_name
-    from trainables.sharpness import (density_on_grid, eps_sharpness, hessian_spectrum, hessian_trace,
-                                      top_eigenvalues)
+    from trainables.sharpness import density_on_grid, eps_sharpness, hessian_spectrum, hessian_trace, top_eigenvalues
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trial_id = job.trials[0]
@@ -216,7 +246,9 @@ def run_sharpness(job: Job, specs: dict[str, str], checkpoints: dict[str, str]) 
     # A fixed batch on every device: the loss is a sample-weighted mean over batches, so the split
     # changes nothing but rounding; recorded with each value all the same.
     batch = settings.get("batch", 512)
-    batches = [(normalize(train.images[i:i + batch]), train.labels[i:i + batch]) for i in range(0, len(train), batch)]
+    batches = [
+        (normalize(train.images[i : i + batch]), train.labels[i : i + batch]) for i in range(0, len(train), batch)
+    ]
     params = [p for p in model.parameters() if p.requires_grad]
 
     def loss_fn(b: tuple[Any, Any]) -> Any:
@@ -227,45 +259,106 @@ def run_sharpness(job: Job, specs: dict[str, str], checkpoints: dict[str, str]) 
     base = {"trial_id": trial_id, "n_samples": n, "device": device_name(device)}
     common = {**settings, "batch": batch, "dtype": "float32", "bn": "eval mode (running statistics)"}
     if job.kind == "hessian_density":
-        quadrature = hessian_spectrum(loss_fn, batches, params, iterations=settings["iterations"],
-                                      runs=settings["runs"], generator=generator)
+        quadrature = hessian_spectrum(
+            loss_fn, batches, params, iterations=settings["iterations"], runs=settings["runs"], generator=generator
+        )
         grid, density = density_on_grid(quadrature, bins=settings["bins"], sigma_squared=settings["sigma_squared"])
-        recorded = json.dumps({**common, "n_samples": n, "device": base["device"], "nodes": quadrature.nodes,
-                               "weights": quadrature.weights,
-                               "algorithm": "stochastic Lanczos quadrature (Ghorbani et al. 2019), full "
-                                            "reorthogonalization, Rademacher starts, Gaussian smoothing"})
-        return [{"trial_id": trial_id, "eigenvalue": float(x), "density": float(y), "settings": recorded}
-                for x, y in zip(grid, density)]
+        recorded = json.dumps(
+            {
+                **common,
+                "n_samples": n,
+                "device": base["device"],
+                "nodes": quadrature.nodes,
+                "weights": quadrature.weights,
+                "algorithm": "stochastic Lanczos quadrature (Ghorbani et al. 2019), full "
+                "reorthogonalization, Rademacher starts, Gaussian smoothing",
+            }
+        )
+        return [
+            {"trial_id": trial_id, "eigenvalue": float(x), "density": float(y), "settings": recorded}
+            for x, y in zip(grid, density)
+        ]
     if job.kind == "hessian":
         # PyHessian's stopping rule: relative change below 1e-3, at most 100 iterations.
         eig = top_eigenvalues(loss_fn, batches, params, k=settings["top_k"], tolerance=1e-3, generator=generator)
-        rows = [{**base, "measure": f"hessian_eig{i + 1}", "value": value,
-                 "settings": json.dumps({**common, "iterations": it, "converged": ok,
-                                         "algorithm": "power iteration with deflation on Hessian-vector "
-                                                      "products; k-th largest in magnitude"})}
-                for i, (value, it, ok) in enumerate(zip(eig.values, eig.iterations, eig.converged))]
+        rows = [
+            {
+                **base,
+                "measure": f"hessian_eig{i + 1}",
+                "value": value,
+                "settings": json.dumps(
+                    {
+                        **common,
+                        "iterations": it,
+                        "converged": ok,
+                        "algorithm": "power iteration with deflation on Hessian-vector "
+                        "products; k-th largest in magnitude",
+                    }
+                ),
+            }
+            for i, (value, it, ok) in enumerate(zip(eig.values, eig.iterations, eig.converged))
+        ]
         if settings["trace"]:
-            trace = hessian_trace(loss_fn, batches, params, rel_error=settings.get("trace_rel_error", 0.02),
-                                  max_samples=settings.get("trace_max_draws", 1000), generator=generator)
+            trace = hessian_trace(
+                loss_fn,
+                batches,
+                params,
+                rel_error=settings.get("trace_rel_error", 0.02),
+                max_samples=settings.get("trace_max_draws", 1000),
+                generator=generator,
+            )
             if not trace.converged:
-                print(f"measure: {trial_id} Hessian trace stopped at {trace.samples} draws with standard error "
-                      f"{trace.std_error / abs(trace.value):.1%} of the value (asked "
-                      f"{settings.get('trace_rel_error', 0.02):.1%}); raise measure.hessian.trace_max_draws",
-                      file=sys.stderr)
-            rows.append({**base, "measure": "hessian_trace", "value": trace.value,
-                         "ci_low": trace.value - 1.96 * trace.std_error,
-                         "ci_high": trace.value + 1.96 * trace.std_error,
-                         "settings": json.dumps({**common, "std_error": trace.std_error,
-                                                 "hutchinson_samples": trace.samples, "converged": trace.converged,
-                                                 "interval": "95% normal, mean +- 1.96 standard errors",
-                                                 "algorithm": "Hutchinson, Rademacher vectors"})})
+                print(
+                    f"measure: {trial_id} Hessian trace stopped at {trace.samples} draws with standard error "
+                    f"{trace.std_error / abs(trace.value):.1%} of the value (asked "
+                    f"{settings.get('trace_rel_error', 0.02):.1%}); raise measure.hessian.trace_max_draws",
+                    file=sys.stderr,
+                )
+            rows.append(
+                {
+                    **base,
+                    "measure": "hessian_trace",
+                    "value": trace.value,
+                    "ci_low": trace.value - 1.96 * trace.std_error,
+                    "ci_high": trace.value + 1.96 * trace.std_error,
+                    "settings": json.dumps(
+                        {
+                            **common,
+                            "std_error": trace.std_error,
+                            "hutchinson_samples": trace.samples,
+                            "converged": trace.converged,
+                            "interval": "95% normal, mean +- 1.96 standard errors",
+                            "algorithm": "Hutchinson, Rademacher vectors",
+                        }
+                    ),
+                }
+            )
         return rows
-    result = eps_sharpness(loss_fn, batches, params, settings["eps"], method=settings.get("method", "sign_ascent"),
-                           max_steps=settings.get("max_steps", 100))
-    return [{**base, "measure": "eps_sharpness", "value": result.value,
-             "settings": json.dumps({**common, "algorithm": result.method, "steps": result.steps,
-                                     "converged": result.converged, "loss": result.loss,
-                                     "max_loss": result.max_loss})}]
+    result = eps_sharpness(
+        loss_fn,
+        batches,
+        params,
+        settings["eps"],
+        method=settings.get("method", "sign_ascent"),
+        max_steps=settings.get("max_steps", 100),
+    )
+    return [
+        {
+            **base,
+            "measure": "eps_sharpness",
+            "value": result.value,
+            "settings": json.dumps(
+                {
+                    **common,
+                    "algorithm": result.method,
+                    "steps": result.steps,
+                    "converged": result.converged,
+                    "loss": result.loss,
+                    "max_loss": result.max_loss,
+                }
+            ),
+        }
+    ]
 
 
 def run_trajectory(job: Job, specs: dict[str, str], checkpoints: dict[str, str], folder: str) -> list[dict[str, Any]]:
@@ -284,43 +377,61 @@ def run_trajectory(job: Job, specs: dict[str, str], checkpoints: dict[str, str],
     settings = job.settings
     found = list_snapshots(folder)
     if len(found) < 4:
-        raise RuntimeError(f"{trial_id}: {len(found)} trajectory snapshots in {folder}; the plane needs 4 "
-                           "(train with measure.trajectory set from the start)")
+        raise RuntimeError(
+            f"{trial_id}: {len(found)} trajectory snapshots in {folder}; the plane needs 4 "
+            "(train with measure.trajectory set from the start)"
+        )
     spec, data, splits = _task_data(specs[trial_id], settings["train_samples"], 0, device)
     normalize = Normalizer(data.mean, data.std, device)
     model = build_model(spec.arch, width=spec.width, num_classes=data.num_classes).to(device)
     final = {k: v.to(device) for k, v in _load_model_state(checkpoints[trial_id]).items()}
     snapshots = {epoch: load_snapshot(path) for epoch, path in found.items()}
     path_epochs = [e for e in snapshots if not all(torch.equal(snapshots[e][k], final[k].cpu()) for k in final)]
-    pca = trajectory_pca([{k: v.to(device) for k, v in snapshots[e].items()} for e in path_epochs], final,
-                         direction_entries(model))
-    base = {"trial_id": trial_id, "explained_x": pca.explained[0], "explained_y": pca.explained[1],
-            "split": "train", "settings": json.dumps({**settings, "snapshots": sorted(snapshots),
-                                                       "algorithm": "PCA of theta_i - theta_final over conv and "
-                                                                    "linear weights (Li et al. 2018)"})}
+    pca = trajectory_pca(
+        [{k: v.to(device) for k, v in snapshots[e].items()} for e in path_epochs], final, direction_entries(model)
+    )
+    base = {
+        "trial_id": trial_id,
+        "explained_x": pca.explained[0],
+        "explained_y": pca.explained[1],
+        "split": "train",
+        "settings": json.dumps(
+            {
+                **settings,
+                "snapshots": sorted(snapshots),
+                "algorithm": "PCA of theta_i - theta_final over conv and linear weights (Li et al. 2018)",
+            }
+        ),
+    }
     rows = []
     coordinates = dict(zip(path_epochs, pca.coordinates))
     for epoch in sorted(snapshots):
         x, y = coordinates.get(epoch, (0.0, 0.0))
-        loss, acc = evaluate_state(model, {k: v.to(device) for k, v in snapshots[epoch].items()}, splits["train"],
-                                   normalize, runtime)
+        loss, acc = evaluate_state(
+            model, {k: v.to(device) for k, v in snapshots[epoch].items()}, splits["train"], normalize, runtime
+        )
         rows.append({**base, "kind": "path", "epoch": epoch, "x": x, "y": y, "loss": loss, "acc": acc})
     xs, ys = [c[0] for c in pca.coordinates] + [0.0], [c[1] for c in pca.coordinates] + [0.0]
     axes = []
     for values in (xs, ys):
         span = max(values) - min(values)
-        axes.append(np.linspace(min(values) - settings["margin"] * span, max(values) + settings["margin"] * span,
-                                settings["points"]).tolist())
+        axes.append(
+            np.linspace(
+                min(values) - settings["margin"] * span, max(values) + settings["margin"] * span, settings["points"]
+            ).tolist()
+        )
     for y in axes[1]:
         for x in axes[0]:
-            loss, acc = evaluate_state(model, displaced(final, pca.directions, [x, y]), splits["train"], normalize,
-                                       runtime)
+            loss, acc = evaluate_state(
+                model, displaced(final, pca.directions, [x, y]), splits["train"], normalize, runtime
+            )
             rows.append({**base, "kind": "surface", "epoch": None, "x": x, "y": y, "loss": loss, "acc": acc})
     return rows
 
 
-def noise_scale_rows(trials: pd.DataFrame, epochs: pd.DataFrame,
-                     config: NoiseScaleConfig) -> dict[str, list[dict[str, Any]]]:
+def noise_scale_rows(
+    trials: pd.DataFrame, epochs: pd.DataFrame, config: NoiseScaleConfig
+) -> dict[str, list[dict[str, Any]]]:
     """B_simple per trial from the units (probe pairs or blocks of steps) of its last epochs.
 
     The value is a ratio of averages over all units, finite-population corrected for batches drawn
@@ -344,21 +455,36 @@ def noise_scale_rows(trials: pd.DataFrame, epochs: pd.DataFrame,
         population = rows["noise_population"].iloc[-1] if "noise_population" in rows else None
         population = None if population is None or pd.isna(population) else int(population)
         small, big = float(rows["noise_small_batch"].iloc[-1]), float(rows["noise_big_batch"].iloc[-1])
-        estimate = noise_scale_interval(units, small, big, population, confidence=config.confidence,
-                                        seed=DIRECTION_SEED)
-        settings = {"epochs": rows["epoch"].tolist(), "small_batch": small, "big_batch": big,
-                    "population": population,
-                    "sampling": "without replacement" if population else "with replacement (not recorded)",
-                    "algorithm": "two-batch-size estimator, ratio of averages, percentile bootstrap over units",
-                    **estimate}
-        out[trial_id] = [{"trial_id": trial_id, "measure": "noise_scale", "value": estimate["b_simple"],
-                          "n_samples": estimate["units"], "ci_low": estimate["ci_low"],
-                          "ci_high": estimate["ci_high"], "settings": json.dumps(settings), "device": None}]
+        estimate = noise_scale_interval(
+            units, small, big, population, confidence=config.confidence, seed=DIRECTION_SEED
+        )
+        settings = {
+            "epochs": rows["epoch"].tolist(),
+            "small_batch": small,
+            "big_batch": big,
+            "population": population,
+            "sampling": "without replacement" if population else "with replacement (not recorded)",
+            "algorithm": "two-batch-size estimator, ratio of averages, percentile bootstrap over units",
+            **estimate,
+        }
+        out[trial_id] = [
+            {
+                "trial_id": trial_id,
+                "measure": "noise_scale",
+                "value": estimate["b_simple"],
+                "n_samples": estimate["units"],
+                "ci_low": estimate["ci_low"],
+                "ci_high": estimate["ci_high"],
+                "settings": json.dumps(settings),
+                "device": None,
+            }
+        ]
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # The driver
+
 
 def run_measurements(study: StudyConfig, store: ResultsStore) -> int:
     """Run every missing measurement job of the study; returns the number of jobs written."""
@@ -414,8 +540,11 @@ def run_measurements(study: StudyConfig, store: ResultsStore) -> int:
             store.write(job.table, job.key, rows)
             written += 1
         done = total - len(pending)
-        print(f"\rmeasure: {done}/{total} tasks [{'#' * (20 * done // total):<20}] "
-              f"{time.perf_counter() - started:.0f} s", end="\n" if not pending else "", flush=True)
+        print(
+            f"\rmeasure: {done}/{total} tasks [{'#' * (20 * done // total):<20}] {time.perf_counter() - started:.0f} s",
+            end="\n" if not pending else "",
+            flush=True,
+        )
     return written
 
 
@@ -430,8 +559,11 @@ def trajectory_ready(store: ResultsStore, trial_id: str) -> bool:
 
     found = len(list_snapshots(f"{trajectory_folder(store)}/{trial_id}"))
     if found < 4:
-        print(f"measure: {trial_id}: {found} trajectory snapshots (the plane needs 4); trajectory skipped - "
-              "it was trained without measure.trajectory, or with too few epochs", file=sys.stderr)
+        print(
+            f"measure: {trial_id}: {found} trajectory snapshots (the plane needs 4); trajectory skipped - "
+            "it was trained without measure.trajectory, or with too few epochs",
+            file=sys.stderr,
+        )
     return found >= 4
 
 
@@ -444,18 +576,19 @@ def study_from_store(store: ResultsStore) -> StudyConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m study.measure", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m study.measure", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("results_dir", help="a study's results folder, <storage>/<name>/results (path or URI)")
     parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else start a local one)")
     args = parser.parse_args(argv)
-    from study.run_sweep import connect_ray
-
     try:
         store = ResultsStore(args.results_dir)
         if not store.is_store():
-            raise ConfigError(f"{args.results_dir} is not a results store (no trials/ or epochs/ Parquet files); "
-                              "pass the results folder that run_sweep printed")
+            raise ConfigError(
+                f"{args.results_dir} is not a results store (no trials/ or epochs/ Parquet files); "
+                "pass the results folder that run_sweep printed"
+            )
         study = study_from_store(store)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

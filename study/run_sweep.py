@@ -12,23 +12,18 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from analysis.store import ResultsStore, join
+from study.cluster import TRIAL_RESOURCE, alive_nodes, connect_ray
 from study.config import ConfigError, StudyConfig, load_study
 from study.plan import PlannedTrial, format_plan, local_path, plan_study
 from study.results import TrialRecorder, provenance
-from study.store import ResultsStore, join
 from trainables.data import DataError, load_dataset
-
-# Multi-worker trials hold this custom resource instead of a CPU, so that the Tune trial itself never
-# takes a core its TorchTrainer's workers need (which deadlocks a small machine silently).
-TRIAL_RESOURCE = "lbstudy_trial"
-TRIAL_RESOURCE_AMOUNT = 10_000
 
 
 class SweepError(RuntimeError):
@@ -47,19 +42,16 @@ class SweepResult:
 # ---------------------------------------------------------------------------------------------
 # Resources
 
-def alive_nodes() -> list[dict[str, float]]:
-    import ray
-
-    return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
-
 
 def resolve_use_gpu(study: StudyConfig, nodes: list[dict[str, float]]) -> bool:
     has_gpu = any(node.get("GPU", 0) > 0 for node in nodes)
     if study.resources.use_gpu == "auto":
         return has_gpu
     if study.resources.use_gpu and not has_gpu:
-        raise SweepError("resources.use_gpu: true, but no node of this Ray cluster has a GPU; "
-                         "set it to auto or false, or add GPU nodes")
+        raise SweepError(
+            "resources.use_gpu: true, but no node of this Ray cluster has a GPU; "
+            "set it to auto or false, or add GPU nodes"
+        )
     return bool(study.resources.use_gpu)
 
 
@@ -81,14 +73,17 @@ def check_fits(study: StudyConfig, use_gpu: bool, nodes: list[dict[str, float]])
     capacity = max(per_node, default=0) if workers == 1 else sum(per_node)
     if capacity < workers:
         offered = ", ".join(f"{{CPU: {n.get('CPU', 0):g}, GPU: {n.get('GPU', 0):g}}}" for n in nodes)
-        raise SweepError(f"resources: one trial needs {workers} worker(s) of {bundle}, but the cluster's nodes "
-                         f"({offered}) hold at most {capacity}; lower resources.workers or "
-                         "resources.cpus_per_worker / gpus_per_worker, or add nodes")
+        raise SweepError(
+            f"resources: one trial needs {workers} worker(s) of {bundle}, but the cluster's nodes "
+            f"({offered}) hold at most {capacity}; lower resources.workers or "
+            "resources.cpus_per_worker / gpus_per_worker, or add nodes"
+        )
     return max(1, sum(per_node) // workers)
 
 
 # ---------------------------------------------------------------------------------------------
 # Ray Tune
+
 
 def planned(trial: Any) -> dict[str, Any]:
     """The config of one planned trial (Tune nests it under the grid-search key)."""
@@ -124,15 +119,27 @@ def make_results_callback(store: ResultsStore, storage: str) -> Any:
                 self.checkpoints[trial_id] = path
             if result.get("kind") == "epoch":
                 self.recorder.epoch(trial_id, {**result, "checkpoint": path})
-                print(f"[{trial_id}] epoch {result['epoch']}/{config['spec']['epochs']}: "
-                      f"train loss {result['train_loss']:.4f}, test acc {result['test_acc']:.4f}, "
-                      f"{result['images_per_s']:,.0f} img/s", flush=True)
+                print(
+                    f"[{trial_id}] epoch {result['epoch']}/{config['spec']['epochs']}: "
+                    f"train loss {result['train_loss']:.4f}, test acc {result['test_acc']:.4f}, "
+                    f"{result['images_per_s']:,.0f} img/s",
+                    flush=True,
+                )
             elif result.get("kind") == "final":
-                row = self.recorder.final(trial_id, config["params"], result, config["provenance"],
-                                          config["config_json"], json.dumps(config["spec"]),
-                                          self.checkpoints.get(trial_id))
-                print(f"[{trial_id}] {row['status']} after {row['epochs_completed']} epochs "
-                      f"(start-up {row['startup_s'] or math.nan:.1f} s)", flush=True)
+                row = self.recorder.final(
+                    trial_id,
+                    config["params"],
+                    result,
+                    config["provenance"],
+                    config["config_json"],
+                    json.dumps(config["spec"]),
+                    self.checkpoints.get(trial_id),
+                )
+                print(
+                    f"[{trial_id}] {row['status']} after {row['epochs_completed']} epochs "
+                    f"(start-up {row['startup_s'] or math.nan:.1f} s)",
+                    flush=True,
+                )
 
         def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
             # One-worker trials: Tune registers the checkpoint after the epoch's result was recorded.
@@ -147,19 +154,31 @@ def make_results_callback(store: ResultsStore, storage: str) -> Any:
             path = trial.error_file
             lines = Path(path).read_text().strip().splitlines() if path and Path(path).exists() else []
             message = lines[-1][:2000] if lines else "the trial raised an error; see the Ray logs"
-            self.recorder.failed(trial_id, config["params"], config["provenance"], config["config_json"],
-                                 json.dumps(config["spec"]), message)
+            self.recorder.failed(
+                trial_id,
+                config["params"],
+                config["provenance"],
+                config["config_json"],
+                json.dumps(config["spec"]),
+                message,
+            )
 
     return ResultsWriter()
 
 
 def trial_config(study: StudyConfig, trial: PlannedTrial, use_gpu: bool, prov: dict[str, Any]) -> dict[str, Any]:
-    return {"spec": trial.spec.to_dict(), "params": trial.params(study), "provenance": prov,
-            "config_json": json.dumps(study.to_dict(), sort_keys=True), "use_gpu": use_gpu,
-            "cpus_per_worker": study.resources.cpus_per_worker, "gpus_per_worker": study.resources.gpus_per_worker,
-            "max_failures": study.resources.max_failures,
-            "train_storage": join(study_root(study), "train"),
-            "trajectory_storage": join(study_root(study), "trajectory")}
+    return {
+        "spec": trial.spec.to_dict(),
+        "params": trial.params(study),
+        "provenance": prov,
+        "config_json": json.dumps(study.to_dict(), sort_keys=True),
+        "use_gpu": use_gpu,
+        "cpus_per_worker": study.resources.cpus_per_worker,
+        "gpus_per_worker": study.resources.gpus_per_worker,
+        "max_failures": study.resources.max_failures,
+        "train_storage": join(study_root(study), "train"),
+        "trajectory_storage": join(study_root(study), "trajectory"),
+    }
 
 
 def study_root(study: StudyConfig) -> str:
@@ -175,8 +194,10 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
 
     store = ResultsStore.for_study(local_path(study.storage), study.name)
     if store.is_store() and not resume:
-        raise SweepError(f"study {study.name!r} already has results in {store.root}; pass --resume to continue it, "
-                         "or change name (or --storage) to start a new one")
+        raise SweepError(
+            f"study {study.name!r} already has results in {store.root}; pass --resume to continue it, "
+            "or change name (or --storage) to start a new one"
+        )
     plan = plan_study(study)
     nodes = alive_nodes()
     use_gpu = resolve_use_gpu(study, nodes)
@@ -192,26 +213,34 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
     else:  # a cluster started without our custom resource: the trial takes a sliver of a CPU
         trial_resources = {"CPU": 0.01}
     trainable = ray.tune.with_resources(tune_trial, trial_resources)
-    print(f"{study.name}: {len(plan)} trials, {len(plan) - len(todo)} already finished, "
-          f"{len(todo)} to run, up to {concurrency} at a time{' on GPUs' if use_gpu else ''}", flush=True)
+    print(
+        f"{study.name}: {len(plan)} trials, {len(plan) - len(todo)} already finished, "
+        f"{len(todo)} to run, up to {concurrency} at a time{' on GPUs' if use_gpu else ''}",
+        flush=True,
+    )
     if todo:
         # Where each unfinished trial left off, from the store itself: resuming does not depend on
         # Tune's experiment state, which a killed driver may not have saved.
         last_checkpoint = latest_checkpoints(store) if resume else {}
-        configs = [{**trial_config(study, t, use_gpu, prov), "resume_from": last_checkpoint.get(t.trial_id)}
-                   for t in todo]
+        configs = [
+            {**trial_config(study, t, use_gpu, prov), "resume_from": last_checkpoint.get(t.trial_id)} for t in todo
+        ]
         # A new Tune run per attempt, so that no earlier checkpoint is overwritten or pruned.
         run_name = "run-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         tuner = ray.tune.Tuner(
             trainable,
             param_space={"trial": ray.tune.grid_search(configs)},
-            tune_config=ray.tune.TuneConfig(max_concurrent_trials=concurrency, trial_name_creator=trial_name,
-                                            trial_dirname_creator=trial_name),
+            tune_config=ray.tune.TuneConfig(
+                max_concurrent_trials=concurrency, trial_name_creator=trial_name, trial_dirname_creator=trial_name
+            ),
             run_config=ray.tune.RunConfig(
-                name=run_name, storage_path=join(study_root(study), "tune"),
+                name=run_name,
+                storage_path=join(study_root(study), "tune"),
                 callbacks=[make_results_callback(store, study.storage)],
                 failure_config=ray.tune.FailureConfig(max_failures=study.resources.max_failures),
-                checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2), verbose=1),
+                checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2),
+                verbose=1,
+            ),
         )
         tuner.fit()
     if study_has_measurements(study):
@@ -241,26 +270,18 @@ def study_has_measurements(study: StudyConfig) -> bool:
 def check_data(study: StudyConfig) -> None:
     """Surface data problems (missing root, corrupt image) before any Ray work; warms the decode cache."""
     if study.data.dataset == "imagefolder" and "://" not in study.data.root:
-        data = load_dataset("imagefolder", local_path(study.data.root), train_subset=study.data.train_subset,
-                            test_subset=study.data.test_subset)
+        data = load_dataset(
+            "imagefolder",
+            local_path(study.data.root),
+            train_subset=study.data.train_subset,
+            test_subset=study.data.test_subset,
+        )
         too_big = [b for b in study.sweep.batch_size if b > len(data.train)]
         if too_big:
-            raise DataError(f"sweep.batch_size: {too_big} exceed the {len(data.train)} training images of "
-                            f"{study.data.root}; lower the batch sizes or use more images")
-
-
-def connect_ray(address: str | None) -> str | None:
-    import ray
-
-    address = address or os.environ.get("RAY_ADDRESS")
-    if ray.is_initialized():
-        context = None
-    elif address:
-        context = ray.init(address=address)
-    else:
-        context = ray.init(resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT})
-    url = getattr(context, "dashboard_url", None) if context is not None else None
-    return f"http://{url}" if url and not url.startswith("http") else url
+            raise DataError(
+                f"sweep.batch_size: {too_big} exceed the {len(data.train)} training images of "
+                f"{study.data.root}; lower the batch sizes or use more images"
+            )
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
@@ -269,24 +290,35 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
 
     lines = [f"{'trial_id':<32} {'status':<10} {'epochs':>6} {'test_acc':>8} {'gap_acc':>8} {'startup_s':>9}"]
     for row in sorted(rows, key=lambda r: r["trial_id"]):
-        lines.append(f"{row['trial_id']:<32} {row['status']:<10} {fmt(row['epochs_completed'], 'd'):>6} "
-                     f"{fmt(row['final_test_acc'], '.4f'):>8} {fmt(row['gap_acc'], '.4f'):>8} "
-                     f"{fmt(row['startup_s'], '.1f'):>9}")
+        lines.append(
+            f"{row['trial_id']:<32} {row['status']:<10} {fmt(row['epochs_completed'], 'd'):>6} "
+            f"{fmt(row['final_test_acc'], '.4f'):>8} {fmt(row['gap_acc'], '.4f'):>8} "
+            f"{fmt(row['startup_s'], '.1f'):>9}"
+        )
     return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m study.run_sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m study.run_sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("study", help="the study file (YAML), for example studies/smoke.yaml")
     parser.add_argument("--storage", help="where results go (local path or s3://...); overrides the study's storage")
     parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else start a local one)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a study-file key, YAML value syntax: --set sweep.batch_size=[128,256]")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a study-file key, YAML value syntax: --set sweep.batch_size=[128,256]",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan (one line per trial) and exit")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted study: finished trials are kept, unfinished ones resume "
-                             "from their last checkpoint")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted study: finished trials are kept, unfinished ones resume "
+        "from their last checkpoint",
+    )
     return parser
 
 

@@ -27,10 +27,11 @@ def ray_session():
     """One local Ray instance for the whole test session (2 CPUs, like this machine); yields its address."""
     import ray
 
-    from study.run_sweep import TRIAL_RESOURCE, TRIAL_RESOURCE_AMOUNT
+    from study.cluster import TRIAL_RESOURCE, TRIAL_RESOURCE_AMOUNT
 
-    ray.init(num_cpus=2, resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False,
-             log_to_driver=False)
+    ray.init(
+        num_cpus=2, resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False, log_to_driver=False
+    )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

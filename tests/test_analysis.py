@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from analysis import figures
-from analysis.summarize import (aggregate_over_seeds, best_test_acc_per_batch, critical_batch_size, final_metrics,
-                                steps_to_target)
-from conftest import ROOT
+from analysis.summarize import aggregate_over_seeds, steps_to_target
+from study.results import trial_row
 
 
 def make_trials() -> pd.DataFrame:
@@ -20,27 +20,95 @@ def make_trials() -> pd.DataFrame:
         for alpha in (0.0, 1.0):
             for seed, noise in zip((0, 1, 2), (-0.01, 0.0, 0.01)):
                 test = 0.9 - 0.02 * np.log2(batch / 128) + 0.02 * alpha + noise
-                rows.append({"trial_id": f"b{batch}-a{alpha:g}-s{seed}", "batch_size": batch, "mixup_alpha": alpha,
-                             "lr_scaling": "none", "seed": seed, "status": "completed", "final_test_acc": test,
-                             "final_clean_train_acc": 0.99, "final_test_loss": 0.5, "final_clean_train_loss": 0.1,
-                             "best_test_acc": test, "peak_lr": 0.1, "workers": 1, "micro_batch": batch,
-                             "accumulation_steps": 1, "epochs_completed": 3, "gap_acc": 0.99 - test,
-                             "train_time_s": 10.0, "device": "cpu", "error": None})
-    rows.append({**rows[-1], "trial_id": "b8192-a1-diverged", "seed": 3, "status": "diverged", "final_test_acc": None,
-                 "best_test_acc": None, "gap_acc": None})
+                rows.append(
+                    {
+                        "trial_id": f"b{batch}-a{alpha:g}-s{seed}",
+                        "batch_size": batch,
+                        "mixup_alpha": alpha,
+                        "lr_scaling": "none",
+                        "seed": seed,
+                        "status": "completed",
+                        "final_test_acc": test,
+                        "final_clean_train_acc": 0.99,
+                        "final_test_loss": 0.5,
+                        "final_clean_train_loss": 0.1,
+                        "best_test_acc": test,
+                        "peak_lr": 0.1,
+                        "workers": 1,
+                        "micro_batch": batch,
+                        "accumulation_steps": 1,
+                        "epochs_completed": 3,
+                        "gap_acc": 0.99 - test,
+                        "train_time_s": 10.0,
+                        "device": "cpu",
+                        "error": None,
+                    }
+                )
+    rows.append(
+        {
+            **rows[-1],
+            "trial_id": "b8192-a1-diverged",
+            "seed": 3,
+            "status": "diverged",
+            "final_test_acc": None,
+            "best_test_acc": None,
+            "gap_acc": None,
+        }
+    )
     return pd.DataFrame(rows)
 
 
-def test_gap_is_train_minus_test_accuracy_and_test_minus_train_loss() -> None:
-    out = final_metrics(make_trials())
-    row = out.iloc[0]
-    assert row["gap_acc"] == pytest.approx(0.99 - row["final_test_acc"])
-    assert row["gap_loss"] == pytest.approx(0.4)
+def test_trial_row_gap_is_clean_train_minus_test_accuracy_and_test_minus_train_loss() -> None:
+    """The gap comes from the last evaluated epoch, not from anything a fixture set."""
+    history = [
+        {
+            "epoch": 1,
+            "step": 10,
+            "train_loss": 1.5,
+            "clean_train_loss": 1.2,
+            "clean_train_acc": 0.55,
+            "test_loss": 1.4,
+            "test_acc": 0.5,
+            "epoch_time_s": 2.0,
+            "images_per_s": 100.0,
+        },
+        {
+            "epoch": 2,
+            "step": 20,
+            "train_loss": 0.9,
+            "clean_train_loss": 0.3,
+            "clean_train_acc": 0.97,
+            "test_loss": 0.8,
+            "test_acc": 0.81,
+            "epoch_time_s": 2.0,
+            "images_per_s": 120.0,
+        },
+        {
+            "epoch": 3,
+            "step": 30,
+            "train_loss": 0.8,
+            "clean_train_loss": math.nan,
+            "clean_train_acc": math.nan,
+            "test_loss": math.nan,
+            "test_acc": math.nan,
+            "epoch_time_s": 2.0,
+            "images_per_s": 140.0,
+        },
+    ]
+    row = trial_row({"trial_id": "t"}, history, {"status": "completed", "steps": 30}, {}, "{}")
+    assert row["gap_acc"] == pytest.approx(0.97 - 0.81) and row["gap_loss"] == pytest.approx(0.8 - 0.3)
+    assert row["final_test_acc"] == 0.81 and row["best_epoch"] == 2 and row["epochs_completed"] == 3
 
 
 def test_seed_aggregation_mean_interval_and_n() -> None:
-    frame = pd.DataFrame({"batch_size": [128] * 3, "augmentation_label": ["none"] * 3, "lr_scaling": ["none"] * 3,
-                          "value": [1.0, 2.0, 3.0]})
+    frame = pd.DataFrame(
+        {
+            "batch_size": [128] * 3,
+            "augmentation_label": ["none"] * 3,
+            "lr_scaling": ["none"] * 3,
+            "value": [1.0, 2.0, 3.0],
+        }
+    )
     stats = aggregate_over_seeds(frame, "value").iloc[0]
     # mean 2, sd 1, n 3: half-width t_{0.975,2} / sqrt(3) = 4.303 / 1.732
     assert stats["mean"] == 2.0 and stats["n"] == 3
@@ -55,25 +123,18 @@ def test_aggregation_skips_diverged_trials_without_metrics() -> None:
     assert big["n"] == 3
 
 
-def test_best_test_acc_per_batch() -> None:
-    best = best_test_acc_per_batch(make_trials())
-    assert list(best["batch_size"]) == [128, 1024, 8192]
-    assert (best["augmentation_label"] == "mixup a=1").all()
-
-
 def test_steps_to_target_takes_the_first_epoch_at_or_above_it() -> None:
     trials = make_trials().iloc[:2]
-    epochs = pd.DataFrame({"trial_id": ["b128-a0-s0"] * 3 + ["b128-a0-s1"] * 3, "epoch": [1, 2, 3] * 2,
-                           "step": [390, 780, 1170] * 2, "test_acc": [0.5, 0.81, 0.9, 0.5, 0.6, 0.7]})
+    epochs = pd.DataFrame(
+        {
+            "trial_id": ["b128-a0-s0"] * 3 + ["b128-a0-s1"] * 3,
+            "epoch": [1, 2, 3] * 2,
+            "step": [390, 780, 1170] * 2,
+            "test_acc": [0.5, 0.81, 0.9, 0.5, 0.6, 0.7],
+        }
+    )
     reached = steps_to_target(trials, epochs, 0.8)
     assert reached[["trial_id", "epochs_to_target", "steps_to_target"]].values.tolist() == [["b128-a0-s0", 2, 780]]
-
-
-def test_critical_batch_size_from_noise_scale() -> None:
-    sharpness = pd.DataFrame({"trial_id": ["b128-a0-s0", "b128-a0-s0"], "measure": ["noise_scale", "hessian_eig1"],
-                              "value": [512.0, 30.0]})
-    out = critical_batch_size(make_trials(), sharpness)
-    assert out["critical_batch_size"].tolist() == [512.0]
 
 
 def test_accuracy_figure_has_one_line_per_alpha_rule_on_a_log_batch_axis_in_percent() -> None:
@@ -86,10 +147,25 @@ def test_accuracy_figure_has_one_line_per_alpha_rule_on_a_log_batch_axis_in_perc
 
 
 def test_interpolation_figure_colors_axes_and_dashes() -> None:
-    landscape = pd.DataFrame([{"kind": "interp1d", "trial_a": "A", "trial_b": "B", "x": x, "y": None, "split": s,
-                               "loss": 1 + x * x, "acc": 0.8} for x in (-0.5, 0, 0.5, 1, 1.5) for s in ("train", "test")])
-    trials = pd.DataFrame({"trial_id": ["A", "B"], "batch_size": [128, 8192], "mixup_alpha": [1.0, 1.0],
-                           "lr_scaling": ["none", "none"]})
+    landscape = pd.DataFrame(
+        [
+            {
+                "kind": "interp1d",
+                "trial_a": "A",
+                "trial_b": "B",
+                "x": x,
+                "y": None,
+                "split": s,
+                "loss": 1 + x * x,
+                "acc": 0.8,
+            }
+            for x in (-0.5, 0, 0.5, 1, 1.5)
+            for s in ("train", "test")
+        ]
+    )
+    trials = pd.DataFrame(
+        {"trial_id": ["A", "B"], "batch_size": [128, 8192], "mixup_alpha": [1.0, 1.0], "lr_scaling": ["none", "none"]}
+    )
     fig = figures.interpolation_figure(landscape, trials, "A", "B")
     by_name = {t.name: t for t in fig.data}
     assert by_name["train loss"].line.color == figures.LOSS_BLUE and by_name["train loss"].line.dash == "solid"
@@ -110,8 +186,13 @@ def test_trials_table_keeps_diverged_and_failed_trials() -> None:
 
 def test_steps_to_target_figure_is_log_log_with_perfect_scaling() -> None:
     trials = make_trials()
-    epochs = pd.DataFrame([{"trial_id": t, "epoch": e, "step": e * 50000 // b, "test_acc": 0.3 * e}
-                           for t, b in zip(trials["trial_id"], trials["batch_size"]) for e in (1, 2, 3)])
+    epochs = pd.DataFrame(
+        [
+            {"trial_id": t, "epoch": e, "step": e * 50000 // b, "test_acc": 0.3 * e}
+            for t, b in zip(trials["trial_id"], trials["batch_size"])
+            for e in (1, 2, 3)
+        ]
+    )
     fig = figures.steps_to_target_figure(trials[trials["status"] == "completed"], epochs, 0.55)
     assert fig.layout.yaxis.type == "log" and fig.layout.xaxis.type == "log"
     assert any(t.name.startswith("perfect scaling") for t in fig.data)
@@ -126,8 +207,14 @@ def test_analysis_imports_neither_torch_nor_ray() -> None:
 def test_augmentation_labels_from_new_and_old_columns() -> None:
     from analysis.summarize import with_labels
 
-    new = pd.DataFrame({"augmentation": ["none", "mixup", "cutmix", "cutout"], "augmentation_alpha": [0, 1, 0.5, 0],
-                        "cutout_size": [0, 0, 0, 16], "mixup_alpha": [0, 1, 0, 0]})
+    new = pd.DataFrame(
+        {
+            "augmentation": ["none", "mixup", "cutmix", "cutout"],
+            "augmentation_alpha": [0, 1, 0.5, 0],
+            "cutout_size": [0, 0, 0, 16],
+            "mixup_alpha": [0, 1, 0, 0],
+        }
+    )
     assert with_labels(new)["augmentation_label"].tolist() == ["none", "mixup a=1", "cutmix a=0.5", "cutout 16"]
     old = pd.DataFrame({"mixup_alpha": [0.0, 0.2]})  # a store written before the augmentation axis
     assert with_labels(old)["augmentation_label"].tolist() == ["none", "mixup a=0.2"]
@@ -140,9 +227,21 @@ def interpolation_rows(clamp_loss: float) -> pd.DataFrame:
         for x in xs:
             clamped = 12 if x > 1.2 else 0
             loss = clamp_loss if clamped else 0.1 + (x - 0.5) ** 2
-            rows.append({"kind": "interp1d", "trial_a": "b128-a0-s0", "trial_b": "b8192-a0-s0", "x": x, "y": None,
-                         "split": split, "loss": float("nan") if x < -0.4 else loss, "acc": 0.9, "bn": "interpolated",
-                         "bn_clamped": clamped, "note": None})
+            rows.append(
+                {
+                    "kind": "interp1d",
+                    "trial_a": "b128-a0-s0",
+                    "trial_b": "b8192-a0-s0",
+                    "x": x,
+                    "y": None,
+                    "split": split,
+                    "loss": float("nan") if x < -0.4 else loss,
+                    "acc": 0.9,
+                    "bn": "interpolated",
+                    "bn_clamped": clamped,
+                    "note": None,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -161,8 +260,17 @@ def test_interpolation_figure_marks_clamped_and_missing_points_and_keeps_the_cur
 def test_sharpness_figure_shows_a_lone_trials_own_interval() -> None:
     trials = make_trials()
     trials = trials[trials["seed"] == 0]
-    sharpness = pd.DataFrame({"trial_id": trials["trial_id"], "measure": "noise_scale", "value": 100.0,
-                              "ci_low": 80.0, "ci_high": np.inf, "n_samples": 20, "settings": "{}"})
+    sharpness = pd.DataFrame(
+        {
+            "trial_id": trials["trial_id"],
+            "measure": "noise_scale",
+            "value": 100.0,
+            "ci_low": 80.0,
+            "ci_high": np.inf,
+            "n_samples": 20,
+            "settings": "{}",
+        }
+    )
     sharpness.loc[sharpness.index[0], "ci_high"] = 130.0
     fig = figures.sharpness_vs_batch(trials, sharpness)
     first = fig.data[0]
@@ -173,18 +281,39 @@ def test_sharpness_figure_shows_a_lone_trials_own_interval() -> None:
 
 def test_trajectory_and_density_figures_carry_what_a_reader_needs() -> None:
     trials = make_trials()
-    path = pd.DataFrame({"trial_id": "b128-a0-s0", "kind": "path", "epoch": [1, 2, 3, 4], "x": [-3.0, -2.0, -1.0, 0.0],
-                         "y": [0.5, -0.2, 0.1, 0.0], "loss": [2.0, 1.0, 0.5, 0.1]})
+    path = pd.DataFrame(
+        {
+            "trial_id": "b128-a0-s0",
+            "kind": "path",
+            "epoch": [1, 2, 3, 4],
+            "x": [-3.0, -2.0, -1.0, 0.0],
+            "y": [0.5, -0.2, 0.1, 0.0],
+            "loss": [2.0, 1.0, 0.5, 0.1],
+        }
+    )
     grid = [(x, y) for y in (-1.0, 0.0, 1.0) for x in (-4.0, -2.0, 1.0)]
-    surface = pd.DataFrame({"trial_id": "b128-a0-s0", "kind": "surface", "epoch": None, "x": [g[0] for g in grid],
-                            "y": [g[1] for g in grid], "loss": np.arange(9.0)})
+    surface = pd.DataFrame(
+        {
+            "trial_id": "b128-a0-s0",
+            "kind": "surface",
+            "epoch": None,
+            "x": [g[0] for g in grid],
+            "y": [g[1] for g in grid],
+            "loss": np.arange(9.0),
+        }
+    )
     trajectory = pd.concat([path, surface]).assign(explained_x=0.874, explained_y=0.091, split="train")
     fig = figures.trajectory_figure(trajectory, trials, "b128-a0-s0")
     assert fig.layout.xaxis.title.text.startswith("1st principal component: 87.4%")
     assert fig.layout.yaxis.title.text.startswith("2nd principal component: 9.1%")
     assert list(fig.data[1].text) == ["1", "2", "3", "4"]
-    spectrum = pd.DataFrame({"trial_id": "b128-a0-s0", "eigenvalue": np.linspace(-1, 5, 50),
-                             "density": np.exp(-np.linspace(-1, 5, 50) ** 2)})
+    spectrum = pd.DataFrame(
+        {
+            "trial_id": "b128-a0-s0",
+            "eigenvalue": np.linspace(-1, 5, 50),
+            "density": np.exp(-(np.linspace(-1, 5, 50) ** 2)),
+        }
+    )
     density = figures.hessian_density_figure(spectrum, trials)
     assert density.layout.yaxis.type == "log" and min(density.data[0].y) >= 1e-8
     assert density.data[0].name == "batch 128, none, lr none, seed 0"

@@ -69,18 +69,25 @@ def test_labels_mix_with_cutmix_lambda_in_the_loop_path() -> None:
 
 def test_old_mixup_alpha_key_and_new_axis_plan_identical_trials() -> None:
     old = plan_study(parse_study("name: s\nsweep: {batch_size: [128, 8192], mixup_alpha: [0.0, 1.0]}"))
-    new = plan_study(parse_study("name: s\nsweep: {batch_size: [128, 8192], "
-                                 "augmentation: [none, {name: mixup, alpha: 1.0}]}"))
+    new = plan_study(
+        parse_study("name: s\nsweep: {batch_size: [128, 8192], augmentation: [none, {name: mixup, alpha: 1.0}]}")
+    )
     assert [t.spec for t in old] == [t.spec for t in new]
     assert [t.trial_id for t in old] == [t.trial_id for t in new]
 
 
 def test_every_trial_records_its_augmentation_in_own_columns() -> None:
-    study = parse_study("name: s\nsweep: {batch_size: [128], augmentation: [none, mixup, "
-                        "{name: cutmix, alpha: 0.5}, {name: cutout, size: 12}]}")
+    study = parse_study(
+        "name: s\nsweep: {batch_size: [128], augmentation: [none, mixup, "
+        "{name: cutmix, alpha: 0.5}, {name: cutout, size: 12}]}"
+    )
     params = [t.params(study) for t in plan_study(study)]
     assert [(p["augmentation"], p["augmentation_alpha"], p["cutout_size"], p["mixup_alpha"]) for p in params] == [
-        ("none", 0.0, 0, 0.0), ("mixup", 1.0, 0, 1.0), ("cutmix", 0.5, 0, 0.0), ("cutout", 0.0, 12, 0.0)]
+        ("none", 0.0, 0, 0.0),
+        ("mixup", 1.0, 0, 1.0),
+        ("cutmix", 0.5, 0, 0.0),
+        ("cutout", 0.0, 12, 0.0),
+    ]
 
 
 def test_old_specs_with_mixup_alpha_still_load() -> None:
@@ -96,13 +103,16 @@ def test_a_study_sweeping_three_augmentations_shows_each(ray_session: str, tmp_p
     from pathlib import Path
 
     import pandas as pd
-
     from conftest import tiny_study_yaml
+
     from study.run_sweep import run_study
 
-    study = parse_study(tiny_study_yaml("augs", tmp_path).replace(
-        "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
-        "sweep: {batch_size: [128], augmentation: [none, {name: cutmix, alpha: 1.0}, {name: cutout, size: 8}]}"))
+    study = parse_study(
+        tiny_study_yaml("augs", tmp_path).replace(
+            "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
+            "sweep: {batch_size: [128], augmentation: [none, {name: cutmix, alpha: 1.0}, {name: cutout, size: 8}]}",
+        )
+    )
     result = run_study(study)
     trials = pd.read_parquet(Path(result.results_dir) / "trials")
     assert sorted(trials["augmentation"]) == ["cutmix", "cutout", "none"] and set(trials["status"]) == {"completed"}

@@ -1,10 +1,9 @@
 """cluster.yaml is valid for Ray's own launcher (checked offline) and keeps the dashboard private."""
 
 import copy
+
 import tomllib
-
 import yaml
-
 from conftest import ROOT
 
 

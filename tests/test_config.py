@@ -5,7 +5,9 @@ import pytest
 from study.config import ConfigError, StudyConfig, apply_override, augmentations, load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
-MINIMAL = "name: t\ndata: {dataset: synthetic}\nschedule: {epochs: 4, decay: constant}\nsweep: {batch_size: [64, 128]}\n"
+MINIMAL = (
+    "name: t\ndata: {dataset: synthetic}\nschedule: {epochs: 4, decay: constant}\nsweep: {batch_size: [64, 128]}\n"
+)
 
 
 def test_minimal_study_gets_design_defaults() -> None:
@@ -29,8 +31,10 @@ def test_shipped_study_files_load(study_file: Path) -> None:
 
 
 def test_set_overrides_any_key_with_yaml_values() -> None:
-    study = parse_study(MINIMAL, overrides=["sweep.batch_size=[32,64]", "schedule.epochs=2", "optim.nesterov=false",
-                                            "measure.hessian.top_k=3"])
+    study = parse_study(
+        MINIMAL,
+        overrides=["sweep.batch_size=[32,64]", "schedule.epochs=2", "optim.nesterov=false", "measure.hessian.top_k=3"],
+    )
     assert study.sweep.batch_size == (32, 64) and study.schedule.epochs == 2 and study.optim.nesterov is False
     assert study.measure.hessian is not None and study.measure.hessian.top_k == 3
 
@@ -39,35 +43,46 @@ def test_yaml_1_1_exponent_without_dot_is_a_number() -> None:
     assert parse_study(MINIMAL + "optim: {weight_decay: 5e-4}\n").optim.weight_decay == 5e-4
 
 
-@pytest.mark.parametrize("text,fragment", [
-    ("name: t\nsweep: {batch_sise: [1]}", "unknown key 'batch_sise'; did you mean 'batch_size'?"),
-    ("nmae: t", "did you mean 'name'"),
-    ("data: {dataset: synthetic}", "'name' is required"),
-    ("name: t\nsweep: {batch_size: [128, 1.5]}", "sweep.batch_size[1]: expected an integer"),
-    ("name: t\noptim: {nesterov: 'yes'}", "optim.nesterov: expected true or false"),
-    ("name: t\nschedule: {epochs: ten}", "schedule.epochs: expected an integer"),
-    ("name: t\nschedule: {epochs: 0}", "schedule.epochs: 0 must be at least 1"),
-    ("name: t\nschedule: {epochs: 100}", "schedule.milestones: [150, 225, 275] lie outside the 100-epoch run"),
-    ("name: t\nschedule: {epochs: 10, decay: constant, warmup_epochs: 10}", "warmup_epochs 10.0: must be >= 0 and shorter"),
-    ("name: t\nsweep: {mixup_alpha: [-0.5]}", "mixup_alpha: -0.5 must be >= 0"),
-    ("name: t\nresources: {workers: 3}\nsweep: {batch_size: [128]}", "128 cannot be split over resources.workers=3"),
-    ("name: t\ndata: {dataset: imagenet}", "data.dataset: unknown 'imagenet'; choose one of"),
-    ("name: t\nmodel: {arch: resnet50}", "model.arch: unknown 'resnet50'"),
-    ("name: t\nsweep: {lr_scaling: [cubic]}", "sweep.lr_scaling: unknown 'cubic'"),
-    ("name: t\nschedule: {decay: exponential}", "schedule.decay: unknown 'exponential'"),
-    ("name: t\ndata: {dataset: synthetic}\nschedule: {epochs: 2, decay: constant}\nsweep: {batch_size: [8192]}",
-     "8192 exceeds the 4096 training images"),
-    ("name: t\nmeasure: {interpolate: {pairs: [[128, 4096]]}}", "4096 is not among sweep.batch_size"),
-    ("name: t\nresources: {use_gpu: maybe}", "resources.use_gpu: expected 'auto' or true or false"),
-    ("name: t\nresources: {gpus_per_worker: 2}", "resources.gpus_per_worker: 2.0 must be in (0, 1]"),
-    ("name: [unclosed", "malformed YAML at line 1"),
-    ("name: t\nsweep: {augmentation: [mixup], mixup_alpha: [1.0]}", "give mixup_alpha or augmentation, not both"),
-    ("name: t\nsweep: {augmentation: [autoaugment]}", "sweep.augmentation: unknown 'autoaugment'"),
-    ("name: t\nsweep: {augmentation: [{name: cutout, size: 0}]}", "cutout size 0 must be between 1 and 32"),
-    ("name: t\nsweep: {augmentation: [{name: cutmix, alfa: 1}]}", "did you mean 'alpha'"),
-    ("- just\n- a list", "must be a mapping"),
-    ("name: t\ndata: 3", "data: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("name: t\nsweep: {batch_sise: [1]}", "unknown key 'batch_sise'; did you mean 'batch_size'?"),
+        ("nmae: t", "did you mean 'name'"),
+        ("data: {dataset: synthetic}", "'name' is required"),
+        ("name: t\nsweep: {batch_size: [128, 1.5]}", "sweep.batch_size[1]: expected an integer"),
+        ("name: t\noptim: {nesterov: 'yes'}", "optim.nesterov: expected true or false"),
+        ("name: t\nschedule: {epochs: ten}", "schedule.epochs: expected an integer"),
+        ("name: t\nschedule: {epochs: 0}", "schedule.epochs: 0 must be at least 1"),
+        ("name: t\nschedule: {epochs: 100}", "schedule.milestones: [150, 225, 275] lie outside the 100-epoch run"),
+        (
+            "name: t\nschedule: {epochs: 10, decay: constant, warmup_epochs: 10}",
+            "warmup_epochs 10.0: must be >= 0 and shorter",
+        ),
+        ("name: t\nsweep: {mixup_alpha: [-0.5]}", "mixup_alpha: -0.5 must be >= 0"),
+        (
+            "name: t\nresources: {workers: 3}\nsweep: {batch_size: [128]}",
+            "128 cannot be split over resources.workers=3",
+        ),
+        ("name: t\ndata: {dataset: imagenet}", "data.dataset: unknown 'imagenet'; choose one of"),
+        ("name: t\nmodel: {arch: resnet50}", "model.arch: unknown 'resnet50'"),
+        ("name: t\nsweep: {lr_scaling: [cubic]}", "sweep.lr_scaling: unknown 'cubic'"),
+        ("name: t\nschedule: {decay: exponential}", "schedule.decay: unknown 'exponential'"),
+        (
+            "name: t\ndata: {dataset: synthetic}\nschedule: {epochs: 2, decay: constant}\nsweep: {batch_size: [8192]}",
+            "8192 exceeds the 4096 training images",
+        ),
+        ("name: t\nmeasure: {interpolate: {pairs: [[128, 4096]]}}", "4096 is not among sweep.batch_size"),
+        ("name: t\nresources: {use_gpu: maybe}", "resources.use_gpu: expected 'auto' or true or false"),
+        ("name: t\nresources: {gpus_per_worker: 2}", "resources.gpus_per_worker: 2.0 must be in (0, 1]"),
+        ("name: [unclosed", "malformed YAML at line 1"),
+        ("name: t\nsweep: {augmentation: [mixup], mixup_alpha: [1.0]}", "give mixup_alpha or augmentation, not both"),
+        ("name: t\nsweep: {augmentation: [autoaugment]}", "sweep.augmentation: unknown 'autoaugment'"),
+        ("name: t\nsweep: {augmentation: [{name: cutout, size: 0}]}", "cutout size 0 must be between 1 and 32"),
+        ("name: t\nsweep: {augmentation: [{name: cutmix, alfa: 1}]}", "did you mean 'alpha'"),
+        ("- just\n- a list", "must be a mapping"),
+        ("name: t\ndata: 3", "data: expected a mapping"),
+    ],
+)
 def test_each_mistake_gets_one_clear_line(text: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse_study(text, source="s.yaml")
@@ -113,21 +128,25 @@ def test_measure_switches_take_true_false_or_settings() -> None:
     on = parse_study(MINIMAL + "measure: {noise_scale: true, hessian: {density: null}}\n").measure
     assert on.noise_scale is not None and on.noise_scale.probe_pairs == 4 and on.hessian.density is None
     assert parse_study(MINIMAL + "measure: {noise_scale: false}\n").measure.noise_scale is None
-    tuned = parse_study(MINIMAL + "measure: {noise_scale: {probe_pairs: 16, confidence: 0.9}, "
-                                  "hessian: {density: {iterations: 30}}}\n").measure
+    tuned = parse_study(
+        MINIMAL + "measure: {noise_scale: {probe_pairs: 16, confidence: 0.9}, hessian: {density: {iterations: 30}}}\n"
+    ).measure
     assert tuned.noise_scale.probe_pairs == 16 and tuned.noise_scale.confidence == 0.9
     assert tuned.hessian.density.iterations == 30 and tuned.hessian.trace_rel_error == 0.02
 
 
-@pytest.mark.parametrize("measure, key", [
-    ("{noise_scale: {probe_pairs: 0}}", "measure.noise_scale"),
-    ("{noise_scale: {confidence: 1.5}}", "measure.noise_scale.confidence"),
-    ("{hessian: {trace_rel_error: 0}}", "measure.hessian"),
-    ("{hessian: {density: {iterations: 1}}}", "measure.hessian.density"),
-    ("{eps_sharpness: {method: newton}}", "measure.eps_sharpness.method"),
-    ("{interpolate: {bn: freeze}}", "measure.interpolate.bn"),
-    ("{trajectory: {every_epochs: 2}}", "measure.trajectory.every_epochs"),  # 4 epochs: 2 snapshots
-])
+@pytest.mark.parametrize(
+    "measure, key",
+    [
+        ("{noise_scale: {probe_pairs: 0}}", "measure.noise_scale"),
+        ("{noise_scale: {confidence: 1.5}}", "measure.noise_scale.confidence"),
+        ("{hessian: {trace_rel_error: 0}}", "measure.hessian"),
+        ("{hessian: {density: {iterations: 1}}}", "measure.hessian.density"),
+        ("{eps_sharpness: {method: newton}}", "measure.eps_sharpness.method"),
+        ("{interpolate: {bn: freeze}}", "measure.interpolate.bn"),
+        ("{trajectory: {every_epochs: 2}}", "measure.trajectory.every_epochs"),  # 4 epochs: 2 snapshots
+    ],
+)
 def test_bad_measure_settings_name_their_key(measure: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         parse_study(MINIMAL + f"measure: {measure}\n")

@@ -8,8 +8,18 @@ import torch.nn.functional as F
 from PIL import Image
 
 from trainables.bench_data import write_cifar10_format
-from trainables.data import (CropFlip, DataError, Normalizer, class_balanced_subset, crop_flip, global_batches,
-                             imagefolder_cache, load_dataset, split_global_batch, worker_slice)
+from trainables.data import (
+    CropFlip,
+    DataError,
+    Normalizer,
+    class_balanced_subset,
+    crop_flip,
+    global_batches,
+    imagefolder_cache,
+    load_dataset,
+    split_global_batch,
+    worker_slice,
+)
 
 
 def reference_crop_flip(images: torch.Tensor, params: CropFlip, padding: int = 4) -> torch.Tensor:
@@ -18,7 +28,7 @@ def reference_crop_flip(images: torch.Tensor, params: CropFlip, padding: int = 4
     for i, image in enumerate(images):
         padded = F.pad(image, (padding,) * 4)
         top, left = int(params.top[i]), int(params.left[i])
-        crop = padded[:, top:top + image.shape[1], left:left + image.shape[2]]
+        crop = padded[:, top : top + image.shape[1], left : left + image.shape[2]]
         out.append(torch.flip(crop, dims=[2]) if params.flip[i] else crop)
     return torch.stack(out)
 
@@ -54,9 +64,15 @@ def test_last_partial_batch_is_dropped() -> None:
     assert len(batches) == 10 and all(len(b) == 100 for b in batches)
 
 
-@pytest.mark.parametrize("batch,workers,max_micro,expected", [
-    (128, 1, 8192, (128, 1)), (8192, 2, 1024, (1024, 4)), (8192, 4, 8192, (2048, 1)), (384, 1, 256, (192, 2)),
-])
+@pytest.mark.parametrize(
+    "batch,workers,max_micro,expected",
+    [
+        (128, 1, 8192, (128, 1)),
+        (8192, 2, 1024, (1024, 4)),
+        (8192, 4, 8192, (2048, 1)),
+        (384, 1, 256, (192, 2)),
+    ],
+)
 def test_split_global_batch(batch: int, workers: int, max_micro: int, expected: tuple[int, int]) -> None:
     micro, accumulation = split_global_batch(batch, workers, max_micro)
     assert (micro, accumulation) == expected and workers * micro * accumulation == batch

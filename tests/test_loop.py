@@ -12,8 +12,20 @@ from trainables.loop import Runtime, TrialSpec, build_model_and_optimizer, gradi
 from trainables.mixup import MixedBatch
 
 CPU = Runtime(torch.device("cpu"))
-TINY = TrialSpec("tiny", dataset="synthetic", train_subset=512, test_subset=256, width=0.25, batch_size=64,
-                 micro_batch=64, epochs=2, augmentation="mixup", augmentation_alpha=1.0, peak_lr=0.05, train_eval_samples=256)
+TINY = TrialSpec(
+    "tiny",
+    dataset="synthetic",
+    train_subset=512,
+    test_subset=256,
+    width=0.25,
+    batch_size=64,
+    micro_batch=64,
+    epochs=2,
+    augmentation="mixup",
+    augmentation_alpha=1.0,
+    peak_lr=0.05,
+    train_eval_samples=256,
+)
 
 
 def test_accumulating_two_micro_batches_equals_one_big_step_without_batchnorm() -> None:
@@ -41,8 +53,18 @@ def test_synthetic_is_learnable_and_metrics_are_complete() -> None:
     assert outcome.status == "completed" and outcome.epochs == 2 and outcome.steps == 2 * (512 // 64)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[-1]["test_acc"] > 0.5  # chance is 0.1
-    for key in ("lr", "train_loss", "clean_train_loss", "clean_train_acc", "test_loss", "test_acc", "epoch_time_s",
-                "images_per_s", "grad_norm", "param_norm"):
+    for key in (
+        "lr",
+        "train_loss",
+        "clean_train_loss",
+        "clean_train_acc",
+        "test_loss",
+        "test_acc",
+        "epoch_time_s",
+        "images_per_s",
+        "grad_norm",
+        "param_norm",
+    ):
         assert rows[-1][key] == rows[-1][key], key  # present and not NaN
     assert 0 <= rows[-1]["clean_train_acc"] <= 1
 
@@ -116,6 +138,9 @@ def test_two_workers_equal_one_worker_with_two_accumulation_steps(tmp_path: Path
     assert relative_difference(single["s"]["model"]) < 1e-5
     # Half the LR (as a wrong gradient average would give) is caught.
     halved: dict = {}
-    train(dataclasses.replace(one_worker, peak_lr=one_worker.peak_lr / 2), CPU,
-          on_epoch=lambda m, make: halved.update(s=make()))
+    train(
+        dataclasses.replace(one_worker, peak_lr=one_worker.peak_lr / 2),
+        CPU,
+        on_epoch=lambda m, make: halved.update(s=make()),
+    )
     assert relative_difference(halved["s"]["model"]) > 0.1

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import ROOT, tiny_study_yaml
+
 from study.config import parse_study
 from study.run_sweep import run_study
 
@@ -77,23 +77,39 @@ def test_measurements_cover_every_trial_and_pair(ray_session: str, tmp_path: Pat
     report = Path(result.report)
     assert report == results.parent / "report.html" and report.exists()
     page = report.read_text()
-    for section in ("accuracy_gap_vs_batch", "learning_curves", "interpolation_1", "interpolation_2",
-                    "sharpness_vs_batch", "hessian_density", "random_directions_1", "steps_to_target", "trials_table"):
+    for section in (
+        "accuracy_gap_vs_batch",
+        "learning_curves",
+        "interpolation_1",
+        "interpolation_2",
+        "sharpness_vs_batch",
+        "hessian_density",
+        "random_directions_1",
+        "steps_to_target",
+        "trials_table",
+    ):
         assert f'id="{section}"' in page, section
     assert page.count("<li>") == 1 and "Optimization trajectories: not measured" in page  # the one not asked for
     assert page.count("<script") >= 8 and "<script src=" not in page  # plotly.js inlined, nothing fetched
     check_renders_offline(report, tmp_path)
 
     # Re-running measures only what is missing: nothing, here.
-    rerun = subprocess.run([sys.executable, "-m", "study.measure", str(results)], cwd=ROOT, capture_output=True,
-                           text=True, timeout=300, env={**__import__("os").environ, "RAY_ADDRESS": ray_session})
+    rerun = subprocess.run(
+        [sys.executable, "-m", "study.measure", str(results)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "RAY_ADDRESS": ray_session},
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert "measure: 0 jobs written" in rerun.stdout
 
 
 def test_measure_cli_rejects_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
-    process = subprocess.run([sys.executable, "-m", "study.measure", str(tmp_path)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=60)
+    process = subprocess.run(
+        [sys.executable, "-m", "study.measure", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert process.returncode == 2 and "is not a results store" in process.stderr
     assert process.stderr.strip().count("\n") == 0
 
@@ -103,15 +119,27 @@ def check_renders_offline(report: Path, tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium not installed (.ci/run installs Debian's chromium package)")
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--proxy-server=127.0.0.1:9", f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=10000"]
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--proxy-server=127.0.0.1:9",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--virtual-time-budget=10000",
+    ]
     dom = subprocess.run([*flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120).stdout
     sections = dom.count("<section")
     assert sections >= 8 and dom.count('class="main-svg"') >= sections, "plotly did not render every figure"
     shot = tmp_path / "report.png"
-    subprocess.run([*flags, "--window-size=1300,2400", f"--screenshot={shot}", report.as_uri()], capture_output=True,
-                   timeout=120)
+    subprocess.run(
+        [*flags, "--window-size=1300,2400", f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120
+    )
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("L"))
@@ -120,8 +148,11 @@ def check_renders_offline(report: Path, tmp_path: Path) -> None:
 
 def test_trajectory_snapshots_are_kept_and_projected(ray_session: str, tmp_path: Path) -> None:
     """One 5-epoch trial keeps 5 weight snapshots; its path lies on its PCA plane, the final at the origin."""
-    text = tiny_study_yaml("trajectory", tmp_path).replace("epochs: 2", "epochs: 5").replace(
-        "batch_size: [64, 128], mixup_alpha: [0.0, 1.0]", "batch_size: [64], mixup_alpha: [0.0]")
+    text = (
+        tiny_study_yaml("trajectory", tmp_path)
+        .replace("epochs: 2", "epochs: 5")
+        .replace("batch_size: [64, 128], mixup_alpha: [0.0, 1.0]", "batch_size: [64], mixup_alpha: [0.0]")
+    )
     study = parse_study(text + "measure:\n  trajectory: {every_epochs: 1, points: 3, train_samples: 128}\n")
     result = run_study(study)
     results = Path(result.results_dir)

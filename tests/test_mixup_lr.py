@@ -50,8 +50,9 @@ def test_lr_scaling_rules_at_8192(rule: str, expected: float) -> None:
 
 
 def test_warmup_starts_low_and_reaches_peak_on_its_last_step() -> None:
-    schedule = LRSchedule.from_epochs(peak_lr=6.4, steps_per_epoch=10, epochs=20, warmup_epochs=5,
-                                      decay="constant", milestones=(), gamma=0.1)
+    schedule = LRSchedule.from_epochs(
+        peak_lr=6.4, steps_per_epoch=10, epochs=20, warmup_epochs=5, decay="constant", milestones=(), gamma=0.1
+    )
     lrs = [schedule(s) for s in range(60)]
     assert lrs[0] == pytest.approx(6.4 / 50)
     assert all(a < b for a, b in zip(lrs[:50], lrs[1:50]))
@@ -60,10 +61,18 @@ def test_warmup_starts_low_and_reaches_peak_on_its_last_step() -> None:
 
 
 def test_step_and_cosine_decay() -> None:
-    step = LRSchedule.from_epochs(peak_lr=0.1, steps_per_epoch=10, epochs=300, warmup_epochs=0, decay="step",
-                                  milestones=(150, 225, 275), gamma=0.1)
+    step = LRSchedule.from_epochs(
+        peak_lr=0.1,
+        steps_per_epoch=10,
+        epochs=300,
+        warmup_epochs=0,
+        decay="step",
+        milestones=(150, 225, 275),
+        gamma=0.1,
+    )
     assert step(1499) == pytest.approx(0.1) and step(1500) == pytest.approx(0.01)
     assert step(2250) == pytest.approx(0.001) and step(2999) == pytest.approx(0.0001)
-    cosine = LRSchedule.from_epochs(peak_lr=0.2, steps_per_epoch=10, epochs=10, warmup_epochs=0, decay="cosine",
-                                    milestones=(), gamma=0.1)
+    cosine = LRSchedule.from_epochs(
+        peak_lr=0.2, steps_per_epoch=10, epochs=10, warmup_epochs=0, decay="cosine", milestones=(), gamma=0.1
+    )
     assert cosine(0) == pytest.approx(0.2) and cosine(50) == pytest.approx(0.1) and cosine(100) == pytest.approx(0)

@@ -16,7 +16,7 @@ def test_vgg9_layout_matches_li_et_al() -> None:
     assert all(c.kernel_size == (3, 3) and c.bias is not None for c in convs)
     assert sum(isinstance(m, nn.MaxPool2d) for m in model.features) == 3
     linear = [m for m in model.classifier if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linear] == [(4096, 256), (256, 10)]
+    assert [(layer.in_features, layer.out_features) for layer in linear] == [(4096, 256), (256, 10)]
     assert isinstance(model.classifier[1], nn.BatchNorm1d)
 
 

@@ -34,8 +34,10 @@ def test_two_batch_estimator_is_exact_on_exact_expectations(replacement: bool) -
     per_example = rng.normal(size=(7, 3)) + np.array([0.3, -0.2, 0.1])
     n, small, big = len(per_example), 2, 4
     draw = itertools.product if replacement else itertools.combinations
-    expected = [mean_sq_over(per_example, list(draw(range(n), **({"repeat": b} if replacement else {"r": b}))))
-                for b in (small, big)]
+    expected = [
+        mean_sq_over(per_example, list(draw(range(n), **({"repeat": b} if replacement else {"r": b}))))
+        for b in (small, big)
+    ]
     g_sq, trace_sigma, b_simple = exact_truth(per_example)
     estimate = noise_scale(small, expected[0], big, expected[1], None if replacement else n)
     assert estimate["grad_sq"] == pytest.approx(g_sq, rel=1e-12)
@@ -99,7 +101,7 @@ def test_multi_worker_estimate_recovers_the_exact_noise_scale() -> None:
         local, full = [], []
         for index in global_batches(population, batch, seed=0, epoch=epoch):
             shards = [per_example[worker_slice(index, r, workers).numpy()].mean(axis=0) for r in range(workers)]
-            local.append(np.mean([np.sum(s ** 2) for s in shards]))
+            local.append(np.mean([np.sum(s**2) for s in shards]))
             full.append(np.sum(np.mean(shards, axis=0) ** 2))
         units += step_blocks(torch.tensor(local), torch.tensor(full))
     estimate = noise_scale_interval(units, batch // workers, batch, population)
@@ -115,10 +117,11 @@ def test_bootstrap_interval_covers_the_truth_at_its_level() -> None:
     for repetition in range(200):
         # Units with the two-batch structure: big = mean of two independent small halves.
         halves = np.sqrt(g_sq / 30) + rng.normal(size=(40, 2, 30)) * np.sqrt(trace / small / 30)
-        s = (halves ** 2).sum(axis=2).mean(axis=1)
+        s = (halves**2).sum(axis=2).mean(axis=1)
         b = (halves.mean(axis=1) ** 2).sum(axis=1)
-        interval = noise_scale_interval(np.column_stack([s, b, np.ones(40)]), small, big, confidence=0.9,
-                                        resamples=500, seed=repetition)
+        interval = noise_scale_interval(
+            np.column_stack([s, b, np.ones(40)]), small, big, confidence=0.9, resamples=500, seed=repetition
+        )
         hits += interval["ci_low"] <= trace / g_sq <= interval["ci_high"]
         infinite += math.isinf(interval["ci_high"])
     assert 0.82 <= hits / 200 <= 0.97, hits

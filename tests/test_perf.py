@@ -9,28 +9,58 @@ import torch
 
 from trainables.bench_data import write_cifar10_format
 from trainables.data import Normalizer, global_batches, load_dataset
-from trainables.flops import forward_flops_per_image, mfu, peak_flops
-from trainables.loop import (Runtime, TrialSpec, build_model_and_optimizer, compiled, gradient_buffer, optimizer_step,
-                             train, worker_micro_batches)
+from trainables.flops import forward_flops_per_image, mfu, peak_flops, train_flops_per_image
+from trainables.loop import (
+    Runtime,
+    TrialSpec,
+    build_model_and_optimizer,
+    compiled,
+    gradient_buffer,
+    optimizer_step,
+    train,
+    worker_micro_batches,
+)
 from trainables.mixup import MixedBatch
 from trainables.models import build_model, vgg9
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-TINY = TrialSpec("perf", dataset="synthetic", train_subset=512, test_subset=256, width=0.25, batch_size=128,
-                 micro_batch=128, epochs=1, train_eval_samples=256)
+TINY = TrialSpec(
+    "perf",
+    dataset="synthetic",
+    train_subset=512,
+    test_subset=256,
+    width=0.25,
+    batch_size=128,
+    micro_batch=128,
+    epochs=1,
+    train_eval_samples=256,
+)
 
 
 def test_vgg9_forward_flops_match_the_hand_count() -> None:
     # convs at 32x32: 3->64, 64->64; at 16x16: 64->128, 128->128; at 8x8: 128->256, 256->256 x2; two linears
-    by_hand = 2 * 9 * (3 * 64 * 1024 + 64 * 64 * 1024 + 64 * 128 * 256 + 128 * 128 * 256 + 128 * 256 * 64
-                       + 2 * 256 * 256 * 64) + 2 * (4096 * 256 + 256 * 10)
+    by_hand = 2 * 9 * (
+        3 * 64 * 1024 + 64 * 64 * 1024 + 64 * 128 * 256 + 128 * 128 * 256 + 128 * 256 * 64 + 2 * 256 * 256 * 64
+    ) + 2 * (4096 * 256 + 256 * 10)
     assert forward_flops_per_image(vgg9()) == by_hand == 383_128_576  # the 0.383 GFLOP
+    # Backward: input and weight gradients of every layer but the first conv's input: 3x less that one.
+    first_conv_input_grad = 2 * 9 * 3 * 64 * 1024
+    assert train_flops_per_image(vgg9()) == 3 * by_hand - first_conv_input_grad
+
+
+def test_flop_counting_leaves_the_model_untouched() -> None:
+    model = vgg9(width=0.25).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_flops_per_image(model)
+    forward_flops_per_image(model)
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_peak_table_and_mfu() -> None:
     assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops("NVIDIA H100 PCIe") == 756e12
     assert peak_flops("NVIDIA A10G") == 70e12 and peak_flops("Some Future GPU") is None
-    assert mfu(100_000, 383e6, 989e12) == pytest.approx(100_000 * 3 * 383e6 / 989e12)
+    assert mfu(100_000, 3 * 383e6, 989e12) == pytest.approx(100_000 * 3 * 383e6 / 989e12)
     assert mfu(100_000, 383e6, None) is None
 
 
@@ -60,24 +90,38 @@ def test_gradient_buffer_views_keep_each_parameters_layout_for_fused_sgd() -> No
         model = build_model("vgg9", width=0.25)
         if fast:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
-                                    fused=fast or None)
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=fast or None
+        )
         if fast:
             grads = gradient_buffer(model)
-            assert all(p.grad.stride() == p.stride() and p.grad.data_ptr() >= grads.data_ptr()
-                       for p in model.parameters())
+            assert all(
+                p.grad.stride() == p.stride() and p.grad.data_ptr() >= grads.data_ptr() for p in model.parameters()
+            )
             assert model.features[0].weight.grad.stride() != model.features[0].weight.grad.contiguous().stride()
             for _ in range(2):
-                optimizer_step(model, optimizer, [MixedBatch(b.images.contiguous(memory_format=torch.channels_last),
-                                                             b.labels_a, b.labels_b, b.lam) for b in batches],
-                               0.1, Runtime(torch.device("cpu")), grads)
+                optimizer_step(
+                    model,
+                    optimizer,
+                    [
+                        MixedBatch(
+                            b.images.contiguous(memory_format=torch.channels_last), b.labels_a, b.labels_b, b.lam
+                        )
+                        for b in batches
+                    ],
+                    0.1,
+                    Runtime(torch.device("cpu")),
+                    grads,
+                )
         else:
             for _ in range(2):
                 optimizer.zero_grad(set_to_none=True)
                 for b in batches:
                     out = model(b.images)
-                    loss = (b.lam * torch.nn.functional.cross_entropy(out, b.labels_a)
-                            + (1 - b.lam) * torch.nn.functional.cross_entropy(out, b.labels_b)) / 2
+                    loss = (
+                        b.lam * torch.nn.functional.cross_entropy(out, b.labels_a)
+                        + (1 - b.lam) * torch.nn.functional.cross_entropy(out, b.labels_b)
+                    ) / 2
                     loss.backward()
                 optimizer.step()
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -91,13 +135,28 @@ def test_gradient_buffer_views_keep_each_parameters_layout_for_fused_sgd() -> No
 def test_compiled_training_matches_eager_on_cpu() -> None:
     # torch.compile (inductor, the C++ backend here) through the whole loop, with gradient accumulation:
     # the same trajectory as eager up to float reordering (~30 s, mostly compilation).
-    spec = TrialSpec("compiled", dataset="synthetic", train_subset=512, test_subset=256, width=0.25, batch_size=64,
-                     micro_batch=32, accumulation_steps=2, epochs=2, augmentation="mixup", augmentation_alpha=1.0,
-                     peak_lr=0.05, train_eval_samples=256)
+    spec = TrialSpec(
+        "compiled",
+        dataset="synthetic",
+        train_subset=512,
+        test_subset=256,
+        width=0.25,
+        batch_size=64,
+        micro_batch=32,
+        accumulation_steps=2,
+        epochs=2,
+        augmentation="mixup",
+        augmentation_alpha=1.0,
+        peak_lr=0.05,
+        train_eval_samples=256,
+    )
     runs: dict[bool, list[dict]] = {True: [], False: []}
     for use_compile in runs:
-        train(dataclasses.replace(spec, compile=use_compile), Runtime(torch.device("cpu")),
-              on_epoch=lambda m, _, rows=runs[use_compile]: rows.append(m))
+        train(
+            dataclasses.replace(spec, compile=use_compile),
+            Runtime(torch.device("cpu")),
+            on_epoch=lambda m, _, rows=runs[use_compile]: rows.append(m),
+        )
     for eager, comp in zip(runs[False], runs[True]):
         assert comp["train_loss"] == pytest.approx(eager["train_loss"], rel=5e-3)
         assert comp["param_norm"] == pytest.approx(eager["param_norm"], rel=1e-4)
@@ -136,7 +195,9 @@ def test_cuda_graphs_with_gradient_accumulation() -> None:
     rows: list[dict] = []
     outcome = train(spec, Runtime(torch.device("cuda")), on_epoch=lambda m, _: rows.append(m))
     eager: list[dict] = []
-    train(dataclasses.replace(spec, compile=False), Runtime(torch.device("cuda")), on_epoch=lambda m, _: eager.append(m))
+    train(
+        dataclasses.replace(spec, compile=False), Runtime(torch.device("cuda")), on_epoch=lambda m, _: eager.append(m)
+    )
     assert outcome.status == "completed"
     assert rows[-1]["param_norm"] == pytest.approx(eager[-1]["param_norm"], rel=1e-2)
     assert rows[-1]["train_loss"] == pytest.approx(eager[-1]["train_loss"], rel=0.05)
@@ -162,7 +223,9 @@ def test_bench_projects_the_papers_trials_from_measured_rates() -> None:
     assert trial_minutes(100_000, 1_000_000) == pytest.approx(2.6)
     lines = projection({128: 100_000, 2048: 200_000}, 1_000_000)
     assert "batch 128: 2.6 min" in lines[0] and "(rate of batch 2048: 8192 not run here)" in lines[1]
-    assert lines[2].endswith(f"{2 * 2.6 + 2 * trial_minutes(200_000, 1_000_000):.1f} min (training and evaluation only)")
+    assert lines[2].endswith(
+        f"{2 * 2.6 + 2 * trial_minutes(200_000, 1_000_000):.1f} min (training and evaluation only)"
+    )
 
 
 def test_bench_finds_full_size_data_offline(tmp_path: Path) -> None:
@@ -175,6 +238,8 @@ def test_bench_finds_full_size_data_offline(tmp_path: Path) -> None:
     assert (len(data.train), len(data.test)) == (50_000, 10_000)
     write_cifar10_format(cache, per_batch=2)  # a real download's folder is preferred to random images
     assert full_size_data(tmp_path / "scratch2", shared=tmp_path / "absent.tar.gz", cache=cache)[:2] == (
-        "cifar10", str(cache))
+        "cifar10",
+        str(cache),
+    )
     (tmp_path / "cifar.tar.gz").touch()
     assert full_size_data(tmp_path / "scratch3", shared=tmp_path / "cifar.tar.gz", cache=cache)[0] == "imagefolder"

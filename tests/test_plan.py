@@ -28,8 +28,9 @@ def test_trial_ids_are_stable_and_change_with_the_trial() -> None:
 
 
 def test_swept_base_lr_replaces_the_single_value() -> None:
-    trials = plan_study(parse_study("name: p\nsweep: {batch_size: [256], mixup_alpha: 0, base_lr: [0.1, 0.2], "
-                                    "lr_scaling: linear}"))
+    trials = plan_study(
+        parse_study("name: p\nsweep: {batch_size: [256], mixup_alpha: 0, base_lr: [0.1, 0.2], lr_scaling: linear}")
+    )
     assert sorted(t.spec.peak_lr for t in trials) == [0.2, 0.4]
 
 

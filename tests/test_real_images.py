@@ -9,9 +9,21 @@ from trainables.loop import Runtime, TrialSpec, train
 @pytest.mark.slow
 def test_vgg9_learns_real_cifar10(shared_cifar: Path) -> None:
     """5,000 class-balanced CIFAR-10 training images, a few epochs at batch 128: well above chance (10%)."""
-    spec = TrialSpec("real", dataset="imagefolder", data_root=str(shared_cifar), train_subset=5000, test_subset=1000,
-                     width=0.25, batch_size=128, micro_batch=128, epochs=4, peak_lr=0.05, augmentation="none", augmentation_alpha=0.0,
-                     train_eval_samples=1000)
+    spec = TrialSpec(
+        "real",
+        dataset="imagefolder",
+        data_root=str(shared_cifar),
+        train_subset=5000,
+        test_subset=1000,
+        width=0.25,
+        batch_size=128,
+        micro_batch=128,
+        epochs=4,
+        peak_lr=0.05,
+        augmentation="none",
+        augmentation_alpha=0.0,
+        train_eval_samples=1000,
+    )
     rows: list[dict] = []
     outcome = train(spec, Runtime(torch.device("cpu")), on_epoch=lambda m, _: rows.append(m))
     print([(r["epoch"], round(r["test_acc"], 3), round(r["epoch_time_s"], 1)) for r in rows])

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import ROOT, tiny_study_yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, tiny_study_yaml
 from study.config import ConfigError, StudyConfig, parse_study
 from study.run_sweep import run_study
 
@@ -32,14 +32,22 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 300) -> None
 
 def epochs_of(results: Path) -> pd.DataFrame:
     folder = results / "epochs"
-    return pd.read_parquet(folder) if folder.exists() and any(folder.glob("*.parquet")) else pd.DataFrame(
-        columns=["trial_id", "epoch"])
+    return (
+        pd.read_parquet(folder)
+        if folder.exists() and any(folder.glob("*.parquet"))
+        else pd.DataFrame(columns=["trial_id", "epoch"])
+    )
 
 
 def sweep_cli(study_file: Path, address: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "study.run_sweep", str(study_file), *extra], cwd=ROOT,
-                            env={**os.environ, "RAY_ADDRESS": address, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "study.run_sweep", str(study_file), *extra],
+        cwd=ROOT,
+        env={**os.environ, "RAY_ADDRESS": address, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -47,14 +55,19 @@ def test_killed_train_worker_restarts_from_its_checkpoint(ray_session: str, tmp_
     import psutil
 
     study_file = tmp_path / "fault.yaml"
-    study_file.write_text(tiny_study_yaml("fault", tmp_path).replace("epochs: 2,", "epochs: 6,")
-                          .replace("[64, 128], mixup_alpha: [0.0, 1.0]", "[64], mixup_alpha: [0.0]")
-                          + "resources: {workers: 2, max_failures: 2}\n")
+    study_file.write_text(
+        tiny_study_yaml("fault", tmp_path)
+        .replace("epochs: 2,", "epochs: 6,")
+        .replace("[64, 128], mixup_alpha: [0.0, 1.0]", "[64], mixup_alpha: [0.0]")
+        + "resources: {workers: 2, max_failures: 2}\n"
+    )
     results = tmp_path / "fault" / "results"
     process = sweep_cli(study_file, ray_session)
     wait_for(lambda: epochs_of(results)["epoch"].max() >= 2 if len(epochs_of(results)) else False, process)
     # Ray titles each actor's process after its class: find the two Train workers.
-    workers = [p for p in psutil.process_iter(["cmdline"]) if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+    workers = [
+        p for p in psutil.process_iter(["cmdline"]) if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])
+    ]
     assert len(workers) == 2, [p.info["cmdline"] for p in workers]
     os.kill(workers[1].pid, signal.SIGKILL)  # a real signal to a real worker process
     output = process.communicate(timeout=600)[0]
@@ -68,16 +81,25 @@ def test_killed_train_worker_restarts_from_its_checkpoint(ray_session: str, tmp_
 @pytest.mark.slow
 def test_sigkilled_driver_resumes_with_each_row_once(ray_session: str, tmp_path: Path) -> None:
     study_file = tmp_path / "kill.yaml"
-    study_file.write_text(tiny_study_yaml("kill", tmp_path).replace("epochs: 2,", "epochs: 5,")
-                          .replace("mixup_alpha: [0.0, 1.0]", "mixup_alpha: [0.0]")
-                          + "resources: {max_concurrent_trials: 1}\n"
-                          + "measure: {hessian: {top_k: 1, samples: 64, trace: false}, noise_scale: true}\n")
+    study_file.write_text(
+        tiny_study_yaml("kill", tmp_path)
+        .replace("epochs: 2,", "epochs: 5,")
+        .replace("mixup_alpha: [0.0, 1.0]", "mixup_alpha: [0.0]")
+        + "resources: {max_concurrent_trials: 1}\n"
+        + "measure: {hessian: {top_k: 1, samples: 64, trace: false}, noise_scale: true}\n"
+    )
     results = tmp_path / "kill" / "results"
     process = sweep_cli(study_file, ray_session)
     # Kill the driver once the first trial finished and the second is part-way (it has a checkpoint).
-    wait_for(lambda: (results / "trials").exists() and len(list((results / "trials").glob("*.parquet"))) == 1
-             and epochs_of(results).groupby("trial_id")["epoch"].max().min() >= 2
-             and epochs_of(results)["trial_id"].nunique() == 2, process)
+    wait_for(
+        lambda: (
+            (results / "trials").exists()
+            and len(list((results / "trials").glob("*.parquet"))) == 1
+            and epochs_of(results).groupby("trial_id")["epoch"].max().min() >= 2
+            and epochs_of(results)["trial_id"].nunique() == 2
+        ),
+        process,
+    )
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     finished = pd.read_parquet(results / "trials")
@@ -97,8 +119,10 @@ def test_sigkilled_driver_resumes_with_each_row_once(ray_session: str, tmp_path:
     sharpness = pd.read_parquet(results / "sharpness")
     assert sorted(trials["trial_id"]) == sorted({done_id, partial_id}) and set(trials["status"]) == {"completed"}
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    assert epochs.groupby("trial_id")["epoch"].apply(sorted).to_dict() == {done_id: [1, 2, 3, 4, 5],
-                                                                          partial_id: [1, 2, 3, 4, 5]}
+    assert epochs.groupby("trial_id")["epoch"].apply(sorted).to_dict() == {
+        done_id: [1, 2, 3, 4, 5],
+        partial_id: [1, 2, 3, 4, 5],
+    }
     assert (results / "epochs" / f"{done_id}.parquet").stat().st_mtime_ns == done_mtime  # not retrained
     # The partial trial resumed from its checkpoint: it trained only the epochs it had not finished.
     resumed = re.findall(rf"\[{re.escape(partial_id)}\] epoch (\d+)/5", output)
@@ -110,9 +134,14 @@ def test_sigkilled_driver_resumes_with_each_row_once(ray_session: str, tmp_path:
 
 @pytest.mark.slow
 def test_divergence_is_recorded_and_the_study_goes_on(ray_session: str, tmp_path: Path) -> None:
-    study = parse_study(tiny_study_yaml("diverge", tmp_path).replace("epochs: 2,", "epochs: 3,")
-                        .replace("sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
-                                 "sweep: {batch_size: [128], mixup_alpha: [0.0], base_lr: [0.05, 1.0e8]}"))
+    study = parse_study(
+        tiny_study_yaml("diverge", tmp_path)
+        .replace("epochs: 2,", "epochs: 3,")
+        .replace(
+            "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
+            "sweep: {batch_size: [128], mixup_alpha: [0.0], base_lr: [0.05, 1.0e8]}",
+        )
+    )
     result = run_study(study)
     trials = pd.DataFrame(result.trials).set_index("base_lr")
     assert trials.loc[0.05, "status"] == "completed" and trials.loc[1e8, "status"] == "diverged"
@@ -126,10 +155,12 @@ def test_divergence_is_recorded_and_the_study_goes_on(ray_session: str, tmp_path
 @pytest.mark.slow
 def test_a_failing_trial_is_recorded_as_failed_with_its_error(ray_session: str, tmp_path: Path) -> None:
     (tmp_path / "cifar" / "cifar-10-batches-py").mkdir(parents=True)  # the folder, but not its files
-    study = parse_study(tiny_study_yaml("fails", tmp_path)
-                        .replace("dataset: synthetic", f"dataset: cifar10, root: {tmp_path / 'cifar'}")
-                        .replace("[64, 128], mixup_alpha: [0.0, 1.0]", "[64], mixup_alpha: [0.0]")
-                        + "resources: {max_failures: 0}\n")
+    study = parse_study(
+        tiny_study_yaml("fails", tmp_path)
+        .replace("dataset: synthetic", f"dataset: cifar10, root: {tmp_path / 'cifar'}")
+        .replace("[64, 128], mixup_alpha: [0.0, 1.0]", "[64], mixup_alpha: [0.0]")
+        + "resources: {max_failures: 0}\n"
+    )
     result = run_study(study)
     (row,) = result.trials
     assert row["status"] == "failed" and "data_batch_1" in row["error"]
@@ -144,10 +175,15 @@ BAD_INPUTS = {
     "misspelled": ("name: x\nschedule: {epohcs: 3}", "did you mean 'epochs'"),
     "wrong type": ("name: x\nmodel: {width: wide}", "model.width: expected a number"),
     "split": ("name: x\nresources: {workers: 3}\nsweep: {batch_size: [128]}", "cannot be split"),
-    "missing root": ("name: x\ndata: {dataset: imagefolder, root: /no/such/folder}\nsweep: {batch_size: [128]}",
-                     "/no/such/folder does not exist"),
-    "resources": ("name: x\ndata: {dataset: synthetic}\nschedule: {epochs: 1, decay: constant}\n"
-                  "sweep: {batch_size: [128]}\nresources: {workers: 64}", "hold at most"),
+    "missing root": (
+        "name: x\ndata: {dataset: imagefolder, root: /no/such/folder}\nsweep: {batch_size: [128]}",
+        "/no/such/folder does not exist",
+    ),
+    "resources": (
+        "name: x\ndata: {dataset: synthetic}\nschedule: {epochs: 1, decay: constant}\n"
+        "sweep: {batch_size: [128]}\nresources: {workers: 64}",
+        "hold at most",
+    ),
 }
 
 
@@ -157,8 +193,14 @@ def test_bad_input_is_one_line_and_status_2(name: str, ray_session: str, tmp_pat
     text, fragment = BAD_INPUTS[name]
     study_file = tmp_path / "bad.yaml"
     study_file.write_text(text)
-    process = subprocess.run([sys.executable, "-m", "study.run_sweep", str(study_file)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": ray_session})
+    process = subprocess.run(
+        [sys.executable, "-m", "study.run_sweep", str(study_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": ray_session},
+    )
     assert process.returncode == 2, process.stdout[-2000:] + process.stderr[-2000:]
     lines = process.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and fragment in lines[-1] and "Traceback" not in process.stderr
@@ -173,10 +215,18 @@ def test_corrupt_image_is_named_before_any_ray_work(tmp_path: Path) -> None:
         Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / split / "cat" / "ok.png")
     (tmp_path / "imgs" / "train" / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
     study_file = tmp_path / "s.yaml"
-    study_file.write_text(f"name: x\nstorage: {tmp_path}\ndata: {{dataset: imagefolder, root: {tmp_path / 'imgs'}}}\n"
-                          "schedule: {epochs: 1, decay: constant}\nsweep: {batch_size: [1]}\n")
-    process = subprocess.run([sys.executable, "-m", "study.run_sweep", str(study_file)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
+    study_file.write_text(
+        f"name: x\nstorage: {tmp_path}\ndata: {{dataset: imagefolder, root: {tmp_path / 'imgs'}}}\n"
+        "schedule: {epochs: 1, decay: constant}\nsweep: {batch_size: [1]}\n"
+    )
+    process = subprocess.run(
+        [sys.executable, "-m", "study.run_sweep", str(study_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"},
+    )
     assert process.returncode == 2 and "broken.png" in process.stderr.strip().splitlines()[-1]
 
 
@@ -189,31 +239,85 @@ def test_imagefolder_batch_larger_than_the_data_is_refused_before_ray(tmp_path: 
             for i in range(3):
                 Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / split / cls / f"{i}.png")
     study_file = tmp_path / "s.yaml"
-    study_file.write_text(f"name: x\nstorage: {tmp_path}\ndata: {{dataset: imagefolder, root: {tmp_path / 'imgs'}}}\n"
-                          "schedule: {epochs: 1, decay: constant}\nsweep: {batch_size: [4, 8]}\n")
-    process = subprocess.run([sys.executable, "-m", "study.run_sweep", str(study_file)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
+    study_file.write_text(
+        f"name: x\nstorage: {tmp_path}\ndata: {{dataset: imagefolder, root: {tmp_path / 'imgs'}}}\n"
+        "schedule: {epochs: 1, decay: constant}\nsweep: {batch_size: [4, 8]}\n"
+    )
+    process = subprocess.run(
+        [sys.executable, "-m", "study.run_sweep", str(study_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"},
+    )
     assert process.returncode == 2
     assert "sweep.batch_size: [8] exceed the 6 training images" in process.stderr.strip().splitlines()[-1]
 
 
 def test_report_cli_rejects_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
-    process = subprocess.run([sys.executable, "-m", "analysis.report", str(tmp_path)], cwd=ROOT, capture_output=True,
-                             text=True, timeout=60)
+    process = subprocess.run(
+        [sys.executable, "-m", "analysis.report", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert process.returncode == 2 and "holds no results" in process.stderr
 
 
 # The fuzzer: random YAML-shaped structures, some built from the real keys, must either load into a
 # valid config or raise ConfigError. Never any other exception.
-KEYS = ["name", "storage", "data", "model", "optim", "schedule", "sweep", "resources", "eval", "measure", "dataset",
-        "root", "train_subset", "width", "arch", "base_lr", "epochs", "decay", "milestones", "warmup_epochs",
-        "batch_size", "mixup_alpha", "lr_scaling", "seed", "workers", "use_gpu", "interpolate", "hessian", "pairs",
-        "between", "points", "range", "top_k", "eps", "noise_scale", "every_epochs", "max_micro_batch"]
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10_000, 10_000), st.floats(allow_nan=True),
-                    st.text(max_size=8), st.sampled_from(["cifar10", "synthetic", "vgg9", "step", "auto", "sqrt"]))
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=5)),
-    max_leaves=20)
+KEYS = [
+    "name",
+    "storage",
+    "data",
+    "model",
+    "optim",
+    "schedule",
+    "sweep",
+    "resources",
+    "eval",
+    "measure",
+    "dataset",
+    "root",
+    "train_subset",
+    "width",
+    "arch",
+    "base_lr",
+    "epochs",
+    "decay",
+    "milestones",
+    "warmup_epochs",
+    "batch_size",
+    "mixup_alpha",
+    "lr_scaling",
+    "seed",
+    "workers",
+    "use_gpu",
+    "interpolate",
+    "hessian",
+    "pairs",
+    "between",
+    "points",
+    "range",
+    "top_k",
+    "eps",
+    "noise_scale",
+    "every_epochs",
+    "max_micro_batch",
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-10_000, 10_000),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.sampled_from(["cifar10", "synthetic", "vgg9", "step", "auto", "sqrt"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,13 +1,18 @@
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from trainables.data import Normalizer, Split
 from study.measure import point_note
-from trainables.landscape import (clamp_running_variances, displaced, evaluate_state, filter_normalized_direction,
-                                  interpolate, recompute_bn_statistics)
+from trainables.data import Normalizer, Split
+from trainables.landscape import (
+    clamp_running_variances,
+    displaced,
+    evaluate_state,
+    filter_normalized_direction,
+    interpolate,
+    recompute_bn_statistics,
+)
 from trainables.loop import Runtime
 from trainables.models import vgg9
 from trainables.sharpness import eps_sharpness, hessian_trace, noise_scale, top_eigenvalues
@@ -21,7 +26,7 @@ def least_squares(n: int = 400, d: int = 12, seed: int = 0):
     X = torch.randn(n, d, generator=generator, dtype=torch.float64) * torch.linspace(0.3, 3.0, d, dtype=torch.float64)
     y = torch.randn(n, generator=generator, dtype=torch.float64)
     model = nn.Linear(d, 1, bias=False).double()
-    batches = [(X[i:i + 100], y[i:i + 100]) for i in range(0, n, 100)]
+    batches = [(X[i : i + 100], y[i : i + 100]) for i in range(0, n, 100)]
 
     def loss_fn(batch):
         x, t = batch
@@ -33,8 +38,15 @@ def least_squares(n: int = 400, d: int = 12, seed: int = 0):
 
 def test_top_eigenvalues_match_numpy_within_one_percent() -> None:
     model, batches, loss_fn, hessian = least_squares()
-    eig = top_eigenvalues(loss_fn, batches, list(model.parameters()), k=3, max_iterations=500, tolerance=1e-10,
-                          generator=torch.Generator().manual_seed(1))
+    eig = top_eigenvalues(
+        loss_fn,
+        batches,
+        list(model.parameters()),
+        k=3,
+        max_iterations=500,
+        tolerance=1e-10,
+        generator=torch.Generator().manual_seed(1),
+    )
     expected = np.sort(np.linalg.eigvalsh(hessian))[::-1][:3]
     assert np.allclose(eig.values, expected, rtol=0.01), (eig.values, expected)
 
@@ -42,13 +54,15 @@ def test_top_eigenvalues_match_numpy_within_one_percent() -> None:
 def test_hutchinson_trace_draws_until_its_standard_error_is_small() -> None:
     model, batches, loss_fn, hessian = least_squares()
     params = list(model.parameters())
-    estimate = hessian_trace(loss_fn, batches, params, rel_error=0.02, max_samples=5000,
-                             generator=torch.Generator().manual_seed(2))
+    estimate = hessian_trace(
+        loss_fn, batches, params, rel_error=0.02, max_samples=5000, generator=torch.Generator().manual_seed(2)
+    )
     assert estimate.converged and estimate.std_error <= 0.02 * abs(estimate.value)
     assert 10 <= estimate.samples < 5000
     assert abs(estimate.value - np.trace(hessian)) < 4 * estimate.std_error
-    capped = hessian_trace(loss_fn, batches, params, rel_error=1e-6, max_samples=12,
-                           generator=torch.Generator().manual_seed(2))
+    capped = hessian_trace(
+        loss_fn, batches, params, rel_error=1e-6, max_samples=12, generator=torch.Generator().manual_seed(2)
+    )
     assert capped.samples == 12 and not capped.converged  # the cap is said, not hidden
 
 
@@ -58,8 +72,12 @@ def test_hessian_measures_do_not_depend_on_the_batch_split() -> None:
     X = torch.cat([b[0] for b in batches])
     y = torch.cat([b[1] for b in batches])
     uneven = [(X[:7], y[:7]), (X[7:300], y[7:300]), (X[300:], y[300:])]
-    values = [top_eigenvalues(loss_fn, split, params, k=2, max_iterations=300, tolerance=1e-12,
-                              generator=torch.Generator().manual_seed(1)).values for split in (batches, uneven)]
+    values = [
+        top_eigenvalues(
+            loss_fn, split, params, k=2, max_iterations=300, tolerance=1e-12, generator=torch.Generator().manual_seed(1)
+        ).values
+        for split in (batches, uneven)
+    ]
     assert np.allclose(values[0], values[1], rtol=1e-9)
 
 
@@ -99,8 +117,9 @@ def test_interpolation_endpoints_reproduce_each_models_own_loss() -> None:
     for alpha, own in ((0.0, a), (1.0, b)):
         reference = vgg9(width=0.25)
         reference.load_state_dict(own)
-        assert evaluate_state(model, interpolate(a, b, alpha), split, normalize, CPU) == \
-            evaluate_state(reference, own, split, normalize, CPU)
+        assert evaluate_state(model, interpolate(a, b, alpha), split, normalize, CPU) == evaluate_state(
+            reference, own, split, normalize, CPU
+        )
     middle = interpolate(a, b, 0.5)
     key = "features.1.running_mean"  # BN statistics are interpolated too
     assert torch.allclose(middle[key], (a[key] + b[key]) / 2)
@@ -163,15 +182,15 @@ def test_noise_scale_recovers_a_known_value_within_ten_percent() -> None:
     dim = 50
     G = rng.normal(size=dim)
     sigma = rng.uniform(0.5, 2.0, size=dim)
-    true_b = float((sigma ** 2).sum() / (G ** 2).sum())
+    true_b = float((sigma**2).sum() / (G**2).sum())
 
     def mean_sq_norm(batch: int, draws: int = 4000) -> float:
         grads = G + rng.normal(size=(draws, batch, dim)).mean(axis=1) * sigma
-        return float((grads ** 2).sum(axis=1).mean())
+        return float((grads**2).sum(axis=1).mean())
 
     estimate = noise_scale(8, mean_sq_norm(8), 64, mean_sq_norm(64))
     assert estimate["b_simple"] == pytest.approx(true_b, rel=0.10)
-    assert estimate["trace_sigma"] == pytest.approx((sigma ** 2).sum(), rel=0.10)
+    assert estimate["trace_sigma"] == pytest.approx((sigma**2).sum(), rel=0.10)
 
 
 def diverging_variances() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

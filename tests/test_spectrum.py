@@ -33,7 +33,7 @@ def test_quadrature_moments_match_the_normalized_traces() -> None:
     quadrature = spectral_quadrature(matvec, like, iterations=4, runs=400, generator=torch.Generator().manual_seed(1))
     for k in (1, 2):
         estimate = np.mean([np.dot(w, np.asarray(n) ** k) for n, w in zip(quadrature.nodes, quadrature.weights)])
-        assert estimate == pytest.approx(np.mean(SPECTRUM ** k), rel=0.08), k
+        assert estimate == pytest.approx(np.mean(SPECTRUM**k), rel=0.08), k
 
 
 def test_density_integrates_to_one_and_puts_each_eigenvalues_mass_at_it() -> None:
@@ -60,7 +60,13 @@ def test_hessian_spectrum_of_least_squares_is_its_closed_form() -> None:
     def loss_fn(batch):
         return 0.5 * (model(batch[0]).squeeze(1) - batch[1]).square().mean()
 
-    quadrature = hessian_spectrum(loss_fn, [(X[:120], y[:120]), (X[120:], y[120:])], list(model.parameters()),
-                                  iterations=30, runs=2, generator=torch.Generator().manual_seed(3))
+    quadrature = hessian_spectrum(
+        loss_fn,
+        [(X[:120], y[:120]), (X[120:], y[120:])],
+        list(model.parameters()),
+        iterations=30,
+        runs=2,
+        generator=torch.Generator().manual_seed(3),
+    )
     for nodes in quadrature.nodes:
         assert np.allclose(np.sort(nodes), np.unique(spectrum), atol=1e-7)

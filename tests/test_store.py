@@ -7,7 +7,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from analysis.load import load_results
-from study.store import SCHEMAS, ResultsStore
+from analysis.store import SCHEMAS, ResultsStore
 
 
 def test_write_replaces_the_file_and_hides_partials(tmp_path: Path) -> None:
@@ -36,8 +36,9 @@ def test_store_works_through_a_non_local_pyarrow_filesystem(tmp_path: Path) -> N
     bucket = pafs.SubTreeFileSystem(str(tmp_path / "bucket"), pafs.LocalFileSystem())
     store = ResultsStore.for_study("studies", "demo", filesystem=bucket)
     store.write("trials", "t1", [{"trial_id": "t1", "study": "demo", "status": "completed", "final_test_acc": 0.7}])
-    store.write("landscape", "job1", [{"job": "job1", "kind": "interp1d", "x": 0.0, "split": "train", "loss": 1.0,
-                                       "acc": 0.5}])
+    store.write(
+        "landscape", "job1", [{"job": "job1", "kind": "interp1d", "x": 0.0, "split": "train", "loss": 1.0, "acc": 0.5}]
+    )
     assert (tmp_path / "bucket" / "studies" / "demo" / "results" / "trials" / "t1.parquet").exists()
     assert store.finished_trials() == {"t1"}
     assert store.read("landscape")["loss"].tolist() == [1.0]

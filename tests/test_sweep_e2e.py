@@ -10,22 +10,65 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from conftest import ROOT, tiny_study_yaml
+
+from analysis.store import SCHEMAS
 from study.config import parse_study
 from study.run_sweep import run_study
-from study.store import SCHEMAS
 from trainables.checkpoint import load_state
 
 pytestmark = pytest.mark.slow
 DESIGN_TRIAL_COLUMNS = [
-    "trial_id", "study", "batch_size", "mixup_alpha", "lr_scaling", "base_lr", "peak_lr", "warmup_epochs", "epochs",
-    "seed", "workers", "micro_batch", "accumulation_steps", "bn_batch_size", "weight_decay", "augment", "dataset",
-    "model", "width", "status", "final_test_acc", "best_test_acc", "gap_acc", "gap_loss", "steps", "train_time_s",
-    "images_per_s", "startup_s", "checkpoint", "git_revision", "torch_version", "ray_version", "device", "hosts",
-    "config"]
-DESIGN_EPOCH_COLUMNS = ["trial_id", "epoch", "lr", "train_loss", "clean_train_loss", "clean_train_acc", "test_loss",
-                        "test_acc", "epoch_time_s", "images_per_s", "grad_norm", "param_norm"]
+    "trial_id",
+    "study",
+    "batch_size",
+    "mixup_alpha",
+    "lr_scaling",
+    "base_lr",
+    "peak_lr",
+    "warmup_epochs",
+    "epochs",
+    "seed",
+    "workers",
+    "micro_batch",
+    "accumulation_steps",
+    "bn_batch_size",
+    "weight_decay",
+    "augment",
+    "dataset",
+    "model",
+    "width",
+    "status",
+    "final_test_acc",
+    "best_test_acc",
+    "gap_acc",
+    "gap_loss",
+    "steps",
+    "train_time_s",
+    "images_per_s",
+    "startup_s",
+    "checkpoint",
+    "git_revision",
+    "torch_version",
+    "ray_version",
+    "device",
+    "hosts",
+    "config",
+]
+DESIGN_EPOCH_COLUMNS = [
+    "trial_id",
+    "epoch",
+    "lr",
+    "train_loss",
+    "clean_train_loss",
+    "clean_train_acc",
+    "test_loss",
+    "test_acc",
+    "epoch_time_s",
+    "images_per_s",
+    "grad_norm",
+    "param_norm",
+]
 
 
 def test_tiny_sweep_writes_one_row_per_trial_and_epoch(ray_session: str, tmp_path: Path) -> None:
@@ -51,10 +94,14 @@ def test_tiny_sweep_writes_one_row_per_trial_and_epoch(ray_session: str, tmp_pat
 def test_two_worker_trainer_equals_one_worker_accumulating(ray_session: str, tmp_path: Path) -> None:
     """DDP over gloo in a TorchTrainer vs one worker with 2 accumulation steps: same batches, same update."""
     common = "sweep: {batch_size: [64], mixup_alpha: [1.0]}\n"
-    two = parse_study(tiny_study_yaml("two", tmp_path).replace("sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
-                                                               common) + "resources: {workers: 2}\n")
-    one = parse_study(tiny_study_yaml("one", tmp_path).replace("sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
-                                                               common) + "resources: {workers: 1, max_micro_batch: 32}\n")
+    two = parse_study(
+        tiny_study_yaml("two", tmp_path).replace("sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}", common)
+        + "resources: {workers: 2}\n"
+    )
+    one = parse_study(
+        tiny_study_yaml("one", tmp_path).replace("sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}", common)
+        + "resources: {workers: 1, max_micro_batch: 32}\n"
+    )
     rows = {}
     for study in (two, one):
         (row,) = run_study(study).trials
@@ -72,14 +119,23 @@ def run_cli(*args: str, address: str | None = None, **kwargs) -> subprocess.Pope
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if address:
         env["RAY_ADDRESS"] = address
-    return subprocess.Popen([sys.executable, "-m", "study.run_sweep", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "study.run_sweep", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kwargs,
+    )
 
 
 def test_interrupted_sweep_resumes_without_retraining_or_duplicates(ray_session: str, tmp_path: Path) -> None:
     study_file = tmp_path / "resume.yaml"
-    study_file.write_text(tiny_study_yaml("resume", tmp_path).replace("epochs: 2,", "epochs: 4,")
-                          + "resources: {max_concurrent_trials: 1}\n")
+    study_file.write_text(
+        tiny_study_yaml("resume", tmp_path).replace("epochs: 2,", "epochs: 4,")
+        + "resources: {max_concurrent_trials: 1}\n"
+    )
     results = tmp_path / "resume" / "results"
     process = run_cli(str(study_file), "--set", "sweep.mixup_alpha=[0.0]", address=ray_session)
     deadline = time.time() + 300
@@ -136,7 +192,12 @@ def test_existing_results_are_never_overwritten_without_resume(ray_session: str,
 
 
 def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path: Path) -> None:
-    process = subprocess.run([sys.executable, "-m", "study.run_sweep", "studies/smoke.yaml", "--dry-run",
-                              "--storage", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    process = subprocess.run(
+        [sys.executable, "-m", "study.run_sweep", "studies/smoke.yaml", "--dry-run", "--storage", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert process.returncode == 0 and "peak_lr" in process.stdout and len(process.stdout.splitlines()) == 6
     assert not any(tmp_path.iterdir())

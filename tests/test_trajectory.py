@@ -11,7 +11,7 @@ from trainables.models import vgg9
 def unit_direction(model, generator) -> dict[str, torch.Tensor]:
     entries = direction_entries(model)
     raw = {k: torch.randn(dict(model.named_parameters())[k].shape, generator=generator) for k in entries}
-    norm = torch.sqrt(sum((v ** 2).sum() for v in raw.values()))
+    norm = torch.sqrt(sum((v**2).sum() for v in raw.values()))
     return {k: v / norm for k, v in raw.items()}
 
 
@@ -24,18 +24,21 @@ def test_a_trajectory_along_two_known_directions_is_recovered() -> None:
     e1, e2 = unit_direction(model, generator), unit_direction(model, generator)
     dot = sum((e1[k] * e2[k]).sum() for k in entries)
     e2 = {k: e2[k] - dot * e1[k] for k in entries}  # exactly orthogonal
-    norm = torch.sqrt(sum((v ** 2).sum() for v in e2.values()))
+    norm = torch.sqrt(sum((v**2).sum() for v in e2.values()))
     e2 = {k: v / norm for k, v in e2.items()}
     # Centred coefficients with no covariance between them: the principal axes are e1 and e2 themselves.
     a = np.array([-6.0, -2.0, 2.0, 6.0]) + 0.5
     b = np.array([1.0, -1.0, -1.0, 1.0]) - 0.25
     snapshots = [{k: final[k] + (a[i] * e1[k] + b[i] * e2[k] if k in e1 else 0) for k in final} for i in range(4)]
     pca = trajectory_pca(snapshots, final, entries)
-    cosines = [float(sum((d[k].double() * e[k].double()).sum() for k in entries)) for d, e in zip(pca.directions, (e1, e2))]
+    cosines = [
+        float(sum((d[k].double() * e[k].double()).sum() for k in entries)) for d, e in zip(pca.directions, (e1, e2))
+    ]
     assert np.allclose(np.abs(cosines), 1.0, atol=1e-5), cosines
     variance_a, variance_b = ((a - a.mean()) ** 2).sum(), ((b - b.mean()) ** 2).sum()
-    assert pca.explained == pytest.approx([variance_a / (variance_a + variance_b), variance_b / (variance_a + variance_b)],
-                                          rel=1e-5)
+    assert pca.explained == pytest.approx(
+        [variance_a / (variance_a + variance_b), variance_b / (variance_a + variance_b)], rel=1e-5
+    )
     signs = np.sign(cosines)
     coordinates = np.array(pca.coordinates) * signs  # uncentred: the final solution is the origin
     assert np.allclose(coordinates, np.column_stack([a, b]), atol=1e-4)

@@ -61,8 +61,15 @@ def cutmix_box(lam: float, height: int, width: int, rng: np.random.Generator) ->
     return (max(cy - cut_h // 2, 0), min(cy + cut_h // 2, height), max(cx - cut_w // 2, 0), min(cx + cut_w // 2, width))
 
 
-def sample_draws(aug: Augmentation, global_batch: int, micro_batches: int, micro_batch: int, image_size: tuple[int, int],
-                 generator: torch.Generator, rng: np.random.Generator) -> Draws:
+def sample_draws(
+    aug: Augmentation,
+    global_batch: int,
+    micro_batches: int,
+    micro_batch: int,
+    image_size: tuple[int, int],
+    generator: torch.Generator,
+    rng: np.random.Generator,
+) -> Draws:
     lams, partners, boxes, centers = [], None, [], None
     if aug.name in LABEL_MIXING:
         lams = [sample_lambda(aug.alpha, rng) for _ in range(micro_batches)]
@@ -75,8 +82,9 @@ def sample_draws(aug: Augmentation, global_batch: int, micro_batches: int, micro
     return Draws(lams, partners, boxes, centers)
 
 
-def cutmix(images: torch.Tensor, labels: torch.Tensor, box: tuple[int, int, int, int],
-           partner: torch.Tensor) -> MixedBatch:
+def cutmix(
+    images: torch.Tensor, labels: torch.Tensor, box: tuple[int, int, int, int], partner: torch.Tensor
+) -> MixedBatch:
     y1, y2, x1, x2 = box
     mixed = images.clone()
     mixed[:, :, y1:y2, x1:x2] = images[partner][:, :, y1:y2, x1:x2]
@@ -96,8 +104,9 @@ def cutout(images: torch.Tensor, centers: torch.Tensor, size: int) -> torch.Tens
     return images.masked_fill(mask, 0.0)
 
 
-def apply(aug: Augmentation, images: torch.Tensor, labels: torch.Tensor, draws: Draws, micro_index: int,
-          global_rows: slice) -> MixedBatch:
+def apply(
+    aug: Augmentation, images: torch.Tensor, labels: torch.Tensor, draws: Draws, micro_index: int, global_rows: slice
+) -> MixedBatch:
     """Augment micro-batch `micro_index` of the global batch (its images are rows `global_rows` of it)."""
     if aug.name == "mixup":
         return mix(images, labels, draws.lams[micro_index], draws.partners[micro_index])

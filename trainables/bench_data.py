@@ -39,13 +39,23 @@ def write_cifar10_format(root: Path, per_batch: int, seed: int = 0) -> np.ndarra
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         first = data if first is None else first
-        batch = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, per_batch).tolist(),
-                 b"data": data, b"filenames": [f"{i}.png".encode() for i in range(per_batch)]}
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": rng.integers(0, 10, per_batch).tolist(),
+            b"data": data,
+            b"filenames": [f"{i}.png".encode() for i in range(per_batch)],
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f)
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": per_batch,
-                     b"num_vis": 3072}, f)
+        pickle.dump(
+            {
+                b"label_names": [c.encode() for c in CIFAR10_CLASSES],
+                b"num_cases_per_batch": per_batch,
+                b"num_vis": 3072,
+            },
+            f,
+        )
     return first  # type: ignore[return-value]
 
 
@@ -56,9 +66,14 @@ class PILCifar(torch.utils.data.Dataset):
         from torchvision import transforms
 
         self.images, self.labels = images_hwc, labels
-        self.transform = transforms.Compose([
-            transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-            transforms.Normalize(mean, std)])
+        self.transform = transforms.Compose(
+            [
+                transforms.RandomCrop(32, padding=4),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(mean, std),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -71,8 +86,14 @@ class PILCifar(torch.utils.data.Dataset):
 
 def bench_dataloader(data: Dataset, batch_size: int, loader_workers: int, alpha: float) -> float:
     dataset = PILCifar(data.train.images.permute(0, 2, 3, 1).numpy(), data.train.labels.numpy(), data.mean, data.std)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                                         num_workers=loader_workers, persistent_workers=False)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=loader_workers,
+        persistent_workers=False,
+    )
     rng = np.random.default_rng(0)
     started, seen = time.perf_counter(), 0
     for images, labels in loader:
@@ -83,8 +104,14 @@ def bench_dataloader(data: Dataset, batch_size: int, loader_workers: int, alpha:
 
 
 def bench_device_pipeline(data: Dataset, batch_size: int, alpha: float, device: torch.device) -> float:
-    spec = TrialSpec("bench", batch_size=batch_size, micro_batch=batch_size, augmentation="mixup",
-                     augmentation_alpha=alpha, augment=True)
+    spec = TrialSpec(
+        "bench",
+        batch_size=batch_size,
+        micro_batch=batch_size,
+        augmentation="mixup",
+        augmentation_alpha=alpha,
+        augment=True,
+    )
     runtime = Runtime(device)
     train = data.train.to(device)
     normalize = Normalizer(data.mean, data.std, device)
@@ -103,8 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=20_000, help="training images to push through each pipeline")
     parser.add_argument("--batch-size", type=int, default=128, help="images per batch")
-    parser.add_argument("--loader-workers", type=int, default=os.cpu_count() or 1,
-                        help="DataLoader worker processes for the PIL baseline (default: all cores)")
+    parser.add_argument(
+        "--loader-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="DataLoader worker processes for the PIL baseline (default: all cores)",
+    )
     parser.add_argument("--alpha", type=float, default=1.0, help="mixup alpha for both pipelines")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
@@ -116,8 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     ours = bench_device_pipeline(data, args.batch_size, args.alpha, device)
     baseline = bench_dataloader(data, args.batch_size, args.loader_workers, args.alpha)
     print(f"data: {source}, {len(data.train)} images, batch {args.batch_size}, mixup alpha {args.alpha}")
-    print(f"conditions: device {device}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
-          f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}, one run")
+    print(
+        f"conditions: device {device}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}, one run"
+    )
     print(f"DataLoader + PIL ({args.loader_workers} workers): {baseline:12,.0f} images/s")
     print(f"device pipeline ({device.type}):            {ours:12,.0f} images/s")
     print(f"ratio: {ours / baseline:.1f}x")

@@ -33,6 +33,7 @@ def load_state(directory: str | os.PathLike[str], map_location: str | torch.devi
 # local path or a URI (s3://...) through pyarrow's filesystems, so that every node of a cluster can
 # write where the driver reads. Ray's checkpoints keep only the last two epochs.
 
+
 def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
         return pafs.FileSystem.from_uri(uri)
@@ -60,7 +61,7 @@ def list_snapshots(folder: str) -> dict[int, str]:
     for info in infos:
         name = info.base_name
         if name.startswith("epoch-") and name.endswith(".pt"):
-            found[int(name[len("epoch-"):-len(".pt")])] = info.path
+            found[int(name[len("epoch-") : -len(".pt")])] = info.path
     scheme = folder.split("://", 1)[0] + "://" if "://" in folder else ""
     return {epoch: scheme + p if scheme and not p.startswith(scheme) else p for epoch, p in sorted(found.items())}
 

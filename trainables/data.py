@@ -81,16 +81,24 @@ def register_dataset(name: str) -> Callable[[Loader], Loader]:
     return add
 
 
-def load_dataset(name: str, root: str | os.PathLike[str], *, train_subset: int | None = None,
-                 test_subset: int | None = None, download: bool = True) -> Dataset:
+def load_dataset(
+    name: str,
+    root: str | os.PathLike[str],
+    *,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    download: bool = True,
+) -> Dataset:
     """Load `name` from `root` (downloading where the dataset allows it) and take class-balanced subsets."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
     raw = DATASETS[name](Path(os.path.expanduser(str(root))), download)
-    train = Split(torch.from_numpy(np.ascontiguousarray(raw.train_images)),
-                  torch.from_numpy(raw.train_labels.astype(np.int64)))
-    test = Split(torch.from_numpy(np.ascontiguousarray(raw.test_images)),
-                 torch.from_numpy(raw.test_labels.astype(np.int64)))
+    train = Split(
+        torch.from_numpy(np.ascontiguousarray(raw.train_images)), torch.from_numpy(raw.train_labels.astype(np.int64))
+    )
+    test = Split(
+        torch.from_numpy(np.ascontiguousarray(raw.test_images)), torch.from_numpy(raw.test_labels.astype(np.int64))
+    )
     mean, std = channel_stats(train.images)
     num_classes = len(raw.classes)
     if train_subset is not None:
@@ -134,13 +142,15 @@ def class_balanced_subset(labels: torch.Tensor, n: int, num_classes: int) -> tor
 # ---------------------------------------------------------------------------------------------
 # CIFAR-10 / CIFAR-100: the python pickles torchvision downloads (cifar-10-batches-py, ...).
 
+
 def _unpickle(path: Path) -> dict[bytes, object]:
     with open(path, "rb") as f:
         return pickle.load(f, encoding="bytes")  # noqa: S301 - the CIFAR archive format itself
 
 
-def _cifar_arrays(folder: Path, train_files: list[str], test_files: list[str], label_key: bytes,
-                  meta_file: str, names_key: bytes) -> RawArrays:
+def _cifar_arrays(
+    folder: Path, train_files: list[str], test_files: list[str], label_key: bytes, meta_file: str, names_key: bytes
+) -> RawArrays:
     def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
         images, labels = [], []
         for name in files:
@@ -172,16 +182,19 @@ def _ensure_torchvision_download(root: Path, folder: Path, download: bool, name:
             try:
                 getattr(torchvision.datasets, tv_class)(str(root), train=True, download=True)
             except Exception as error:  # network errors come in many types
-                raise DataError(f"{name}: download into {root} failed ({error}); "
-                                f"copy {folder.name}/ there or set data.root to a local copy") from error
+                raise DataError(
+                    f"{name}: download into {root} failed ({error}); "
+                    f"copy {folder.name}/ there or set data.root to a local copy"
+                ) from error
 
 
 @register_dataset("cifar10")
 def load_cifar10(root: Path, download: bool) -> RawArrays:
     folder = root / "cifar-10-batches-py"
     _ensure_torchvision_download(root, folder, download, "cifar10", "CIFAR10")
-    return _cifar_arrays(folder, [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels",
-                         "batches.meta", b"label_names")
+    return _cifar_arrays(
+        folder, [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", "batches.meta", b"label_names"
+    )
 
 
 @register_dataset("cifar100")
@@ -193,6 +206,7 @@ def load_cifar100(root: Path, download: bool) -> RawArrays:
 
 # ---------------------------------------------------------------------------------------------
 # Image folders: root/train/<class>/*, root/test/<class>/*, or a .tar/.tar.gz holding that tree.
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("LBSTUDY_CACHE", "~/.cache/lbstudy")).expanduser()
@@ -242,8 +256,10 @@ def _decode_image_tree(root: Path) -> RawArrays:
     files = sorted(_iter_image_files(root), key=lambda item: (item[0], item[1], item[2]))
     classes = tuple(sorted({cls for split, cls, _, _ in files if split == "train"}))
     if not classes or not any(split == "test" for split, *_ in files):
-        raise DataError(f"imagefolder: no images under {root}/train/<class>/ and {root}/test/<class>/; "
-                        "point data.root at a folder (or .tar/.tar.gz) with that layout")
+        raise DataError(
+            f"imagefolder: no images under {root}/train/<class>/ and {root}/test/<class>/; "
+            "point data.root at a folder (or .tar/.tar.gz) with that layout"
+        )
     index = {c: i for i, c in enumerate(classes)}
     arrays: dict[str, tuple[list[np.ndarray], list[int]]] = {"train": ([], []), "test": ([], [])}
     for split, cls, name, data in files:
@@ -268,8 +284,10 @@ def imagefolder_cache(root: Path) -> Path:
 @register_dataset("imagefolder")
 def load_imagefolder(root: Path, download: bool) -> RawArrays:
     if not root.exists():
-        raise DataError(f"imagefolder: {root} does not exist; set data.root to a folder or .tar.gz "
-                        "with train/<class>/ and test/<class>/ images")
+        raise DataError(
+            f"imagefolder: {root} does not exist; set data.root to a folder or .tar.gz "
+            "with train/<class>/ and test/<class>/ images"
+        )
     cached = imagefolder_cache(root)
     if (cached / "classes.json").exists():
         arrays = [np.load(cached / f"{field}.npy") for field in _ARRAY_FIELDS]
@@ -298,14 +316,17 @@ def load_synthetic(root: Path, download: bool) -> RawArrays:
     """Each class is a smooth random colour pattern; images are that pattern, shifted, plus noise."""
     generator = torch.Generator().manual_seed(1234)
     coarse = torch.randn(SYNTHETIC_CLASSES, 3, 4, 4, generator=generator)
-    templates = torch.nn.functional.interpolate(coarse, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
-                                                align_corners=False)
+    templates = torch.nn.functional.interpolate(
+        coarse, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False
+    )
 
     def make(n: int) -> tuple[np.ndarray, np.ndarray]:
         labels = torch.arange(n) % SYNTHETIC_CLASSES
         shifts = torch.randint(-3, 4, (n, 2), generator=generator)
         images = templates[labels]
-        images = torch.stack([torch.roll(img, (int(dy), int(dx)), dims=(1, 2)) for img, (dy, dx) in zip(images, shifts)])
+        images = torch.stack(
+            [torch.roll(img, (int(dy), int(dx)), dims=(1, 2)) for img, (dy, dx) in zip(images, shifts)]
+        )
         images = 128 + 45 * images + 40 * torch.randn(images.shape, generator=generator)
         return images.clamp(0, 255).round().to(torch.uint8).numpy(), labels.numpy()
 
@@ -316,12 +337,16 @@ def load_synthetic(root: Path, download: bool) -> RawArrays:
 
 def dataset_sizes(name: str) -> tuple[int, int] | None:
     """(train, test) sizes known without loading, for validating batch sizes up front."""
-    return {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
-            "synthetic": (SYNTHETIC_TRAIN, SYNTHETIC_TEST)}.get(name)
+    return {
+        "cifar10": (50_000, 10_000),
+        "cifar100": (50_000, 10_000),
+        "synthetic": (SYNTHETIC_TRAIN, SYNTHETIC_TEST),
+    }.get(name)
 
 
 # ---------------------------------------------------------------------------------------------
 # The device pipeline.
+
 
 def derived_seed(*keys: int) -> int:
     """A well-mixed 63-bit seed from integer keys (seed, epoch, stream...), the same on every machine."""
@@ -333,8 +358,9 @@ def epoch_permutation(num_examples: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_examples, generator=torch.Generator().manual_seed(derived_seed(seed, epoch, 0)))
 
 
-def global_batches(num_examples: int, global_batch_size: int, seed: int, epoch: int,
-                   device: torch.device | str = "cpu") -> list[torch.Tensor]:
+def global_batches(
+    num_examples: int, global_batch_size: int, seed: int, epoch: int, device: torch.device | str = "cpu"
+) -> list[torch.Tensor]:
     """Index tensors of each global batch, on `device`; the last partial batch is dropped so every step
     has the same size.
 
@@ -343,13 +369,13 @@ def global_batches(num_examples: int, global_batch_size: int, seed: int, epoch: 
     """
     order = epoch_permutation(num_examples, seed, epoch).to(device)
     steps = num_examples // global_batch_size
-    return [order[i * global_batch_size:(i + 1) * global_batch_size] for i in range(steps)]
+    return [order[i * global_batch_size : (i + 1) * global_batch_size] for i in range(steps)]
 
 
 def worker_slice(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """Worker `rank`'s contiguous share of a global batch (dim 0)."""
     per_worker = batch.shape[0] // world_size
-    return batch[rank * per_worker:(rank + 1) * per_worker]
+    return batch[rank * per_worker : (rank + 1) * per_worker]
 
 
 def split_global_batch(global_batch_size: int, workers: int, max_micro_batch: int) -> tuple[int, int]:
@@ -394,8 +420,9 @@ def crop_flip(images: torch.Tensor, params: CropFlip, padding: int = 4) -> torch
     ar_w = torch.arange(width, device=images.device)
     rows = params.top.to(images.device)[:, None] + ar_h  # (B, H)
     # A flipped image reads its columns right to left.
-    cols = params.left.to(images.device)[:, None] + torch.where(params.flip.to(images.device)[:, None],
-                                                                 width - 1 - ar_w, ar_w)  # (B, W)
+    cols = params.left.to(images.device)[:, None] + torch.where(
+        params.flip.to(images.device)[:, None], width - 1 - ar_w, ar_w
+    )  # (B, W)
     b = torch.arange(batch, device=images.device)[:, None, None, None]
     c = torch.arange(channels, device=images.device)[None, :, None, None]
     return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]

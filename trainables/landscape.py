@@ -72,7 +72,9 @@ def filter_normalized_direction(model: nn.Module, generator: torch.Generator) ->
         if weight.dim() <= 1:  # biases and BatchNorm scale/shift: not perturbed
             direction[name] = torch.zeros_like(weight)
             continue
-        d = torch.randn(weight.shape, generator=generator, dtype=weight.dtype, device=generator.device).to(weight.device)
+        d = torch.randn(weight.shape, generator=generator, dtype=weight.dtype, device=generator.device).to(
+            weight.device
+        )
         # A "filter" is one slice along the output dimension (a conv filter, or a row of a linear layer).
         d_norm = d.flatten(1).norm(dim=1).clamp_min(1e-12)
         w_norm = weight.detach().flatten(1).norm(dim=1)
@@ -89,8 +91,9 @@ def displaced(state: State, directions: list[State], coefficients: Iterable[floa
     return out
 
 
-def evaluate_state(model: nn.Module, state: State, split: Split, normalize: Normalizer, runtime: Runtime,
-                   batch_size: int = 1024) -> tuple[float, float]:
+def evaluate_state(
+    model: nn.Module, state: State, split: Split, normalize: Normalizer, runtime: Runtime, batch_size: int = 1024
+) -> tuple[float, float]:
     """(loss, accuracy) of `state` on `split`, in eval mode."""
     model.load_state_dict(state)
     return evaluate(model, split, normalize, runtime, batch_size)
@@ -131,15 +134,16 @@ def trajectory_pca(snapshots: list[State], final: State, entries: list[str]) -> 
     total = float(values.clamp_min(0).sum())
     if len(snapshots) < 3 or total <= 0 or float(values[order[1]]) <= 1e-12 * total:
         raise ValueError(f"a trajectory plane needs 3 or more snapshots spanning two directions; got {len(snapshots)}")
-    flat_directions = [sum(float(vectors[j, i]) * centred[j].double() for j in range(len(rows))) / torch.sqrt(values[i])
-                       for i in order]
+    flat_directions = [
+        sum(float(vectors[j, i]) * centred[j].double() for j in range(len(rows))) / torch.sqrt(values[i]) for i in order
+    ]
     coordinates = [(float(r.double() @ flat_directions[0]), float(r.double() @ flat_directions[1])) for r in rows]
     directions = []
     for flat in flat_directions:
         direction, offset = {}, 0
         for k in entries:
             n = final[k].numel()
-            direction[k] = flat[offset:offset + n].view(final[k].shape).to(final[k].dtype)
+            direction[k] = flat[offset : offset + n].view(final[k].shape).to(final[k].dtype)
             offset += n
         directions.append(direction)
     return TrajectoryPCA(directions, [float(values[i]) / total for i in order], coordinates)

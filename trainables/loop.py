@@ -23,9 +23,19 @@ from torch import nn
 
 from trainables.augment import Augmentation, sample_draws
 from trainables.augment import apply as apply_augmentation
-from trainables.data import (CropFlip, Dataset, Normalizer, Split, class_balanced_subset, crop_flip,
-                             derived_seed, global_batches, load_dataset, worker_slice)
-from trainables.flops import forward_flops_per_image, mfu, peak_flops
+from trainables.data import (
+    CropFlip,
+    Dataset,
+    Normalizer,
+    Split,
+    class_balanced_subset,
+    crop_flip,
+    derived_seed,
+    global_batches,
+    load_dataset,
+    worker_slice,
+)
+from trainables.flops import mfu, peak_flops, train_flops_per_image
 from trainables.lr import LRSchedule
 from trainables.mixup import MixedBatch, mixed_cross_entropy
 from trainables.models import build_model
@@ -75,8 +85,10 @@ class TrialSpec:
 
     def __post_init__(self) -> None:
         if self.workers * self.micro_batch * self.accumulation_steps != self.batch_size:
-            raise ValueError(f"{self.trial_id}: workers {self.workers} x micro_batch {self.micro_batch} x "
-                             f"accumulation {self.accumulation_steps} != batch_size {self.batch_size}")
+            raise ValueError(
+                f"{self.trial_id}: workers {self.workers} x micro_batch {self.micro_batch} x "
+                f"accumulation {self.accumulation_steps} != batch_size {self.batch_size}"
+            )
 
     @property
     def augment_batch(self) -> Augmentation:
@@ -117,8 +129,9 @@ class Runtime:
 EpochCallback = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
 
 
-def build_model_and_optimizer(spec: TrialSpec, num_classes: int,
-                              device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+def build_model_and_optimizer(
+    spec: TrialSpec, num_classes: int, device: torch.device
+) -> tuple[nn.Module, torch.optim.Optimizer]:
     # The same seed on every worker gives every replica the same initial weights.
     torch.manual_seed(spec.seed)
     model = build_model(spec.arch, width=spec.width, num_classes=num_classes).to(device)
@@ -126,9 +139,14 @@ def build_model_and_optimizer(spec: TrialSpec, num_classes: int,
     if on_cuda:
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution once
-    optimizer = torch.optim.SGD(model.parameters(), lr=spec.peak_lr, momentum=spec.momentum,
-                                nesterov=spec.nesterov and spec.momentum > 0, weight_decay=spec.weight_decay,
-                                fused=on_cuda or None)  # one kernel for the whole update on CUDA
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=spec.peak_lr,
+        momentum=spec.momentum,
+        nesterov=spec.nesterov and spec.momentum > 0,
+        weight_decay=spec.weight_decay,
+        fused=on_cuda or None,
+    )  # one kernel for the whole update on CUDA
     return model, optimizer
 
 
@@ -177,8 +195,14 @@ def gradient_buffer(model: nn.Module) -> torch.Tensor:
     return flat
 
 
-def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[MixedBatch],
-                   lr: float, runtime: Runtime, grads: torch.Tensor) -> dict[str, torch.Tensor]:
+def optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: list[MixedBatch],
+    lr: float,
+    runtime: Runtime,
+    grads: torch.Tensor,
+) -> dict[str, torch.Tensor]:
     """One optimizer step over this worker's micro-batches; gradients averaged over all workers.
 
     `grads` is the model's `gradient_buffer`. Returns device tensors (no host sync): the mean loss,
@@ -206,9 +230,15 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_bat
     return {"loss": loss_sum, "local_grad_sq": local_grad_sq, "grad_sq": grad_sq}
 
 
-def worker_micro_batches(split: Split, normalize: Normalizer, batch_index: torch.Tensor, spec: TrialSpec,
-                         runtime: Runtime, augment_gen: torch.Generator,
-                         rng: np.random.Generator) -> list[MixedBatch]:
+def worker_micro_batches(
+    split: Split,
+    normalize: Normalizer,
+    batch_index: torch.Tensor,
+    spec: TrialSpec,
+    runtime: Runtime,
+    augment_gen: torch.Generator,
+    rng: np.random.Generator,
+) -> list[MixedBatch]:
     """This worker's micro-batches of one global batch: crop/flip, normalize, then the batch augmentation.
 
     Random draws are made for the whole global batch on every worker and then sliced, so the
@@ -220,15 +250,23 @@ def worker_micro_batches(split: Split, normalize: Normalizer, batch_index: torch
     if spec.augment:
         params = CropFlip.sample(spec.batch_size, CROP_PADDING, augment_gen)
         per_worker = spec.batch_size // spec.workers
-        images = crop_flip(images, params.select(slice(runtime.rank * per_worker, (runtime.rank + 1) * per_worker)),
-                           CROP_PADDING)
+        images = crop_flip(
+            images, params.select(slice(runtime.rank * per_worker, (runtime.rank + 1) * per_worker)), CROP_PADDING
+        )
     images = normalize(images)
     if device.type == "cuda":
         images = images.contiguous(memory_format=torch.channels_last)
     labels = split.labels[mine]
     aug = spec.augment_batch
-    draws = sample_draws(aug, spec.batch_size, spec.workers * spec.accumulation_steps, spec.micro_batch,
-                         (images.shape[2], images.shape[3]), augment_gen, rng)
+    draws = sample_draws(
+        aug,
+        spec.batch_size,
+        spec.workers * spec.accumulation_steps,
+        spec.micro_batch,
+        (images.shape[2], images.shape[3]),
+        augment_gen,
+        rng,
+    )
     batches = []
     for a in range(spec.accumulation_steps):
         rows = slice(a * spec.micro_batch, (a + 1) * spec.micro_batch)
@@ -239,8 +277,9 @@ def worker_micro_batches(split: Split, normalize: Normalizer, batch_index: torch
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, normalize: Normalizer, runtime: Runtime,
-             batch_size: int = 1024) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, split: Split, normalize: Normalizer, runtime: Runtime, batch_size: int = 1024
+) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) in eval mode, no augmentation; shards over workers when distributed."""
     was_training = model.training
     model.eval()
@@ -265,8 +304,15 @@ def evaluate(model: nn.Module, split: Split, normalize: Normalizer, runtime: Run
     return loss / max(count, 1), correct / max(count, 1)
 
 
-def noise_probe(model: nn.Module, split: Split, normalize: Normalizer, pairs: int, size: int,
-                generator: torch.Generator, device: torch.device) -> list[tuple[float, float]]:
+def noise_probe(
+    model: nn.Module,
+    split: Split,
+    normalize: Normalizer,
+    pairs: int,
+    size: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> list[tuple[float, float]]:
     """Squared gradient norms at batch `size` and `2 size`, one (small, big) per random batch pair.
 
     For one-worker trials, where per-worker and all-reduced gradients coincide. Each pair is 2 size
@@ -278,14 +324,18 @@ def noise_probe(model: nn.Module, split: Split, normalize: Normalizer, pairs: in
     params = [p for p in model.parameters() if p.requires_grad]
     units = []
     for _ in range(pairs):
-        index = torch.randperm(len(split), generator=generator, device=generator.device)[:2 * size].to(device)
+        index = torch.randperm(len(split), generator=generator, device=generator.device)[: 2 * size].to(device)
         grads = []
         for half in (index[:size], index[size:]):
             with autocast(device):
                 loss = nn.functional.cross_entropy(model(normalize(split.images[half])).float(), split.labels[half])
             grads.append(torch.cat([g.reshape(-1).float() for g in torch.autograd.grad(loss, params)]))
-        units.append((float((grads[0].square().sum() + grads[1].square().sum()) / 2),
-                      float(((grads[0] + grads[1]) / 2).square().sum())))
+        units.append(
+            (
+                float((grads[0].square().sum() + grads[1].square().sum()) / 2),
+                float(((grads[0] + grads[1]) / 2).square().sum()),
+            )
+        )
     model.load_state_dict({**model.state_dict(), **buffers})
     return units
 
@@ -307,23 +357,31 @@ def parameter_norm(model: nn.Module) -> float:
     return float(torch.linalg.vector_norm(torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])))
 
 
-def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, spec: TrialSpec, epoch: int,
-                   step: int) -> dict[str, Any]:
+def training_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, spec: TrialSpec, epoch: int, step: int
+) -> dict[str, Any]:
     """What a checkpoint holds. Data order and augmentation derive from (seed, epoch), so resuming at an
     epoch boundary repeats them exactly; torch's global RNG state is kept for anything else."""
-    return {"model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": copy.deepcopy(optimizer.state_dict()), "epoch": epoch, "step": step, "spec": spec.to_dict(),
-            "torch_rng": torch.get_rng_state()}
+    return {
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
+        "epoch": epoch,
+        "step": step,
+        "spec": spec.to_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
 
 
 def device_dataset(spec: TrialSpec, device: torch.device, dataset: Dataset | None = None) -> Dataset:
-    dataset = dataset or load_dataset(spec.dataset, spec.data_root, train_subset=spec.train_subset,
-                                      test_subset=spec.test_subset)
+    dataset = dataset or load_dataset(
+        spec.dataset, spec.data_root, train_subset=spec.train_subset, test_subset=spec.test_subset
+    )
     return dataclasses.replace(dataset, train=dataset.train.to(device), test=dataset.test.to(device))
 
 
-def noise_metrics(units: list[tuple[float, float, float]], small_batch: int, big_batch: int,
-                  population: int) -> dict[str, Any]:
+def noise_metrics(
+    units: list[tuple[float, float, float]], small_batch: int, big_batch: int, population: int
+) -> dict[str, Any]:
     """Squared gradient norms at two batch sizes and the epoch's B_simple (McCandlish et al. 2018).
 
     Under data parallelism the pair is free: one worker's gradient (batch / workers) and the
@@ -333,20 +391,33 @@ def noise_metrics(units: list[tuple[float, float, float]], small_batch: int, big
     can carry a bootstrap interval.
     """
     if small_batch >= big_batch or not units:
-        return {"noise_small_batch": math.nan, "noise_small_grad_sq": math.nan, "noise_big_batch": math.nan,
-                "noise_big_grad_sq": math.nan, "noise_scale": math.nan, "noise_population": None,
-                "noise_units": None}
+        return {
+            "noise_small_batch": math.nan,
+            "noise_small_grad_sq": math.nan,
+            "noise_big_batch": math.nan,
+            "noise_big_grad_sq": math.nan,
+            "noise_scale": math.nan,
+            "noise_population": None,
+            "noise_units": None,
+        }
     total = sum(w for _, _, w in units)
     small_sq = sum(s * w for s, _, w in units) / total
     big_sq = sum(b * w for _, b, w in units) / total
     estimate = noise_scale(small_batch, small_sq, big_batch, big_sq, population)
-    return {"noise_small_batch": small_batch, "noise_small_grad_sq": small_sq, "noise_big_batch": big_batch,
-            "noise_big_grad_sq": big_sq, "noise_scale": estimate["b_simple"], "noise_population": population,
-            "noise_units": json.dumps([list(u) for u in units])}
+    return {
+        "noise_small_batch": small_batch,
+        "noise_small_grad_sq": small_sq,
+        "noise_big_batch": big_batch,
+        "noise_big_grad_sq": big_sq,
+        "noise_scale": estimate["b_simple"],
+        "noise_population": population,
+        "noise_units": json.dumps([list(u) for u in units]),
+    }
 
 
-def step_blocks(local_grad_sq: torch.Tensor, grad_sq: torch.Tensor,
-                blocks: int = NOISE_BLOCKS_PER_EPOCH) -> list[tuple[float, float, float]]:
+def step_blocks(
+    local_grad_sq: torch.Tensor, grad_sq: torch.Tensor, blocks: int = NOISE_BLOCKS_PER_EPOCH
+) -> list[tuple[float, float, float]]:
     """Per-step squared norms of an epoch as at most `blocks` (small mean, big mean, steps) units."""
     units = []
     for small, big in zip(local_grad_sq.double().tensor_split(blocks), grad_sq.double().tensor_split(blocks)):
@@ -363,21 +434,30 @@ class TrialOutcome:
     first_step_at: float | None = None  # time.time() when this run's first optimizer step returned
 
 
-def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
-          resume: dict[str, Any] | None = None, on_epoch: EpochCallback | None = None) -> TrialOutcome:
+def train(
+    spec: TrialSpec,
+    runtime: Runtime,
+    *,
+    dataset: Dataset | None = None,
+    resume: dict[str, Any] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> TrialOutcome:
     """Train one trial from scratch or from `resume`; call `on_epoch(metrics, make_checkpoint)` each epoch."""
     device = runtime.device
     data = device_dataset(spec, device, dataset)
     if len(data.train) < spec.batch_size:
-        raise ValueError(f"{spec.trial_id}: batch size {spec.batch_size} exceeds the {len(data.train)} "
-                         "training images; lower sweep.batch_size or raise data.train_subset")
+        raise ValueError(
+            f"{spec.trial_id}: batch size {spec.batch_size} exceeds the {len(data.train)} "
+            "training images; lower sweep.batch_size or raise data.train_subset"
+        )
     normalize = Normalizer(data.mean, data.std, device)
     eval_train = data.train
     if spec.train_eval_samples is not None and spec.train_eval_samples < len(data.train):
-        eval_train = data.train.take(class_balanced_subset(data.train.labels.cpu(), spec.train_eval_samples,
-                                                           data.num_classes).to(device))
+        eval_train = data.train.take(
+            class_balanced_subset(data.train.labels.cpu(), spec.train_eval_samples, data.num_classes).to(device)
+        )
     model, optimizer = build_model_and_optimizer(spec, data.num_classes, device)
-    flops_per_image = forward_flops_per_image(model)
+    flops_per_image = train_flops_per_image(model)
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
     grads = gradient_buffer(model)
     train_model = compiled(model, spec, device)
@@ -388,9 +468,15 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
         start_epoch, step = int(resume["epoch"]), int(resume["step"])
         torch.set_rng_state(resume["torch_rng"])
     steps_per_epoch = len(data.train) // spec.batch_size
-    schedule = LRSchedule.from_epochs(peak_lr=spec.peak_lr, steps_per_epoch=steps_per_epoch, epochs=spec.epochs,
-                                      warmup_epochs=spec.warmup_epochs, decay=spec.decay,
-                                      milestones=spec.milestones, gamma=spec.gamma)
+    schedule = LRSchedule.from_epochs(
+        peak_lr=spec.peak_lr,
+        steps_per_epoch=steps_per_epoch,
+        epochs=spec.epochs,
+        warmup_epochs=spec.warmup_epochs,
+        decay=spec.decay,
+        milestones=spec.milestones,
+        gamma=spec.gamma,
+    )
     model.train()
     first_step_at: float | None = None
     for epoch in range(start_epoch, spec.epochs):
@@ -412,20 +498,34 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
         sync_buffers(model, runtime)
         diverged = not math.isfinite(means["loss"])
         metrics: dict[str, Any] = {
-            "epoch": epoch + 1, "step": step, "lr": lr, "train_loss": means["loss"],
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": lr,
+            "train_loss": means["loss"],
             "grad_norm": math.sqrt(means["grad_sq"]) if math.isfinite(means["grad_sq"]) else math.nan,
-            "local_grad_sq": means["local_grad_sq"], "grad_sq": means["grad_sq"],
-            "param_norm": parameter_norm(model), "epoch_time_s": train_time,
+            "local_grad_sq": means["local_grad_sq"],
+            "grad_sq": means["grad_sq"],
+            "param_norm": parameter_norm(model),
+            "epoch_time_s": train_time,
             "images_per_s": steps_per_epoch * spec.batch_size / train_time,
             "mfu": mfu(steps_per_epoch * spec.batch_size / train_time, flops_per_image, peak),
-            "clean_train_loss": math.nan, "clean_train_acc": math.nan, "test_loss": math.nan, "test_acc": math.nan,
+            "clean_train_loss": math.nan,
+            "clean_train_acc": math.nan,
+            "test_loss": math.nan,
+            "test_acc": math.nan,
         }
         last = epoch + 1 == spec.epochs
         if not diverged and (last or (epoch + 1) % spec.eval_every_epochs == 0):
             metrics["clean_train_loss"], metrics["clean_train_acc"] = evaluate(model, eval_train, normalize, runtime)
             metrics["test_loss"], metrics["test_acc"] = evaluate(model, data.test, normalize, runtime)
-        metrics.update(noise_metrics(step_blocks(steps["local_grad_sq"], steps["grad_sq"]),
-                                     spec.batch_size // spec.workers, spec.batch_size, len(data.train)))
+        metrics.update(
+            noise_metrics(
+                step_blocks(steps["local_grad_sq"], steps["grad_sq"]),
+                spec.batch_size // spec.workers,
+                spec.batch_size,
+                len(data.train),
+            )
+        )
         if spec.noise_probes > 0 and spec.workers == 1 and not diverged:
             # Capped: the estimate is unbiased at any pair of sizes (finite-population corrected), and
             # large probes would cost more than a large-batch epoch itself.
@@ -435,9 +535,7 @@ def train(spec: TrialSpec, runtime: Runtime, *, dataset: Dataset | None = None,
             metrics.update(noise_metrics([(s, b, 1.0) for s, b in pairs], size, 2 * size, len(data.train)))
         metrics["diverged"] = diverged
         if on_epoch is not None:
-            final_step, final_epoch = step, epoch + 1
-            on_epoch(metrics, lambda: training_state(model, optimizer, spec, final_epoch, final_step))
+            on_epoch(metrics, functools.partial(training_state, model, optimizer, spec, epoch + 1, step))
         if diverged:
             return TrialOutcome("diverged", epoch + 1, step, first_step_at)
     return TrialOutcome("completed", spec.epochs, step, first_step_at)
-

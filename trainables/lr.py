@@ -34,11 +34,25 @@ class LRSchedule:
     gamma: float = 0.1
 
     @classmethod
-    def from_epochs(cls, *, peak_lr: float, steps_per_epoch: int, epochs: int, warmup_epochs: float,
-                    decay: str, milestones: tuple[int, ...], gamma: float) -> "LRSchedule":
-        return cls(peak_lr=peak_lr, total_steps=epochs * steps_per_epoch,
-                   warmup_steps=int(round(warmup_epochs * steps_per_epoch)), decay=decay,
-                   milestone_steps=tuple(m * steps_per_epoch for m in milestones), gamma=gamma)
+    def from_epochs(
+        cls,
+        *,
+        peak_lr: float,
+        steps_per_epoch: int,
+        epochs: int,
+        warmup_epochs: float,
+        decay: str,
+        milestones: tuple[int, ...],
+        gamma: float,
+    ) -> "LRSchedule":
+        return cls(
+            peak_lr=peak_lr,
+            total_steps=epochs * steps_per_epoch,
+            warmup_steps=int(round(warmup_epochs * steps_per_epoch)),
+            decay=decay,
+            milestone_steps=tuple(m * steps_per_epoch for m in milestones),
+            gamma=gamma,
+        )
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:

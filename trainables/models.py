@@ -44,8 +44,11 @@ class VGG(nn.Module):
                 size //= 2
             else:
                 assert isinstance(item, int)
-                layers += [nn.Conv2d(in_channels, item, kernel_size=3, padding=1, bias=True),
-                           nn.BatchNorm2d(item), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(in_channels, item, kernel_size=3, padding=1, bias=True),
+                    nn.BatchNorm2d(item),
+                    nn.ReLU(inplace=True),
+                ]
                 in_channels = item
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(

@@ -70,8 +70,11 @@ def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, 
         state = make_state()
         state["history"] = history
         epoch = int(metrics["epoch"])
-        if config.get("trajectory_storage") and spec.trajectory_every and \
-                (epoch % spec.trajectory_every == 0 or epoch == spec.epochs):
+        if (
+            config.get("trajectory_storage")
+            and spec.trajectory_every
+            and (epoch % spec.trajectory_every == 0 or epoch == spec.epochs)
+        ):
             save_snapshot(state["model"], f"{config['trajectory_storage']}/{spec.trial_id}", epoch)
         with tempfile.TemporaryDirectory(prefix="lbstudy-ckpt-") as directory:
             save_state(state, directory)
@@ -82,10 +85,17 @@ def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, 
     else:
         outcome = train(spec, runtime, resume=resume, on_epoch=on_epoch)
     started_at = float(config.get("started_at", time.time()))
-    final = {"kind": "final", "status": outcome.status, "epochs_completed": outcome.epochs, "steps": outcome.steps,
-             "startup_s": (outcome.first_step_at - started_at) if outcome.first_step_at else None,
-             "train_time_s": sum(m["epoch_time_s"] for m in history), "device": device_name(runtime.device),
-             "hosts": hosts, "history": json.dumps(history)}
+    final = {
+        "kind": "final",
+        "status": outcome.status,
+        "epochs_completed": outcome.epochs,
+        "steps": outcome.steps,
+        "startup_s": (outcome.first_step_at - started_at) if outcome.first_step_at else None,
+        "train_time_s": sum(m["epoch_time_s"] for m in history),
+        "device": device_name(runtime.device),
+        "hosts": hosts,
+        "history": json.dumps(history),
+    }
     reporter.report(final, None)
     return outcome
 
@@ -115,15 +125,22 @@ def tune_trial(config: dict[str, Any]) -> None:
     trainer = ray.train.torch.TorchTrainer(
         train_worker,
         train_loop_config=config,
-        scaling_config=ray.train.ScalingConfig(num_workers=spec["workers"], use_gpu=config["use_gpu"],
-                                               resources_per_worker={
-                                                   "CPU": config["cpus_per_worker"],
-                                                   **({"GPU": config["gpus_per_worker"]} if config["use_gpu"] else {})}),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=spec["workers"],
+            use_gpu=config["use_gpu"],
+            resources_per_worker={
+                "CPU": config["cpus_per_worker"],
+                **({"GPU": config["gpus_per_worker"]} if config["use_gpu"] else {}),
+            },
+        ),
         run_config=ray.train.RunConfig(
             # Deterministic per trial: started again (a resumed study, a retried trial), the run
             # continues from its last checkpoint instead of starting over.
-            name=spec["trial_id"], storage_path=config["train_storage"], callbacks=[TuneReportCallback()],
+            name=spec["trial_id"],
+            storage_path=config["train_storage"],
+            callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=config["max_failures"], controller_failure_limit=0),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
     )
     trainer.fit()

@@ -47,9 +47,16 @@ class Eigen:
     converged: list[bool]
 
 
-def top_eigenvalues(loss_fn: LossFn, batches: Sequence[Batch], params: Vector, k: int = 1, *,
-                    max_iterations: int = 100, tolerance: float = 1e-4,
-                    generator: torch.Generator | None = None) -> Eigen:
+def top_eigenvalues(
+    loss_fn: LossFn,
+    batches: Sequence[Batch],
+    params: Vector,
+    k: int = 1,
+    *,
+    max_iterations: int = 100,
+    tolerance: float = 1e-4,
+    generator: torch.Generator | None = None,
+) -> Eigen:
     """The k eigenvalues largest in magnitude, by power iteration on Hessian-vector products with
     deflation. A negative eigenvalue larger in magnitude than the positive ones is among them."""
     found_values: list[float] = []
@@ -65,18 +72,17 @@ def top_eigenvalues(loss_fn: LossFn, batches: Sequence[Batch], params: Vector, k
     for _ in range(k):
         v = orthogonal([torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params])
         value = math.nan
-        converged = False
-        for iteration in range(1, max_iterations + 1):
+        converged, used = False, 0
+        while used < max_iterations and not converged:
+            used += 1
             hv = hessian_vector_product(loss_fn, batches, params, v)
             new_value = float(_dot(hv, v))  # Rayleigh quotient of the unit vector v
             v = orthogonal(hv)
             converged = abs(new_value - value) <= tolerance * abs(new_value)
             value = new_value
-            if converged:
-                break
         found_values.append(value)
         found_vectors.append(v)
-        iterations.append(iteration)
+        iterations.append(used)
         converged_flags.append(converged)
     return Eigen(found_values, iterations, converged_flags)
 
@@ -89,9 +95,16 @@ class TraceEstimate:
     converged: bool  # the standard error reached the asked fraction of |value| before the cap
 
 
-def hessian_trace(loss_fn: LossFn, batches: Sequence[Batch], params: Vector, *, rel_error: float = 0.02,
-                  min_samples: int = 10, max_samples: int = 1000,
-                  generator: torch.Generator | None = None) -> TraceEstimate:
+def hessian_trace(
+    loss_fn: LossFn,
+    batches: Sequence[Batch],
+    params: Vector,
+    *,
+    rel_error: float = 0.02,
+    min_samples: int = 10,
+    max_samples: int = 1000,
+    generator: torch.Generator | None = None,
+) -> TraceEstimate:
     """Hutchinson's estimator tr(H) = E[v^T H v] with Rademacher v: the mean and its standard error.
 
     Draws until the standard error is at most `rel_error` x |mean| (after `min_samples`, so that the
@@ -139,8 +152,16 @@ def _loss_and_grad(loss_fn: LossFn, batches: Sequence[Batch], params: Vector) ->
     return value, grads
 
 
-def eps_sharpness(loss_fn: LossFn, batches: Sequence[Batch], params: Vector, eps: float, *,
-                  method: str = "sign_ascent", max_steps: int = 100, tolerance: float = 1e-4) -> EpsSharpness:
+def eps_sharpness(
+    loss_fn: LossFn,
+    batches: Sequence[Batch],
+    params: Vector,
+    eps: float,
+    *,
+    method: str = "sign_ascent",
+    max_steps: int = 100,
+    tolerance: float = 1e-4,
+) -> EpsSharpness:
     """Keskar et al. 2017: 100 (max_y f(x + y) - f(x)) / (1 + f(x)) over the box |y_i| <= eps (|x_i| + 1).
 
     `sign_ascent`: projected sign-gradient ascent (the box's first-order maximizer is a corner), with
@@ -171,8 +192,9 @@ def eps_sharpness(loss_fn: LossFn, batches: Sequence[Batch], params: Vector, eps
     return EpsSharpness(100.0 * (best - f0) / (1.0 + f0), f0, best, steps, converged, method)
 
 
-def _sign_ascent(at: Callable[[Vector], tuple[float, Vector]], originals: Vector, bounds: Vector, max_steps: int,
-                 tolerance: float) -> tuple[float, float, int, bool]:
+def _sign_ascent(
+    at: Callable[[Vector], tuple[float, Vector]], originals: Vector, bounds: Vector, max_steps: int, tolerance: float
+) -> tuple[float, float, int, bool]:
     best_offsets = [torch.zeros_like(x) for x in originals]
     f0, grads = at(best_offsets)
     best, fraction, steps = f0, 0.5, 1
@@ -192,8 +214,9 @@ def _sign_ascent(at: Callable[[Vector], tuple[float, Vector]], originals: Vector
     return f0, best, steps, False
 
 
-def _lbfgsb(at: Callable[[Vector], tuple[float, Vector]], originals: Vector, bounds: Vector,
-            max_steps: int) -> tuple[float, float, int, bool]:
+def _lbfgsb(
+    at: Callable[[Vector], tuple[float, Vector]], originals: Vector, bounds: Vector, max_steps: int
+) -> tuple[float, float, int, bool]:
     try:
         from scipy.optimize import Bounds, minimize
     except ImportError as error:  # the study file is checked for this before any work starts
@@ -218,9 +241,14 @@ def _lbfgsb(at: Callable[[Vector], tuple[float, Vector]], originals: Vector, bou
         value, grad = loss_and_grad(z)
         return -factor * value, -factor * grad
 
-    result = minimize(objective, np.zeros_like(scale), jac=True, method="L-BFGS-B",
-                      bounds=Bounds(-np.ones_like(scale), np.ones_like(scale)),
-                      options={"maxiter": max_steps, "maxfun": 2 * max_steps, "gtol": 1e-12, "ftol": 1e-10})
+    result = minimize(
+        objective,
+        np.zeros_like(scale),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=Bounds(-np.ones_like(scale), np.ones_like(scale)),
+        options={"maxiter": max_steps, "maxfun": 2 * max_steps, "gtol": 1e-12, "ftol": 1e-10},
+    )
     return f0, max(f0, -float(result.fun) / factor), int(result.nfev) + 1, bool(result.success)
 
 
@@ -238,8 +266,9 @@ def batch_noise_factor(batch: float, population: int | None) -> float:
     return (population - batch) / (batch * (population - 1))
 
 
-def noise_scale(small_batch: float, small_grad_sq: float, big_batch: float, big_grad_sq: float,
-                population: int | None = None) -> dict[str, float]:
+def noise_scale(
+    small_batch: float, small_grad_sq: float, big_batch: float, big_grad_sq: float, population: int | None = None
+) -> dict[str, float]:
     """McCandlish et al. 2018 (appendix A): |G|^2 and tr(Sigma) from mean squared gradient norms at two
     batch sizes, and the simple noise scale B_simple = tr(Sigma) / |G|^2.
 
@@ -251,13 +280,19 @@ def noise_scale(small_batch: float, small_grad_sq: float, big_batch: float, big_
     c_big = batch_noise_factor(big_batch, population)
     trace_sigma = (small_grad_sq - big_grad_sq) / (c_small - c_big)
     g_sq = big_grad_sq - c_big * trace_sigma
-    return {"grad_sq": g_sq, "trace_sigma": trace_sigma,
-            "b_simple": trace_sigma / g_sq if g_sq > 0 else math.nan}
+    return {"grad_sq": g_sq, "trace_sigma": trace_sigma, "b_simple": trace_sigma / g_sq if g_sq > 0 else math.nan}
 
 
-def noise_scale_interval(units: Sequence[Sequence[float]], small_batch: float, big_batch: float,
-                         population: int | None = None, *, confidence: float = 0.95, resamples: int = 2000,
-                         seed: int = 0) -> dict[str, float]:
+def noise_scale_interval(
+    units: Sequence[Sequence[float]],
+    small_batch: float,
+    big_batch: float,
+    population: int | None = None,
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, float]:
     """B_simple from many measurement units, with a percentile-bootstrap confidence interval.
 
     Each unit is (mean small-batch |g|^2, mean big-batch |g|^2, weight): one probe pair (weight 1) or
@@ -270,8 +305,9 @@ def noise_scale_interval(units: Sequence[Sequence[float]], small_batch: float, b
     array = np.asarray(units, dtype=np.float64).reshape(-1, 3)
     small, big, weight = array[:, 0], array[:, 1], array[:, 2]
     total = weight.sum()
-    estimate = noise_scale(small_batch, float((small * weight).sum() / total), big_batch,
-                           float((big * weight).sum() / total), population)
+    estimate = noise_scale(
+        small_batch, float((small * weight).sum() / total), big_batch, float((big * weight).sum() / total), population
+    )
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(array), size=(resamples, len(array)))
     w = weight[picks]
@@ -286,8 +322,15 @@ def noise_scale_interval(units: Sequence[Sequence[float]], small_batch: float, b
     low, high = math.nan, math.nan  # one unit has no spread to resample
     if len(array) > 1:  # quantiles that are samples: no interpolation between a finite value and +inf
         low, high = np.quantile(b_simple, [tail, 1.0 - tail], method="inverted_cdf")
-    return {**estimate, "ci_low": float(low), "ci_high": float(high), "confidence": confidence,
-            "units": len(array), "resamples": resamples, "nonpositive_resamples": float((g_sq <= 0).mean())}
+    return {
+        **estimate,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "confidence": confidence,
+        "units": len(array),
+        "resamples": resamples,
+        "nonpositive_resamples": float((g_sq <= 0).mean()),
+    }
 
 
 @dataclass(frozen=True)
@@ -325,8 +368,14 @@ def lanczos(matvec: Callable[[Vector], Vector], start: Vector, iterations: int) 
     return diagonal, off_diagonal
 
 
-def spectral_quadrature(matvec: Callable[[Vector], Vector], like: Vector, *, iterations: int = 90, runs: int = 1,
-                        generator: torch.Generator | None = None) -> SpectralQuadrature:
+def spectral_quadrature(
+    matvec: Callable[[Vector], Vector],
+    like: Vector,
+    *,
+    iterations: int = 90,
+    runs: int = 1,
+    generator: torch.Generator | None = None,
+) -> SpectralQuadrature:
     """Stochastic Lanczos quadrature of a symmetric operator's spectral density (Ghorbani et al. 2019).
 
     Each run starts Lanczos from a Rademacher vector; the eigenvalues of its tridiagonal matrix are
@@ -344,15 +393,28 @@ def spectral_quadrature(matvec: Callable[[Vector], Vector], like: Vector, *, ite
     return SpectralQuadrature(nodes, weights)
 
 
-def hessian_spectrum(loss_fn: LossFn, batches: Sequence[Batch], params: Vector, *, iterations: int = 90,
-                     runs: int = 1, generator: torch.Generator | None = None) -> SpectralQuadrature:
+def hessian_spectrum(
+    loss_fn: LossFn,
+    batches: Sequence[Batch],
+    params: Vector,
+    *,
+    iterations: int = 90,
+    runs: int = 1,
+    generator: torch.Generator | None = None,
+) -> SpectralQuadrature:
     """The Hessian eigenvalue density's quadrature (PyHessian's `density`)."""
-    return spectral_quadrature(lambda v: hessian_vector_product(loss_fn, batches, params, v), params,
-                               iterations=iterations, runs=runs, generator=generator)
+    return spectral_quadrature(
+        lambda v: hessian_vector_product(loss_fn, batches, params, v),
+        params,
+        iterations=iterations,
+        runs=runs,
+        generator=generator,
+    )
 
 
-def density_on_grid(quadrature: SpectralQuadrature, *, bins: int = 1000,
-                    sigma_squared: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+def density_on_grid(
+    quadrature: SpectralQuadrature, *, bins: int = 1000, sigma_squared: float = 1e-5
+) -> tuple[np.ndarray, np.ndarray]:
     """(eigenvalue grid, density): each node smoothed by a Gaussian, averaged over runs, integral 1.
 
     PyHessian's kernel: variance `sigma_squared` x max(1, span of the nodes), so densities of

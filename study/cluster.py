@@ -1,0 +1,31 @@
+"""Joining or starting the Ray cluster that sweeps and measurements run on (shared by both CLIs)."""
+
+from __future__ import annotations
+
+import os
+
+# Multi-worker trials hold this custom resource instead of a CPU, so that the Tune trial itself never
+# takes a core its TorchTrainer's workers need (which deadlocks a small machine silently).
+TRIAL_RESOURCE = "lbstudy_trial"
+TRIAL_RESOURCE_AMOUNT = 10_000
+
+
+def connect_ray(address: str | None) -> str | None:
+    """Join `address` (or RAY_ADDRESS), else start a local Ray with the trial resource; the dashboard URL."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        context = None
+    elif address:
+        context = ray.init(address=address)
+    else:
+        context = ray.init(resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT})
+    url = getattr(context, "dashboard_url", None) if context is not None else None
+    return f"http://{url}" if url and not url.startswith("http") else url
+
+
+def alive_nodes() -> list[dict[str, float]]:
+    import ray
+
+    return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]

@@ -1,0 +1,126 @@
+"""The packages' boundaries (DESIGN.md), enforced over every module, and the report standing alone."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+PACKAGES = ("study", "trainables", "analysis")
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside functions (lazy imports count too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+def modules() -> dict[str, set[str]]:
+    return {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts): imports_of(p)
+        for package in PACKAGES
+        for p in sorted((ROOT / package).glob("*.py"))
+    }
+
+
+def top(name: str) -> str:
+    return name.split(".")[0]
+
+
+@pytest.mark.parametrize("module, imported", [(m, i) for m, imps in modules().items() for i in sorted(imps)])
+def test_import_rules(module: str, imported: str) -> None:
+    package = top(module)
+    if package == "analysis":
+        assert top(imported) not in ("torch", "ray", "study", "trainables"), f"{module} imports {imported}"
+    if package == "trainables" and module != "trainables.ray_train":
+        assert top(imported) not in ("study", "analysis", "ray"), f"the pure core {module} imports {imported}"
+    if top(imported) == "ray":
+        assert package == "study" or module == "trainables.ray_train", f"{module} imports ray"
+
+
+def test_no_import_cycles_between_or_inside_packages() -> None:
+    graph = {m: {i for i in imps if top(i) in PACKAGES and i in modules()} for m, imps in modules().items()}
+    packages = {(top(m), top(i)) for m, imps in graph.items() for i in imps if top(m) != top(i)}
+    assert not {(a, b) for a, b in packages if (b, a) in packages}, packages
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in graph[node]:
+            assert nxt not in path, f"import cycle: {' -> '.join(path + [nxt])}"
+            visit(nxt, path + [nxt])
+
+    for start in graph:
+        visit(start, [start])
+
+
+BLOCKER = """
+import importlib.abc, runpy, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "ray", "study", "trainables"):
+            raise ImportError(f"{name} is not installed (a report-only machine)")
+sys.meta_path.insert(0, Block())
+sys.argv = ["analysis.report", *sys.argv[1:]]
+runpy.run_module("analysis.report", run_name="__main__")
+"""
+
+
+def test_the_report_builds_where_torch_ray_study_and_trainables_cannot_be_imported(tmp_path: Path) -> None:
+    from analysis.store import ResultsStore
+
+    store = ResultsStore(str(tmp_path / "s" / "results"))
+    store.write(
+        "trials",
+        "t0",
+        [
+            {
+                "trial_id": "t0",
+                "study": "s",
+                "batch_size": 128,
+                "augmentation": "none",
+                "lr_scaling": "none",
+                "seed": 0,
+                "status": "completed",
+                "final_test_acc": 0.5,
+                "final_clean_train_acc": 0.6,
+                "best_test_acc": 0.5,
+                "gap_acc": 0.1,
+                "peak_lr": 0.1,
+                "epochs_completed": 1,
+            }
+        ],
+    )
+    store.write(
+        "epochs",
+        "t0",
+        [
+            {
+                "trial_id": "t0",
+                "epoch": 1,
+                "step": 10,
+                "test_acc": 0.5,
+                "clean_train_acc": 0.6,
+                "test_loss": 1.0,
+                "clean_train_loss": 0.9,
+                "train_loss": 1.1,
+            }
+        ],
+    )
+    out = tmp_path / "report.html"
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCKER, store.root, "-o", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.exists() and 'id="learning_curves"' in out.read_text()
