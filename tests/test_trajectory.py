@@ -52,3 +52,18 @@ def test_a_trajectory_on_one_line_is_refused() -> None:
     snapshots = [{k: final[k] + (t * e1[k] if k in e1 else 0) for k in final} for t in (1.0, 2.0, 3.0)]
     with pytest.raises(ValueError, match="two directions"):
         trajectory_pca(snapshots, final, entries)
+
+
+@pytest.mark.parametrize("uri", [False, True])
+def test_snapshots_round_trip_through_local_paths_and_uris(tmp_path, uri: bool) -> None:
+    from trainables.checkpoint import list_snapshots, load_snapshot, save_snapshot
+
+    folder = f"file://{tmp_path}/trajectory/t0" if uri else str(tmp_path / "trajectory" / "t0")
+    assert list_snapshots(folder) == {}  # nothing yet: empty, not an error
+    weights = {"w": torch.arange(6.0).view(2, 3), "n": torch.tensor(3)}
+    for epoch in (10, 2, 5):
+        save_snapshot({k: v + epoch for k, v in weights.items()}, folder, epoch)
+    found = list_snapshots(folder)
+    assert list(found) == [2, 5, 10] and all(p.startswith("file://") == uri for p in found.values())
+    assert torch.equal(load_snapshot(found[5])["w"], weights["w"] + 5)
+    assert not [p for p in (tmp_path / "trajectory" / "t0").iterdir() if p.name.startswith(".")]  # no partials left
