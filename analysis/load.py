@@ -8,7 +8,7 @@ import pandas as pd
 
 from analysis.store import ResultsStore  # pandas + pyarrow only: no torch, no ray
 
-TABLES = ("trials", "epochs", "sharpness", "landscape", "spectrum", "trajectory")
+TABLES = ("trials", "epochs", "sharpness", "landscape", "spectrum", "trajectory", "measure_errors")
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class StudyResults:
     landscape: pd.DataFrame
     spectrum: pd.DataFrame
     trajectory: pd.DataFrame
+    measure_errors: pd.DataFrame
 
     @property
     def study(self) -> str:

@@ -68,6 +68,8 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
         notes.append("Steps to target: needs completed trials at two or more batch sizes.")
     if len(trials):
         shown.append(("trials_table", figures.trials_table(trials)))
+    for error in results.measure_errors.sort_values("job").itertuples():
+        notes.append(f"Measurement {error.job} failed ({error.trials}): {error.error}")
     return shown, notes
 
 
@@ -107,9 +109,23 @@ def render(results: StudyResults, target: float | None = None) -> str:
         "section{margin:1.5em 0}h1{font-size:1.6em}"
     )
     return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(results.study)} report</title>"
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'>{GENERATOR}"
+        f"<title>{html.escape(results.study)} report</title>"
         f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
     )
+
+
+# Marks a file as this module's: an existing file without it is never overwritten.
+GENERATOR = "<meta name='generator' content='lbstudy analysis.report'>"
+
+
+class ReportError(RuntimeError):
+    """The report cannot be written where asked; the message says what to change."""
+
+
+def written_by_us(path: Path) -> bool:
+    with path.open("rb") as f:
+        return GENERATOR.encode() in f.read(4096)
 
 
 def write_report(
@@ -121,6 +137,11 @@ def write_report(
             Path(f"{results.study}-report.html") if "://" in results_dir else Path(results.root).parent / "report.html"
         )
     out = Path(out)
+    if out.exists() and not (out.is_file() and written_by_us(out)):
+        raise ReportError(
+            f"{out} exists and is not a report this tool wrote; it is left as it is: pass -o with "
+            "another path, or move that file"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.tmp")
     partial.write_text(render(results, target))
@@ -153,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    path = write_report(args.results_dir, args.output, args.target_acc, args.png)
+    try:
+        path = write_report(args.results_dir, args.output, args.target_acc, args.png)
+    except ReportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"report: {path}")
     return 0
 

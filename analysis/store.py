@@ -164,6 +164,11 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("settings", STR),
         ]
     ),
+    # A measurement job that failed: its key, what it measures and the last line of its error. Removed
+    # when the job later succeeds.
+    "measure_errors": pa.schema(
+        [("job", STR), ("table", STR), ("kind", STR), ("trials", STR), ("error", STR), ("failed_at", STR)]
+    ),
 }
 FINAL_STATUSES = ("completed", "diverged")  # a trial in one of these is never trained again
 
@@ -223,6 +228,12 @@ class ResultsStore:
             out.write(buffer.getvalue())
         self.fs.move(partial, final)  # a rename on local disks; readers skip the hidden partial name
         return final
+
+    def remove(self, table: str, key: str) -> None:
+        """Delete `<table>/<key>.parquet` if it exists (only for records this store's writers own)."""
+        path = join(self.table_dir(table), f"{key}.parquet")
+        if self.fs.get_file_info(path).type == pafs.FileType.File:
+            self.fs.delete_file(path)
 
     def keys(self, table: str) -> set[str]:
         selector = pafs.FileSelector(self.table_dir(table), allow_not_found=True)

@@ -5,11 +5,13 @@ Every user mistake raises `ConfigError` with one line that names the key and say
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib.util
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -235,15 +237,21 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     """Read a study file, apply `--set KEY=VALUE` overrides, build and validate the config."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the study file ({error.strerror}); check the path") from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{path}: is not a text (UTF-8) file; pass a YAML study file such as studies/smoke.yaml"
+        ) from None
     return parse_study(text, source=str(path), overrides=overrides)
 
 
 def parse_study(text: str, *, source: str = "<study>", overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
     try:
-        raw = yaml.safe_load(text)
+        raw = strict_yaml(text)
+    except DuplicateKeyError as error:
+        raise ConfigError(f"{source}: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -255,14 +263,56 @@ def parse_study(text: str, *, source: str = "<study>", overrides: list[str] | tu
         raise ConfigError(
             f"{source}: a study file must be a mapping of keys (name:, data:, sweep: ...), not a {type(raw).__name__}"
         )
+    file_only = copy.deepcopy(raw)
     for override in overrides:
         apply_override(raw, override)
     try:
         study = build(StudyConfig, raw, "")
     except ConfigError as error:
-        raise ConfigError(f"{source}: {error}") from None
-    validate(study, source)
+        raise ConfigError(f"{blame(file_only, overrides, source)}: {error}") from None
+    try:
+        validate(study, "")
+    except ConfigError as error:
+        raise ConfigError(f"{blame(file_only, overrides, source)}{error}") from None
     return study
+
+
+def blame(file_only: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str) -> str:
+    """Who to blame for a mistake: the study file, or the `--set` overrides when the file alone is valid."""
+    if not overrides:
+        return source
+    try:
+        validate(build(StudyConfig, file_only, ""), "")
+    except ConfigError:
+        return source
+    return f"--set {' '.join(overrides)}"
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+def strict_yaml(text: str) -> Any:
+    """yaml.safe_load, except that a key given twice in one mapping raises DuplicateKeyError."""
+    loader = StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error, not last-wins."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise DuplicateKeyError(f"the key {key!r} is given twice (line {line}); keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
@@ -409,11 +459,21 @@ def _one_of(value: str, known: Any, where: str) -> None:
     _check(value in known, f"{where}: unknown {value!r}; choose one of {', '.join(sorted(known))}")
 
 
+# Beyond these a value is a typo (1e23 epochs would train without end), said before any work starts.
+MAX_EPOCHS = 100_000
+MAX_BATCH = 2**31
+
+# A study's folder under its storage: no separators, no leading dot ('.', '..', hidden folders), no
+# whitespace or control characters.
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 def validate(study: StudyConfig, source: str = "<study>") -> None:
     s = f"{source}: "
     _check(
-        bool(study.name.strip()) and "/" not in study.name,
-        f"{s}name: {study.name!r} must be a non-empty folder name without '/'",
+        isinstance(study.name, str) and STUDY_NAME.fullmatch(study.name) is not None,
+        f"{s}name: {study.name!r} must be a folder name of letters, digits, '.', '_' and '-' that starts with a "
+        "letter or digit (it becomes <storage>/<name>/)",
     )
     data, schedule, sweep, res = study.data, study.schedule, study.sweep, study.resources
     _one_of(data.dataset, DATASETS, f"{s}data.dataset")
@@ -432,6 +492,10 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
         _check(wd >= 0, f"{s}weight_decay {wd}: must be >= 0")
     _check(0 <= study.optim.momentum < 1, f"{s}optim.momentum: must be in [0, 1)")
     _check(schedule.epochs >= 1, f"{s}schedule.epochs: {schedule.epochs} must be at least 1")
+    _check(
+        schedule.epochs <= MAX_EPOCHS,
+        f"{s}schedule.epochs: {schedule.epochs} is more than {MAX_EPOCHS:,} epochs; a typo? give the number of epochs",
+    )
     _check(0 < schedule.gamma <= 1, f"{s}schedule.gamma: must be in (0, 1]")
     if schedule.decay == "step":
         _check(
@@ -493,6 +557,7 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
         )
     for batch in sweep.batch_size:
         _check(batch >= 1, f"{s}sweep.batch_size: {batch} must be positive")
+        _check(batch <= MAX_BATCH, f"{s}sweep.batch_size: {batch} is more than 2^31 images per step; a typo?")
         try:
             split_global_batch(batch, res.workers, res.max_micro_batch)
         except ValueError:

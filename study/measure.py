@@ -486,8 +486,28 @@ def noise_scale_rows(
 # The driver
 
 
-def run_measurements(study: StudyConfig, store: ResultsStore) -> int:
-    """Run every missing measurement job of the study; returns the number of jobs written."""
+@dataclass(frozen=True)
+class MeasureOutcome:
+    written: int  # jobs whose results were written
+    failed: dict[str, str]  # job key -> the last line of its error (recorded in `measure_errors/`)
+
+    def summary(self) -> str:
+        line = f"measure: {self.written} jobs written"
+        if self.failed:
+            line += f"; {len(self.failed)} failed ({', '.join(sorted(self.failed))}), see results/measure_errors/"
+        return line
+
+
+def error_line(error: BaseException) -> str:
+    """The last non-empty line of an error (a Ray task error carries the remote traceback)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+def run_measurements(study: StudyConfig, store: ResultsStore) -> MeasureOutcome:
+    """Run every missing measurement job of the study. A job that fails is recorded in
+    `measure_errors/` with its error's last line and the others go on; a job that later succeeds
+    drops its error record."""
     import ray
 
     trials = store.read("trials")
@@ -502,7 +522,7 @@ def run_measurements(study: StudyConfig, store: ResultsStore) -> int:
     jobs = [j for j in plan_jobs(study, trials) if j.key not in existing[j.table]]
     jobs = [j for j in jobs if j.table != "trajectory" or trajectory_ready(store, j.trials[0])]
     if not jobs:
-        return written
+        return MeasureOutcome(written, {})
     specs = dict(zip(trials["trial_id"], trials["spec"]))
     checkpoints = dict(zip(trials["trial_id"], trials["checkpoint"]))
     resources = ray.cluster_resources()
@@ -530,14 +550,24 @@ def run_measurements(study: StudyConfig, store: ResultsStore) -> int:
             remaining[job.key] = 1
         parts[job.key] = []
     total, started = len(pending), time.perf_counter()
+    failed: dict[str, str] = {}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         job = pending.pop(ready[0])
-        parts[job.key] += ray.get(ready[0])
+        try:
+            part = ray.get(ready[0])
+        except Exception as error:  # noqa: BLE001 - any task error: record it, let the other jobs finish
+            if job.key not in failed:
+                failed[job.key] = error_line(error)
+                store.write("measure_errors", job.key, [job_error_row(job, failed[job.key])])
+                print(f"\nmeasure: {job.key} failed: {failed[job.key]}", file=sys.stderr)
+            part = []
+        parts[job.key] += part
         remaining[job.key] -= 1
-        if remaining[job.key] == 0:
+        if remaining[job.key] == 0 and job.key not in failed:
             rows = sorted(parts.pop(job.key), key=lambda r: (r.get("split", ""), r.get("y") or 0, r.get("x", 0)))
             store.write(job.table, job.key, rows)
+            store.remove("measure_errors", job.key)  # an error of an earlier run no longer holds
             written += 1
         done = total - len(pending)
         print(
@@ -545,7 +575,20 @@ def run_measurements(study: StudyConfig, store: ResultsStore) -> int:
             end="\n" if not pending else "",
             flush=True,
         )
-    return written
+    return MeasureOutcome(written, failed)
+
+
+def job_error_row(job: Job, error: str) -> dict[str, Any]:
+    import datetime as dt
+
+    return {
+        "job": job.key,
+        "table": job.table,
+        "kind": job.kind,
+        "trials": ",".join(job.trials),
+        "error": error,
+        "failed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def trajectory_folder(store: ResultsStore) -> str:
@@ -594,9 +637,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     connect_ray(args.address)
-    written = run_measurements(study, store)
-    print(f"measure: {written} jobs written to {store.root}")
-    return 0
+    outcome = run_measurements(study, store)
+    print(f"{outcome.summary()} (results in {store.root})")
+    return 1 if outcome.failed else 0
 
 
 if __name__ == "__main__":

@@ -154,7 +154,16 @@ class TrialRecorder:
         history = [{**m, "checkpoint": paths.get(m["epoch"])} for m in json.loads(final["history"])]
         self.history[trial_id] = history
         self.store.write("epochs", trial_id, epoch_rows(trial_id, history))
-        row = trial_row(params, history, final, prov, config_json, spec_json=spec_json, checkpoint=checkpoint)
+        row = trial_row(
+            params,
+            history,
+            final,
+            prov,
+            config_json,
+            spec_json=spec_json,
+            checkpoint=checkpoint,
+            error=final.get("error"),  # a diverged trial's reason
+        )
         self.store.write("trials", trial_id, [row])
         return row
 

@@ -9,6 +9,7 @@ and prints where they are. A user's mistake exits with status 2 and one line on 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -21,6 +22,7 @@ from typing import Any
 from analysis.store import ResultsStore, join
 from study.cluster import TRIAL_RESOURCE, alive_nodes, connect_ray
 from study.config import ConfigError, StudyConfig, load_study
+from study.lock import StudyLocked, study_lock
 from study.plan import PlannedTrial, format_plan, local_path, plan_study
 from study.results import TrialRecorder, provenance
 from trainables.data import DataError, load_dataset
@@ -246,12 +248,18 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
     if study_has_measurements(study):
         from study.measure import run_measurements
 
-        run_measurements(study, store)
+        outcome = run_measurements(study, store)
+        if outcome.failed:
+            print(outcome.summary(), file=sys.stderr)
     trials = store.read("trials")
     rows = trials[trials["trial_id"].isin([t.trial_id for t in plan])].to_dict("records")
-    from analysis.report import write_report
+    from analysis.report import ReportError, write_report
 
-    report = write_report(store.uri) if rows else None
+    report = None
+    try:
+        report = write_report(store.uri) if rows else None
+    except ReportError as error:
+        print(f"report: not written: {error}", file=sys.stderr)
     return SweepResult(study, store.uri, rows, dashboard_url, str(report) if report else None)
 
 
@@ -332,12 +340,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(format_plan(study, plan_study(study)))
             return 0
-        check_data(study)
-        dashboard = connect_ray(args.address)
-        if dashboard:
-            print(f"Ray dashboard: {dashboard}", flush=True)
-        result = run_study(study, resume=args.resume, dashboard_url=dashboard)
-    except (ConfigError, SweepError, DataError) as error:
+        with contextlib.ExitStack() as held:
+            if "://" not in study.storage:  # one driver per study (object storage: not locked)
+                held.enter_context(study_lock(study_root(study)))
+            check_data(study)
+            dashboard = connect_ray(args.address)
+            if dashboard:
+                print(f"Ray dashboard: {dashboard}", flush=True)
+            result = run_study(study, resume=args.resume, dashboard_url=dashboard)
+    except (ConfigError, SweepError, DataError, StudyLocked) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary_table(result.trials))

@@ -317,3 +317,22 @@ def test_trajectory_and_density_figures_carry_what_a_reader_needs() -> None:
     density = figures.hessian_density_figure(spectrum, trials)
     assert density.layout.yaxis.type == "log" and min(density.data[0].y) >= 1e-8
     assert density.data[0].name == "batch 128, none, lr none, seed 0"
+
+
+def test_the_report_never_overwrites_a_file_it_did_not_write(tmp_path) -> None:
+    from analysis.report import ReportError, main, write_report
+    from analysis.store import ResultsStore
+
+    store = ResultsStore(str(tmp_path / "s" / "results"))
+    store.write("trials", "t0", make_trials().iloc[:1].assign(study="s").drop(columns=["mixup_alpha"]))
+    theirs = tmp_path / "s" / "report.html"
+    theirs.write_text("<html>a page someone wrote</html>")
+    with pytest.raises(ReportError, match="not a report this tool wrote"):
+        write_report(store.root)
+    assert theirs.read_text() == "<html>a page someone wrote</html>"
+    assert main([store.root]) == 2 and theirs.read_text() == "<html>a page someone wrote</html>"
+    ours = write_report(store.root, tmp_path / "mine.html")
+    assert write_report(store.root, ours) == ours  # its own report is replaced, as before
+    (tmp_path / "folder.html").mkdir()
+    with pytest.raises(ReportError):
+        write_report(store.root, tmp_path / "folder.html")

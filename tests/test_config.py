@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,65 @@ def test_dry_run_plan_says_what_trajectories_cost_on_disk() -> None:
     study = parse_study(MINIMAL + "measure: {trajectory: {every_epochs: 1}}\n")
     line = format_plan(study, plan_study(study)).splitlines()[-1]
     assert line.startswith("trajectory: 4 weight snapshots per trial x ") and "MiB per trial" in line
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden", "-x", "a b", '"a\\nb"', "a/b", "é", '""'])
+def test_a_study_name_cannot_leave_its_storage_folder(name: str) -> None:
+    with pytest.raises(ConfigError, match="name: .* must be a folder name"):
+        parse_study(f"name: {name}\n")
+
+
+def test_study_names_of_letters_digits_dots_dashes_underscores_are_fine() -> None:
+    assert parse_study("name: paper-v2.1_b\n").name == "paper-v2.1_b"
+
+
+def test_a_binary_study_file_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="is not a text"):
+        load_study(path)
+
+
+def test_a_key_given_twice_is_an_error_not_last_wins() -> None:
+    with pytest.raises(ConfigError, match=r"the key 'epochs' is given twice \(line 4\)"):
+        parse_study("name: t\nschedule:\n  epochs: 4\n  epochs: 40\n")
+    with pytest.raises(ConfigError, match="'sweep' is given twice"):
+        parse_study(MINIMAL + "sweep: {seed: [1]}\n")
+
+
+@pytest.mark.parametrize(
+    "setting, key",
+    [
+        ("schedule: {epochs: 1e23}", "schedule.epochs"),
+        ("schedule: {epochs: 100001}", "schedule.epochs"),
+        ("sweep: {batch_size: 1e23}", "sweep.batch_size"),
+        ("sweep: {batch_size: [128, 4294967296]}", "sweep.batch_size"),
+    ],
+)
+def test_absurd_sizes_are_typos_said_at_once(setting: str, key: str) -> None:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse_study("name: t\ndata: {dataset: synthetic}\n" + setting + "\n")
+    assert time.perf_counter() - started < 1.0  # no search linear in the batch size
+
+
+def test_split_search_takes_the_fewest_accumulation_steps_among_divisors() -> None:
+    from trainables.data import split_global_batch
+
+    assert split_global_batch(8192, 2, 1000) == (512, 8)  # 4096 per worker: 8 steps of 512 (not 5, not 1000)
+    assert split_global_batch(7, 1, 3) == (1, 7)  # a prime: only 1 x 7 fits
+    assert split_global_batch(2**31, 1, 8192) == (8192, 2**18)
+
+
+def test_a_set_mistake_is_blamed_on_set_not_on_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text(MINIMAL)
+    with pytest.raises(ConfigError, match=r"^--set schedule\.epoch=3: .*unknown key 'epoch'"):
+        load_study(path, overrides=["schedule.epoch=3"])
+    with pytest.raises(ConfigError, match=r"^--set schedule\.epochs=0: .*schedule\.epochs"):
+        load_study(path, overrides=["schedule.epochs=0"])
+    path.write_text(MINIMAL + "model: {width: -1}\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: .*model\.width"):
+        load_study(path, overrides=["schedule.epochs=2"])  # the file's own mistake stays the file's

@@ -1,4 +1,5 @@
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,15 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from trainables.checkpoint import load_state, save_state
-from trainables.loop import Runtime, TrialSpec, build_model_and_optimizer, gradient_buffer, optimizer_step, train
+from trainables.loop import (
+    Runtime,
+    TrialSpec,
+    build_model_and_optimizer,
+    divergence,
+    gradient_buffer,
+    optimizer_step,
+    train,
+)
 from trainables.mixup import MixedBatch
 
 CPU = Runtime(torch.device("cpu"))
@@ -92,6 +101,21 @@ def test_non_finite_loss_ends_the_trial_as_diverged() -> None:
     spec = dataclasses.replace(TINY, peak_lr=1e8, epochs=3, augmentation="none", augmentation_alpha=0.0)
     outcome = train(spec, CPU, on_epoch=lambda m, _: rows.append(m))
     assert outcome.status == "diverged" and outcome.epochs == 1 and len(rows) == 1 and rows[0]["diverged"]
+
+
+def test_a_finite_but_exploded_loss_is_divergence_too() -> None:
+    """Peak lr 30: the loss is 1.6e10, finite; main recorded such trials as completed at chance accuracy."""
+    rows: list[dict] = []
+    spec = dataclasses.replace(TINY, peak_lr=30.0, epochs=3, augmentation="none", augmentation_alpha=0.0)
+    outcome = train(spec, CPU, on_epoch=lambda m, _: rows.append(m))
+    assert math.isfinite(rows[0]["train_loss"]) and rows[0]["train_loss"] > 1e6
+    assert outcome.status == "diverged" and outcome.epochs == 1 and "exploded" in rows[0]["diverged_reason"]
+
+
+def test_divergence_rule() -> None:
+    assert divergence(2.3, 10) is None and divergence(23.0, 10) is None  # 10 ln 10 = 23.03
+    assert "exploded" in divergence(23.1, 10) and "not finite" in divergence(float("inf"), 10)
+    assert divergence(46.0, 100) is None and "exploded" in divergence(46.1, 100)  # 10 ln 100 = 46.05
 
 
 def test_batch_larger_than_the_training_set_is_refused() -> None:

@@ -146,6 +146,7 @@ def test_divergence_is_recorded_and_the_study_goes_on(ray_session: str, tmp_path
     trials = pd.DataFrame(result.trials).set_index("base_lr")
     assert trials.loc[0.05, "status"] == "completed" and trials.loc[1e8, "status"] == "diverged"
     assert trials.loc[1e8, "epochs_completed"] == 1
+    assert "not finite" in trials.loc[1e8, "error"] or "exploded" in trials.loc[1e8, "error"]  # the reason
     epochs = pd.read_parquet(Path(result.results_dir) / "epochs")
     assert (epochs["trial_id"] == trials.loc[1e8, "trial_id"]).sum() == 1  # its epochs so far are kept
     page = Path(result.report).read_text()

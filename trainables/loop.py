@@ -426,6 +426,21 @@ def step_blocks(
     return units
 
 
+# An epoch's mean training loss above this many times ln(classes) (the loss of a uniform guess) has
+# exploded: such a trial is diverged even while its loss is finite (peak lr 6400 gave 1.3e11).
+EXPLODED_LOSS_FACTOR = 10.0
+
+
+def divergence(train_loss: float, num_classes: int) -> str | None:
+    """Why an epoch's mean training loss means divergence, or None when it does not."""
+    if not math.isfinite(train_loss):
+        return f"train loss {train_loss} is not finite"
+    limit = EXPLODED_LOSS_FACTOR * math.log(num_classes)
+    if train_loss > limit:
+        return f"train loss {train_loss:.4g} exceeds {limit:.3g} = 10 ln({num_classes} classes): it exploded"
+    return None
+
+
 @dataclass(frozen=True)
 class TrialOutcome:
     status: str  # completed | diverged
@@ -496,7 +511,8 @@ def train(
         means = {k: float(v.mean()) for k, v in steps.items()}
         train_time = time.perf_counter() - started
         sync_buffers(model, runtime)
-        diverged = not math.isfinite(means["loss"])
+        diverged_reason = divergence(means["loss"], data.num_classes)
+        diverged = diverged_reason is not None
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": step,
@@ -534,6 +550,7 @@ def train(
             pairs = noise_probe(model, data.train, normalize, spec.noise_probes, size, probe_gen, device)
             metrics.update(noise_metrics([(s, b, 1.0) for s, b in pairs], size, 2 * size, len(data.train)))
         metrics["diverged"] = diverged
+        metrics["diverged_reason"] = diverged_reason
         if on_epoch is not None:
             on_epoch(metrics, functools.partial(training_state, model, optimizer, spec, epoch + 1, step))
         if diverged:

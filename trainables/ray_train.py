@@ -95,6 +95,7 @@ def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, 
         "device": device_name(runtime.device),
         "hosts": hosts,
         "history": json.dumps(history),
+        "error": history[-1].get("diverged_reason") if history and history[-1]["diverged"] else None,
     }
     reporter.report(final, None)
     return outcome
