@@ -11,7 +11,13 @@ TRIAL_RESOURCE_AMOUNT = 10_000
 
 
 def connect_ray(address: str | None) -> str | None:
-    """Join `address` (or RAY_ADDRESS), else start a local Ray with the trial resource; the dashboard URL."""
+    """Join `address` (or RAY_ADDRESS; `auto` = the cluster running on this machine), else start a fresh
+    local Ray with the trial resource; returns the dashboard URL.
+
+    Without an address Ray itself would join whatever cluster `ray start` left running here (its
+    address is recorded in Ray's temp folder) and then refuse our resources; a study asks for
+    that explicitly with `--address auto`.
+    """
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
@@ -20,7 +26,7 @@ def connect_ray(address: str | None) -> str | None:
     elif address:
         context = ray.init(address=address)
     else:
-        context = ray.init(resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT})
+        context = ray.init(address="local", resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT})
     url = getattr(context, "dashboard_url", None) if context is not None else None
     return f"http://{url}" if url and not url.startswith("http") else url
 

@@ -623,7 +623,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m study.measure", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("results_dir", help="a study's results folder, <storage>/<name>/results (path or URI)")
-    parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else start a local one)")
+    parser.add_argument(
+        "--address",
+        help="join this Ray cluster; auto = the one running here (default: RAY_ADDRESS, else a fresh local one)",
+    )
     args = parser.parse_args(argv)
     try:
         store = ResultsStore(args.results_dir)

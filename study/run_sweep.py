@@ -312,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("study", help="the study file (YAML), for example studies/smoke.yaml")
     parser.add_argument("--storage", help="where results go (local path or s3://...); overrides the study's storage")
-    parser.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else start a local one)")
+    parser.add_argument(
+        "--address",
+        help="join this Ray cluster; auto = the one running here (default: RAY_ADDRESS, else a fresh local one)",
+    )
     parser.add_argument(
         "--set",
         action="append",

@@ -201,3 +201,42 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path: Path) -> None:
     )
     assert process.returncode == 0 and "peak_lr" in process.stdout and len(process.stdout.splitlines()) == 6
     assert not any(tmp_path.iterdir())
+
+
+CONNECT = """
+import os, sys
+os.environ.pop("RAY_ADDRESS", None)
+import ray
+from study.cluster import TRIAL_RESOURCE, connect_ray
+connect_ray(sys.argv[1] if len(sys.argv) > 1 else None)
+print(ray.get_runtime_context().gcs_address, ray.cluster_resources().get(TRIAL_RESOURCE, 0))
+ray.shutdown()
+"""
+
+
+def test_without_an_address_a_fresh_local_ray_starts_even_beside_a_running_one(ray_session: str) -> None:
+    """`ray start` records its cluster in Ray's temp folder; plain ray.init() then joins it, and main crashed
+    ('resources must not be provided'). The session's Ray is recorded the same way here: now a fresh
+    instance starts without an address, and `--address auto` joins the running one."""
+    from ray._private.utils import get_ray_address_file, read_ray_address, write_ray_address
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    recorded = read_ray_address()
+    write_ray_address(ray_session)  # as `ray start --head` does
+    try:
+        joined = subprocess.run(
+            [sys.executable, "-c", CONNECT, "auto"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=180
+        )
+        assert joined.returncode == 0, joined.stderr[-2000:]
+        assert joined.stdout.split()[-2] == ray_session
+        fresh = subprocess.run(
+            [sys.executable, "-c", CONNECT], cwd=ROOT, capture_output=True, text=True, env=env, timeout=180
+        )
+        assert fresh.returncode == 0, fresh.stderr[-2000:]
+        address, trial_resource = fresh.stdout.split()[-2:]
+        assert address != ray_session and float(trial_resource) > 0
+    finally:
+        if recorded:
+            write_ray_address(recorded)
+        else:
+            Path(get_ray_address_file(None)).unlink(missing_ok=True)
