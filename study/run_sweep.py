@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -275,6 +276,23 @@ def study_has_measurements(study: StudyConfig) -> bool:
     return any(getattr(m, f.name) is not None for f in dataclasses.fields(m))
 
 
+def check_storage(study: StudyConfig) -> None:
+    """A local storage folder must take the study's files: said before Ray starts, not as a traceback after."""
+    if "://" in study.storage:
+        return
+    folder = Path(study_root(study))
+    probe = folder / f".write-check-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise SweepError(
+            f"storage: {folder} cannot be written ({error.strerror or error}); pass --storage with a folder you can "
+            "write, or change storage in the study file"
+        ) from None
+
+
 def check_data(study: StudyConfig) -> None:
     """Surface data problems (missing root, corrupt image) before any Ray work; warms the decode cache."""
     if study.data.dataset == "imagefolder" and "://" not in study.data.root:
@@ -343,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(format_plan(study, plan_study(study)))
             return 0
+        check_storage(study)
         with contextlib.ExitStack() as held:
             if "://" not in study.storage:  # one driver per study (object storage: not locked)
                 held.enter_context(study_lock(study_root(study)))

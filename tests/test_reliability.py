@@ -349,3 +349,22 @@ def test_yaml_and_checkpoints_are_loaded_safely() -> None:
         assert not re.search(r"yaml\.(load|unsafe_load|full_load)\(", source), path
         for call in re.findall(r"torch\.load\(.*", source):
             assert "weights_only=True" in call, (path, call)
+
+
+@pytest.mark.parametrize("storage", ["a-file", "/proc/lbstudy-x"])
+def test_storage_that_cannot_be_written_is_one_line_before_ray_starts(tmp_path: Path, storage: str) -> None:
+    """main raised FileNotFoundError / NotADirectoryError from the Tuner, after Ray had started."""
+    (tmp_path / "a-file").write_text("not a folder")
+    path = storage if storage.startswith("/") else str(tmp_path / storage)
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(tiny_study_yaml("unwritable", tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-m", "study.run_sweep", str(study_file), "--storage", path],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "Ray" not in result.stdout
+    assert result.stderr.startswith("error: storage: ") and "cannot be written" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
