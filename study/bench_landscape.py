@@ -19,7 +19,8 @@ from pathlib import Path
 import ray
 import torch
 
-from study.measure import Job, job_points, run_chunk
+from study.config import InterpolateConfig
+from study.measure import Job, interpolation_settings, job_points, run_chunk
 from trainables.bench_data import SHARED_CIFAR
 from trainables.checkpoint import save_state
 from trainables.loop import TrialSpec
@@ -46,7 +47,9 @@ def points_per_second(width: float, samples: int, points: int, worker_counts: li
             "landscape",
             "interp1d",
             ("a", "b"),
-            {"range": [-0.5, 1.5], "points": points, "train_samples": samples, "test_samples": 0},
+            interpolation_settings(
+                InterpolateConfig(range=(-0.5, 1.5), points=points, train_samples=samples, test_samples=0)
+            ),
         )
         all_points = job_points(job)
         # Warm as many worker processes as the largest count will use (imports, decode cache): a cold

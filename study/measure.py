@@ -25,7 +25,7 @@ import pandas as pd
 
 from analysis.store import ResultsStore, join
 from study.cluster import connect_ray
-from study.config import ConfigError, NoiseScaleConfig, StudyConfig, build, validate
+from study.config import ConfigError, InterpolateConfig, NoiseScaleConfig, StudyConfig, build, validate
 
 SWEEP_KEYS = (
     "batch_size",
@@ -71,12 +71,17 @@ def interpolation_pairs(study: StudyConfig, trials: pd.DataFrame) -> list[tuple[
     return pairs
 
 
+def interpolation_settings(config: InterpolateConfig) -> dict[str, Any]:
+    """An interp1d job's settings: the study's interpolate section but the pair selection."""
+    return {k: v for k, v in asdict(config).items() if k not in ("between", "pairs")}
+
+
 def plan_jobs(study: StudyConfig, trials: pd.DataFrame) -> list[Job]:
     m = study.measure
     completed = trials[trials["status"] == "completed"]
     jobs = []
     if m.interpolate is not None:
-        settings = {k: v for k, v in asdict(m.interpolate).items() if k not in ("between", "pairs")}
+        settings = interpolation_settings(m.interpolate)
         jobs += [Job("landscape", "interp1d", pair, settings) for pair in interpolation_pairs(study, completed)]
     for trial_id in completed["trial_id"]:
         if m.random_directions is not None:
@@ -122,7 +127,7 @@ def _load_model_state(uri: str) -> dict[str, Any]:
 
 
 def _task_data(spec_json: str, train_samples: int | None, test_samples: int | None, device: Any) -> Any:
-    from trainables.data import class_balanced_subset, load_dataset
+    from trainables.data import load_dataset
     from trainables.loop import TrialSpec
 
     spec = TrialSpec.from_dict(json.loads(spec_json))
@@ -131,10 +136,15 @@ def _task_data(spec_json: str, train_samples: int | None, test_samples: int | No
     for name, split, n in (("train", data.train, train_samples), ("test", data.test, test_samples)):
         if n == 0:  # a split can be left out (benchmarks)
             continue
-        if n is not None and n < len(split):
-            split = split.take(class_balanced_subset(split.labels, n, data.num_classes))
-        splits[name] = split.to(device)
+        splits[name] = _balanced(split, n, data.num_classes).to(device)
     return spec, data, splits
+
+
+def _balanced(split: Any, n: int | None, num_classes: int) -> Any:
+    """A fixed class-balanced subset of `n` images of `split` (all of it for None or n >= its size)."""
+    from trainables.data import class_balanced_subset
+
+    return split if n is None or n >= len(split) else split.take(class_balanced_subset(split.labels, n, num_classes))
 
 
 def run_chunk(
@@ -162,13 +172,11 @@ def run_chunk(
     normalize = Normalizer(data.mean, data.std, device)
     model = build_model(spec.arch, width=spec.width, num_classes=data.num_classes).to(device)
     state_a = {k: v.to(device) for k, v in _load_model_state(checkpoints[first]).items()}
-    bn_mode = job.settings.get("bn", "interpolate") if job.kind == "interp1d" else None
+    bn_mode = job.settings["bn"] if job.kind == "interp1d" else None
     if job.kind == "interp1d":
         state_b = {k: v.to(device) for k, v in _load_model_state(checkpoints[job.trials[1]]).items()}
         if bn_mode == "recompute":
-            bn_images = _bn_batches(
-                specs[first], job.settings["bn_samples"], job.settings["bn_batch"], normalize, device
-            )
+            bn_images = _bn_batches(data, job.settings["bn_samples"], job.settings["bn_batch"], normalize, device)
     else:
         model.load_state_dict(state_a)
         generator = torch.Generator().manual_seed(DIRECTION_SEED + spec.seed)
@@ -218,10 +226,10 @@ def point_note(loss: float, clamped: int) -> str | None:
     return "; ".join(notes) or None
 
 
-def _bn_batches(spec_json: str, samples: int, batch: int, normalize: Any, device: Any) -> list[Any]:
-    """Fixed, class-balanced training images (no augmentation) for recomputing BatchNorm statistics."""
-    _, _, splits = _task_data(spec_json, samples, 0, device)
-    images = splits["train"].images
+def _bn_batches(data: Any, samples: int, batch: int, normalize: Any, device: Any) -> list[Any]:
+    """Fixed, class-balanced training images (no augmentation) for recomputing BatchNorm statistics,
+    from the dataset the chunk already loaded."""
+    images = _balanced(data.train, samples, data.num_classes).to(device).images
     return [normalize(images[i : i + batch]) for i in range(0, len(images) - batch + 1, batch)] or [normalize(images)]
 
 
@@ -245,7 +253,7 @@ def run_sharpness(job: Job, specs: dict[str, str], checkpoints: dict[str, str]) 
     train = splits["train"]
     # A fixed batch on every device: the loss is a sample-weighted mean over batches, so the split
     # changes nothing but rounding; recorded with each value all the same.
-    batch = settings.get("batch", 512)
+    batch = settings["batch"]
     batches = [
         (normalize(train.images[i : i + batch]), train.labels[i : i + batch]) for i in range(0, len(train), batch)
     ]
@@ -303,15 +311,15 @@ def run_sharpness(job: Job, specs: dict[str, str], checkpoints: dict[str, str]) 
                 loss_fn,
                 batches,
                 params,
-                rel_error=settings.get("trace_rel_error", 0.02),
-                max_samples=settings.get("trace_max_draws", 1000),
+                rel_error=settings["trace_rel_error"],
+                max_samples=settings["trace_max_draws"],
                 generator=generator,
             )
             if not trace.converged:
                 print(
                     f"measure: {trial_id} Hessian trace stopped at {trace.samples} draws with standard error "
                     f"{trace.std_error / abs(trace.value):.1%} of the value (asked "
-                    f"{settings.get('trace_rel_error', 0.02):.1%}); raise measure.hessian.trace_max_draws",
+                    f"{settings['trace_rel_error']:.1%}); raise measure.hessian.trace_max_draws",
                     file=sys.stderr,
                 )
             rows.append(
@@ -339,8 +347,8 @@ def run_sharpness(job: Job, specs: dict[str, str], checkpoints: dict[str, str]) 
         batches,
         params,
         settings["eps"],
-        method=settings.get("method", "sign_ascent"),
-        max_steps=settings.get("max_steps", 100),
+        method=settings["method"],
+        max_steps=settings["max_steps"],
     )
     return [
         {

@@ -39,7 +39,7 @@ from trainables.flops import mfu, peak_flops, train_flops_per_image
 from trainables.lr import LRSchedule
 from trainables.mixup import MixedBatch, mixed_cross_entropy
 from trainables.models import build_model
-from trainables.sharpness import noise_scale
+from trainables.sharpness import noise_scale, pooled_grad_sq
 
 CROP_PADDING = 4
 # Independent random streams derived from (seed, epoch, stream).
@@ -400,9 +400,7 @@ def noise_metrics(
             "noise_population": None,
             "noise_units": None,
         }
-    total = sum(w for _, _, w in units)
-    small_sq = sum(s * w for s, _, w in units) / total
-    big_sq = sum(b * w for _, b, w in units) / total
+    small_sq, big_sq = pooled_grad_sq(units)
     estimate = noise_scale(small_batch, small_sq, big_batch, big_sq, population)
     return {
         "noise_small_batch": small_batch,

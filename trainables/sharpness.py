@@ -124,12 +124,6 @@ def hessian_trace(
     return TraceEstimate(mean, std_error, len(draws), False)
 
 
-def full_loss(loss_fn: LossFn, batches: Sequence[Batch]) -> float:
-    total = sum(len(b[1]) for b in batches)
-    with torch.no_grad():
-        return float(sum(loss_fn(b) * len(b[1]) for b in batches) / total)
-
-
 @dataclass(frozen=True)
 class EpsSharpness:
     value: float  # 100 (max f - f(x)) / (1 + f(x))
@@ -283,6 +277,13 @@ def noise_scale(
     return {"grad_sq": g_sq, "trace_sigma": trace_sigma, "b_simple": trace_sigma / g_sq if g_sq > 0 else math.nan}
 
 
+def pooled_grad_sq(units: Sequence[Sequence[float]]) -> tuple[float, float]:
+    """The weighted means of (small-batch |g|^2, big-batch |g|^2) over (small, big, weight) units."""
+    array = np.asarray(units, dtype=np.float64).reshape(-1, 3)
+    total = array[:, 2].sum()
+    return float((array[:, 0] * array[:, 2]).sum() / total), float((array[:, 1] * array[:, 2]).sum() / total)
+
+
 def noise_scale_interval(
     units: Sequence[Sequence[float]],
     small_batch: float,
@@ -304,10 +305,8 @@ def noise_scale_interval(
     """
     array = np.asarray(units, dtype=np.float64).reshape(-1, 3)
     small, big, weight = array[:, 0], array[:, 1], array[:, 2]
-    total = weight.sum()
-    estimate = noise_scale(
-        small_batch, float((small * weight).sum() / total), big_batch, float((big * weight).sum() / total), population
-    )
+    small_sq, big_sq = pooled_grad_sq(units)
+    estimate = noise_scale(small_batch, small_sq, big_batch, big_sq, population)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(array), size=(resamples, len(array)))
     w = weight[picks]
