@@ -432,30 +432,31 @@ def steps_to_target_figure(trials: pd.DataFrame, epochs: pd.DataFrame, target: f
 STATUS_COLORS = {"completed": "#e8f5e9", "diverged": "#fff3e0", "failed": "#ffebee"}
 
 
-def trials_table(trials: pd.DataFrame) -> go.Figure:
+OUTCOME_SHOWN = ["epochs_completed", "final_test_acc", "gap_acc", "train_time_s", "device", "error"]
+
+
+def trial_table_columns(trials: pd.DataFrame, roles: dict[str, tuple[str, bool]]) -> list[str]:
+    """The trial record's shown fields (its roles travel in the Parquet schema): the swept ones that differ
+    between trials (batch size always), every derived one; then the outcome."""
+
+    def varies(name: str) -> bool:
+        return trials[name].astype(str).nunique() > 1 or name == "batch_size"
+
+    shown = [n for n, (role, show) in roles.items() if show and n in trials]
+    swept = [n for n in shown if roles[n][0] == "swept" and varies(n)]
+    conditions = swept + [n for n in shown if roles[n][0] == "derived"]
+    return ["trial_id", "status", *conditions, *(c for c in OUTCOME_SHOWN if c in trials)]
+
+
+def trials_table(trials: pd.DataFrame, roles: dict[str, tuple[str, bool]]) -> go.Figure:
     """Every trial with its status; diverged and failed trials stay visible."""
-    columns = [
-        "trial_id",
-        "status",
-        "batch_size",
-        "augmentation_label",
-        "lr_scaling",
-        "seed",
-        "peak_lr",
-        "workers",
-        "micro_batch",
-        "accumulation_steps",
-        "epochs_completed",
-        "final_test_acc",
-        "gap_acc",
-        "train_time_s",
-        "device",
-        "error",
-    ]
-    shown = with_labels(trials).sort_values(["batch_size", "augmentation_label", "lr_scaling", "seed"])[columns].copy()
+    columns = trial_table_columns(trials, roles)
+    order = [c for c in ("batch_size", "augmentation_label", "lr_scaling", "seed") if c in columns]
+    shown = with_labels(trials).sort_values(order)[columns].copy()
     for col in ("final_test_acc", "gap_acc"):
         shown[col] = (100 * shown[col]).map(lambda v: f"{v:.2f}%" if v == v else "-")
-    shown["peak_lr"] = shown["peak_lr"].map(lambda v: f"{v:.4g}")
+    if "peak_lr" in shown:
+        shown["peak_lr"] = shown["peak_lr"].map(lambda v: f"{v:.4g}")
     shown["train_time_s"] = shown["train_time_s"].map(lambda v: f"{v:.0f}" if v == v else "-")
     shown = shown.fillna("-")
     fill = [[STATUS_COLORS.get(s, "white") for s in shown["status"]]] * len(columns)

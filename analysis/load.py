@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -21,6 +21,8 @@ class StudyResults:
     spectrum: pd.DataFrame
     trajectory: pd.DataFrame
     measure_errors: pd.DataFrame
+    # trials column -> (role, shown) as the trial record defines them (analysis.store.ResultsStore.roles)
+    trial_roles: dict[str, tuple[str, bool]] = field(default_factory=dict)
 
     @property
     def study(self) -> str:
@@ -32,4 +34,4 @@ def load_results(results_dir: str) -> StudyResults:
     store = ResultsStore(results_dir)
     tables = {name: store.read(name) for name in TABLES}
     # Trials still training have epoch rows but no trial row yet: keep their epochs visible.
-    return StudyResults(store.root, **tables)
+    return StudyResults(store.root, **tables, trial_roles=store.roles("trials"))

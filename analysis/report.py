@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 
 from analysis import figures
 from analysis.load import StudyResults, load_results
+from analysis.store import write_atomic
 from analysis.summarize import default_target
 
 
@@ -67,7 +68,7 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
     else:
         notes.append("Steps to target: needs completed trials at two or more batch sizes.")
     if len(trials):
-        shown.append(("trials_table", figures.trials_table(trials)))
+        shown.append(("trials_table", figures.trials_table(trials, results.trial_roles)))
     for error in results.measure_errors.sort_values("job").itertuples():
         notes.append(f"Measurement {error.job} failed ({error.trials}): {error.error}")
     return shown, notes
@@ -142,10 +143,7 @@ def write_report(
             f"{out} exists and is not a report this tool wrote; it is left as it is: pass -o with "
             "another path, or move that file"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.tmp")
-    partial.write_text(render(results, target))
-    partial.replace(out)
+    write_atomic(str(out.resolve()), render(results, target).encode())
     if png_dir:
         Path(png_dir).mkdir(parents=True, exist_ok=True)
         for name, fig in build_figures(results, target)[0]:

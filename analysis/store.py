@@ -9,8 +9,14 @@ reads a table whole.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import io
+import json
+import math
 import os
+import types
+import typing
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -22,95 +28,122 @@ import pyarrow.parquet as pq
 
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 
-TRIAL_PARAMS = [
-    ("trial_id", STR),
-    ("study", STR),
-    ("dataset", STR),
-    ("model", STR),
-    ("width", F64),
-    ("augment", BOOL),
-    ("train_subset", I64),
-    ("batch_size", I64),
-    ("mixup_alpha", F64),
-    ("augmentation", STR),
-    ("augmentation_alpha", F64),
-    ("cutout_size", I64),
-    ("lr_scaling", STR),
-    ("base_lr", F64),
-    ("base_batch_size", I64),
-    ("peak_lr", F64),
-    ("momentum", F64),
-    ("nesterov", BOOL),
-    ("weight_decay", F64),
-    ("epochs", I64),
-    ("warmup_epochs", F64),
-    ("decay", STR),
-    ("seed", I64),
-    ("workers", I64),
-    ("micro_batch", I64),
-    ("accumulation_steps", I64),
-    ("bn_batch_size", I64),
+
+def arrow_type(hint: Any) -> pa.DataType:
+    """The Arrow type of a record field's annotation: int, float, str, bool, X | None, tuple[int, ...]."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return arrow_type(args[0])
+    if typing.get_origin(hint) is tuple:
+        return pa.list_(arrow_type(args[0]))
+    return {int: I64, float: F64, str: STR, bool: BOOL}[hint]
+
+
+def schema_of(record: type, *, key: list[pa.Field] | None = None, extra: list[pa.Field] | None = None) -> pa.Schema:
+    """A table schema from a record dataclass: `key` columns, one per field (its role in the field's
+    metadata, for readers such as the report), then `extra` columns. The writers of `trials/` and
+    `epochs/` pass the trial side's records (trainables/trial.py) here; analysis never imports them."""
+    hints = typing.get_type_hints(record)
+    fields = [
+        pa.field(
+            f.name,
+            arrow_type(hints[f.name]),
+            metadata={"role": str(f.metadata.get("role", "")), "shown": "1" if f.metadata.get("shown") else "0"},
+        )
+        for f in dataclasses.fields(record)
+    ]
+    names = {f.name for f in fields}
+    return pa.schema([k for k in key or [] if k.name not in names] + fields + list(extra or []))
+
+
+# What a trial's row says besides its conditions (the TrialSpec fields): the outcome, its summary over
+# the epoch history, timing and the provenance of every number.
+TRIAL_OUTCOME = [
+    pa.field("status", STR),  # completed | diverged | failed
+    pa.field("error", STR),  # a diverged trial's reason, a failed one's last error line
+    pa.field("epochs_completed", I64),
+    pa.field("steps", I64),
+    pa.field("final_train_loss", F64),
+    pa.field("final_clean_train_loss", F64),
+    pa.field("final_clean_train_acc", F64),
+    pa.field("final_test_loss", F64),
+    pa.field("final_test_acc", F64),
+    pa.field("best_test_acc", F64),
+    pa.field("best_epoch", I64),
+    pa.field("gap_acc", F64),  # clean train accuracy - test accuracy, last evaluated epoch
+    pa.field("gap_loss", F64),  # test loss - clean train loss
+    pa.field("train_time_s", F64),
+    pa.field("images_per_s", F64),
+    pa.field("mfu", F64),
+    pa.field("startup_s", F64),  # from the trial's start to its first optimizer step, made of:
+    pa.field("workers_ready_s", F64),  # multi-worker: to the workers running (placement, start, process group)
+    pa.field("data_ready_s", F64),  # to the data on the device and the model built (then the first step)
+    pa.field("wall_time_s", F64),  # from the trial's start to its row: start-up, epochs, evaluation, writes
+    pa.field("checkpoint", STR),  # the last epoch's checkpoint
+    pa.field("git_revision", STR),
+    pa.field("torch_version", STR),
+    pa.field("ray_version", STR),
+    pa.field("python_version", STR),
+    pa.field("device", STR),
+    pa.field("hosts", I64),
+    pa.field("config", STR),  # the study file, resolved, as JSON
+    pa.field("spec", STR),  # the trial's record as JSON, exactly as the trial received it
+    pa.field("finished_at", STR),
 ]
-EPOCH_METRICS = [
-    ("epoch", I64),
-    ("step", I64),
-    ("lr", F64),
-    ("train_loss", F64),
-    ("clean_train_loss", F64),
-    ("clean_train_acc", F64),
-    ("test_loss", F64),
-    ("test_acc", F64),
-    ("epoch_time_s", F64),
-    ("images_per_s", F64),
-    ("grad_norm", F64),
-    ("local_grad_sq", F64),
-    ("grad_sq", F64),
-    ("param_norm", F64),
-    ("diverged", BOOL),
-    ("noise_small_batch", F64),
-    ("noise_small_grad_sq", F64),
-    ("noise_big_batch", F64),
-    ("noise_big_grad_sq", F64),
-    ("noise_scale", F64),
-    ("noise_population", I64),
-    ("noise_units", STR),
-    ("mfu", F64),
-    ("checkpoint", STR),
-]
+TRIAL_KEY = [pa.field("trial_id", STR)]
+# Columns every `trials/` and `epochs/` file has, whatever the record: what an empty table reads as.
+BASE_COLUMNS = {"trials": ["trial_id", "study", *(f.name for f in TRIAL_OUTCOME)], "epochs": ["trial_id", "epoch"]}
+
+
+def trial_schema(record: type) -> pa.Schema:
+    return schema_of(record, key=TRIAL_KEY, extra=TRIAL_OUTCOME)
+
+
+def epoch_schema(record: type) -> pa.Schema:
+    return schema_of(record, key=TRIAL_KEY)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def trial_row(
+    spec: dict[str, Any], history: list[dict[str, Any]], outcome: dict[str, Any], provenance: dict[str, Any]
+) -> dict[str, Any]:
+    """One `trials/` row: the record's fields, the outcome (status, error, steps, startup_s, device,
+    hosts, checkpoint), the history summarized (final and best metrics, the gap, timing) and provenance."""
+    evaluated = [m for m in history if _finite(m.get("test_acc"))]
+    last = evaluated[-1] if evaluated else {}
+    best = max(evaluated, key=lambda m: m["test_acc"]) if evaluated else {}
+    timed = history[1:] if len(history) > 1 else history  # the first epoch includes warm-up
+    time_s = sum(m["epoch_time_s"] for m in timed)
+    mfus = [m["mfu"] for m in timed if _finite(m.get("mfu"))]
+    return {
+        **spec,
+        "milestones": list(spec["milestones"]),
+        **provenance,
+        "spec": json.dumps({**spec, "milestones": list(spec["milestones"])}),
+        "epochs_completed": len(history),
+        "steps": history[-1]["step"] if history else 0,
+        **outcome,
+        "final_train_loss": history[-1]["train_loss"] if history else None,
+        "final_clean_train_loss": last.get("clean_train_loss"),
+        "final_clean_train_acc": last.get("clean_train_acc"),
+        "final_test_loss": last.get("test_loss"),
+        "final_test_acc": last.get("test_acc"),
+        "best_test_acc": best.get("test_acc"),
+        "best_epoch": best.get("epoch"),
+        "gap_acc": last["clean_train_acc"] - last["test_acc"] if last else None,
+        "gap_loss": last["test_loss"] - last["clean_train_loss"] if last else None,
+        "train_time_s": sum(m["epoch_time_s"] for m in history) if history else None,
+        "images_per_s": sum(m["images_per_s"] * m["epoch_time_s"] for m in timed) / time_s if time_s > 0 else None,
+        "mfu": sum(mfus) / len(mfus) if mfus else None,
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# The measurement tables' schemas; `trials/` and `epochs/` take theirs from the trial record (above).
 SCHEMAS: dict[str, pa.Schema] = {
-    "trials": pa.schema(
-        TRIAL_PARAMS
-        + [
-            ("status", STR),
-            ("error", STR),
-            ("epochs_completed", I64),
-            ("steps", I64),
-            ("final_train_loss", F64),
-            ("final_clean_train_loss", F64),
-            ("final_clean_train_acc", F64),
-            ("final_test_loss", F64),
-            ("final_test_acc", F64),
-            ("best_test_acc", F64),
-            ("best_epoch", I64),
-            ("gap_acc", F64),
-            ("gap_loss", F64),
-            ("train_time_s", F64),
-            ("images_per_s", F64),
-            ("mfu", F64),
-            ("startup_s", F64),
-            ("checkpoint", STR),
-            ("git_revision", STR),
-            ("torch_version", STR),
-            ("ray_version", STR),
-            ("python_version", STR),
-            ("device", STR),
-            ("hosts", I64),
-            ("config", STR),
-            ("spec", STR),
-            ("finished_at", STR),
-        ]
-    ),
-    "epochs": pa.schema([("trial_id", STR)] + EPOCH_METRICS),
     # ci_low/ci_high: a confidence interval where the measure is an estimate with one (its level and
     # method in settings); settings also name the algorithm and batch that produced the value.
     "sharpness": pa.schema(
@@ -186,6 +219,19 @@ def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
+def write_atomic(path: str, data: bytes, filesystem: pafs.FileSystem | None = None) -> str:
+    """Write `data` to `path` (a local path or URI) through a hidden temporary name beside it, then move it
+    into place: readers never see half a file (pyarrow skips names starting with '.'). Returns `path`."""
+    fs, inner = resolve(path, filesystem)
+    folder, name = inner.rsplit("/", 1)
+    fs.create_dir(folder, recursive=True)
+    partial = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+    with fs.open_output_stream(partial) as out:
+        out.write(data)
+    fs.move(partial, inner)  # a rename on local disks
+    return path
+
+
 @dataclass
 class ResultsStore:
     """The results folder of one study. `uri` is `<storage>/<study>/results` or anything pyarrow can open."""
@@ -203,9 +249,13 @@ class ResultsStore:
     def table_dir(self, table: str) -> str:
         return join(self.root, table)
 
-    def write(self, table: str, key: str, rows: Iterable[dict[str, Any]] | pd.DataFrame) -> str:
-        """Replace `<table>/<key>.parquet` with `rows`, atomically, cast to the table's schema."""
-        schema = SCHEMAS[table]
+    def write(
+        self, table: str, key: str, rows: Iterable[dict[str, Any]] | pd.DataFrame, schema: pa.Schema | None = None
+    ) -> str:
+        """Replace `<table>/<key>.parquet` with `rows`, atomically, cast to `schema` (by default the table's)."""
+        if schema is None and table not in SCHEMAS:
+            raise KeyError(f"{table!r} rows take the trial record's schema: pass trainables.ray_train's")
+        schema = schema if schema is not None else SCHEMAS[table]
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
         unknown = set(frame.columns) - set(schema.names)
         if unknown:
@@ -218,16 +268,9 @@ class ResultsStore:
             {n: pa.array(list(columns[n]), type=schema.field(n).type, from_pandas=True) for n in schema.names},
             schema=schema,
         )
-        folder = self.table_dir(table)
-        self.fs.create_dir(folder, recursive=True)
-        final = join(folder, f"{key}.parquet")
-        partial = join(folder, f".{key}.{uuid.uuid4().hex}.tmp")
         buffer = io.BytesIO()
         pq.write_table(arrow, buffer)
-        with self.fs.open_output_stream(partial) as out:
-            out.write(buffer.getvalue())
-        self.fs.move(partial, final)  # a rename on local disks; readers skip the hidden partial name
-        return final
+        return write_atomic(join(self.table_dir(table), f"{key}.parquet"), buffer.getvalue(), self.fs)
 
     def remove(self, table: str, key: str) -> None:
         """Delete `<table>/<key>.parquet` if it exists (only for records this store's writers own)."""
@@ -254,8 +297,20 @@ class ResultsStore:
             if self.fs.get_file_info(path).type == pafs.FileType.File:
                 frames.append(pq.read_table(path, filesystem=self.fs).to_pandas())
         if not frames:
-            return SCHEMAS[table].empty_table().to_pandas()
+            if table in SCHEMAS:
+                return SCHEMAS[table].empty_table().to_pandas()
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in BASE_COLUMNS[table]})
         return pd.concat(frames, ignore_index=True)
+
+    def roles(self, table: str) -> dict[str, tuple[str, bool]]:
+        """column -> (its role in the record that wrote the table: swept, derived, fixed; whether tables show
+        it), read from the newest file's schema (trainables/trial.py defines them); empty without files."""
+        keys = sorted(self.keys(table))
+        if not keys:
+            return {}
+        schema = pq.read_schema(join(self.table_dir(table), f"{keys[-1]}.parquet"), filesystem=self.fs)
+        meta = {f.name: f.metadata or {} for f in schema}
+        return {name: (m.get(b"role", b"").decode(), m.get(b"shown") == b"1") for name, m in meta.items()}
 
     def is_store(self) -> bool:
         info = self.fs.get_file_info(self.root)

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import torch
 
+from study.bench_data import SHARED_CIFAR, write_cifar10_format
 from study.config import parse_study
-from trainables.bench_data import SHARED_CIFAR, write_cifar10_format
+from study.plan import plan_one
 from trainables.data import Normalizer, load_dataset
 from trainables.flops import forward_flops_per_image, peak_flops, train_flops_per_image
 from trainables.loop import (
     Runtime,
-    TrialSpec,
     autocast,
     build_model_and_optimizer,
     compiled,
@@ -44,6 +44,11 @@ from trainables.loop import (
     train,
 )
 from trainables.models import build_model
+from trainables.trial import TrialSpec
+
+# Every epoch of the training bench has this many optimizer steps, at every batch size: with fewer,
+# per-epoch work (evaluation, checkpoint, rows) dominates what is meant to be a per-step rate.
+STEPS_PER_EPOCH = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,50 +57,40 @@ class Setting:
     width: float
     dataset: str
     root: str
-    train_subset: int | None
     test_subset: int
     batch_sizes: tuple[int, ...]
     epochs: int
     data_note: str
 
+    def train_images(self, batch: int) -> int:
+        return STEPS_PER_EPOCH * batch
+
 
 def setting(quick: bool, scratch: Path) -> Setting:
-    """Small sizes on a CPU; on a GPU the paper's sizes, on CIFAR-10 where this machine has it and
-    otherwise on random images of CIFAR-10's size and format written to `scratch` (no download)."""
-    if not torch.cuda.is_available():
-        return Setting(
-            torch.device("cpu"),
-            0.25,
-            "synthetic",
-            "",
-            2048 if quick else 4096,
-            1000,
-            (128, 512) if quick else (128, 512, 2048),
-            3,
-            "synthetic",
-        )
-    dataset, root, note = full_size_data(scratch)
-    return Setting(torch.device("cuda"), 1.0, dataset, root, None, 10_000, (128, 1024, 8192), 3, note)
+    """Small sizes on a CPU (VGG9 width 0.25), the paper's on a GPU; CIFAR-10 where this machine has enough
+    of it for STEPS_PER_EPOCH steps at the largest batch, otherwise random images of its size and format
+    written to `scratch` (no download; speed does not depend on the pixels)."""
+    on_gpu = torch.cuda.is_available()
+    batches = (128, 1024, 8192) if on_gpu else ((128, 512) if quick else (128, 512, 2048))
+    dataset, root, note = full_size_data(scratch, images=STEPS_PER_EPOCH * max(batches))
+    if on_gpu:
+        return Setting(torch.device("cuda"), 1.0, dataset, root, 10_000, batches, 3, note)
+    return Setting(torch.device("cpu"), 0.25, dataset, root, 1000, batches, 2, note)
 
 
 def full_size_data(
-    scratch: Path, shared: Path = SHARED_CIFAR, cache: Path = Path("~/.cache/lbstudy/data")
+    scratch: Path, images: int, shared: Path = SHARED_CIFAR, cache: Path = Path("~/.cache/lbstudy/data")
 ) -> tuple[str, str, str]:
-    """(dataset, root, description) of 50,000 + 10,000 CIFAR-10-sized images, without downloading."""
-    if shared.exists():
-        return "imagefolder", str(shared), f"CIFAR-10 JPEGs from {shared}"
-    cache = cache.expanduser()
-    if (cache / "cifar-10-batches-py").exists():
-        return "cifar10", str(cache), f"CIFAR-10 from {cache}"
-    write_cifar10_format(scratch, per_batch=10_000)
-    return (
-        "cifar10",
-        str(scratch),
-        (
-            "random images in CIFAR-10's size and format (no CIFAR-10 on this machine; "
-            "speed does not depend on the pixels)"
-        ),
-    )
+    """(dataset, root, description) of at least `images` CIFAR-10-sized training images, without downloading."""
+    if images <= 50_000:
+        if shared.exists():
+            return "imagefolder", str(shared), f"CIFAR-10 JPEGs from {shared}"
+        cache = cache.expanduser()
+        if (cache / "cifar-10-batches-py").exists():
+            return "cifar10", str(cache), f"CIFAR-10 from {cache}"
+    per_batch = max(10_000, -(-images // 5))
+    write_cifar10_format(scratch, per_batch=per_batch)
+    return "cifar10", str(scratch), f"{5 * per_batch:,} random images in CIFAR-10's size and format"
 
 
 # Training on a CPU is compared at one thread per trial, as studies run by default (cpus_per_worker: 1):
@@ -109,20 +104,19 @@ PAPER_TRAIN_IMAGES, PAPER_EVAL_IMAGES, PAPER_EPOCHS, PAPER_BATCHES = 50_000, 20_
 
 
 def spec_for(s: Setting, batch: int) -> TrialSpec:
-    return TrialSpec(
+    return plan_one(
         f"bench-b{batch}",
-        dataset=s.dataset,
-        data_root=s.root,
-        train_subset=s.train_subset,
-        test_subset=s.test_subset,
-        width=s.width,
-        batch_size=batch,
-        micro_batch=batch,
-        epochs=s.epochs,
-        augmentation="mixup",
-        augmentation_alpha=1.0,
-        train_eval_samples=1000,
-        decay="constant",
+        data={
+            "dataset": s.dataset,
+            "root": s.root,
+            "train_subset": s.train_images(batch),
+            "test_subset": s.test_subset,
+        },
+        model={"width": s.width},
+        sweep={"batch_size": batch, "mixup_alpha": 1.0},
+        schedule={"epochs": s.epochs, "decay": "constant", "milestones": []},
+        resources={"max_micro_batch": batch},
+        eval={"train_eval_samples": 1000},
     )
 
 
@@ -132,10 +126,13 @@ def fastest_epoch(epochs: list[dict]) -> dict:
     return max(epochs[1:] or epochs, key=lambda m: m["images_per_s"])
 
 
-def bare_loop(spec: TrialSpec, device: torch.device) -> dict[str, float]:
+def bare_loop(spec: TrialSpec, device: torch.device) -> tuple[dict[str, float], float]:
+    """(the fastest epoch after the first, per-epoch overhead in seconds): the loop without Ray. The
+    overhead is wall time outside the timed steps (evaluation, the epoch's host sync) per epoch."""
     rows: list[dict] = []
-    train(spec, Runtime(device), on_epoch=lambda m, _: rows.append(m))
-    return fastest_epoch(rows)
+    outcome = train(spec, Runtime(device), on_epoch=lambda m, _: rows.append(m.to_dict()))
+    wall = time.time() - (outcome.ready_at or time.time())
+    return fastest_epoch(rows), (wall - sum(m["epoch_time_s"] for m in rows)) / len(rows)
 
 
 def plain_loop(spec: TrialSpec, device: torch.device, train_images: int) -> float:
@@ -159,7 +156,7 @@ def plain_loop(spec: TrialSpec, device: torch.device, train_images: int) -> floa
     for _ in range(3):
         step()
     steps, rates = max(1, train_images // spec.batch_size), []
-    for _ in range(max(1, spec.epochs - 1)):
+    for _ in range(2):
         if device.type == "cuda":
             torch.cuda.synchronize()
         started = time.perf_counter()
@@ -221,8 +218,7 @@ def through_ray(s: Setting, batch: int, storage: str, workers: int = 1) -> tuple
     text = f"""
 name: bench-b{batch}-w{workers}
 storage: {storage}
-data: {{dataset: {s.dataset}, root: "{s.root or "."}", train_subset: {s.train_subset or "null"},
-       test_subset: {s.test_subset}}}
+data: {{dataset: {s.dataset}, root: "{s.root}", train_subset: {s.train_images(batch)}, test_subset: {s.test_subset}}}
 model: {{width: {s.width}}}
 schedule: {{epochs: {s.epochs}, decay: constant, milestones: []}}
 sweep: {{batch_size: [{batch}], mixup_alpha: [1.0]}}
@@ -234,6 +230,24 @@ eval: {{train_eval_samples: 1000}}
     return result.trials[0], fastest_epoch(epochs.to_dict("records"))
 
 
+def epoch_overhead(row: dict) -> float:
+    """A swept trial's wall time outside its timed steps, per epoch: evaluation, checkpoint, rows, reports."""
+    return (row["wall_time_s"] - row["data_ready_s"] - row["train_time_s"]) / row["epochs_completed"]
+
+
+def startup_parts(row: dict) -> str:
+    """A trial's start-up, trial start to first step, in its parts."""
+    parts = []
+    if row.get("workers_ready_s") == row.get("workers_ready_s") and row.get("workers_ready_s") is not None:
+        parts.append(f"placement + worker start + process group {row['workers_ready_s']:.1f} s")
+        data_from = row["workers_ready_s"]
+    else:
+        data_from = 0.0
+    parts.append(f"data load + model build {row['data_ready_s'] - data_from:.1f} s")
+    parts.append(f"first step {row['startup_s'] - row['data_ready_s']:.1f} s")
+    return f"{row['startup_s']:.1f} s = " + " + ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m study.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -242,9 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import ray
 
+    from study.bench_data import bench_dataloader, bench_device_pipeline
     from study.bench_landscape import points_per_second
     from study.cluster import TRIAL_RESOURCE, TRIAL_RESOURCE_AMOUNT
-    from trainables.bench_data import bench_dataloader, bench_device_pipeline
     from trainables.ray_train import device_name
 
     scratch = tempfile.TemporaryDirectory()
@@ -271,10 +285,11 @@ def main(argv: list[str] | None = None) -> None:
     if s.device.type == "cpu":
         torch.set_num_threads(TRAIN_THREADS_ON_CPU)
     bare: dict[int, dict] = {}
+    bare_overhead: dict[int, float] = {}
     plain: dict[int, float] = {}
     for batch in s.batch_sizes:
-        bare[batch] = bare_loop(spec_for(s, batch), s.device)
-        plain[batch] = plain_loop(spec_for(s, batch), s.device, s.train_subset or PAPER_TRAIN_IMAGES)
+        bare[batch], bare_overhead[batch] = bare_loop(spec_for(s, batch), s.device)
+        plain[batch] = plain_loop(spec_for(s, batch), s.device, s.train_images(batch))
         print(
             f"bench| batch {batch}: bare loop {bare[batch]['images_per_s']:,.0f} images/s, plain torch "
             f"{plain[batch]:,.0f} images/s",
@@ -286,24 +301,27 @@ def main(argv: list[str] | None = None) -> None:
     wait_until_quiet()
     add(
         "",
-        "(1) training, images/s (MFU where the device's peak is known)",
-        f"{'batch':>6} {'bare loop':>12} {'MFU':>6} {'via Ray':>12} {'Ray/bare':>9} {'plain torch':>12} "
-        f"{'ours/plain':>10}",
+        f"(1) training: {STEPS_PER_EPOCH} steps per epoch; images/s over the steps (MFU where the device's peak "
+        "is known); per-epoch overhead: seconds per epoch outside the steps (evaluation; via Ray also the "
+        "checkpoint, the rows and the reports)",
+        f"{'batch':>6} {'bare loop':>10} {'MFU':>6} {'via Ray':>10} {'Ray/bare':>9} {'epoch+ bare':>11} "
+        f"{'epoch+ Ray':>10} {'plain torch':>11} {'ours/plain':>10}",
     )
     startups: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as storage:
         for batch in s.batch_sizes:
             row, ray_epoch = through_ray(s, batch, storage)
-            startups.setdefault("1 worker (in the Tune trial)", row["startup_s"])
+            startups.setdefault("1 worker (in the Tune trial)", startup_parts(row))
             loop_rate, ray_rate = bare[batch]["images_per_s"], ray_epoch["images_per_s"]
             mfu_text = f"{100 * bare[batch]['mfu']:.1f}%" if bare[batch].get("mfu") else "-"
             add(
-                f"{batch:>6} {loop_rate:>12,.0f} {mfu_text:>6} {ray_rate:>12,.0f} {ray_rate / loop_rate:>9.2f} "
-                f"{plain[batch]:>12,.0f} {loop_rate / plain[batch]:>10.2f}"
+                f"{batch:>6} {loop_rate:>10,.0f} {mfu_text:>6} {ray_rate:>10,.0f} {ray_rate / loop_rate:>9.2f} "
+                f"{bare_overhead[batch]:>10.2f}s {epoch_overhead(row):>9.2f}s {plain[batch]:>11,.0f} "
+                f"{loop_rate / plain[batch]:>10.2f}"
             )
         if s.device.type == "cpu":
             two, _ = through_ray(s, s.batch_sizes[0], storage, workers=2)
-            startups["2 workers (TorchTrainer)"] = two["startup_s"]
+            startups["2 workers (TorchTrainer)"] = startup_parts(two)
     data = (
         load_dataset("imagefolder", SHARED_CIFAR, train_subset=10_000)
         if SHARED_CIFAR.exists()
@@ -331,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
     add(
         "",
         "(4) per-trial start-up, trial start to first optimizer step",
-        *[f"  {k}: {v:.1f} s" for k, v in startups.items()],
+        *[f"  {k}: {v}" for k, v in startups.items()],
     )
     eval_rate = eval_images_per_second(spec_for(s, s.batch_sizes[0]), s.device)
     add(

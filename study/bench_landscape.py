@@ -19,9 +19,9 @@ from pathlib import Path
 import ray
 import torch
 
+from study.bench_data import SHARED_CIFAR
 from study.config import InterpolateConfig
 from study.measure import Job, interpolation_settings, job_points, run_chunk
-from trainables.bench_data import SHARED_CIFAR
 from trainables.checkpoint import save_state
 from trainables.loop import TrialSpec
 from trainables.models import build_model

@@ -24,6 +24,7 @@ from trainables.augment import AUGMENTATIONS, Augmentation
 from trainables.data import DATASETS, dataset_sizes, split_global_batch
 from trainables.lr import DECAYS, LR_SCALING
 from trainables.models import MODELS
+from trainables.trial import SWEEP_FIELDS
 
 
 class ConfigError(ValueError):
@@ -584,12 +585,28 @@ def trajectory_epochs(epochs: int, every: int) -> list[int]:
     return sorted({e for e in range(every, epochs + 1, every)} | {epochs})
 
 
+def interpolable_keys() -> list[str]:
+    """The sweep keys 1-D interpolation can pair trials along: the record's swept fields whose sweep
+    values are plain numbers or names (augmentation is a composite axis: its label is not a value)."""
+    hints = typing.get_type_hints(SweepConfig)
+    scalar = (int, float, str)
+    return [
+        key
+        for key in SWEEP_FIELDS
+        if key in hints and all(a in scalar for a in typing.get_args(_without_none(hints[key])) if a is not Ellipsis)
+    ]
+
+
+def _without_none(hint: Any) -> Any:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
+
+
 def validate_measure(study: StudyConfig, s: str) -> None:
     m = study.measure
-    swept = {"batch_size", "lr_scaling", "seed", "base_lr", "weight_decay", "warmup_epochs"}
     if m.interpolate is not None:
         between = m.interpolate.between
-        _one_of(between, swept, f"{s}measure.interpolate.between")
+        _one_of(between, interpolable_keys(), f"{s}measure.interpolate.between")
         values = getattr(study.sweep, between) or ()
         for pair in m.interpolate.pairs:
             for value in pair:

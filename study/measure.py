@@ -26,18 +26,8 @@ import pandas as pd
 from analysis.store import ResultsStore, join
 from study.cluster import connect_ray
 from study.config import ConfigError, InterpolateConfig, NoiseScaleConfig, StudyConfig, build, validate
+from trainables.trial import SWEEP_FIELDS, TrialSpec
 
-SWEEP_KEYS = (
-    "batch_size",
-    "augmentation",
-    "augmentation_alpha",
-    "cutout_size",
-    "lr_scaling",
-    "seed",
-    "base_lr",
-    "weight_decay",
-    "warmup_epochs",
-)
 DIRECTION_SEED = 20180101  # the random directions of a trial depend only on this and the trial's seed
 
 
@@ -61,7 +51,7 @@ def interpolation_pairs(study: StudyConfig, trials: pd.DataFrame) -> list[tuple[
     spec = study.measure.interpolate
     if spec is None or trials.empty:
         return []
-    others = [k for k in SWEEP_KEYS if k != spec.between and k in trials]
+    others = [k for k in SWEEP_FIELDS if k != spec.between and k in trials]
     pairs = []
     for _, group in trials.groupby(others, dropna=False, sort=True):
         by_value = {row[spec.between]: row["trial_id"] for _, row in group.iterrows()}
@@ -118,17 +108,13 @@ def chunk(items: list[Any], parts: int) -> list[list[Any]]:
 
 
 def _load_model_state(uri: str) -> dict[str, Any]:
-    import ray.train
+    from trainables.checkpoint import load_checkpoint
 
-    from trainables.checkpoint import load_state
-
-    with ray.train.Checkpoint(uri).as_directory() as directory:
-        return load_state(directory)["model"]
+    return load_checkpoint(uri)["model"]
 
 
 def _task_data(spec_json: str, train_samples: int | None, test_samples: int | None, device: Any) -> Any:
     from trainables.data import load_dataset
-    from trainables.loop import TrialSpec
 
     spec = TrialSpec.from_dict(json.loads(spec_json))
     data = load_dataset(spec.dataset, spec.data_root, train_subset=spec.train_subset, test_subset=spec.test_subset)
@@ -170,7 +156,7 @@ def run_chunk(
     first = job.trials[0]
     spec, data, splits = _task_data(specs[first], job.settings["train_samples"], job.settings["test_samples"], device)
     normalize = Normalizer(data.mean, data.std, device)
-    model = build_model(spec.arch, width=spec.width, num_classes=data.num_classes).to(device)
+    model = build_model(spec.model, width=spec.width, num_classes=data.num_classes).to(device)
     state_a = {k: v.to(device) for k, v in _load_model_state(checkpoints[first]).items()}
     bn_mode = job.settings["bn"] if job.kind == "interp1d" else None
     if job.kind == "interp1d":
@@ -247,7 +233,7 @@ def run_sharpness(job: Job, specs: dict[str, str], checkpoints: dict[str, str]) 
     settings = job.settings
     spec, data, splits = _task_data(specs[trial_id], settings["samples"], 1, device)
     normalize = Normalizer(data.mean, data.std, device)
-    model = build_model(spec.arch, width=spec.width, num_classes=data.num_classes).to(device)
+    model = build_model(spec.model, width=spec.width, num_classes=data.num_classes).to(device)
     model.load_state_dict(_load_model_state(checkpoints[trial_id]))
     model.eval()  # BatchNorm uses its running statistics, as PyHessian does
     train = splits["train"]
@@ -391,7 +377,7 @@ def run_trajectory(job: Job, specs: dict[str, str], checkpoints: dict[str, str],
         )
     spec, data, splits = _task_data(specs[trial_id], settings["train_samples"], 0, device)
     normalize = Normalizer(data.mean, data.std, device)
-    model = build_model(spec.arch, width=spec.width, num_classes=data.num_classes).to(device)
+    model = build_model(spec.model, width=spec.width, num_classes=data.num_classes).to(device)
     final = {k: v.to(device) for k, v in _load_model_state(checkpoints[trial_id]).items()}
     snapshots = {epoch: load_snapshot(path) for epoch, path in found.items()}
     path_epochs = [e for e in snapshots if not all(torch.equal(snapshots[e][k], final[k].cpu()) for k in final)]

@@ -2,61 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from study.config import StudyConfig, augmentations, trajectory_epochs
+from trainables.augment import Augmentation
 from trainables.data import split_global_batch
-from trainables.loop import TrialSpec
 from trainables.lr import scaled_lr
-
-
-@dataclass(frozen=True)
-class PlannedTrial:
-    spec: TrialSpec
-    lr_scaling: str
-    base_lr: float
-
-    @property
-    def trial_id(self) -> str:
-        return self.spec.trial_id
-
-    def params(self, study: StudyConfig) -> dict[str, Any]:
-        """The trial's conditions as `trials/` columns (swept, fixed and derived)."""
-        s = self.spec
-        return {
-            "trial_id": s.trial_id,
-            "study": study.name,
-            "dataset": s.dataset,
-            "model": s.arch,
-            "width": s.width,
-            "augment": s.augment,
-            "train_subset": s.train_subset,
-            "batch_size": s.batch_size,
-            "mixup_alpha": s.mixup_alpha,
-            "augmentation": s.augmentation,
-            "augmentation_alpha": s.augmentation_alpha,
-            "cutout_size": s.cutout_size,
-            "lr_scaling": self.lr_scaling,
-            "base_lr": self.base_lr,
-            "base_batch_size": study.optim.base_batch_size,
-            "peak_lr": s.peak_lr,
-            "momentum": s.momentum,
-            "nesterov": s.nesterov,
-            "weight_decay": s.weight_decay,
-            "epochs": s.epochs,
-            "warmup_epochs": s.warmup_epochs,
-            "decay": s.decay,
-            "seed": s.seed,
-            "workers": s.workers,
-            "micro_batch": s.micro_batch,
-            "accumulation_steps": s.accumulation_steps,
-            "bn_batch_size": s.micro_batch,
-        }
+from trainables.trial import DERIVED, SWEPT, TrialSpec, shown_fields
 
 
 def local_path(path: str) -> str:
@@ -64,114 +23,119 @@ def local_path(path: str) -> str:
     return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
-def plan_study(study: StudyConfig) -> list[PlannedTrial]:
-    sweep, res = study.sweep, study.resources
-    grid = itertools.product(
-        sweep.batch_size,
-        augmentations(sweep),
-        sweep.lr_scaling,
-        sweep.seed,
-        sweep.base_lr or (study.optim.base_lr,),
-        sweep.weight_decay or (study.optim.weight_decay,),
-        sweep.warmup_epochs or (study.schedule.warmup_epochs,),
+def sweep_axes(study: StudyConfig) -> dict[str, tuple[Any, ...]]:
+    """Each sweep key's values: its list, or the single value of the section key of the same name.
+
+    mixup_alpha and augmentation are one axis (mixup_alpha is shorthand for mixup augmentations).
+    """
+    axes: dict[str, tuple[Any, ...]] = {}
+    for key in (f.name for f in dataclasses.fields(study.sweep)):
+        if key == "mixup_alpha":
+            continue
+        values = augmentations(study.sweep) if key == "augmentation" else getattr(study.sweep, key)
+        axes[key] = values if values is not None else (section_value(study, key),)
+    return axes
+
+
+def section_value(study: StudyConfig, key: str) -> Any:
+    """The study's single value of a sweep key that also has a home in a section (optim.base_lr, ...)."""
+    for section in (study.optim, study.schedule, study.data, study.model, study.eval):
+        if hasattr(section, key):
+            return getattr(section, key)
+    raise KeyError(f"sweep.{key} has no default: give it a non-null default in SweepConfig")
+
+
+def fixed_values(study: StudyConfig) -> dict[str, Any]:
+    """The record's fields that are the same for every trial of the study."""
+    noise, trajectory = study.measure.noise_scale, study.measure.trajectory
+    one_worker = study.resources.workers == 1
+    return dict(
+        study=study.name,
+        dataset=study.data.dataset,
+        data_root=local_path(study.data.root),
+        train_subset=study.data.train_subset,
+        test_subset=study.data.test_subset,
+        augment=study.data.augment,
+        model=study.model.arch,
+        width=study.model.width,
+        base_batch_size=study.optim.base_batch_size,
+        momentum=study.optim.momentum,
+        nesterov=study.optim.nesterov,
+        epochs=study.schedule.epochs,
+        decay=study.schedule.decay,
+        milestones=tuple(study.schedule.milestones),
+        gamma=study.schedule.gamma,
+        eval_every_epochs=study.eval.every_epochs,
+        train_eval_samples=study.eval.train_eval_samples,
+        # One-worker trials probe for the noise scale; multi-worker ones get it free from per-worker vs
+        # all-reduced gradients.
+        noise_probes=noise.probe_pairs if noise is not None and one_worker else 0,
+        noise_probe_batch=noise.probe_batch if noise is not None else 512,
+        trajectory_every=trajectory.every_epochs if trajectory is not None else 0,
+        compile=None if study.model.compile == "auto" else study.model.compile,
     )
-    noise = study.measure.noise_scale
+
+
+def derived_values(study: StudyConfig, point: dict[str, Any]) -> dict[str, Any]:
+    """The record's fields computed from one grid point: the augmentation's parts, the lr, the batch split."""
+    aug: Augmentation = point["augmentation"]
+    workers = study.resources.workers
+    micro_batch, accumulation = split_global_batch(point["batch_size"], workers, study.resources.max_micro_batch)
+    return dict(
+        augmentation=aug.name,
+        augmentation_alpha=aug.alpha,
+        cutout_size=aug.size,
+        augmentation_label=aug.label,
+        mixup_alpha=aug.alpha if aug.name == "mixup" else 0.0,
+        peak_lr=scaled_lr(point["base_lr"], point["batch_size"], study.optim.base_batch_size, point["lr_scaling"]),
+        workers=workers,
+        micro_batch=micro_batch,
+        accumulation_steps=accumulation,
+        bn_batch_size=micro_batch,
+    )
+
+
+def plan_study(study: StudyConfig) -> list[TrialSpec]:
+    """One TrialSpec per combination of the sweep axes, in a stable order."""
+    axes = sweep_axes(study)
+    fixed = fixed_values(study)
     trials = []
-    for batch_size, aug, rule, seed, base_lr, weight_decay, warmup in grid:
-        micro_batch, accumulation = split_global_batch(batch_size, res.workers, res.max_micro_batch)
-        values: dict[str, Any] = dict(
-            dataset=study.data.dataset,
-            data_root=local_path(study.data.root),
-            train_subset=study.data.train_subset,
-            test_subset=study.data.test_subset,
-            augment=study.data.augment,
-            arch=study.model.arch,
-            width=study.model.width,
-            batch_size=batch_size,
-            workers=res.workers,
-            micro_batch=micro_batch,
-            accumulation_steps=accumulation,
-            peak_lr=scaled_lr(base_lr, batch_size, study.optim.base_batch_size, rule),
-            momentum=study.optim.momentum,
-            nesterov=study.optim.nesterov,
-            weight_decay=weight_decay,
-            epochs=study.schedule.epochs,
-            warmup_epochs=warmup,
-            decay=study.schedule.decay,
-            milestones=list(study.schedule.milestones),
-            gamma=study.schedule.gamma,
-            augmentation=aug.name,
-            augmentation_alpha=aug.alpha,
-            cutout_size=aug.size,
-            seed=seed,
-            eval_every_epochs=study.eval.every_epochs,
-            train_eval_samples=study.eval.train_eval_samples,
-            compile=None if study.model.compile == "auto" else study.model.compile,
-            # One-worker trials probe for the noise scale; multi-worker ones get it free from
-            # per-worker vs all-reduced gradients.
-            noise_probes=noise.probe_pairs if noise is not None and res.workers == 1 else 0,
-            noise_probe_batch=noise.probe_batch if noise is not None else 512,
-            trajectory_every=study.measure.trajectory.every_epochs if study.measure.trajectory else 0,
-        )
+    for combination in itertools.product(*axes.values()):
+        point = dict(zip(axes, combination))
+        values = {**fixed, **point, **derived_values(study, point)}
         # Readable and stable: the swept values for people, a digest of everything for uniqueness,
         # so a resumed study never mistakes a changed trial for a finished one.
-        digest = hashlib.sha1(json.dumps([values, rule, base_lr], sort_keys=True).encode()).hexdigest()[:6]
+        digest = hashlib.sha1(json.dumps(values, sort_keys=True, default=list).encode()).hexdigest()[:6]
+        aug: Augmentation = point["augmentation"]
         tag = {
             "none": "a0",
             "mixup": f"a{aug.alpha:g}",
             "cutmix": f"cutmix{aug.alpha:g}",
             "cutout": f"cutout{aug.size}",
-        }[aug.name]
-        trial_id = f"b{batch_size}-{tag}-{rule}-s{seed}-{digest}"
-        trials.append(PlannedTrial(TrialSpec(trial_id=trial_id, **values), rule, base_lr))
+        }
+        trial_id = f"b{point['batch_size']}-{tag[aug.name]}-{point['lr_scaling']}-s{point['seed']}-{digest}"
+        trials.append(TrialSpec(trial_id=trial_id, **values))
     return trials
 
 
-def format_plan(study: StudyConfig, trials: list[PlannedTrial]) -> str:
-    """The --dry-run table: one line per trial with its derived values."""
-    header = (
-        "trial_id",
-        "batch",
-        "augmentation",
-        "lr_rule",
-        "seed",
-        "base_lr",
-        "peak_lr",
-        "warmup",
-        "wd",
-        "workers",
-        "micro",
-        "accum",
-        "bn_batch",
-    )
-    rows = [
-        (
-            t.trial_id,
-            t.spec.batch_size,
-            t.spec.augment_batch.label,
-            t.lr_scaling,
-            t.spec.seed,
-            f"{t.base_lr:g}",
-            f"{t.spec.peak_lr:.4g}",
-            f"{t.spec.warmup_epochs:g}",
-            f"{t.spec.weight_decay:g}",
-            t.spec.workers,
-            t.spec.micro_batch,
-            t.spec.accumulation_steps,
-            t.spec.micro_batch,
-        )
-        for t in trials
-    ]
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+def format_plan(study: StudyConfig, trials: list[TrialSpec]) -> str:
+    """The --dry-run table: one line per trial, its swept and derived values (the record's shown fields)."""
+    columns = shown_fields(TrialSpec, "id", SWEPT, DERIVED)
+    rows = [[_cell(getattr(t, c)) for c in columns] for t in trials]
+    widths = [max(len(x) for x in column) for column in zip(columns, *rows)]
     lines = [
         f"study {study.name}: {len(trials)} trials x {study.schedule.epochs} epochs on {study.data.dataset} "
         f"({study.model.arch}, width {study.model.width:g})"
     ]
-    for row in (header, *rows):
-        lines.append("  ".join(str(x).rjust(w) for x, w in zip(row, widths)))
+    for row in (columns, *rows):
+        lines.append("  ".join(x.rjust(w) for x, w in zip(row, widths)))
     if study.measure.trajectory is not None:
         lines.append(trajectory_disk_line(study, len(trials)))
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def trajectory_disk_line(study: StudyConfig, trials: int) -> str:
@@ -186,3 +150,18 @@ def trajectory_disk_line(study: StudyConfig, trials: int) -> str:
         f"{snapshots * size / 2**20:.0f} MiB per trial, {trials * snapshots * size / 2**30:.2f} GiB in all, "
         f"under <storage>/{study.name}/trajectory/"
     )
+
+
+def plan_one(name: str = "single", **sections: Any) -> TrialSpec:
+    """The one trial of a study given as study-file sections, with the study file's defaults elsewhere.
+
+    How tests and benchmarks get a trial: `plan_one(sweep={"batch_size": 64, "mixup_alpha": 0.0},
+    data={"dataset": "synthetic"})`. Raises ValueError unless the sweep has exactly one point.
+    """
+    from study.config import parse_study
+
+    study = parse_study(yaml.safe_dump({"name": name, **sections}), source="plan_one")
+    trials = plan_study(study)
+    if len(trials) != 1:
+        raise ValueError(f"plan_one: the sweep has {len(trials)} points; give every sweep key one value")
+    return trials[0]

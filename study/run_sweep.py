@@ -14,19 +14,20 @@ import dataclasses
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysis.store import ResultsStore, join
+from analysis.store import ResultsStore, join, trial_row
 from study.cluster import TRIAL_RESOURCE, alive_nodes, connect_ray
 from study.config import ConfigError, StudyConfig, load_study
 from study.lock import StudyLocked, study_lock
-from study.plan import PlannedTrial, format_plan, local_path, plan_study
-from study.results import TrialRecorder, provenance
+from study.plan import format_plan, local_path, plan_study
 from trainables.data import DataError, load_dataset
+from trainables.trial import TrialSpec
 
 
 class SweepError(RuntimeError):
@@ -97,91 +98,77 @@ def trial_name(trial: Any) -> str:
     return planned(trial)["spec"]["trial_id"]
 
 
-def make_results_callback(store: ResultsStore, storage: str) -> Any:
+def make_progress_callback(store: ResultsStore, study: StudyConfig, prov: dict[str, Any]) -> Any:
+    """The driver's part: print each trial's progress, and record a trial that failed (a trial writes its
+    own rows, but one that raised cannot say so)."""
     import ray.tune
 
-    scheme = storage.split("://", 1)[0] if "://" in storage else None
+    from trainables.ray_train import TRIALS_SCHEMA, worker_provenance
 
-    def with_scheme(path: str) -> str:
-        # Ray gives paths inside the storage filesystem; keep the scheme so any node can open them.
-        return f"{scheme}://{path}" if scheme else path
-
-    class ResultsWriter(ray.tune.Callback):
-        """Writes each trial's reports into the store as they arrive (driver side)."""
-
-        def __init__(self) -> None:
-            self.recorder = TrialRecorder(store)
-            self.checkpoints: dict[str, str] = {}
-
+    class Progress(ray.tune.Callback):
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            config = planned(trial)
-            trial_id = config["spec"]["trial_id"]
-            # Multi-worker trials: the metrics carry Ray Train's checkpoint of this epoch.
-            path = with_scheme(result["checkpoint_path"]) if result.get("checkpoint_path") else None
-            if path:
-                self.checkpoints[trial_id] = path
+            trial_id = trial_name(trial)
             if result.get("kind") == "epoch":
-                self.recorder.epoch(trial_id, {**result, "checkpoint": path})
                 print(
-                    f"[{trial_id}] epoch {result['epoch']}/{config['spec']['epochs']}: "
+                    f"[{trial_id}] epoch {result['epoch']}/{planned(trial)['spec']['epochs']}: "
                     f"train loss {result['train_loss']:.4f}, test acc {result['test_acc']:.4f}, "
                     f"{result['images_per_s']:,.0f} img/s",
                     flush=True,
                 )
             elif result.get("kind") == "final":
-                row = self.recorder.final(
-                    trial_id,
-                    config["params"],
-                    result,
-                    config["provenance"],
-                    config["config_json"],
-                    json.dumps(config["spec"]),
-                    self.checkpoints.get(trial_id),
-                )
+                startup = result["startup_s"] if result["startup_s"] is not None else math.nan
                 print(
-                    f"[{trial_id}] {row['status']} after {row['epochs_completed']} epochs "
-                    f"(start-up {row['startup_s'] or math.nan:.1f} s)",
+                    f"[{trial_id}] {result['status']} after {result['epochs']} epochs (start-up {startup:.1f} s)",
                     flush=True,
                 )
 
-        def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-            # One-worker trials: Tune registers the checkpoint after the epoch's result was recorded.
-            trial_id = planned(trial)["spec"]["trial_id"]
-            self.checkpoints[trial_id] = with_scheme(checkpoint.path)
-            self.recorder.attach_checkpoint(trial_id, self.checkpoints[trial_id])
-
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            config = planned(trial)
-            trial_id = config["spec"]["trial_id"]
+            spec = planned(trial)["spec"]
+            if spec["trial_id"] in store.finished_trials():  # it wrote its row, then something else failed
+                return
             # Tune writes the traceback to the trial's local folder before calling back (storage later).
             path = trial.error_file
             lines = Path(path).read_text().strip().splitlines() if path and Path(path).exists() else []
             message = lines[-1][:2000] if lines else "the trial raised an error; see the Ray logs"
-            self.recorder.failed(
-                trial_id,
-                config["params"],
-                config["provenance"],
-                config["config_json"],
-                json.dumps(config["spec"]),
-                message,
-            )
+            history = store.read("epochs", spec["trial_id"]).drop(columns="trial_id").to_dict("records")
+            outcome = {"status": "failed", "error": message, "checkpoint": None}
+            row = trial_row(spec, history, outcome, worker_provenance(prov))
+            store.write("trials", spec["trial_id"], [row], TRIALS_SCHEMA)
 
-    return ResultsWriter()
+    return Progress()
 
 
-def trial_config(study: StudyConfig, trial: PlannedTrial, use_gpu: bool, prov: dict[str, Any]) -> dict[str, Any]:
+def trial_config(study: StudyConfig, spec: TrialSpec, use_gpu: bool, prov: dict[str, Any]) -> dict[str, Any]:
+    """What a trial gets: its record, where to write, the provenance its row carries, and its resources."""
     return {
-        "spec": trial.spec.to_dict(),
-        "params": trial.params(study),
+        "spec": spec.to_dict(),
+        "study_root": study_root(study),
         "provenance": prov,
-        "config_json": json.dumps(study.to_dict(), sort_keys=True),
         "use_gpu": use_gpu,
         "cpus_per_worker": study.resources.cpus_per_worker,
         "gpus_per_worker": study.resources.gpus_per_worker,
         "max_failures": study.resources.max_failures,
-        "train_storage": join(study_root(study), "train"),
-        "trajectory_storage": join(study_root(study), "trajectory"),
     }
+
+
+def provenance(study: StudyConfig) -> dict[str, Any]:
+    """The study's side of every trial row's provenance: the code's git revision and the study file."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        revision = (revision + ("-dirty" if dirty else "")) if revision else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        revision = "unknown"
+    return {"git_revision": revision, "config": json.dumps(study.to_dict(), sort_keys=True)}
 
 
 def study_root(study: StudyConfig) -> str:
@@ -208,7 +195,7 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
     concurrency = min(study.resources.max_concurrent_trials or fits, fits, len(plan))
     finished = store.finished_trials()
     todo = [t for t in plan if t.trial_id not in finished]
-    prov = provenance()
+    prov = provenance(study)
     if study.resources.workers == 1:
         trial_resources = worker_bundle(study, use_gpu)
     elif ray.cluster_resources().get(TRIAL_RESOURCE, 0) > 0:
@@ -222,13 +209,10 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
         flush=True,
     )
     if todo:
-        # Where each unfinished trial left off, from the store itself: resuming does not depend on
+        # Each unfinished trial continues from its own newest checkpoint: resuming does not depend on
         # Tune's experiment state, which a killed driver may not have saved.
-        last_checkpoint = latest_checkpoints(store) if resume else {}
-        configs = [
-            {**trial_config(study, t, use_gpu, prov), "resume_from": last_checkpoint.get(t.trial_id)} for t in todo
-        ]
-        # A new Tune run per attempt, so that no earlier checkpoint is overwritten or pruned.
+        configs = [trial_config(study, t, use_gpu, prov) for t in todo]
+        # A new Tune run per attempt: nothing of an earlier one is overwritten.
         run_name = "run-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         tuner = ray.tune.Tuner(
             trainable,
@@ -239,9 +223,8 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
             run_config=ray.tune.RunConfig(
                 name=run_name,
                 storage_path=join(study_root(study), "tune"),
-                callbacks=[make_results_callback(store, study.storage)],
+                callbacks=[make_progress_callback(store, study, prov)],
                 failure_config=ray.tune.FailureConfig(max_failures=study.resources.max_failures),
-                checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2),
                 verbose=1,
             ),
         )
@@ -262,13 +245,6 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
     except ReportError as error:
         print(f"report: not written: {error}", file=sys.stderr)
     return SweepResult(study, store.uri, rows, dashboard_url, str(report) if report else None)
-
-
-def latest_checkpoints(store: ResultsStore) -> dict[str, str]:
-    """trial_id -> the checkpoint of its last recorded epoch."""
-    epochs = store.read("epochs").dropna(subset=["checkpoint"])
-    last = epochs.sort_values("epoch").groupby("trial_id").tail(1)
-    return dict(zip(last["trial_id"], last["checkpoint"]))
 
 
 def study_has_measurements(study: StudyConfig) -> bool:

@@ -10,8 +10,8 @@ import pytest
 from conftest import ROOT
 
 from analysis import figures
+from analysis.store import trial_row
 from analysis.summarize import aggregate_over_seeds, steps_to_target
-from study.results import trial_row
 
 
 def make_trials() -> pd.DataFrame:
@@ -25,6 +25,7 @@ def make_trials() -> pd.DataFrame:
                         "trial_id": f"b{batch}-a{alpha:g}-s{seed}",
                         "batch_size": batch,
                         "mixup_alpha": alpha,
+                        "augmentation_label": f"mixup a={alpha:g}" if alpha else "none",
                         "lr_scaling": "none",
                         "seed": seed,
                         "status": "completed",
@@ -95,7 +96,7 @@ def test_trial_row_gap_is_clean_train_minus_test_accuracy_and_test_minus_train_l
             "images_per_s": 140.0,
         },
     ]
-    row = trial_row({"trial_id": "t"}, history, {"status": "completed", "steps": 30}, {}, "{}")
+    row = trial_row({"trial_id": "t", "milestones": []}, history, {"status": "completed"}, {})
     assert row["gap_acc"] == pytest.approx(0.97 - 0.81) and row["gap_loss"] == pytest.approx(0.8 - 0.3)
     assert row["final_test_acc"] == 0.81 and row["best_epoch"] == 2 and row["epochs_completed"] == 3
 
@@ -176,10 +177,34 @@ def test_interpolation_figure_colors_axes_and_dashes() -> None:
     assert "batch 128" in marks and "batch 8192" in marks
 
 
+# As the trial record's schema gives them (trainables/trial.py): role and whether tables show the column.
+TABLE_ROLES = {
+    "trial_id": ("id", True),
+    "batch_size": ("swept", True),
+    "mixup_alpha": ("derived", False),
+    "augmentation_label": ("derived", True),
+    "lr_scaling": ("swept", True),
+    "seed": ("swept", True),
+    "peak_lr": ("derived", True),
+    "workers": ("derived", True),
+    "micro_batch": ("derived", True),
+    "accumulation_steps": ("derived", True),
+}
+
+
+def test_trials_table_shows_the_swept_keys_that_vary_and_every_derived_one() -> None:
+    table = figures.trials_table(make_trials(), TABLE_ROLES).data[0]
+    header = list(table.header.values)
+    # lr_scaling is the same for every trial: no column; seed varies; mixup_alpha is shown by its label
+    assert header[:4] == ["trial id", "status", "batch size", "seed"]
+    assert "lr scaling" not in header and "mixup alpha" not in header and "augmentation label" in header
+    assert {"peak lr", "workers", "micro batch", "accumulation steps", "final test acc"} <= set(header)
+
+
 def test_trials_table_keeps_diverged_and_failed_trials() -> None:
     trials = make_trials()
     trials.loc[0, "status"] = "failed"
-    table = figures.trials_table(trials).data[0]
+    table = figures.trials_table(trials, TABLE_ROLES).data[0]
     statuses = list(table.cells.values[1])
     assert statuses.count("diverged") == 1 and statuses.count("failed") == 1 and len(statuses) == len(trials)
 
@@ -204,20 +229,19 @@ def test_analysis_imports_neither_torch_nor_ray() -> None:
     assert out.stdout.strip() == "[]", out.stderr
 
 
-def test_augmentation_labels_from_new_and_old_columns() -> None:
+def test_augmentation_labels_come_from_the_trial_record() -> None:
     from analysis.summarize import with_labels
+    from study.config import parse_study
+    from study.plan import plan_study
 
-    new = pd.DataFrame(
-        {
-            "augmentation": ["none", "mixup", "cutmix", "cutout"],
-            "augmentation_alpha": [0, 1, 0.5, 0],
-            "cutout_size": [0, 0, 0, 16],
-            "mixup_alpha": [0, 1, 0, 0],
-        }
+    study = parse_study(
+        "name: l\nsweep: {batch_size: [128], augmentation: [none, {name: mixup, alpha: 1.0}, "
+        "{name: cutmix, alpha: 0.5}, {name: cutout, size: 16}]}"
     )
-    assert with_labels(new)["augmentation_label"].tolist() == ["none", "mixup a=1", "cutmix a=0.5", "cutout 16"]
-    old = pd.DataFrame({"mixup_alpha": [0.0, 0.2]})  # a store written before the augmentation axis
-    assert with_labels(old)["augmentation_label"].tolist() == ["none", "mixup a=0.2"]
+    labels = [t.augmentation_label for t in plan_study(study)]
+    assert labels == ["none", "mixup a=1", "cutmix a=0.5", "cutout 16"]
+    old = pd.DataFrame({"mixup_alpha": [0.0, 0.2]})  # a store written before the label was recorded
+    assert with_labels(old)["augmentation_label"].tolist() == ["unrecorded", "unrecorded"]
 
 
 def interpolation_rows(clamp_loss: float) -> pd.DataFrame:
@@ -324,7 +348,10 @@ def test_the_report_never_overwrites_a_file_it_did_not_write(tmp_path) -> None:
     from analysis.store import ResultsStore
 
     store = ResultsStore(str(tmp_path / "s" / "results"))
-    store.write("trials", "t0", make_trials().iloc[:1].assign(study="s").drop(columns=["mixup_alpha"]))
+    from analysis.store import trial_schema
+    from trainables.trial import TrialSpec
+
+    store.write("trials", "t0", make_trials().iloc[:1].assign(study="s"), trial_schema(TrialSpec))
     theirs = tmp_path / "s" / "report.html"
     theirs.write_text("<html>a page someone wrote</html>")
     with pytest.raises(ReportError, match="not a report this tool wrote"):

@@ -74,7 +74,8 @@ runpy.run_module("analysis.report", run_name="__main__")
 
 
 def test_the_report_builds_where_torch_ray_study_and_trainables_cannot_be_imported(tmp_path: Path) -> None:
-    from analysis.store import ResultsStore
+    from analysis.store import ResultsStore, epoch_schema, trial_schema
+    from trainables.trial import EpochMetrics, TrialSpec
 
     store = ResultsStore(str(tmp_path / "s" / "results"))
     store.write(
@@ -86,6 +87,7 @@ def test_the_report_builds_where_torch_ray_study_and_trainables_cannot_be_import
                 "study": "s",
                 "batch_size": 128,
                 "augmentation": "none",
+                "augmentation_label": "none",
                 "lr_scaling": "none",
                 "seed": 0,
                 "status": "completed",
@@ -97,6 +99,7 @@ def test_the_report_builds_where_torch_ray_study_and_trainables_cannot_be_import
                 "epochs_completed": 1,
             }
         ],
+        trial_schema(TrialSpec),
     )
     store.write(
         "epochs",
@@ -113,6 +116,7 @@ def test_the_report_builds_where_torch_ray_study_and_trainables_cannot_be_import
                 "train_loss": 1.1,
             }
         ],
+        epoch_schema(EpochMetrics),
     )
     out = tmp_path / "report.html"
     result = subprocess.run(

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from trainables.bench_data import write_cifar10_format
+from study.bench_data import write_cifar10_format
 from trainables.data import (
     CropFlip,
     DataError,

@@ -8,10 +8,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from trainables.checkpoint import load_state, save_state
+from study.plan import plan_one
+from trainables.checkpoint import load_checkpoint, save_checkpoint
 from trainables.loop import (
     Runtime,
-    TrialSpec,
     build_model_and_optimizer,
     divergence,
     gradient_buffer,
@@ -19,21 +19,17 @@ from trainables.loop import (
     train,
 )
 from trainables.mixup import MixedBatch
+from trainables.trial import TrialSpec
 
 CPU = Runtime(torch.device("cpu"))
-TINY = TrialSpec(
+TINY = plan_one(
     "tiny",
-    dataset="synthetic",
-    train_subset=512,
-    test_subset=256,
-    width=0.25,
-    batch_size=64,
-    micro_batch=64,
-    epochs=2,
-    augmentation="mixup",
-    augmentation_alpha=1.0,
-    peak_lr=0.05,
-    train_eval_samples=256,
+    data={"dataset": "synthetic", "train_subset": 512, "test_subset": 256},
+    model={"width": 0.25},
+    sweep={"batch_size": 64, "mixup_alpha": 1.0},
+    optim={"base_lr": 0.05},
+    schedule={"epochs": 2, "decay": "constant"},
+    eval={"train_eval_samples": 256},
 )
 
 
@@ -58,7 +54,7 @@ def test_accumulating_two_micro_batches_equals_one_big_step_without_batchnorm() 
 
 def test_synthetic_is_learnable_and_metrics_are_complete() -> None:
     rows: list[dict] = []
-    outcome = train(TINY, CPU, on_epoch=lambda m, _: rows.append(m))
+    outcome = train(TINY, CPU, on_epoch=lambda m, _: rows.append(m.to_dict()))
     assert outcome.status == "completed" and outcome.epochs == 2 and outcome.steps == 2 * (512 // 64)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[-1]["test_acc"] > 0.5  # chance is 0.1
@@ -80,16 +76,16 @@ def test_synthetic_is_learnable_and_metrics_are_complete() -> None:
 
 def test_checkpoint_resume_continues_bit_identically(tmp_path: Path) -> None:
     checkpoints: dict[int, dict] = {}
-    train(TINY, CPU, on_epoch=lambda m, make: checkpoints.update({m["epoch"]: make()}))
-    save_state(checkpoints[1], tmp_path)
+    train(TINY, CPU, on_epoch=lambda m, make: checkpoints.update({m.epoch: make()}))
+    path = save_checkpoint(checkpoints[1], str(tmp_path), 1)
     resumed_rows: list[dict] = []
     final: dict[str, dict] = {}
 
     def on_epoch(metrics: dict, make) -> None:  # noqa: ANN001
-        resumed_rows.append(metrics)
+        resumed_rows.append(metrics.to_dict())
         final["state"] = make()
 
-    outcome = train(TINY, CPU, resume=load_state(tmp_path), on_epoch=on_epoch)
+    outcome = train(TINY, CPU, resume=load_checkpoint(path), on_epoch=on_epoch)
     assert outcome.epochs == 2 and [r["epoch"] for r in resumed_rows] == [2]
     for key, value in checkpoints[2]["model"].items():
         assert torch.equal(value, final["state"]["model"][key]), key
@@ -99,7 +95,7 @@ def test_checkpoint_resume_continues_bit_identically(tmp_path: Path) -> None:
 def test_non_finite_loss_ends_the_trial_as_diverged() -> None:
     rows: list[dict] = []
     spec = dataclasses.replace(TINY, peak_lr=1e8, epochs=3, augmentation="none", augmentation_alpha=0.0)
-    outcome = train(spec, CPU, on_epoch=lambda m, _: rows.append(m))
+    outcome = train(spec, CPU, on_epoch=lambda m, _: rows.append(m.to_dict()))
     assert outcome.status == "diverged" and outcome.epochs == 1 and len(rows) == 1 and rows[0]["diverged"]
 
 
@@ -107,7 +103,7 @@ def test_a_finite_but_exploded_loss_is_divergence_too() -> None:
     """Peak lr 30: the loss is 1.6e10, finite; main recorded such trials as completed at chance accuracy."""
     rows: list[dict] = []
     spec = dataclasses.replace(TINY, peak_lr=30.0, epochs=3, augmentation="none", augmentation_alpha=0.0)
-    outcome = train(spec, CPU, on_epoch=lambda m, _: rows.append(m))
+    outcome = train(spec, CPU, on_epoch=lambda m, _: rows.append(m.to_dict()))
     assert math.isfinite(rows[0]["train_loss"]) and rows[0]["train_loss"] > 1e6
     assert outcome.status == "diverged" and outcome.epochs == 1 and "exploded" in rows[0]["diverged_reason"]
 
@@ -168,3 +164,22 @@ def test_two_workers_equal_one_worker_with_two_accumulation_steps(tmp_path: Path
         on_epoch=lambda m, make: halved.update(s=make()),
     )
     assert relative_difference(halved["s"]["model"]) > 0.1
+
+
+def test_two_checkpoints_are_kept_and_an_unreadable_newest_falls_back_to_the_one_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trainables.checkpoint import epoch_files, latest_checkpoint
+
+    folder = str(tmp_path / "checkpoints" / "t0")
+    assert latest_checkpoint(folder) is None  # nothing yet: start from scratch
+    for epoch in (1, 2, 3):
+        save_checkpoint({"epoch": epoch, "w": torch.full((3,), float(epoch))}, folder, epoch)
+    assert list(epoch_files(folder)) == [2, 3]  # the newest two
+    path, state = latest_checkpoint(folder)
+    assert state["epoch"] == 3 and path.endswith("epoch-0003.pt")
+    newest = Path(path)
+    newest.write_bytes(newest.read_bytes()[:50])  # a truncated upload
+    path, state = latest_checkpoint(folder)
+    assert state["epoch"] == 2 and torch.equal(state["w"], torch.full((3,), 2.0))
+    assert "epoch-0003.pt cannot be read" in capsys.readouterr().err

@@ -186,7 +186,7 @@ def test_a_failing_measurement_job_is_recorded_and_the_others_finish(ray_session
     broken, healthy = sorted(trials.index)
     for key in store.keys("sharpness"):  # measure again from scratch
         store.remove("sharpness", key)
-    state = Path(trials.loc[broken, "checkpoint"].removeprefix("file://")) / "state.pt"
+    state = Path(trials.loc[broken, "checkpoint"])
     state.write_bytes(state.read_bytes()[:100])
     jobs = {j.trials[0]: j for j in plan_jobs(study_from_store(store), store.read("trials"))}
     store.write("measure_errors", jobs[healthy].key, [job_error_row(jobs[healthy], "an earlier failure")])

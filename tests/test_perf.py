@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.bench_data import write_cifar10_format
+from study.bench_data import write_cifar10_format
+from study.plan import plan_one
 from trainables.data import Normalizer, global_batches, load_dataset
 from trainables.flops import forward_flops_per_image, mfu, peak_flops, train_flops_per_image
 from trainables.loop import (
     Runtime,
-    TrialSpec,
     build_model_and_optimizer,
     compiled,
     gradient_buffer,
@@ -24,16 +24,13 @@ from trainables.mixup import MixedBatch
 from trainables.models import build_model, vgg9
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-TINY = TrialSpec(
+TINY = plan_one(
     "perf",
-    dataset="synthetic",
-    train_subset=512,
-    test_subset=256,
-    width=0.25,
-    batch_size=128,
-    micro_batch=128,
-    epochs=1,
-    train_eval_samples=256,
+    data={"dataset": "synthetic", "train_subset": 512, "test_subset": 256},
+    model={"width": 0.25},
+    sweep={"batch_size": 128, "mixup_alpha": 0.0},
+    schedule={"epochs": 1, "decay": "constant"},
+    eval={"train_eval_samples": 256},
 )
 
 
@@ -66,7 +63,7 @@ def test_peak_table_and_mfu() -> None:
 
 def test_cpu_run_records_no_mfu_and_does_not_compile() -> None:
     rows: list[dict] = []
-    train(TINY, Runtime(torch.device("cpu")), on_epoch=lambda m, _: rows.append(m))
+    train(TINY, Runtime(torch.device("cpu")), on_epoch=lambda m, _: rows.append(m.to_dict()))
     assert rows[-1]["mfu"] is None
     model, _ = build_model_and_optimizer(TINY, 10, torch.device("cpu"))
     assert compiled(model, TINY, torch.device("cpu")) is model
@@ -135,27 +132,22 @@ def test_gradient_buffer_views_keep_each_parameters_layout_for_fused_sgd() -> No
 def test_compiled_training_matches_eager_on_cpu() -> None:
     # torch.compile (inductor, the C++ backend here) through the whole loop, with gradient accumulation:
     # the same trajectory as eager up to float reordering (~30 s, mostly compilation).
-    spec = TrialSpec(
+    spec = plan_one(
         "compiled",
-        dataset="synthetic",
-        train_subset=512,
-        test_subset=256,
-        width=0.25,
-        batch_size=64,
-        micro_batch=32,
-        accumulation_steps=2,
-        epochs=2,
-        augmentation="mixup",
-        augmentation_alpha=1.0,
-        peak_lr=0.05,
-        train_eval_samples=256,
+        data={"dataset": "synthetic", "train_subset": 512, "test_subset": 256},
+        model={"width": 0.25},
+        sweep={"batch_size": 64, "mixup_alpha": 1.0},
+        optim={"base_lr": 0.05},
+        schedule={"epochs": 2, "decay": "constant"},
+        resources={"max_micro_batch": 32},
+        eval={"train_eval_samples": 256},
     )
     runs: dict[bool, list[dict]] = {True: [], False: []}
     for use_compile in runs:
         train(
             dataclasses.replace(spec, compile=use_compile),
             Runtime(torch.device("cpu")),
-            on_epoch=lambda m, _, rows=runs[use_compile]: rows.append(m),
+            on_epoch=lambda m, _, rows=runs[use_compile]: rows.append(m.to_dict()),
         )
     for eager, comp in zip(runs[False], runs[True]):
         assert comp["train_loss"] == pytest.approx(eager["train_loss"], rel=5e-3)
@@ -193,10 +185,12 @@ def test_cuda_graphs_with_gradient_accumulation() -> None:
     # reduce-overhead (micro-batch <= 256) with accumulation: gradients must outlive each graph replay.
     spec = dataclasses.replace(TINY, train_subset=1024, batch_size=256, micro_batch=64, accumulation_steps=4, epochs=2)
     rows: list[dict] = []
-    outcome = train(spec, Runtime(torch.device("cuda")), on_epoch=lambda m, _: rows.append(m))
+    outcome = train(spec, Runtime(torch.device("cuda")), on_epoch=lambda m, _: rows.append(m.to_dict()))
     eager: list[dict] = []
     train(
-        dataclasses.replace(spec, compile=False), Runtime(torch.device("cuda")), on_epoch=lambda m, _: eager.append(m)
+        dataclasses.replace(spec, compile=False),
+        Runtime(torch.device("cuda")),
+        on_epoch=lambda m, _: eager.append(m.to_dict()),
     )
     assert outcome.status == "completed"
     assert rows[-1]["param_norm"] == pytest.approx(eager[-1]["param_norm"], rel=1e-2)
@@ -210,7 +204,9 @@ def test_cuda_fast_path_trains_with_bf16_channels_last_fused_sgd_and_compile() -
     assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert optimizer.defaults["fused"] and torch.backends.cudnn.benchmark
     rows: list[dict] = []
-    outcome = train(dataclasses.replace(TINY, epochs=2), Runtime(device), on_epoch=lambda m, _: rows.append(m))
+    outcome = train(
+        dataclasses.replace(TINY, epochs=2), Runtime(device), on_epoch=lambda m, _: rows.append(m.to_dict())
+    )
     assert outcome.status == "completed" and rows[-1]["test_acc"] > 0.3
     if peak_flops(torch.cuda.get_device_name()) is not None:
         assert 0 < rows[-1]["mfu"] < 1
@@ -232,14 +228,14 @@ def test_bench_finds_full_size_data_offline(tmp_path: Path) -> None:
     from study.bench import full_size_data
 
     cache = tmp_path / "cache"
-    dataset, root, note = full_size_data(tmp_path / "scratch", shared=tmp_path / "absent.tar.gz", cache=cache)
-    assert dataset == "cifar10" and note.startswith("random images")
+    absent = tmp_path / "absent.tar.gz"
+    dataset, root, note = full_size_data(tmp_path / "scratch", 40_960, shared=absent, cache=cache)
+    assert dataset == "cifar10" and "random images" in note
     data = load_dataset(dataset, root, download=False)
     assert (len(data.train), len(data.test)) == (50_000, 10_000)
     write_cifar10_format(cache, per_batch=2)  # a real download's folder is preferred to random images
-    assert full_size_data(tmp_path / "scratch2", shared=tmp_path / "absent.tar.gz", cache=cache)[:2] == (
-        "cifar10",
-        str(cache),
-    )
+    assert full_size_data(tmp_path / "scratch2", 40_960, shared=absent, cache=cache)[:2] == ("cifar10", str(cache))
     (tmp_path / "cifar.tar.gz").touch()
-    assert full_size_data(tmp_path / "scratch3", shared=tmp_path / "cifar.tar.gz", cache=cache)[0] == "imagefolder"
+    assert full_size_data(tmp_path / "scratch3", 40_960, shared=tmp_path / "cifar.tar.gz", cache=cache)[0] == (
+        "imagefolder"
+    )

@@ -11,12 +11,12 @@ resources: {workers: 2, max_micro_batch: 1024}
     trials = plan_study(study)
     assert len(trials) == 2 * 2 * 3 * 2
     assert len({t.trial_id for t in trials}) == len(trials)
-    big_linear = [t for t in trials if t.spec.batch_size == 8192 and t.lr_scaling == "linear"][0]
-    assert big_linear.spec.peak_lr == 6.4
-    assert (big_linear.spec.workers, big_linear.spec.micro_batch, big_linear.spec.accumulation_steps) == (2, 1024, 4)
-    assert big_linear.params(study)["bn_batch_size"] == 1024
-    small = [t for t in trials if t.spec.batch_size == 128][0]
-    assert (small.spec.micro_batch, small.spec.accumulation_steps) == (64, 1)
+    big_linear = [t for t in trials if t.batch_size == 8192 and t.lr_scaling == "linear"][0]
+    assert big_linear.peak_lr == 6.4
+    assert (big_linear.workers, big_linear.micro_batch, big_linear.accumulation_steps) == (2, 1024, 4)
+    assert big_linear.bn_batch_size == 1024
+    small = [t for t in trials if t.batch_size == 128][0]
+    assert (small.micro_batch, small.accumulation_steps) == (64, 1)
 
 
 def test_trial_ids_are_stable_and_change_with_the_trial() -> None:
@@ -31,7 +31,7 @@ def test_swept_base_lr_replaces_the_single_value() -> None:
     trials = plan_study(
         parse_study("name: p\nsweep: {batch_size: [256], mixup_alpha: 0, base_lr: [0.1, 0.2], lr_scaling: linear}")
     )
-    assert sorted(t.spec.peak_lr for t in trials) == [0.2, 0.4]
+    assert sorted(t.peak_lr for t in trials) == [0.2, 0.4]
 
 
 def test_dry_run_table_has_one_line_per_trial() -> None:

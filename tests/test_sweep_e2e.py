@@ -1,5 +1,6 @@
 """End-to-end: real local Ray, real Tune trials, real TorchTrainer, results in Parquet."""
 
+import json
 import os
 import signal
 import subprocess
@@ -12,10 +13,12 @@ import pytest
 import torch
 from conftest import ROOT, tiny_study_yaml
 
-from analysis.store import SCHEMAS
+from analysis.store import trial_schema
 from study.config import parse_study
+from study.plan import plan_study
 from study.run_sweep import run_study
-from trainables.checkpoint import load_state
+from trainables.checkpoint import load_checkpoint
+from trainables.trial import TrialSpec
 
 pytestmark = pytest.mark.slow
 DESIGN_TRIAL_COLUMNS = [
@@ -88,7 +91,12 @@ def test_tiny_sweep_writes_one_row_per_trial_and_epoch(ray_session: str, tmp_pat
     assert trials["startup_s"].gt(0).all() and trials["git_revision"].str.len().gt(6).all()
     assert all(Path(p).exists() for p in trials["checkpoint"])
     # Each table has a fixed schema, so reading the folder keeps every column.
-    assert list(trials.columns) == SCHEMAS["trials"].names
+    assert list(trials.columns) == trial_schema(TrialSpec).names
+    # The trial's own record went in whole: every TrialSpec field is a column, equal to the plan's value.
+    planned = {t.trial_id: t for t in plan_study(study)}
+    for row in trials.to_dict("records"):
+        assert json.loads(row["spec"]) == planned[row["trial_id"]].to_dict()
+        assert (row["peak_lr"], row["bn_batch_size"]) == (planned[row["trial_id"]].peak_lr, row["micro_batch"])
 
 
 def test_two_worker_trainer_equals_one_worker_accumulating(ray_session: str, tmp_path: Path) -> None:
@@ -108,8 +116,8 @@ def test_two_worker_trainer_equals_one_worker_accumulating(ray_session: str, tmp
         assert row["status"] == "completed" and row["micro_batch"] == 32
         rows[study.name] = row
     assert rows["two"]["accumulation_steps"] == 1 and rows["one"]["accumulation_steps"] == 2
-    distributed = load_state(rows["two"]["checkpoint"])["model"]
-    single = load_state(rows["one"]["checkpoint"])["model"]
+    distributed = load_checkpoint(rows["two"]["checkpoint"])["model"]
+    single = load_checkpoint(rows["one"]["checkpoint"])["model"]
     names = [n for n in single if "running" not in n and "num_batches" not in n]
     gap = torch.cat([(single[n] - distributed[n]).reshape(-1) for n in names]).norm()
     assert float(gap / torch.cat([single[n].reshape(-1) for n in names]).norm()) < 1e-5

@@ -1,72 +1,129 @@
-"""Trial state on disk: model, optimizer, progress and RNG state, loaded without unpickling code."""
+"""A trial's files: its checkpoints and trajectory snapshots, on a local disk or object storage.
+
+Checkpoints are `<study>/checkpoints/<trial_id>/epoch-NNNN.pt` (model, optimizer, progress, RNG
+state and the epoch history), written by the trial's rank 0 after each epoch; the newest `keep` are
+kept. Snapshots are `<study>/trajectory/<trial_id>/epoch-NNNN.pt` (the weights alone), every N epochs.
+Both go through pyarrow's filesystems (local paths and s3://, gs:// alike), are written under a hidden
+temporary name and then moved into place, and load without unpickling code.
+"""
 
 from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
+import sys
+import uuid
 from typing import Any
 
 import pyarrow.fs as pafs
 import torch
 
-CHECKPOINT_FILE = "state.pt"
 
-
-def save_state(state: dict[str, Any], directory: str | os.PathLike[str]) -> Path:
-    """Write `state` to directory/state.pt through a temporary name, so a crash leaves no half file."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / CHECKPOINT_FILE
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(state, partial)
-    os.replace(partial, path)
-    return path
-
-
-def load_state(directory: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    # weights_only: a checkpoint from shared storage must not be able to run code on load.
-    return torch.load(Path(directory) / CHECKPOINT_FILE, map_location=map_location, weights_only=True)
-
-
-# Trajectory snapshots: the model's weights alone (no optimizer), one file per epoch, written to a
-# local path or a URI (s3://...) through pyarrow's filesystems, so that every node of a cluster can
-# write where the driver reads. Ray's checkpoints keep only the last two epochs.
-
-
-def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
         return pafs.FileSystem.from_uri(uri)
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 
-def save_snapshot(weights: dict[str, torch.Tensor], folder: str, epoch: int) -> str:
-    """Write `weights` as <folder>/epoch-NNNN.pt through a temporary name; returns the file's path."""
-    fs, path = _resolve(folder)
-    fs.create_dir(path, recursive=True)
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in weights.items()}, buffer)
-    final, partial = f"{path}/epoch-{epoch:04d}.pt", f"{path}/.epoch-{epoch:04d}.{os.getpid()}.tmp"
+def write_atomic(uri: str, data: bytes) -> str:
+    """Write `data` to `uri` through a hidden temporary name beside it, so no reader sees half a file.
+
+    The one atomic writer of `trainables` (the results store has its own: analysis may not import
+    trainables). Returns `uri`.
+    """
+    fs, path = resolve(uri)
+    folder, name = path.rsplit("/", 1)
+    fs.create_dir(folder, recursive=True)
+    partial = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
     with fs.open_output_stream(partial) as out:
-        out.write(buffer.getvalue())
-    fs.move(partial, final)
-    return final
+        out.write(data)
+    fs.move(partial, path)  # a rename on local disks
+    return uri
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = resolve(uri)
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def epoch_files(folder: str) -> dict[int, str]:
+    """epoch -> `epoch-NNNN.pt` file in `folder`, oldest first (empty when there is none)."""
+    fs, path = resolve(folder)
+    found = {}
+    for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+        name = info.base_name
+        if info.type == pafs.FileType.File and name.startswith("epoch-") and name.endswith(".pt"):
+            digits = name[len("epoch-") : -len(".pt")]
+            if digits.isdigit():
+                found[int(digits)] = f"{folder.rstrip('/')}/{name}"
+    return dict(sorted(found.items()))
+
+
+def epoch_file(folder: str, epoch: int) -> str:
+    return f"{folder.rstrip('/')}/epoch-{epoch:04d}.pt"
+
+
+def _to_bytes(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
+
+
+def _from_bytes(data: bytes) -> Any:
+    # weights_only: a file from shared storage must not be able to run code on load.
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(state: dict[str, Any], folder: str, epoch: int, keep: int = 2) -> str:
+    """Write `state` as the checkpoint of `epoch`, then delete all but the newest `keep`; returns its path."""
+    path = write_atomic(epoch_file(folder, epoch), _to_bytes(state))
+    old = list(epoch_files(folder).values())[:-keep]
+    fs, _ = resolve(folder)
+    for stale in old:
+        fs.delete_file(resolve(stale)[1])
+    return path
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    return _from_bytes(read_bytes(path))
+
+
+def latest_checkpoint(folder: str) -> tuple[str, dict[str, Any]] | None:
+    """(path, state) of the newest checkpoint in `folder` that loads, or None when none does.
+
+    An unreadable one (a truncated upload, a disk error) is skipped with a warning on stderr and the
+    one before it is used: that is why more than one is kept.
+    """
+    for epoch, path in reversed(epoch_files(folder).items()):
+        try:
+            return path, load_checkpoint(path)
+        except Exception as error:  # noqa: BLE001 - any failure to read means: use the previous one
+            print(
+                f"warning: checkpoint {path} cannot be read ({type(error).__name__}: {error}); "
+                f"trying the one before epoch {epoch}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Trajectory snapshots
+
+
+def save_snapshot(weights: dict[str, torch.Tensor], folder: str, epoch: int) -> str:
+    """Write `weights` as <folder>/epoch-NNNN.pt; returns the file's path."""
+    return write_atomic(epoch_file(folder, epoch), _to_bytes({k: v.detach().cpu() for k, v in weights.items()}))
 
 
 def list_snapshots(folder: str) -> dict[int, str]:
-    """epoch -> snapshot file in `folder` (empty when there is none)."""
-    fs, path = _resolve(folder)
-    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    found = {}
-    for info in infos:
-        name = info.base_name
-        if name.startswith("epoch-") and name.endswith(".pt"):
-            found[int(name[len("epoch-") : -len(".pt")])] = info.path
-    scheme = folder.split("://", 1)[0] + "://" if "://" in folder else ""
-    return {epoch: scheme + p if scheme and not p.startswith(scheme) else p for epoch, p in sorted(found.items())}
+    return epoch_files(folder)
 
 
 def load_snapshot(uri: str) -> dict[str, torch.Tensor]:
-    fs, path = _resolve(uri)
-    with fs.open_input_stream(path) as stream:
-        return torch.load(io.BytesIO(stream.read()), map_location="cpu", weights_only=True)
+    return _from_bytes(read_bytes(uri))

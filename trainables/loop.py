@@ -1,6 +1,6 @@
 """The pure training loop: one trial on one process, or on several under torch.distributed.
 
-No Ray here. `study` builds a `TrialSpec`; `trainables.ray_train` runs `train` inside Ray Train
+No Ray here. `study` builds a `TrialSpec` (trainables/trial.py); `trainables.ray_train` runs `train` inside Ray Train
 workers; tests run it directly.
 """
 
@@ -21,8 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainables.augment import Augmentation, sample_draws
 from trainables.augment import apply as apply_augmentation
+from trainables.augment import sample_draws
 from trainables.data import (
     CropFlip,
     Dataset,
@@ -40,77 +40,12 @@ from trainables.lr import LRSchedule
 from trainables.mixup import MixedBatch, mixed_cross_entropy
 from trainables.models import build_model
 from trainables.sharpness import noise_scale, pooled_grad_sq
+from trainables.trial import EpochMetrics, TrialSpec
 
 CROP_PADDING = 4
 # Independent random streams derived from (seed, epoch, stream).
 STREAM_AUGMENT, STREAM_MIXUP, STREAM_PROBE = 1, 2, 3
 NOISE_BLOCKS_PER_EPOCH = 8  # multi-worker noise-scale units per epoch: blocks of steps, for the bootstrap
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """Everything one trial needs, with derived values resolved (see study/plan.py)."""
-
-    trial_id: str
-    dataset: str = "synthetic"
-    data_root: str = "~/.cache/lbstudy/data"
-    train_subset: int | None = None
-    test_subset: int | None = None
-    augment: bool = True
-    arch: str = "vgg9"
-    width: float = 1.0
-    batch_size: int = 128  # global batch per optimizer step = workers x micro_batch x accumulation_steps
-    workers: int = 1
-    micro_batch: int = 128  # per worker and per forward pass; also what BatchNorm sees
-    accumulation_steps: int = 1
-    peak_lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    epochs: int = 1
-    warmup_epochs: float = 0.0
-    decay: str = "constant"
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    augmentation: str = "none"  # none | mixup | cutmix | cutout (trainables/augment.py)
-    augmentation_alpha: float = 0.0  # mixup, cutmix
-    cutout_size: int = 0
-    seed: int = 0
-    eval_every_epochs: int = 1
-    train_eval_samples: int | None = 10_000
-    noise_probes: int = 0  # one-worker trials: pairs of probe batches per epoch for the noise scale
-    noise_probe_batch: int = 512  # the probes' small batch (at most the micro-batch); the big one is twice it
-    trajectory_every: int = 0  # keep the weights every N epochs (and the last) for trajectory plots; 0 = never
-    compile: bool | None = None  # torch.compile the training forward/backward; None = on CUDA only
-
-    def __post_init__(self) -> None:
-        if self.workers * self.micro_batch * self.accumulation_steps != self.batch_size:
-            raise ValueError(
-                f"{self.trial_id}: workers {self.workers} x micro_batch {self.micro_batch} x "
-                f"accumulation {self.accumulation_steps} != batch_size {self.batch_size}"
-            )
-
-    @property
-    def augment_batch(self) -> Augmentation:
-        return Augmentation(self.augmentation, self.augmentation_alpha, self.cutout_size)
-
-    @property
-    def mixup_alpha(self) -> float:
-        return self.augmentation_alpha if self.augmentation == "mixup" else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        values["milestones"] = list(self.milestones)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrialSpec":
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in values.items() if k in names}
-        if values.get("mixup_alpha"):  # specs written before augmentation became an axis
-            kwargs.update(augmentation="mixup", augmentation_alpha=values["mixup_alpha"])
-        kwargs["milestones"] = tuple(kwargs.get("milestones", ()))
-        return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -126,7 +61,7 @@ class Runtime:
         return self.world_size > 1
 
 
-EpochCallback = Callable[[dict[str, Any], Callable[[], dict[str, Any]]], None]
+EpochCallback = Callable[[EpochMetrics, Callable[[], dict[str, Any]]], None]
 
 
 def build_model_and_optimizer(
@@ -134,7 +69,7 @@ def build_model_and_optimizer(
 ) -> tuple[nn.Module, torch.optim.Optimizer]:
     # The same seed on every worker gives every replica the same initial weights.
     torch.manual_seed(spec.seed)
-    model = build_model(spec.arch, width=spec.width, num_classes=num_classes).to(device)
+    model = build_model(spec.model, width=spec.width, num_classes=num_classes).to(device)
     on_cuda = device.type == "cuda"
     if on_cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -445,6 +380,7 @@ class TrialOutcome:
     epochs: int
     steps: int
     first_step_at: float | None = None  # time.time() when this run's first optimizer step returned
+    ready_at: float | None = None  # time.time() when the data was on the device and the model built
 
 
 def train(
@@ -492,6 +428,7 @@ def train(
     )
     model.train()
     first_step_at: float | None = None
+    ready_at = time.time()
     for epoch in range(start_epoch, spec.epochs):
         started = time.perf_counter()
         augment_gen = torch.Generator(device=device).manual_seed(derived_seed(spec.seed, epoch, STREAM_AUGMENT))
@@ -547,10 +484,9 @@ def train(
             probe_gen = torch.Generator(device=device).manual_seed(derived_seed(spec.seed, epoch, STREAM_PROBE))
             pairs = noise_probe(model, data.train, normalize, spec.noise_probes, size, probe_gen, device)
             metrics.update(noise_metrics([(s, b, 1.0) for s, b in pairs], size, 2 * size, len(data.train)))
-        metrics["diverged"] = diverged
-        metrics["diverged_reason"] = diverged_reason
+        record = EpochMetrics(**metrics, diverged=diverged, diverged_reason=diverged_reason)
         if on_epoch is not None:
-            on_epoch(metrics, functools.partial(training_state, model, optimizer, spec, epoch + 1, step))
+            on_epoch(record, functools.partial(training_state, model, optimizer, spec, epoch + 1, step))
         if diverged:
-            return TrialOutcome("diverged", epoch + 1, step, first_step_at)
-    return TrialOutcome("completed", spec.epochs, step, first_step_at)
+            return TrialOutcome("diverged", epoch + 1, step, first_step_at, ready_at)
+    return TrialOutcome("completed", spec.epochs, step, first_step_at, ready_at)

@@ -1,22 +1,25 @@
 """Thin Ray adapters around the pure loop: the Ray Train worker function and the Ray Tune trial.
 
-A trial's config is a plain dict (Tune's param space): {"spec": TrialSpec.to_dict(), "use_gpu",
-"cpus_per_worker", "max_failures", "train_storage", "resume_from", ...}. Every epoch the trial reports
-{"kind": "epoch", ...metrics} and, at the end, one {"kind": "final", ...} with the whole epoch
-history; the driver turns these into Parquet rows. One-worker trials train inside the Tune trial
-itself (no TorchTrainer start-up cost); multi-worker trials build a TorchTrainer (Ray Train V2).
+A trial's config is a plain dict (Tune's param space): {"spec": TrialSpec.to_dict(), "study_root",
+"provenance", "use_gpu", "cpus_per_worker", "gpus_per_worker", "max_failures"}. The trial writes its
+own results: after every epoch rank 0 saves a checkpoint under `<study_root>/checkpoints/<trial_id>/`
+and rewrites `results/epochs/<trial_id>.parquet` with the whole history; at the end it writes
+`results/trials/<trial_id>.parquet`. Started again (a retried worker group, a resumed study) it
+continues from its newest readable checkpoint. What it reports to Ray is for the console only.
+One-worker trials train inside the Tune trial itself (no TorchTrainer start-up cost); multi-worker
+trials build a TorchTrainer (Ray Train V2).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import platform
-import tempfile
+import sys
 import time
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import ray
 import ray.train
@@ -24,24 +27,75 @@ import ray.train.torch
 import ray.tune
 import torch
 
-from trainables.checkpoint import load_state, save_snapshot, save_state
-from trainables.loop import Runtime, TrialOutcome, TrialSpec, train
+from analysis.store import ResultsStore, epoch_schema, join, trial_row, trial_schema
+from trainables.checkpoint import latest_checkpoint, save_checkpoint, save_snapshot
+from trainables.loop import Runtime, TrialOutcome, train
+from trainables.trial import EpochMetrics, TrialSpec
+
+TRIALS_SCHEMA = trial_schema(TrialSpec)
+EPOCHS_SCHEMA = epoch_schema(EpochMetrics)
+CHECKPOINTS_KEPT = 2  # the newest and one more, in case the newest cannot be read
 
 
 @dataclass(frozen=True)
 class Reporter:
-    """Where a worker's reports go: `ray.train` inside a Ray Train worker (to the controller, and
-    from rank 0 on to Tune), `ray.tune` inside a one-worker Tune trial (straight to Tune). The two
-    modules offer the same report / Checkpoint / get_checkpoint calls."""
+    """Where a worker's progress reports go: `ray.train` inside a Ray Train worker (to the controller,
+    and from rank 0 on to Tune), `ray.tune` inside a one-worker Tune trial (straight to Tune)."""
 
     api: ModuleType
 
-    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
-        checkpoint = self.api.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        self.api.report(metrics, checkpoint=checkpoint)
+    def report(self, metrics: dict[str, Any]) -> None:
+        self.api.report(metrics)
 
-    def checkpoint(self) -> ray.train.Checkpoint | None:
-        return self.api.get_checkpoint()
+
+@dataclass(frozen=True)
+class TrialFiles:
+    """Where one trial writes: its checkpoints, trajectory snapshots and its rows of the results store."""
+
+    spec: TrialSpec
+    study_root: str
+
+    @property
+    def checkpoints(self) -> str:
+        return join(self.study_root, "checkpoints", self.spec.trial_id)
+
+    @property
+    def snapshots(self) -> str:
+        return join(self.study_root, "trajectory", self.spec.trial_id)
+
+    @property
+    def store(self) -> ResultsStore:
+        return ResultsStore(join(self.study_root, "results"))
+
+    def write_epoch(self, history: list[EpochMetrics], state: dict[str, Any]) -> list[EpochMetrics]:
+        """Checkpoint the latest epoch, then rewrite the trial's epochs file; returns the history with each
+        row's checkpoint path while that checkpoint is kept."""
+        epoch = history[-1].epoch
+        if self.spec.trajectory_every and (epoch % self.spec.trajectory_every == 0 or epoch == self.spec.epochs):
+            save_snapshot(state["model"], self.snapshots, epoch)
+        kept = {m.epoch for m in history[-CHECKPOINTS_KEPT:]}
+        path = save_checkpoint({**state, "history": [m.to_dict() for m in history]}, self.checkpoints, epoch)
+        history = [
+            dataclasses.replace(m, checkpoint=path if m.epoch == epoch else (m.checkpoint if m.epoch in kept else None))
+            for m in history
+        ]
+        rows = [{"trial_id": self.spec.trial_id, **m.to_dict()} for m in history]
+        self.store.write("epochs", self.spec.trial_id, rows, EPOCHS_SCHEMA)
+        return history
+
+    def write_trial(self, history: list[EpochMetrics], outcome: dict[str, Any], provenance: dict[str, Any]) -> None:
+        row = trial_row(self.spec.to_dict(), [m.to_dict() for m in history], outcome, provenance)
+        self.store.write("trials", self.spec.trial_id, [row], TRIALS_SCHEMA)
+
+
+def worker_provenance(driver: dict[str, Any]) -> dict[str, Any]:
+    """The driver's (git revision, study config) with this process's versions."""
+    return {
+        **driver,
+        "torch_version": torch.__version__,
+        "ray_version": ray.__version__,
+        "python_version": sys.version.split()[0],
+    }
 
 
 def device_name(device: torch.device) -> str:
@@ -51,58 +105,54 @@ def device_name(device: torch.device) -> str:
 
 
 def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, hosts: int = 1) -> TrialOutcome:
-    """Train one trial on this worker, resuming from the latest reported checkpoint if there is one."""
+    """Train one trial on this worker, continuing from its newest readable checkpoint if there is one."""
     spec = TrialSpec.from_dict(config["spec"])
-    resume = None
-    checkpoint = reporter.checkpoint()
-    if checkpoint is None and config.get("resume_from"):  # a resumed study: where this trial left off
-        checkpoint = ray.train.Checkpoint(config["resume_from"])
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            resume = load_state(directory)
-    history: list[dict[str, Any]] = list(resume["history"]) if resume else []
+    files = TrialFiles(spec, config["study_root"])
+    found = latest_checkpoint(files.checkpoints)
+    resume = found[1] if found else None
+    history = [EpochMetrics(**m) for m in resume["history"]] if resume else []
 
-    def on_epoch(metrics: dict[str, Any], make_state: Callable[[], dict[str, Any]]) -> None:
+    def on_epoch(metrics: EpochMetrics, make_state: Any) -> None:
+        nonlocal history
         history.append(metrics)
-        if runtime.rank != 0:
-            reporter.report({"kind": "epoch", **metrics}, None)
-            return
-        state = make_state()
-        state["history"] = history
-        epoch = int(metrics["epoch"])
-        if (
-            config.get("trajectory_storage")
-            and spec.trajectory_every
-            and (epoch % spec.trajectory_every == 0 or epoch == spec.epochs)
-        ):
-            save_snapshot(state["model"], f"{config['trajectory_storage']}/{spec.trial_id}", epoch)
-        with tempfile.TemporaryDirectory(prefix="lbstudy-ckpt-") as directory:
-            save_state(state, directory)
-            reporter.report({"kind": "epoch", **metrics}, directory)  # uploads before returning
+        if runtime.rank == 0:
+            history = files.write_epoch(history, make_state())
+        reporter.report({"kind": "epoch", **metrics.to_dict()})
 
-    if history and history[-1]["diverged"]:
-        outcome = TrialOutcome("diverged", len(history), int(resume["step"]) if resume else 0)  # never resume NaNs
+    if history and history[-1].diverged:  # never resume NaNs
+        outcome = TrialOutcome("diverged", len(history), history[-1].step)
     else:
         outcome = train(spec, runtime, resume=resume, on_epoch=on_epoch)
-    started_at = float(config.get("started_at", time.time()))
-    final = {
-        "kind": "final",
-        "status": outcome.status,
-        "epochs_completed": outcome.epochs,
-        "steps": outcome.steps,
-        "startup_s": (outcome.first_step_at - started_at) if outcome.first_step_at else None,
-        "train_time_s": sum(m["epoch_time_s"] for m in history),
-        "device": device_name(runtime.device),
-        "hosts": hosts,
-        "history": json.dumps(history),
-        "error": history[-1].get("diverged_reason") if history and history[-1]["diverged"] else None,
-    }
-    reporter.report(final, None)
+    started_at = float(config["started_at"])
+
+    def since_start(at: float | None) -> float | None:
+        return at - started_at if at else None
+
+    startup_s = since_start(outcome.first_step_at)
+    if runtime.rank == 0:
+        files.write_trial(
+            history,
+            {
+                "status": outcome.status,
+                "error": history[-1].diverged_reason if history and history[-1].diverged else None,
+                "steps": outcome.steps,
+                "startup_s": startup_s,
+                "workers_ready_s": since_start(config.get("worker_started_at")),
+                "data_ready_s": since_start(outcome.ready_at),
+                "wall_time_s": since_start(time.time()),
+                "device": device_name(runtime.device),
+                "hosts": hosts,
+                "checkpoint": history[-1].checkpoint if history else None,
+            },
+            worker_provenance(config["provenance"]),
+        )
+    reporter.report({"kind": "final", "status": outcome.status, "epochs": len(history), "startup_s": startup_s})
     return outcome
 
 
 def train_worker(config: dict[str, Any]) -> None:
     """The Ray Train worker function; torch.distributed is already initialized by TorchTrainer."""
+    config = {**config, "worker_started_at": time.time()}  # placement, worker start and process group are done
     context = ray.train.get_context()
     torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
     runtime = Runtime(ray.train.torch.get_device(), context.get_world_rank(), context.get_world_size())
@@ -135,13 +185,12 @@ def tune_trial(config: dict[str, Any]) -> None:
             },
         ),
         run_config=ray.train.RunConfig(
-            # Deterministic per trial: started again (a resumed study, a retried trial), the run
-            # continues from its last checkpoint instead of starting over.
+            # Deterministic per trial: one folder of Ray Train state per trial, however often it is
+            # started (the trial itself continues from its own checkpoints).
             name=spec["trial_id"],
-            storage_path=config["train_storage"],
+            storage_path=join(config["study_root"], "train"),
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=config["max_failures"], controller_failure_limit=0),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )
     trainer.fit()

@@ -1,6 +1,6 @@
 """Input-pipeline benchmark: our device pipeline versus torchvision's PIL transforms in a DataLoader.
 
-    python -m trainables.bench_data [--images 20000] [--batch-size 128] [--loader-workers 2]
+    python -m study.bench_data [--images 20000] [--batch-size 128] [--loader-workers 2]
 
 Both sides produce the same thing from the same uint8 images: random crop (pad 4), horizontal flip,
 normalization and mixup, batch by batch. Prints images/s of each and their ratio, with the conditions.
@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from study.plan import plan_one
 from trainables.data import Dataset, Normalizer, global_batches, load_dataset
-from trainables.loop import Runtime, TrialSpec, worker_micro_batches
+from trainables.loop import Runtime, worker_micro_batches
 from trainables.mixup import mix, sample_lambda
 
 # The workspace copy of CIFAR-10 as JPEGs (../shared/data beside the project), where there is one.
@@ -104,14 +105,7 @@ def bench_dataloader(data: Dataset, batch_size: int, loader_workers: int, alpha:
 
 
 def bench_device_pipeline(data: Dataset, batch_size: int, alpha: float, device: torch.device) -> float:
-    spec = TrialSpec(
-        "bench",
-        batch_size=batch_size,
-        micro_batch=batch_size,
-        augmentation="mixup",
-        augmentation_alpha=alpha,
-        augment=True,
-    )
+    spec = plan_one(sweep={"batch_size": batch_size, "mixup_alpha": alpha}, resources={"max_micro_batch": batch_size})
     runtime = Runtime(device)
     train = data.train.to(device)
     normalize = Normalizer(data.mean, data.std, device)

@@ -1,0 +1,83 @@
+"""Adding a sweep key touches the study config and the trial record, and nothing else.
+
+The test does it for real: it copies the three packages, adds a toy key `toy` in exactly those two
+places (a `SweepConfig` field and a `TrialSpec` field), and runs the copy end to end: the dry-run
+table, a sweep over two toy values on a fresh local Ray, 1-D interpolation between them, the Parquet
+columns and the report's trial table.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ROOT, tiny_study_yaml
+
+pytestmark = pytest.mark.slow
+
+EDITS = {
+    "study/config.py": (
+        "    warmup_epochs: tuple[float, ...] | None = None\n",
+        "    warmup_epochs: tuple[float, ...] | None = None\n    toy: tuple[int, ...] = (0,)\n",
+    ),
+    "trainables/trial.py": (
+        "    warmup_epochs: float = swept()\n",
+        "    warmup_epochs: float = swept()\n    toy: int = swept()\n",
+    ),
+}
+
+
+def copy_with_toy_key(destination: Path) -> Path:
+    for package in ("study", "trainables", "analysis"):
+        shutil.copytree(ROOT / package, destination / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for relative, (anchor, replacement) in EDITS.items():
+        path = destination / relative
+        text = path.read_text()
+        assert text.count(anchor) == 1, f"{relative}: the anchor moved; update this test's EDITS"
+        path.write_text(text.replace(anchor, replacement))
+    return destination
+
+
+def run(copy: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a fresh local Ray that runs the copy
+    env["PYTHONPATH"] = str(copy)
+    return subprocess.run([sys.executable, *args], cwd=copy, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_a_toy_sweep_key_added_in_two_places_flows_through_every_stage(tmp_path: Path) -> None:
+    copy = copy_with_toy_key(tmp_path / "code")
+    study_file = tmp_path / "toy.yaml"
+    study_file.write_text(
+        tiny_study_yaml("toy", tmp_path / "results")
+        .replace(
+            "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
+            "sweep: {batch_size: [64], mixup_alpha: [0.0], toy: [1, 2]}",
+        )
+        .replace("epochs: 2,", "epochs: 1,")
+        + "measure: {interpolate: {between: toy, pairs: [[1, 2]], points: 3, train_samples: 128, test_samples: 128}}\n"
+    )
+
+    dry = run(copy, "-m", "study.run_sweep", str(study_file), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    header, *rows = dry.stdout.splitlines()[1:]
+    assert "toy" in header.split() and len(rows) == 2  # the table's columns come from the record
+    column = header.split().index("toy")
+    assert [row.split()[column] for row in rows] == ["1", "2"]
+
+    sweep = run(copy, "-m", "study.run_sweep", str(study_file))
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+    results = tmp_path / "results" / "toy" / "results"
+    trials = pd.read_parquet(results / "trials")
+    assert sorted(trials["toy"]) == [1, 2] and set(trials["status"]) == {"completed"}
+    # Interpolation paired the two trials that differ only in toy.
+    landscape = pd.read_parquet(results / "landscape")
+    by_toy = dict(zip(trials["toy"], trials["trial_id"]))
+    assert {(a, b) for a, b in zip(landscape["trial_a"], landscape["trial_b"])} == {(by_toy[1], by_toy[2])}
+    # The report's trial table shows the new key, because it varies between trials.
+    page = (tmp_path / "results" / "toy" / "report.html").read_text()
+    table = re.search(r'id="trials_table".*?</script>', page, re.S)
+    assert table and '"toy"' in table.group(0)

@@ -1,0 +1,150 @@
+"""The trial record: one trial's conditions (`TrialSpec`) and one epoch's measurements (`EpochMetrics`).
+
+These two dataclasses are the single description of a trial. `study/plan.py` fills a `TrialSpec`
+from the study file (its sweep axes, fixed values and derived values, with the study file's defaults:
+there are no others); the loop consumes it; the Ray adapter writes it, field by field, as the
+`trials/` columns and `EpochMetrics` as the `epochs/` columns. The dry-run table, the report's trial
+table and the interpolation grouping keys read the fields' roles, so a new sweep key is a field here
+(role `swept`) and a key of `study.config.SweepConfig` of the same name, and nothing else.
+
+Roles (field metadata "role"):
+- swept: a sweep axis; trials that differ only here are compared (interpolation pairs, figures)
+- derived: computed by the plan from the others (peak lr, the batch split, labels)
+- fixed: the same for every trial of a study
+Metadata "shown": False keeps a field out of the printed tables (another field shows it better).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainables.augment import Augmentation
+
+SWEPT, DERIVED, FIXED = "swept", "derived", "fixed"
+
+
+def swept(*, shown: bool = True) -> Any:
+    return field(metadata={"role": SWEPT, "shown": shown})
+
+
+def derived(*, shown: bool = True) -> Any:
+    return field(metadata={"role": DERIVED, "shown": shown})
+
+
+def fixed() -> Any:
+    return field(metadata={"role": FIXED, "shown": False})
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything one trial needs and everything that describes it (built by study/plan.py)."""
+
+    trial_id: str = field(metadata={"role": "id", "shown": True})
+    # The sweep axes: every combination of the study's `sweep:` lists is one trial.
+    batch_size: int = swept()  # global batch per optimizer step = workers x micro_batch x accumulation_steps
+    augmentation: str = swept(shown=False)  # none | mixup | cutmix | cutout (trainables/augment.py)
+    augmentation_alpha: float = swept(shown=False)  # mixup, cutmix: lambda ~ Beta(alpha, alpha)
+    cutout_size: int = swept(shown=False)  # cutout: side of the square, pixels
+    lr_scaling: str = swept()  # none | linear | sqrt (trainables/lr.py)
+    seed: int = swept()
+    base_lr: float = swept()  # the LR at base_batch_size
+    weight_decay: float = swept()
+    warmup_epochs: float = swept()
+    # Derived from the above by the plan.
+    augmentation_label: str = derived()  # 'none', 'mixup a=1', 'cutout 16': how tables and figures name it
+    mixup_alpha: float = derived(shown=False)  # alpha when the augmentation is mixup, else 0
+    peak_lr: float = derived()  # base_lr scaled by lr_scaling, reached after warmup
+    workers: int = derived()
+    micro_batch: int = derived()  # per worker and per forward pass
+    accumulation_steps: int = derived()
+    bn_batch_size: int = derived(shown=False)  # what BatchNorm sees: the micro-batch (a ghost batch)
+    # The same for every trial of the study.
+    study: str = fixed()
+    dataset: str = fixed()
+    data_root: str = fixed()
+    train_subset: int | None = fixed()
+    test_subset: int | None = fixed()
+    augment: bool = fixed()  # random crop (pad 4) + horizontal flip
+    model: str = fixed()  # a name in the model registry (trainables/models.py)
+    width: float = fixed()
+    base_batch_size: int = fixed()
+    momentum: float = fixed()
+    nesterov: bool = fixed()
+    epochs: int = fixed()
+    decay: str = fixed()  # step | cosine | constant
+    milestones: tuple[int, ...] = fixed()  # epochs, for step decay
+    gamma: float = fixed()
+    eval_every_epochs: int = fixed()
+    train_eval_samples: int | None = fixed()
+    noise_probes: int = fixed()  # one-worker trials: pairs of probe batches per epoch for the noise scale
+    noise_probe_batch: int = fixed()  # the probes' small batch (at most the micro-batch); the big one is twice it
+    trajectory_every: int = fixed()  # keep the weights every N epochs (and the last); 0 = never
+    compile: bool | None = fixed()  # torch.compile the training forward/backward; None = on CUDA only
+
+    def __post_init__(self) -> None:
+        if self.workers * self.micro_batch * self.accumulation_steps != self.batch_size:
+            raise ValueError(
+                f"{self.trial_id}: workers {self.workers} x micro_batch {self.micro_batch} x "
+                f"accumulation {self.accumulation_steps} != batch_size {self.batch_size}"
+            )
+
+    @property
+    def augment_batch(self) -> Augmentation:
+        return Augmentation(self.augmentation, self.augmentation_alpha, self.cutout_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["milestones"] = list(self.milestones)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrialSpec:
+        return cls(**{**values, "milestones": tuple(values["milestones"])})
+
+
+def fields_with_role(cls: type, *roles: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("role") in roles]
+
+
+def shown_fields(cls: type, *roles: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("role") in roles and f.metadata.get("shown")]
+
+
+SWEEP_FIELDS = tuple(fields_with_role(TrialSpec, SWEPT))  # what trials compared with each other share or not
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """What one epoch of a trial measured (one `epochs/` row; accuracies are fractions)."""
+
+    epoch: int
+    step: int  # optimizer steps so far
+    lr: float  # at the epoch's last step
+    train_loss: float  # on the optimized (augmented, mixed) batches
+    grad_norm: float  # of the all-reduced gradient, root of the epoch's mean square
+    local_grad_sq: float  # one worker's squared gradient norm, mean over steps and workers
+    grad_sq: float  # the all-reduced gradient's squared norm, mean over steps
+    param_norm: float
+    epoch_time_s: float  # training only, without evaluation
+    images_per_s: float
+    mfu: float | None  # model FLOPs utilization (CUDA devices with a known peak)
+    clean_train_loss: float  # no augmentation, no mixup, on train_eval_samples fixed images; NaN when not evaluated
+    clean_train_acc: float
+    test_loss: float
+    test_acc: float
+    # The gradient noise scale of this epoch (McCandlish et al. 2018); NaN when not measured.
+    noise_small_batch: float
+    noise_small_grad_sq: float
+    noise_big_batch: float
+    noise_big_grad_sq: float
+    noise_scale: float
+    noise_population: int | None  # training images the batches were drawn from (without replacement)
+    noise_units: str | None  # JSON [[small, big, weight], ...] for the trial's bootstrap interval
+    diverged: bool
+    diverged_reason: str | None
+    checkpoint: str | None = None  # the trial's checkpoint after this epoch, while it is kept
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
