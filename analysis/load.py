@@ -23,6 +23,7 @@ class StudyResults:
     measure_errors: pd.DataFrame
     # trials column -> (role, shown) as the trial record defines them (analysis.store.ResultsStore.roles)
     trial_roles: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)  # files skipped: path -> why
 
     @property
     def study(self) -> str:
@@ -34,4 +35,4 @@ def load_results(results_dir: str) -> StudyResults:
     store = ResultsStore(results_dir)
     tables = {name: store.read(name) for name in TABLES}
     # Trials still training have epoch rows but no trial row yet: keep their epochs visible.
-    return StudyResults(store.root, **tables, trial_roles=store.roles("trials"))
+    return StudyResults(store.root, **tables, trial_roles=store.roles("trials"), unreadable=dict(store.unreadable))

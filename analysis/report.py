@@ -69,6 +69,8 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
         notes.append("Steps to target: needs completed trials at two or more batch sizes.")
     if len(trials):
         shown.append(("trials_table", figures.trials_table(trials, results.trial_roles)))
+    for path, why in sorted(results.unreadable.items()):
+        notes.append(f"Not read: {path} ({why}); the report is built from the other files.")
     for error in results.measure_errors.sort_values("job").itertuples():
         notes.append(f"Measurement {error.job} failed ({error.trials}): {error.error}")
     return shown, notes

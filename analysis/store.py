@@ -15,10 +15,11 @@ import io
 import json
 import math
 import os
+import sys
 import types
 import typing
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pandas as pd
@@ -238,6 +239,8 @@ class ResultsStore:
 
     uri: str
     filesystem: pafs.FileSystem | None = None
+    # Files that could not be read (path -> why): each is named in one warning line, skipped and left on disk.
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.fs, self.root = resolve(self.uri, self.filesystem)
@@ -295,12 +298,35 @@ class ResultsStore:
         for k in keys:
             path = join(self.table_dir(table), f"{k}.parquet")
             if self.fs.get_file_info(path).type == pafs.FileType.File:
-                frames.append(pq.read_table(path, filesystem=self.fs).to_pandas())
+                try:
+                    frames.append(pq.read_table(path, filesystem=self.fs).to_pandas())
+                except (pa.ArrowException, OSError) as error:  # truncated, overwritten, not Parquet at all
+                    self._skip(path, error)
         if not frames:
             if table in SCHEMAS:
                 return SCHEMAS[table].empty_table().to_pandas()
             return pd.DataFrame({c: pd.Series(dtype=object) for c in BASE_COLUMNS[table]})
         return pd.concat(frames, ignore_index=True)
+
+    def _skip(self, path: str, error: Exception) -> None:
+        if path not in self.unreadable:
+            self.unreadable[path] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            print(
+                f"warning: {path} cannot be read ({self.unreadable[path]}); skipped and left as it is",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def set_aside_unreadable(self, table: str) -> list[str]:
+        """Rename the unreadable files of `table` to `<key>.parquet.unreadable` (kept, never deleted; readers
+        skip them), so that what writes that key again does not replace them. Returns the new paths."""
+        self.read(table)
+        moved = []
+        for path in [p for p in self.unreadable if p.startswith(self.table_dir(table) + "/")]:
+            self.fs.move(path, path + ".unreadable")
+            moved.append(path + ".unreadable")
+            del self.unreadable[path]
+        return moved
 
     def roles(self, table: str) -> dict[str, tuple[str, bool]]:
         """column -> (its role in the record that wrote the table: swept, derived, fixed; whether tables show
@@ -308,7 +334,14 @@ class ResultsStore:
         keys = sorted(self.keys(table))
         if not keys:
             return {}
-        schema = pq.read_schema(join(self.table_dir(table), f"{keys[-1]}.parquet"), filesystem=self.fs)
+        for key in reversed(keys):
+            try:
+                schema = pq.read_schema(join(self.table_dir(table), f"{key}.parquet"), filesystem=self.fs)
+                break
+            except (pa.ArrowException, OSError):
+                continue
+        else:
+            return {}
         meta = {f.name: f.metadata or {} for f in schema}
         return {name: (m.get(b"role", b"").decode(), m.get(b"shown") == b"1") for name, m in meta.items()}
 

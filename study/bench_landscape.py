@@ -22,8 +22,8 @@ import torch
 from study.bench_data import SHARED_CIFAR
 from study.config import InterpolateConfig
 from study.measure import Job, interpolation_settings, job_points, run_chunk
-from trainables.checkpoint import save_state
-from trainables.loop import TrialSpec
+from study.plan import plan_one
+from trainables.checkpoint import save_checkpoint
 from trainables.models import build_model
 
 
@@ -34,14 +34,19 @@ def points_per_second(width: float, samples: int, points: int, worker_counts: li
         dataset, root = "imagefolder", str(SHARED_CIFAR)
     else:
         dataset, root, samples = "synthetic", "", min(samples, 4096)
-    spec = TrialSpec("bench", dataset=dataset, data_root=root, width=width)
+    spec = plan_one(
+        "bench",
+        data={"dataset": dataset, "root": root},
+        model={"width": width},
+        sweep={"batch_size": 128, "mixup_alpha": 0.0},
+    )
     task = ray.remote(run_chunk).options(**({"num_gpus": 1} if on_gpu else {"num_cpus": 1}))
     with tempfile.TemporaryDirectory() as tmp:
         checkpoints = {}
         for i, name in enumerate(("a", "b")):
             torch.manual_seed(i)
-            save_state({"model": build_model("vgg9", width=width).state_dict()}, Path(tmp) / name)
-            checkpoints[name] = str(Path(tmp) / name)
+            state = {"model": build_model("vgg9", width=width).state_dict()}
+            checkpoints[name] = save_checkpoint(state, str(Path(tmp) / name), epoch=1)
         specs = {name: json.dumps(spec.to_dict()) for name in checkpoints}
         job = Job(
             "landscape",

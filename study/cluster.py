@@ -26,6 +26,9 @@ def connect_ray(address: str | None) -> str | None:
     elif address:
         context = ray.init(address=address)
     else:
+        # Ray 2.60 serves gRPC on every interface (it resolves 127.0.0.1 to the reachable address), so
+        # what guards a local study is Ray's token authentication, on by default: nothing here turns it
+        # off. The dashboard listens on 127.0.0.1 (ray.init's default).
         context = ray.init(address="local", resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT})
     url = getattr(context, "dashboard_url", None) if context is not None else None
     return f"http://{url}" if url and not url.startswith("http") else url

@@ -12,10 +12,14 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +45,8 @@ class SweepResult:
     trials: list[dict[str, Any]]
     dashboard_url: str | None
     report: str | None = None
+    interrupted: bool = False  # stopped by Ctrl-C: no measurements, no report
+    unfinished: tuple[str, ...] = ()  # planned trials without a final row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,6 +194,9 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
             f"study {study.name!r} already has results in {store.root}; pass --resume to continue it, "
             "or change name (or --storage) to start a new one"
         )
+    for table in ("trials", "epochs"):  # a trial whose row cannot be read is unfinished: it continues
+        for path in store.set_aside_unreadable(table):
+            print(f"{path}: unreadable, kept under this name; its trial continues from its checkpoints", flush=True)
     plan = plan_study(study)
     nodes = alive_nodes()
     use_gpu = resolve_use_gpu(study, nodes)
@@ -228,7 +237,10 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
                 verbose=1,
             ),
         )
-        tuner.fit()
+        if not fit_unless_interrupted(tuner):
+            # Stopped (Ctrl-C): no measurements, no report; the caller says how to continue.
+            unfinished = tuple(t.trial_id for t in plan if t.trial_id not in store.finished_trials())
+            return SweepResult(study, store.uri, [], dashboard_url, interrupted=True, unfinished=unfinished)
     if study_has_measurements(study):
         from study.measure import run_measurements
 
@@ -245,6 +257,35 @@ def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | 
     except ReportError as error:
         print(f"report: not written: {error}", file=sys.stderr)
     return SweepResult(study, store.uri, rows, dashboard_url, str(report) if report else None)
+
+
+class _NoRestoreHint(logging.Filter):
+    """Tune's 'Resume experiment with: Tuner.restore(...)' is not how a study continues (run_sweep --resume is)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
+
+
+def fit_unless_interrupted(tuner: Any) -> bool:
+    """Run the Tuner; False when a Ctrl-C stopped it. Tune stops at the first SIGINT and puts back the
+    handler it found, ours: a second Ctrl-C then raises KeyboardInterrupt at once."""
+    if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
+        tuner.fit()
+        return True
+
+    def second_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    tune_logger, hint = logging.getLogger("ray.tune.tune"), _NoRestoreHint()
+    previous = signal.signal(signal.SIGINT, second_interrupt)
+    tune_logger.addFilter(hint)
+    try:
+        tuner.fit()
+    finally:
+        interrupted = signal.getsignal(signal.SIGINT) is second_interrupt
+        signal.signal(signal.SIGINT, previous)
+        tune_logger.removeFilter(hint)
+    return not interrupted
 
 
 def study_has_measurements(study: StudyConfig) -> bool:
@@ -270,10 +311,12 @@ def check_storage(study: StudyConfig) -> None:
 
 
 def check_data(study: StudyConfig) -> None:
-    """Surface data problems (missing root, corrupt image) before any Ray work; warms the decode cache."""
-    if study.data.dataset == "imagefolder" and "://" not in study.data.root:
+    """Load the data once on the driver before any Ray work: a missing root, a failed download (once, not
+    per trial and retry) or a corrupt archive or image is one line and exit 2; downloads and decodes
+    are then cached for the trials on this machine."""
+    if study.data.dataset in FILE_DATASETS and "://" not in study.data.root:
         data = load_dataset(
-            "imagefolder",
+            study.data.dataset,
             local_path(study.data.root),
             train_subset=study.data.train_subset,
             test_subset=study.data.test_subset,
@@ -284,6 +327,15 @@ def check_data(study: StudyConfig) -> None:
                 f"sweep.batch_size: {too_big} exceed the {len(data.train)} training images of "
                 f"{study.data.root}; lower the batch sizes or use more images"
             )
+
+
+FILE_DATASETS = ("cifar10", "cifar100", "imagefolder")  # what check_data loads on the driver (synthetic: no files)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that continues this run: the same arguments with --resume."""
+    args = [a for a in argv if a != "--resume"]
+    return shlex.join(["python", "-m", "study.run_sweep", *args, "--resume"])
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
@@ -328,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:
@@ -349,6 +402,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SweepError, DataError, StudyLocked) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C
+        print(f"\nstopped; continue with: {resume_command(argv)}", file=sys.stderr)
+        return 130
+    if result.interrupted:
+        print(
+            f"\nstopped: {len(result.unfinished)} trial(s) unfinished ({', '.join(result.unfinished) or '-'}); "
+            f"no measurements or report. Continue with: {resume_command(argv)}",
+            file=sys.stderr,
+        )
+        return 130
     print(summary_table(result.trials))
     print(f"wall time: {time.perf_counter() - started:.0f} s")
     print(f"results: {result.results_dir}")
@@ -356,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report: {result.report}")
     if dashboard:
         print(f"Ray dashboard: {dashboard}")
+    if result.trials and all(row["status"] == "failed" for row in result.trials):
+        print(f"error: every trial failed; the first said: {result.trials[0]['error']}", file=sys.stderr)
+        return 1
     return 0
 
 

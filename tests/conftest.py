@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,21 @@ eval: {{train_eval_samples: 256}}
     for key, value in extra.items():
         text += f"{key}: {value}\n"
     return text
+
+
+def imagefolder_sweep_without_ray(root: Path, batch_sizes: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """run_sweep on an imagefolder study, pointed at a Ray that does not exist: data mistakes must be
+    answered (exit 2, one line) before Ray is ever reached."""
+    study_file = tmp_path / "s.yaml"
+    study_file.write_text(
+        f"name: x\nstorage: {tmp_path}\ndata: {{dataset: imagefolder, root: {root}}}\n"
+        f"schedule: {{epochs: 1, decay: constant}}\nsweep: {{batch_size: [{batch_sizes}]}}\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "study.run_sweep", str(study_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"},
+    )

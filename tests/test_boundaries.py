@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,9 @@ def test_the_report_builds_where_torch_ray_study_and_trainables_cannot_be_import
     )
     assert result.returncode == 0, result.stderr
     assert out.exists() and 'id="learning_curves"' in out.read_text()
+
+
+@pytest.mark.parametrize("module", sorted(modules()))
+def test_every_module_imports(module: str) -> None:
+    """Benchmarks and CLIs too: a module that no test runs still has to import (names it uses exist)."""
+    importlib.import_module(module)

@@ -41,5 +41,9 @@ def test_dashboard_is_not_exposed_publicly() -> None:
     config = load_cluster()
     head_start = " ".join(config["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in (ROOT / "cluster.yaml").read_text()
+    # Every node in one group the user creates (SSH from their CIDR, all ports only inside the group): Ray's
+    # own default group would open SSH to 0.0.0.0/0. The placeholder fails `ray up` until it is set.
     for node in config["available_node_types"].values():
-        assert "SecurityGroupIds" not in node["node_config"]  # no custom group that could open port 8265
+        assert node["node_config"]["SecurityGroupIds"] == ["sg-CHANGE-ME"]
+    readme = (ROOT / "README.md").read_text()
+    assert "--port 22 --cidr YOUR.ADDRESS/32" in readme and "--source-group lbstudy" in readme

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, tiny_study_yaml
+from conftest import ROOT, imagefolder_sweep_without_ray, tiny_study_yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -160,11 +160,15 @@ def test_a_failing_trial_is_recorded_as_failed_with_its_error(ray_session: str, 
         tiny_study_yaml("fails", tmp_path)
         .replace("dataset: synthetic", f"dataset: cifar10, root: {tmp_path / 'cifar'}")
         .replace("[64, 128], mixup_alpha: [0.0, 1.0]", "[64], mixup_alpha: [0.0]")
-        + "resources: {max_failures: 0}\n"
+        + "resources: {max_failures: 2}\n"
     )
+    started = time.perf_counter()
     result = run_study(study)
     (row,) = result.trials
     assert row["status"] == "failed" and "data_batch_1" in row["error"]
+    # The trial wrote its own row (the driver's rows for crashed trials have no device) and was not retried:
+    # a data error cannot succeed the second time.
+    assert row["device"] and time.perf_counter() - started < 60
     assert "failed" in Path(result.report).read_text()
 
 
@@ -215,19 +219,7 @@ def test_corrupt_image_is_named_before_any_ray_work(tmp_path: Path) -> None:
         (tmp_path / "imgs" / split / "cat").mkdir(parents=True)
         Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / split / "cat" / "ok.png")
     (tmp_path / "imgs" / "train" / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
-    study_file = tmp_path / "s.yaml"
-    study_file.write_text(
-        f"name: x\nstorage: {tmp_path}\ndata: {{dataset: imagefolder, root: {tmp_path / 'imgs'}}}\n"
-        "schedule: {epochs: 1, decay: constant}\nsweep: {batch_size: [1]}\n"
-    )
-    process = subprocess.run(
-        [sys.executable, "-m", "study.run_sweep", str(study_file)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"},
-    )
+    process = imagefolder_sweep_without_ray(tmp_path / "imgs", "1", tmp_path)
     assert process.returncode == 2 and "broken.png" in process.stderr.strip().splitlines()[-1]
 
 
@@ -239,19 +231,7 @@ def test_imagefolder_batch_larger_than_the_data_is_refused_before_ray(tmp_path: 
             (tmp_path / "imgs" / split / cls).mkdir(parents=True)
             for i in range(3):
                 Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / split / cls / f"{i}.png")
-    study_file = tmp_path / "s.yaml"
-    study_file.write_text(
-        f"name: x\nstorage: {tmp_path}\ndata: {{dataset: imagefolder, root: {tmp_path / 'imgs'}}}\n"
-        "schedule: {epochs: 1, decay: constant}\nsweep: {batch_size: [4, 8]}\n"
-    )
-    process = subprocess.run(
-        [sys.executable, "-m", "study.run_sweep", str(study_file)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"},
-    )
+    process = imagefolder_sweep_without_ray(tmp_path / "imgs", "4, 8", tmp_path)
     assert process.returncode == 2
     assert "sweep.batch_size: [8] exceed the 6 training images" in process.stderr.strip().splitlines()[-1]
 

@@ -14,10 +14,12 @@ import math
 import os
 import pickle
 import shutil
+import sys
 import tarfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -144,9 +146,37 @@ def class_balanced_subset(labels: torch.Tensor, n: int, num_classes: int) -> tor
 # CIFAR-10 / CIFAR-100: the python pickles torchvision downloads (cifar-10-batches-py, ...).
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """CIFAR's batch files are pickles of dicts of bytes, lists, ints and numpy arrays; nothing else may be
+    built from them, so a file under data.root cannot run code however it was made (pickle.load would
+    call anything the file names)."""
+
+    ALLOWED = {
+        (module, name)
+        for package in ("numpy.core", "numpy._core")
+        for module, name in ((f"{package}.multiarray", "_reconstruct"), (f"{package}.numeric", "_frombuffer"))
+    } | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch file")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict[bytes, object]:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")  # noqa: S301 - the CIFAR archive format itself
+    try:
+        with open(path, "rb") as f:
+            return _ArrayUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
+        raise DataError(f"{path} is not a CIFAR batch file ({error}); delete it and download again") from None
+
+
+def _published_md5(tv_class: str) -> dict[str, str]:
+    """CIFAR's files and their published md5s, as torchvision lists them."""
+    import torchvision
+
+    dataset = getattr(torchvision.datasets, tv_class)
+    return dict([*dataset.train_list, *dataset.test_list, [dataset.meta["filename"], dataset.meta["md5"]]])
 
 
 def _cifar_arrays(
@@ -168,8 +198,22 @@ def _cifar_arrays(
 
 
 def _ensure_torchvision_download(root: Path, folder: Path, download: bool, name: str, tv_class: str) -> None:
-    """Download through torchvision (which verifies checksums) unless the extracted folder exists."""
+    """Download through torchvision (which verifies checksums) unless the extracted folder exists; an
+    existing folder's files are checked against the published md5s (a mismatch is said, once per load:
+    such files are read with the restricted unpickler, as every file is)."""
     if folder.is_dir():
+        published = _published_md5(tv_class)
+        missing = [n for n in published if not (folder / n).is_file()]
+        if missing:
+            raise DataError(f"{name}: {folder} lacks {', '.join(missing)}; delete the folder to download it again")
+        changed = [n for n, md5 in published.items() if hashlib.md5((folder / n).read_bytes()).hexdigest() != md5]
+        if changed:
+            print(
+                f"warning: {name}: {', '.join(changed)} in {folder} differ from the published CIFAR files (md5); "
+                "read as plain arrays, but results are not on the original data",
+                file=sys.stderr,
+                flush=True,
+            )
         return
     if not download:
         raise DataError(f"{name}: {folder} not found; set data.root to a folder holding it, or allow download")
@@ -222,8 +266,10 @@ def _decode(data: bytes, name: str) -> np.ndarray:
             if image.size != (IMAGE_SIZE, IMAGE_SIZE):
                 image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
             return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+    except Image.DecompressionBombError as error:
+        raise DataError(f"image file {name} is too large to decode safely ({error}); delete or shrink it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"corrupt image file {name}: {error}; delete or replace it") from error
+        raise DataError(f"corrupt image file {name}: {error}; delete or replace it") from None
 
 
 def _split_class_file(parts: tuple[str, ...]) -> tuple[str, str] | None:
@@ -236,21 +282,54 @@ def _split_class_file(parts: tuple[str, ...]) -> tuple[str, str] | None:
 def _iter_image_files(root: Path) -> Iterator[tuple[str, str, str, bytes]]:
     """(split, class, name, encoded bytes) for every image under a folder or inside a tar archive."""
     if root.is_file():
-        try:
-            with tarfile.open(root, "r:*") as archive:
-                for member in archive:
-                    key = _split_class_file(Path(member.name).parts) if member.isfile() else None
-                    if key:
-                        data = archive.extractfile(member)
-                        assert data is not None
-                        yield key[0], key[1], member.name, data.read()
-        except tarfile.TarError as error:
-            raise DataError(f"imagefolder: {root} is not a readable .tar/.tar.gz archive ({error})") from error
+        yield from _iter_archive(root)
         return
     for path in sorted(root.rglob("*")):
         key = _split_class_file(path.relative_to(root).parts) if path.is_file() else None
         if key:
             yield key[0], key[1], str(path), path.read_bytes()
+
+
+class _ArchiveCut(Exception):
+    """A header after the first that tarfile would take as the end of the archive."""
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """Headers read strictly: tarfile ends iteration quietly at a corrupt, truncated or missing header
+    in the middle of an archive; here that is an error (only zero blocks, the end marker, end it)."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tarfile_)
+        except tarfile.EOFHeaderError:
+            raise
+        except tarfile.HeaderError as error:
+            if tarfile_.offset == 0:
+                raise  # not a tar at all: tarfile.open tries the next compression, then says so
+            raise _ArchiveCut(f"{error} at byte {tarfile_.offset}") from None
+
+
+def _iter_archive(root: Path) -> Iterator[tuple[str, str, str, bytes]]:
+    """The images of a .tar/.tar.gz, all of them or a DataError: an archive that ends early or has a corrupt
+    header is an error, never a smaller dataset."""
+    try:
+        with tarfile.open(root, "r:*", tarinfo=_StrictTarInfo) as archive:
+            for member in archive:
+                key = _split_class_file(Path(member.name).parts) if member.isfile() else None
+                if key:
+                    data = archive.extractfile(member)
+                    assert data is not None
+                    yield key[0], key[1], member.name, data.read()
+    except _ArchiveCut as error:
+        raise DataError(f"imagefolder: {root} is corrupt or cut short ({error}); replace the archive") from None
+    except tarfile.ReadError as error:
+        first = str(error).splitlines()[0].rstrip(":")
+        raise DataError(f"imagefolder: {root} is not a readable .tar/.tar.gz archive ({first}); replace it") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        raise DataError(
+            f"imagefolder: {root} is corrupt or ends early ({type(error).__name__}: {error}); replace the archive"
+        ) from None
 
 
 def _decode_image_tree(root: Path) -> RawArrays:

@@ -376,7 +376,7 @@ def divergence(train_loss: float, num_classes: int) -> str | None:
 
 @dataclass(frozen=True)
 class TrialOutcome:
-    status: str  # completed | diverged
+    status: str  # completed | diverged (| failed, set by the Ray adapter when the data cannot load)
     epochs: int
     steps: int
     first_step_at: float | None = None  # time.time() when this run's first optimizer step returned

@@ -29,6 +29,7 @@ import torch
 
 from analysis.store import ResultsStore, epoch_schema, join, trial_row, trial_schema
 from trainables.checkpoint import latest_checkpoint, save_checkpoint, save_snapshot
+from trainables.data import DataError
 from trainables.loop import Runtime, TrialOutcome, train
 from trainables.trial import EpochMetrics, TrialSpec
 
@@ -119,10 +120,16 @@ def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, 
             history = files.write_epoch(history, make_state())
         reporter.report({"kind": "epoch", **metrics.to_dict()})
 
-    if history and history[-1].diverged:  # never resume NaNs
+    error = history[-1].diverged_reason if history and history[-1].diverged else None
+    if error:  # never resume NaNs
         outcome = TrialOutcome("diverged", len(history), history[-1].step)
     else:
-        outcome = train(spec, runtime, resume=resume, on_epoch=on_epoch)
+        try:
+            outcome = train(spec, runtime, resume=resume, on_epoch=on_epoch)
+        except DataError as problem:  # missing or corrupt data: retrying the trial cannot help, so it ends here
+            outcome, error = TrialOutcome("failed", len(history), history[-1].step if history else 0), str(problem)
+        if outcome.status == "diverged":
+            error = history[-1].diverged_reason
     started_at = float(config["started_at"])
 
     def since_start(at: float | None) -> float | None:
@@ -134,7 +141,7 @@ def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, 
             history,
             {
                 "status": outcome.status,
-                "error": history[-1].diverged_reason if history and history[-1].diverged else None,
+                "error": error,
                 "steps": outcome.steps,
                 "startup_s": startup_s,
                 "workers_ready_s": since_start(config.get("worker_started_at")),
