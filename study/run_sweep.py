@@ -419,8 +419,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report: {result.report}")
     if dashboard:
         print(f"Ray dashboard: {dashboard}")
-    if result.trials and all(row["status"] == "failed" for row in result.trials):
-        print(f"error: every trial failed; the first said: {result.trials[0]['error']}", file=sys.stderr)
+    return exit_status(result.trials)
+
+
+def exit_status(trials: list[dict[str, Any]]) -> int:
+    """0, or 1 when every trial failed (said on stderr): a study that produced nothing is not a success."""
+    if trials and all(row["status"] == "failed" for row in trials):
+        print(f"error: every trial failed; the first said: {trials[0]['error']}", file=sys.stderr)
         return 1
     return 0
 

@@ -55,12 +55,14 @@ eval: {{train_eval_samples: 256}}
     return text
 
 
-def imagefolder_sweep_without_ray(root: Path, batch_sizes: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    """run_sweep on an imagefolder study, pointed at a Ray that does not exist: data mistakes must be
-    answered (exit 2, one line) before Ray is ever reached."""
+def sweep_without_ray(
+    root: Path, batch_sizes: str, tmp_path: Path, dataset: str = "imagefolder"
+) -> subprocess.CompletedProcess:
+    """run_sweep on a study of `dataset` at `root`, pointed at a Ray that does not exist: data mistakes
+    must be answered (exit 2, one line) before Ray is ever reached."""
     study_file = tmp_path / "s.yaml"
     study_file.write_text(
-        f"name: x\nstorage: {tmp_path}\ndata: {{dataset: imagefolder, root: {root}}}\n"
+        f"name: x\nstorage: {tmp_path}\ndata: {{dataset: {dataset}, root: {root}}}\n"
         f"schedule: {{epochs: 1, decay: constant}}\nsweep: {{batch_size: [{batch_sizes}]}}\n"
     )
     return subprocess.run(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, imagefolder_sweep_without_ray
+from conftest import ROOT, sweep_without_ray
 
 from analysis.store import ResultsStore, epoch_schema, trial_schema
 from study.bench_data import write_cifar10_format
@@ -103,7 +103,7 @@ def test_a_decompression_bomb_is_named_not_a_traceback(tmp_path: Path, monkeypat
 def test_a_bad_archive_is_exit_2_before_ray_starts(tmp_path: Path) -> None:
     archive = tmp_path / "junk.tar.gz"
     archive.write_bytes(os.urandom(5000))
-    process = imagefolder_sweep_without_ray(archive, "1", tmp_path)
+    process = sweep_without_ray(archive, "1", tmp_path)
     assert process.returncode == 2, process.stderr[-2000:]
     assert process.stderr.strip().splitlines() == [process.stderr.strip().splitlines()[-1]]
     assert "junk.tar.gz is not a readable" in process.stderr
@@ -214,3 +214,21 @@ def test_no_code_turns_rays_token_authentication_off() -> None:
         for path in (ROOT / package).glob("*.py"):
             text = path.read_text()
             assert "RAY_AUTH_MODE" not in text and "dashboard_host" not in text, path
+
+
+def test_cifar_files_missing_are_exit_2_on_the_driver_before_ray(tmp_path: Path) -> None:
+    """Before: each trial tried to load (and download) the data itself, three times, then exit 0."""
+    (tmp_path / "cifar" / "cifar-10-batches-py").mkdir(parents=True)  # the folder, not its files: no download
+    process = sweep_without_ray(tmp_path / "cifar", "128", tmp_path, dataset="cifar10")
+    assert process.returncode == 2 and process.stderr.strip().count("\n") == 0, process.stderr[-2000:]
+    assert "lacks data_batch_1" in process.stderr
+
+
+def test_a_study_whose_every_trial_failed_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    from study.run_sweep import exit_status
+
+    failed = {"status": "failed", "error": "DataError: no images"}
+    assert exit_status([failed, {**failed, "error": "other"}]) == 1
+    assert "every trial failed; the first said: DataError: no images" in capsys.readouterr().err
+    assert exit_status([failed, {"status": "completed", "error": None}]) == 0
+    assert exit_status([failed, {"status": "diverged", "error": "exploded"}]) == 0  # a result, not a failure

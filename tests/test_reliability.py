@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import ROOT, imagefolder_sweep_without_ray, tiny_study_yaml
+from conftest import ROOT, sweep_without_ray, tiny_study_yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -219,7 +219,7 @@ def test_corrupt_image_is_named_before_any_ray_work(tmp_path: Path) -> None:
         (tmp_path / "imgs" / split / "cat").mkdir(parents=True)
         Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / split / "cat" / "ok.png")
     (tmp_path / "imgs" / "train" / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
-    process = imagefolder_sweep_without_ray(tmp_path / "imgs", "1", tmp_path)
+    process = sweep_without_ray(tmp_path / "imgs", "1", tmp_path)
     assert process.returncode == 2 and "broken.png" in process.stderr.strip().splitlines()[-1]
 
 
@@ -231,7 +231,7 @@ def test_imagefolder_batch_larger_than_the_data_is_refused_before_ray(tmp_path: 
             (tmp_path / "imgs" / split / cls).mkdir(parents=True)
             for i in range(3):
                 Image.new("RGB", (32, 32)).save(tmp_path / "imgs" / split / cls / f"{i}.png")
-    process = imagefolder_sweep_without_ray(tmp_path / "imgs", "4, 8", tmp_path)
+    process = sweep_without_ray(tmp_path / "imgs", "4, 8", tmp_path)
     assert process.returncode == 2
     assert "sweep.batch_size: [8] exceed the 6 training images" in process.stderr.strip().splitlines()[-1]
 
