@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -12,11 +15,11 @@ from analysis.summarize import GROUP, aggregate_over_seeds, sharpness_table, ste
 
 LOSS_BLUE, ACC_RED = "#1f77b4", "#d62728"
 PALETTE = qualitative.D3 + qualitative.Dark24
-SHARPNESS_MEASURES = [
-    ("hessian_eig1", "Hessian top eigenvalue"),
-    ("hessian_trace", "Hessian trace"),
-    ("eps_sharpness", "epsilon-sharpness"),
-    ("noise_scale", "gradient noise scale B_simple"),
+SHARPNESS_MEASURES = [  # (measure, panel title, y-axis title with units)
+    ("hessian_eig1", "Hessian top eigenvalue", "lambda_max (loss / weight^2)"),
+    ("hessian_trace", "Hessian trace", "trace (loss / weight^2)"),
+    ("eps_sharpness", "epsilon-sharpness", "100 (max f - f) / (1 + f)  (%)"),
+    ("noise_scale", "gradient noise scale B_simple", "B_simple (examples)"),
 ]
 LAYOUT = dict(
     template="plotly_white",
@@ -83,25 +86,47 @@ def accuracy_and_gap_vs_batch(trials: pd.DataFrame) -> go.Figure:
     return fig
 
 
+DRAWN_STATUSES = ("completed", "diverged")  # trials a figure draws; failed ones appear in the table only
+
+
+def epoch_axis(fig: go.Figure, last_epoch: int, **where: int) -> None:
+    """An epoch axis with integer ticks (about ten of them at most)."""
+    step = max(1, int(np.ceil(max(1, last_epoch) / 10)))
+    fig.update_xaxes(title_text="epoch", tickmode="linear", tick0=0 if step > 1 else 1, dtick=step, **where)
+
+
 def learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame, batch_sizes: list[int] | None = None) -> go.Figure:
-    """Train and test accuracy/loss against epoch, per batch size, with and without mixup (figure 6)."""
-    chosen = sorted(batch_sizes or sorted(trials["batch_size"].unique())[:: max(1, trials["batch_size"].nunique() - 1)])
+    """Train and test accuracy/loss against epoch, per batch size, with and without mixup (figure 6).
+
+    Completed and diverged trials only (a failed trial never takes a completed one's place); points are
+    the evaluated epochs, connected (with eval.every_epochs > 1 the others have no value); a diverged
+    trial says at which epoch."""
+    drawn = trials[trials["status"].isin(DRAWN_STATUSES)]
+    sizes = sorted(drawn["batch_size"].unique())
+    chosen = sorted(batch_sizes or sizes[:: max(1, len(sizes) - 1)])
     fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "loss"), horizontal_spacing=0.1)
-    picked = with_labels(trials[trials["batch_size"].isin(chosen)]).sort_values(
-        ["batch_size", "augmentation_label", "seed"]
+    picked = with_labels(drawn[drawn["batch_size"].isin(chosen)])
+    picked = picked.assign(failed_first=picked["status"] != "completed").sort_values(
+        ["batch_size", "augmentation_label", "failed_first", "seed"]
     )
-    picked = picked.drop_duplicates(["batch_size", "augmentation_label", "lr_scaling"])  # first seed of each
+    picked = picked.drop_duplicates(["batch_size", "augmentation_label", "lr_scaling"])  # one trial of each
+    last_epoch = 1
     for i, (_, trial) in enumerate(picked.iterrows()):
         curve = epochs[epochs["trial_id"] == trial["trial_id"]].sort_values("epoch")
         label = f"batch {trial['batch_size']}, {curve_label(trial['augmentation_label'], trial['lr_scaling'])}"
+        if trial["status"] == "diverged":
+            label += f" (diverged at epoch {int(curve['epoch'].max()) if len(curve) else '?'})"
+        last_epoch = max(last_epoch, int(curve["epoch"].max()) if len(curve) else 1)
         color = PALETTE[i % len(PALETTE)]
         for split, column, dash in (("train", "clean_train", "solid"), ("test", "test", "dash")):
             for col, metric, scale in ((1, "acc", 100.0), (2, "loss", 1.0)):
+                evaluated = curve[np.isfinite(curve[f"{column}_{metric}"].astype(float))]
                 fig.add_trace(
                     go.Scatter(
-                        x=curve["epoch"],
-                        y=scale * curve[f"{column}_{metric}"],
-                        mode="lines",
+                        x=evaluated["epoch"],
+                        y=scale * evaluated[f"{column}_{metric}"],
+                        mode="lines+markers" if len(evaluated) < 30 else "lines",
+                        marker=dict(size=5),
                         name=f"{label} ({split})",
                         legendgroup=label,
                         showlegend=col == 1,
@@ -110,10 +135,11 @@ def learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame, batch_sizes: lis
                     row=1,
                     col=col,
                 )
-    fig.update_xaxes(title_text="epoch")
+    for col in (1, 2):
+        epoch_axis(fig, last_epoch, row=1, col=col)
     fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
     fig.update_yaxes(title_text="cross-entropy", row=1, col=2)
-    fig.update_layout(title="Learning curves: train (solid, clean) and test (dashed)", **LAYOUT)
+    fig.update_layout(title="Learning curves: train (solid, clean) and test (dashed), evaluated epochs", **LAYOUT)
     return fig
 
 
@@ -145,8 +171,6 @@ def interpolation_figure(landscape: pd.DataFrame, trials: pd.DataFrame, trial_a:
     for x, trial in ((0.0, trial_a), (1.0, trial_b)):
         label = f"batch {info.loc[trial, 'batch_size']}" if trial in info.index else trial
         fig.add_vline(x=x, line=dict(color="gray", dash="dot"), annotation_text=label, annotation_position="top")
-    aug = info.loc[trial_a, "augmentation_label"] if trial_a in info.index else "?"
-    rule = info.loc[trial_a, "lr_scaling"] if trial_a in info.index else "?"
     fig.update_xaxes(title_text="interpolation coefficient a: (1-a) A + a B")
     fig.update_yaxes(title_text="loss", color=LOSS_BLUE, secondary_y=False)
     fig.update_yaxes(
@@ -161,8 +185,12 @@ def interpolation_figure(landscape: pd.DataFrame, trials: pd.DataFrame, trial_a:
     bn = curve["bn"].dropna().unique() if "bn" in curve else []
     bn_text = f", BN statistics {bn[0]}" if len(bn) == 1 else ""
     notes = _mark_unusual_points(fig, curve)
-    subtitle = f"<br><sup>{'; '.join(notes)}</sup>" if notes else ""
-    fig.update_layout(title=f"1-D interpolation, {curve_label(aug, rule)}{bn_text}{subtitle}", **LAYOUT)
+    xs = curve["x"].to_numpy(dtype=float)
+    if not (np.isclose(xs, 0.0).any() and np.isclose(xs, 1.0).any()):
+        notes.append("the grid has no point at a = 0 or a = 1: the solutions themselves are not on the curve")
+    pair = f"A = {trial_label(info, trial_a)} vs B = {trial_label(info, trial_b)}"
+    subtitle = "<br><sup>" + "; ".join([pair + bn_text, *notes]) + "</sup>"
+    fig.update_layout(title=f"1-D interpolation between two solutions{subtitle}", **LAYOUT)
     return fig
 
 
@@ -196,19 +224,31 @@ def _mark_unusual_points(fig: go.Figure, curve: pd.DataFrame) -> list[str]:
     missing = curve[~finite]
     if not missing.empty:
         xs = ", ".join(f"{x:g}" for x in sorted(missing["x"].unique()))
-        notes.append(f"loss not finite (not drawn) at a = {xs}")
+        fig.add_trace(
+            go.Scatter(
+                x=sorted(missing["x"].unique()),
+                y=[100.0] * missing["x"].nunique(),
+                mode="markers",
+                name="loss not finite (marked at the top)",
+                marker=dict(color=LOSS_BLUE, symbol="x", size=11),
+                cliponaxis=False,
+            ),
+            secondary_y=True,
+        )
+        notes.append(f"loss not finite at a = {xs} (x at the top; the curve has a gap there)")
     return notes
 
 
 def sharpness_vs_batch(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figure:
     """Each sharpness measure against batch size, one line per augmentation x lr rule (mean over seeds)."""
     table = sharpness_table(trials, sharpness)
-    measures = [(m, title) for m, title in SHARPNESS_MEASURES if (table["measure"] == m).any()]
+    measures = [(m, title, unit) for m, title, unit in SHARPNESS_MEASURES if (table["measure"] == m).any()]
     fig = make_subplots(
-        rows=1, cols=max(1, len(measures)), subplot_titles=[t for _, t in measures], horizontal_spacing=0.08
+        rows=1, cols=max(1, len(measures)), subplot_titles=[t for _, t, _ in measures], horizontal_spacing=0.08
     )
     unbounded = []
-    for col, (measure, _) in enumerate(measures, start=1):
+    for col, (measure, _, unit) in enumerate(measures, start=1):
+        fig.update_yaxes(title_text=unit, row=1, col=col)
         stats = with_measurement_interval(
             aggregate_over_seeds(table[table["measure"] == measure], "value"), table[table["measure"] == measure]
         )
@@ -386,14 +426,84 @@ def random_direction_figures(landscape: pd.DataFrame, trials: pd.DataFrame) -> l
         fig.update_layout(title="Random-direction 1-D slices of the training loss", **LAYOUT)
         figures.append(fig)
     two = landscape[(landscape["kind"] == "random2d") & (landscape["split"] == "train")]
-    for trial_id, surface in two.groupby("trial_a"):
-        grid = surface.pivot_table(index="y", columns="x", values="loss")
-        fig = go.Figure(loss_contour(grid))
-        fig.update_xaxes(title_text="direction 1")
-        fig.update_yaxes(title_text="direction 2")
-        fig.update_layout(title=f"2-D loss surface: {label(trial_id)}", **{**LAYOUT, "legend": {}})
-        figures.append(fig)
+    if len(two):
+        figures.append(surfaces_grid(two, info))
     return figures
+
+
+SURFACE_DECADES = 2.0  # contour levels span the lowest loss of the grid to 100 times it
+SURFACE_LEVELS_PER_DECADE = 10  # log-spaced: dense near the minimum, where the basins differ
+
+
+def surfaces_grid(two: pd.DataFrame, info: pd.DataFrame) -> go.Figure:
+    """Every 2-D random-direction surface in one grid (the seed paper's figures 1-4: small and large batch,
+    without and with augmentation), each panel square, all on one log-spaced set of contour levels from
+    the lowest loss to 100 times it and one colour bar, so that basins compare at a glance."""
+
+    def order(trial_id: str) -> tuple:
+        if trial_id not in info.index:
+            return (0, "", 0, trial_id)
+        row = info.loc[trial_id]  # small batch first, and without augmentation before with it (the paper's order)
+        label = row["augmentation_label"]
+        return (row["batch_size"], label != "none", label, row.get("seed", 0), trial_id)
+
+    trial_ids = sorted(two["trial_a"].unique(), key=order)
+    cols = 1 if len(trial_ids) == 1 else 2
+    rows = -(-len(trial_ids) // cols)
+    positive = two["loss"].astype(float)
+    positive = positive[np.isfinite(positive) & (positive > 0)]
+    low = float(np.floor(np.log10(positive.min()) * SURFACE_LEVELS_PER_DECADE) / SURFACE_LEVELS_PER_DECADE)
+    high = low + SURFACE_DECADES
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[trial_label(info, t) for t in trial_ids],
+        horizontal_spacing=0.1,
+        vertical_spacing=0.12 if rows > 1 else 0.1,
+    )
+    for i, trial_id in enumerate(trial_ids):
+        grid = two[two["trial_a"] == trial_id].pivot_table(index="y", columns="x", values="loss")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.log10(grid.to_numpy(dtype=float))
+        fig.add_trace(
+            go.Contour(
+                x=grid.columns,
+                y=grid.index,
+                z=z,
+                coloraxis="coloraxis",
+                contours=dict(start=low, end=high, size=1 / SURFACE_LEVELS_PER_DECADE),
+                line=dict(width=0.5),
+                customdata=grid.to_numpy(dtype=float),
+                hovertemplate="d1 %{x:.2f}, d2 %{y:.2f}: train loss %{customdata:.4g}<extra></extra>",
+                name=trial_label(info, trial_id),
+            ),
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
+        axis = "x" if i == 0 else f"x{i + 1}"
+        fig.update_yaxes(
+            scaleanchor=axis,
+            scaleratio=1,
+            constrain="domain",
+            title_text="direction 2",
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
+        fig.update_xaxes(constrain="domain", title_text="direction 1", row=i // cols + 1, col=i % cols + 1)
+    decades = [d for d in range(int(np.floor(low)), int(np.ceil(high)) + 1)]
+    ticks = [np.log10(m * 10.0**d) for d in decades for m in (1, 2, 5) if low <= np.log10(m * 10.0**d) <= high]
+    fig.update_layout(
+        title="2-D loss surfaces along two filter-normalized random directions (one colour scale, log-spaced levels)",
+        coloraxis=dict(
+            colorscale="Viridis",
+            cmin=low,
+            cmax=high,
+            colorbar=dict(title="train loss", tickvals=ticks, ticktext=[f"{10**t:.3g}" for t in ticks]),
+        ),
+        height=120 + 480 * rows,
+        **{**LAYOUT, "legend": {}},
+    )
+    return fig
 
 
 def steps_to_target_figure(trials: pd.DataFrame, epochs: pd.DataFrame, target: float) -> go.Figure:
@@ -424,7 +534,7 @@ def steps_to_target_figure(trials: pd.DataFrame, epochs: pd.DataFrame, target: f
             )
         )
     _batch_axis(fig, list(trials["batch_size"]))
-    fig.update_yaxes(type="log", title_text="optimizer steps to target")
+    fig.update_yaxes(type="log", dtick=1, title_text="optimizer steps to target")  # labels at decades only
     fig.update_layout(title=f"Steps to {100 * target:.0f}% test accuracy (Shallue et al. 2018)", **LAYOUT)
     return fig
 
@@ -448,28 +558,65 @@ def trial_table_columns(trials: pd.DataFrame, roles: dict[str, tuple[str, bool]]
     return ["trial_id", "status", *conditions, *(c for c in OUTCOME_SHOWN if c in trials)]
 
 
-def trials_table(trials: pd.DataFrame, roles: dict[str, tuple[str, bool]]) -> go.Figure:
-    """Every trial with its status; diverged and failed trials stay visible."""
+DATA_COLUMNS = ["dataset", "data_root", "train_subset", "test_subset"]  # the same in a study: said in the header too
+
+
+def _cell(column: str, value: Any) -> tuple[str, str]:
+    """(shown text, sort key) of one table cell."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-", ""
+    if column in ("final_test_acc", "gap_acc"):
+        return f"{100 * value:.2f}%", f"{value:.12e}"
+    if column == "peak_lr":
+        return f"{value:.4g}", f"{value:.12e}"
+    if column == "train_time_s":
+        return f"{value:.0f}", f"{value:.12e}"
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return str(value), f"{float(value):.12e}"
+    return str(value), str(value)
+
+
+def trials_table_html(trials: pd.DataFrame, roles: dict[str, tuple[str, bool]]) -> str:
+    """Every trial in an HTML table: full ids, sortable by any column (click its header), errors folded;
+    diverged and failed trials stay visible and coloured."""
     columns = trial_table_columns(trials, roles)
-    order = [c for c in ("batch_size", "augmentation_label", "lr_scaling", "seed") if c in columns]
-    shown = with_labels(trials).sort_values(order)[columns].copy()
-    for col in ("final_test_acc", "gap_acc"):
-        shown[col] = (100 * shown[col]).map(lambda v: f"{v:.2f}%" if v == v else "-")
-    if "peak_lr" in shown:
-        shown["peak_lr"] = shown["peak_lr"].map(lambda v: f"{v:.4g}")
-    shown["train_time_s"] = shown["train_time_s"].map(lambda v: f"{v:.0f}" if v == v else "-")
-    shown = shown.fillna("-")
-    fill = [[STATUS_COLORS.get(s, "white") for s in shown["status"]]] * len(columns)
-    fig = go.Figure(
-        go.Table(
-            header=dict(values=[c.replace("_", " ") for c in columns], fill_color="#eeeeee", align="left"),
-            cells=dict(values=[shown[c].astype(str) for c in columns], fill_color=fill, align="left"),
-        )
+    columns = [c for c in columns if c != "error"] + [c for c in DATA_COLUMNS if c in trials] + ["error"]
+    order = [c for c in ("batch_size", "augmentation_label", "lr_scaling", "seed") if c in trials]
+    shown = with_labels(trials).sort_values(order) if order else with_labels(trials)
+    head = "".join(f"<th onclick='sortTrials(this)'>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
+    rows = []
+    for _, row in shown.iterrows():
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            if column == "error" and isinstance(value, str) and value:
+                first = value.strip().splitlines()[0]
+                cells.append(
+                    f"<td data-key='{html.escape(first)}'><details><summary>{html.escape(first[:60])}</summary>"
+                    f"<pre>{html.escape(value)}</pre></details></td>"
+                )
+                continue
+            text, key = _cell(column, value)
+            cells.append(f"<td data-key='{html.escape(key)}'>{html.escape(text)}</td>")
+        color = STATUS_COLORS.get(str(row.get("status")), "white")
+        rows.append(f"<tr style='background:{color}'>{''.join(cells)}</tr>")
+    return (
+        f"<h2>All {len(trials)} trials</h2><table class='trials'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>{SORT_SCRIPT}"
     )
-    fig.update_layout(
-        title=f"All {len(trials)} trials",
-        template="plotly_white",
-        height=160 + 28 * min(len(trials), 40),
-        margin=dict(l=20, r=20, t=60, b=20),
-    )
-    return fig
+
+
+# Click a header to sort by that column (again: the other way); numbers sort as numbers.
+SORT_SCRIPT = """<script>
+function sortTrials(th) {
+  const table = th.closest('table'), body = table.tBodies[0], index = th.cellIndex;
+  const up = th.dataset.order !== 'up'; th.dataset.order = up ? 'up' : 'down';
+  const key = tr => tr.cells[index].dataset.key;
+  const rows = Array.from(body.rows).sort((a, b) => {
+    const x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
+    const c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+    return up ? c : -c;
+  });
+  rows.forEach(tr => body.appendChild(tr));
+}
+</script>"""

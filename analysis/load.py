@@ -27,7 +27,8 @@ class StudyResults:
 
     @property
     def study(self) -> str:
-        return str(self.trials["study"].iloc[0]) if len(self.trials) else "(no trials yet)"
+        names = list(dict.fromkeys(self.trials["study"].dropna().astype(str))) if len(self.trials) else []
+        return " + ".join(names) if names else "(no trials yet)"
 
 
 def load_results(results_dir: str) -> StudyResults:
@@ -36,3 +37,47 @@ def load_results(results_dir: str) -> StudyResults:
     tables = {name: store.read(name) for name in TABLES}
     # Trials still training have epoch rows but no trial row yet: keep their epochs visible.
     return StudyResults(store.root, **tables, trial_roles=store.roles("trials"), unreadable=dict(store.unreadable))
+
+
+# Columns that hold a trial id, per table: prefixed with the study when several studies are compared.
+TRIAL_ID_COLUMNS = {
+    "trials": ("trial_id",),
+    "epochs": ("trial_id",),
+    "sharpness": ("trial_id",),
+    "landscape": ("trial_a", "trial_b"),
+    "spectrum": ("trial_id",),
+    "trajectory": ("trial_id",),
+    "measure_errors": (),
+}
+
+
+def load_studies(results_dirs: list[str]) -> StudyResults:
+    """Several studies as one (for example two runs of a study file on different devices): each trial id
+    becomes `<study>/<trial_id>` and each augmentation label `<study>: <label>`, so figures draw every
+    study's curves apart and label them by study. One folder is simply `load_results`."""
+    if len(results_dirs) == 1:
+        return load_results(results_dirs[0])
+    parts = [load_results(d) for d in results_dirs]
+    names: list[str] = []
+    for part in parts:  # a study name seen twice (the same study file run twice) gets #2, #3, ...
+        name = part.study
+        names.append(name if name not in names else f"{name}#{names.count(name) + 1}")
+    tables = {}
+    for table, id_columns in TRIAL_ID_COLUMNS.items():
+        frames = []
+        for name, part in zip(names, parts):
+            frame = getattr(part, table).copy()
+            for column in id_columns:
+                frame[column] = frame[column].map(lambda t, n=name: f"{n}/{t}" if isinstance(t, str) else t)
+            if table == "trials" and len(frame):
+                frame["study"] = name
+                if "augmentation_label" in frame:
+                    frame["augmentation_label"] = name + ": " + frame["augmentation_label"].astype(str)
+            frames.append(frame)
+        tables[table] = pd.concat(frames, ignore_index=True)
+    return StudyResults(
+        " + ".join(p.root for p in parts),
+        **tables,
+        trial_roles=parts[0].trial_roles,
+        unreadable={k: v for p in parts for k, v in p.unreadable.items()},
+    )

@@ -11,14 +11,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import html
+import importlib.util
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import plotly.graph_objects as go
 
 from analysis import figures
-from analysis.load import StudyResults, load_results
+from analysis.load import StudyResults, load_results, load_studies
 from analysis.store import write_atomic
 from analysis.summarize import default_target
 
@@ -67,8 +70,6 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
         shown.append(("steps_to_target", figures.steps_to_target_figure(completed, epochs, target)))
     else:
         notes.append("Steps to target: needs completed trials at two or more batch sizes.")
-    if len(trials):
-        shown.append(("trials_table", figures.trials_table(trials, results.trial_roles)))
     for path, why in sorted(results.unreadable.items()):
         notes.append(f"Not read: {path} ({why}); the report is built from the other files.")
     for error in results.measure_errors.sort_values("job").itertuples():
@@ -87,9 +88,20 @@ def header(results: StudyResults) -> str:
         first = trials.iloc[0]
         versions = f"torch {first['torch_version']}, ray {first['ray_version']}, python {first['python_version']}"
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    data = ""
+    if len(trials) and "dataset" in trials:
+        first = trials.iloc[0]
+
+        def images(n: Any) -> str:
+            return "all" if n is None or (isinstance(n, float) and n != n) else f"{int(n):,}"
+
+        data = (
+            f"Data: {first['dataset']} from {first.get('data_root', '?')}, training images "
+            f"{images(first.get('train_subset'))}, test images {images(first.get('test_subset'))}. "
+        )
     return (
         f"<h1>Study {html.escape(results.study)}</h1>"
-        f"<p>{len(trials)} trials ({html.escape(status)}); devices: {html.escape(devices)}; "
+        f"<p>{html.escape(data)}{len(trials)} trials ({html.escape(status)}); devices: {html.escape(devices)}; "
         f"{html.escape(versions)}; code {html.escape(revisions)}.<br>Results: {html.escape(results.root)}; "
         f"report built {now}.</p>"
     )
@@ -105,11 +117,21 @@ def render(results: StudyResults, target: float | None = None) -> str:
             + fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_width="100%")
             + "</section>"
         )
+    if len(results.trials):
+        parts.append(
+            '<section id="trials_table">'
+            + figures.trials_table_html(results.trials, results.trial_roles)
+            + "</section>"
+        )
     if notes:
         parts.append("<h2>Not shown</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222}"
         "section{margin:1.5em 0}h1{font-size:1.6em}"
+        "#trials_table{overflow-x:auto}table.trials{border-collapse:collapse;font-size:13px}"
+        "table.trials th{cursor:pointer;background:#eee;text-align:left;padding:4px 6px;white-space:nowrap}"
+        "table.trials td{padding:3px 6px;border-top:1px solid #ddd;vertical-align:top;white-space:nowrap}"
+        "table.trials pre{white-space:pre-wrap;max-width:60em}"
     )
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'>{GENERATOR}"
@@ -131,14 +153,58 @@ def written_by_us(path: Path) -> bool:
         return GENERATOR.encode() in f.read(4096)
 
 
-def write_report(
-    results_dir: str, out: str | Path | None = None, target: float | None = None, png_dir: str | Path | None = None
-) -> Path:
-    results = load_results(results_dir)
-    if out is None:  # beside the results for a local store; in the current folder for object storage
-        out = (
-            Path(f"{results.study}-report.html") if "://" in results_dir else Path(results.root).parent / "report.html"
+@dataclass(frozen=True)
+class Export:
+    """Static copies of the figures for a paper: one file per figure in `folder`."""
+
+    folder: str | Path
+    format: str = "png"  # png | svg | pdf
+    width: int = 1200  # pixels (svg, pdf: points)
+    height: int = 600
+    font_size: int = 14
+
+
+EXPORT_FORMATS = ("png", "svg", "pdf")
+
+
+def export_figures(figures_: list[tuple[str, go.Figure]], export: Export) -> list[Path]:
+    """Write each figure as export.format; kaleido (and the Chromium it drives) missing is one ReportError."""
+    if importlib.util.find_spec("kaleido") is None:
+        raise ReportError(
+            f"--{export.format} export needs kaleido: pip install kaleido (it also needs a Chromium: "
+            "plotly_get_chrome, or apt-get install chromium); the HTML report needs neither"
         )
+    folder = Path(export.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fig in figures_:
+        path = folder / f"{name}.{export.format}"
+        styled = go.Figure(fig).update_layout(font=dict(size=export.font_size))
+        try:
+            styled.write_image(path, format=export.format, width=export.width, height=export.height)
+        except Exception as error:  # kaleido's errors (no Chromium, ...) come in many types
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ReportError(f"figure export failed ({first}); the HTML report was written") from None
+        written.append(path)
+    return written
+
+
+def write_report(
+    results_dir: str | list[str],
+    out: str | Path | None = None,
+    target: float | None = None,
+    export: Export | None = None,
+) -> Path:
+    """The report of one study's results folder, or of several studies compared (a list of folders)."""
+    dirs = [results_dir] if isinstance(results_dir, str) else list(results_dir)
+    results = load_studies(dirs)
+    if out is None:  # beside the results for one local store; in the current folder otherwise
+        if len(dirs) > 1:
+            out = Path("comparison-report.html")
+        elif "://" in dirs[0]:
+            out = Path(f"{results.study}-report.html")
+        else:
+            out = Path(results.root).parent / "report.html"
     out = Path(out)
     if out.exists() and not (out.is_file() and written_by_us(out)):
         raise ReportError(
@@ -146,10 +212,8 @@ def write_report(
             "another path, or move that file"
         )
     write_atomic(str(out.resolve()), render(results, target).encode())
-    if png_dir:
-        Path(png_dir).mkdir(parents=True, exist_ok=True)
-        for name, fig in build_figures(results, target)[0]:
-            fig.write_image(Path(png_dir) / f"{name}.png", width=1200, height=600)
+    if export is not None:
+        export_figures(build_figures(results, target)[0], export)
     return out
 
 
@@ -157,25 +221,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m analysis.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("results_dir", help="a study's results folder, <storage>/<name>/results (path or URI)")
-    parser.add_argument("-o", "--output", help="the HTML file to write (default: <study folder>/report.html)")
+    parser.add_argument(
+        "results_dir",
+        nargs="+",
+        help="a study's results folder, <storage>/<name>/results (path or URI); several: one report comparing them",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        help="the HTML file to write (default: <study folder>/report.html; for several studies comparison-report.html)",
+    )
     parser.add_argument(
         "--target-acc",
         type=float,
         help="test accuracy (fraction) for steps-to-target; default: 95%% of the worst batch size's best",
     )
-    parser.add_argument("--png", metavar="DIR", help="also write every figure as PNG here (needs kaleido + Chromium)")
+    parser.add_argument("--png", metavar="DIR", help="also write every figure as an image file here (needs kaleido)")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="png", help="the image format for --png DIR")
+    parser.add_argument("--width", type=int, default=1200, help="exported figure width (pixels)")
+    parser.add_argument("--height", type=int, default=600, help="exported figure height (pixels)")
+    parser.add_argument("--font-size", type=int, default=14, help="exported figure font size (points)")
     args = parser.parse_args(argv)
-    results = load_results(args.results_dir)
-    if results.trials.empty and results.epochs.empty:
-        print(
-            f"error: {args.results_dir} holds no results (no trials/ or epochs/ Parquet files); pass the results "
-            "folder that run_sweep printed",
-            file=sys.stderr,
-        )
-        return 2
+    export = Export(args.png, args.format, args.width, args.height, args.font_size) if args.png else None
+    for folder in args.results_dir:
+        results = load_results(folder)
+        if results.trials.empty and results.epochs.empty:
+            print(
+                f"error: {folder} holds no results (no trials/ or epochs/ Parquet files); pass the results "
+                "folder that run_sweep printed",
+                file=sys.stderr,
+            )
+            return 2
     try:
-        path = write_report(args.results_dir, args.output, args.target_acc, args.png)
+        path = write_report(args.results_dir, args.output, args.target_acc, export)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

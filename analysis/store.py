@@ -89,7 +89,7 @@ TRIAL_OUTCOME = [
     pa.field("hosts", I64),
     pa.field("config", STR),  # the study file, resolved, as JSON
     pa.field("spec", STR),  # the trial's record as JSON, exactly as the trial received it
-    pa.field("finished_at", STR),
+    pa.field("finished_at", pa.timestamp("s", tz="UTC")),
 ]
 TRIAL_KEY = [pa.field("trial_id", STR)]
 # Columns every `trials/` and `epochs/` file has, whatever the record: what an empty table reads as.
@@ -139,7 +139,7 @@ def trial_row(
         "train_time_s": sum(m["epoch_time_s"] for m in history) if history else None,
         "images_per_s": sum(m["images_per_s"] * m["epoch_time_s"] for m in timed) / time_s if time_s > 0 else None,
         "mfu": sum(mfus) / len(mfus) if mfus else None,
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
     }
 
 

@@ -212,7 +212,7 @@ def wait_until_quiet(busy_percent: float = 25.0, at_most_s: float = 60.0) -> Non
 def through_ray(s: Setting, batch: int, storage: str, workers: int = 1) -> tuple[dict, dict]:
     """(the trial's row, its fastest epoch after the first) from a one-trial sweep."""
     from analysis.store import ResultsStore
-    from study.run_sweep import run_study
+    from study.sweep import run_study
 
     cpus_per_worker = 1  # one thread per worker on a CPU, as in the bare loop (see TRAIN_THREADS_ON_CPU)
     text = f"""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 # Multi-worker trials hold this custom resource instead of a CPU, so that the Tune trial itself never
@@ -10,7 +11,7 @@ TRIAL_RESOURCE = "lbstudy_trial"
 TRIAL_RESOURCE_AMOUNT = 10_000
 
 
-def connect_ray(address: str | None) -> str | None:
+def connect_ray(address: str | None, verbose: bool = False) -> str | None:
     """Join `address` (or RAY_ADDRESS; `auto` = the cluster running on this machine), else start a fresh
     local Ray with the trial resource; returns the dashboard URL.
 
@@ -24,12 +25,16 @@ def connect_ray(address: str | None) -> str | None:
     if ray.is_initialized():
         context = None
     elif address:
-        context = ray.init(address=address)
+        context = ray.init(address=address, logging_level=logging.INFO if verbose else logging.WARNING)
     else:
         # Ray 2.60 serves gRPC on every interface (it resolves 127.0.0.1 to the reachable address), so
         # what guards a local study is Ray's token authentication, on by default: nothing here turns it
         # off. The dashboard listens on 127.0.0.1 (ray.init's default).
-        context = ray.init(address="local", resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT})
+        context = ray.init(
+            address="local",
+            resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT},
+            logging_level=logging.INFO if verbose else logging.WARNING,
+        )
     url = getattr(context, "dashboard_url", None) if context is not None else None
     return f"http://{url}" if url and not url.startswith("http") else url
 

@@ -26,6 +26,7 @@ import pandas as pd
 from analysis.store import ResultsStore, join
 from study.cluster import connect_ray
 from study.config import ConfigError, InterpolateConfig, NoiseScaleConfig, StudyConfig, build, validate
+from study.progress import duration, eta
 from trainables.trial import SWEEP_FIELDS, TrialSpec
 
 DIRECTION_SEED = 20180101  # the random directions of a trial depend only on this and the trial's seed
@@ -563,9 +564,10 @@ def run_measurements(study: StudyConfig, store: ResultsStore) -> MeasureOutcome:
             store.write(job.table, job.key, rows)
             store.remove("measure_errors", job.key)  # an error of an earlier run no longer holds
             written += 1
-        done = total - len(pending)
+        done, elapsed = total - len(pending), time.perf_counter() - started
         print(
-            f"\rmeasure: {done}/{total} tasks [{'#' * (20 * done // total):<20}] {time.perf_counter() - started:.0f} s",
+            f"\rmeasure: {done}/{total} tasks [{'#' * (20 * done // total):<20}] {duration(elapsed)} elapsed, "
+            f"{eta(done, total, elapsed)}",
             end="\n" if not pending else "",
             flush=True,
         )

@@ -13,7 +13,7 @@ import yaml
 
 from study.config import StudyConfig, augmentations, trajectory_epochs
 from trainables.augment import Augmentation
-from trainables.data import split_global_batch
+from trainables.data import dataset_sizes, split_global_batch
 from trainables.lr import scaled_lr
 from trainables.trial import DERIVED, SWEPT, TrialSpec, shown_fields
 
@@ -129,9 +129,24 @@ def format_plan(study: StudyConfig, trials: list[TrialSpec]) -> str:
     ]
     for row in (columns, *rows):
         lines.append("  ".join(x.rjust(w) for x, w in zip(row, widths)))
+    lines.append(cost_line(study, trials))
     if study.measure.trajectory is not None:
         lines.append(trajectory_disk_line(study, len(trials)))
     return "\n".join(lines)
+
+
+def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
+    """The study's size in training images (epochs x images x trials), which the rate of `study.bench` on a
+    device turns into hours."""
+    sizes = dataset_sizes(study.data.dataset)
+    per_epoch = study.data.train_subset or (sizes[0] if sizes else None)
+    if per_epoch is None:
+        return "cost: training images unknown until the image folder is read (set data.train_subset to know)"
+    total = sum(t.epochs for t in trials) * per_epoch
+    return (
+        f"cost: {total:,} training images ({len(trials)} trials x {study.schedule.epochs} epochs x {per_epoch:,}); "
+        "divide by a device's training images/s (python -m study.bench prints them) for its seconds"
+    )
 
 
 def _cell(value: Any) -> str:

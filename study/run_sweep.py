@@ -1,9 +1,10 @@
 """Run a study: python -m study.run_sweep STUDY.yaml [--storage URI] [--address ADDR] [--set K=V ...]
-[--dry-run] [--resume]
+[--dry-run] [--resume] [--verbose]
 
 Starts (or joins) a Ray cluster, trains every trial of the study with Ray Tune (one-worker trials in
 the Tune trial itself, multi-worker trials through a Ray Train TorchTrainer), writes Parquet results
-and prints where they are. A user's mistake exits with status 2 and one line on stderr.
+and prints where they are. A user's mistake exits with status 2 and one line on stderr; Ctrl-C stops
+and prints how to continue (exit 130).
 """
 
 from __future__ import annotations
@@ -11,325 +12,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
-import logging
-import math
 import os
 import shlex
-import signal
-import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from analysis.store import ResultsStore, join, trial_row
-from study.cluster import TRIAL_RESOURCE, alive_nodes, connect_ray
-from study.config import ConfigError, StudyConfig, load_study
-from study.lock import StudyLocked, study_lock
-from study.plan import format_plan, local_path, plan_study
-from trainables.data import DataError, load_dataset
-from trainables.trial import TrialSpec
-
-
-class SweepError(RuntimeError):
-    """The study cannot run as asked on this cluster or storage; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    study: StudyConfig
-    results_dir: str
-    trials: list[dict[str, Any]]
-    dashboard_url: str | None
-    report: str | None = None
-    interrupted: bool = False  # stopped by Ctrl-C: no measurements, no report
-    unfinished: tuple[str, ...] = ()  # planned trials without a final row
-
-
-# ---------------------------------------------------------------------------------------------
-# Resources
-
-
-def resolve_use_gpu(study: StudyConfig, nodes: list[dict[str, float]]) -> bool:
-    has_gpu = any(node.get("GPU", 0) > 0 for node in nodes)
-    if study.resources.use_gpu == "auto":
-        return has_gpu
-    if study.resources.use_gpu and not has_gpu:
-        raise SweepError(
-            "resources.use_gpu: true, but no node of this Ray cluster has a GPU; "
-            "set it to auto or false, or add GPU nodes"
-        )
-    return bool(study.resources.use_gpu)
-
-
-def worker_bundle(study: StudyConfig, use_gpu: bool) -> dict[str, float]:
-    return {"CPU": study.resources.cpus_per_worker, **({"GPU": study.resources.gpus_per_worker} if use_gpu else {})}
-
-
-def workers_fitting(node: dict[str, float], bundle: dict[str, float]) -> int:
-    # The small tolerance keeps fractions honest: 1.0 / 0.1 is 9.999999999999998 in floating point.
-    return min(math.floor(node.get(k, 0) / v + 1e-9) for k, v in bundle.items() if v > 0)
-
-
-def check_fits(study: StudyConfig, use_gpu: bool, nodes: list[dict[str, float]]) -> int:
-    """Raise SweepError unless one trial can ever be placed; return how many trials fit at once."""
-    bundle = worker_bundle(study, use_gpu)
-    workers = study.resources.workers
-    per_node = [workers_fitting(node, bundle) for node in nodes]
-    # One-worker trials run on one node; a TorchTrainer may spread its workers over nodes.
-    capacity = max(per_node, default=0) if workers == 1 else sum(per_node)
-    if capacity < workers:
-        offered = ", ".join(f"{{CPU: {n.get('CPU', 0):g}, GPU: {n.get('GPU', 0):g}}}" for n in nodes)
-        raise SweepError(
-            f"resources: one trial needs {workers} worker(s) of {bundle}, but the cluster's nodes "
-            f"({offered}) hold at most {capacity}; lower resources.workers or "
-            "resources.cpus_per_worker / gpus_per_worker, or add nodes"
-        )
-    return max(1, sum(per_node) // workers)
-
-
-# ---------------------------------------------------------------------------------------------
-# Ray Tune
-
-
-def planned(trial: Any) -> dict[str, Any]:
-    """The config of one planned trial (Tune nests it under the grid-search key)."""
-    return trial.config["trial"]
-
-
-def trial_name(trial: Any) -> str:
-    return planned(trial)["spec"]["trial_id"]
-
-
-def make_progress_callback(store: ResultsStore, study: StudyConfig, prov: dict[str, Any]) -> Any:
-    """The driver's part: print each trial's progress, and record a trial that failed (a trial writes its
-    own rows, but one that raised cannot say so)."""
-    import ray.tune
-
-    from trainables.ray_train import TRIALS_SCHEMA, worker_provenance
-
-    class Progress(ray.tune.Callback):
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            trial_id = trial_name(trial)
-            if result.get("kind") == "epoch":
-                print(
-                    f"[{trial_id}] epoch {result['epoch']}/{planned(trial)['spec']['epochs']}: "
-                    f"train loss {result['train_loss']:.4f}, test acc {result['test_acc']:.4f}, "
-                    f"{result['images_per_s']:,.0f} img/s",
-                    flush=True,
-                )
-            elif result.get("kind") == "final":
-                startup = result["startup_s"] if result["startup_s"] is not None else math.nan
-                print(
-                    f"[{trial_id}] {result['status']} after {result['epochs']} epochs (start-up {startup:.1f} s)",
-                    flush=True,
-                )
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            spec = planned(trial)["spec"]
-            if spec["trial_id"] in store.finished_trials():  # it wrote its row, then something else failed
-                return
-            # Tune writes the traceback to the trial's local folder before calling back (storage later).
-            path = trial.error_file
-            lines = Path(path).read_text().strip().splitlines() if path and Path(path).exists() else []
-            message = lines[-1][:2000] if lines else "the trial raised an error; see the Ray logs"
-            history = store.read("epochs", spec["trial_id"]).drop(columns="trial_id").to_dict("records")
-            outcome = {"status": "failed", "error": message, "checkpoint": None}
-            row = trial_row(spec, history, outcome, worker_provenance(prov))
-            store.write("trials", spec["trial_id"], [row], TRIALS_SCHEMA)
-
-    return Progress()
-
-
-def trial_config(study: StudyConfig, spec: TrialSpec, use_gpu: bool, prov: dict[str, Any]) -> dict[str, Any]:
-    """What a trial gets: its record, where to write, the provenance its row carries, and its resources."""
-    return {
-        "spec": spec.to_dict(),
-        "study_root": study_root(study),
-        "provenance": prov,
-        "use_gpu": use_gpu,
-        "cpus_per_worker": study.resources.cpus_per_worker,
-        "gpus_per_worker": study.resources.gpus_per_worker,
-        "max_failures": study.resources.max_failures,
-    }
-
-
-def provenance(study: StudyConfig) -> dict[str, Any]:
-    """The study's side of every trial row's provenance: the code's git revision and the study file."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        revision = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        revision = (revision + ("-dirty" if dirty else "")) if revision else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        revision = "unknown"
-    return {"git_revision": revision, "config": json.dumps(study.to_dict(), sort_keys=True)}
-
-
-def study_root(study: StudyConfig) -> str:
-    return join(local_path(study.storage), study.name)
-
-
-def run_study(study: StudyConfig, *, resume: bool = False, dashboard_url: str | None = None) -> SweepResult:
-    """Run (or resume) every unfinished trial of `study` on the connected Ray cluster."""
-    import ray
-    import ray.tune
-
-    from trainables.ray_train import tune_trial
-
-    store = ResultsStore.for_study(local_path(study.storage), study.name)
-    if store.is_store() and not resume:
-        raise SweepError(
-            f"study {study.name!r} already has results in {store.root}; pass --resume to continue it, "
-            "or change name (or --storage) to start a new one"
-        )
-    for table in ("trials", "epochs"):  # a trial whose row cannot be read is unfinished: it continues
-        for path in store.set_aside_unreadable(table):
-            print(f"{path}: unreadable, kept under this name; its trial continues from its checkpoints", flush=True)
-    plan = plan_study(study)
-    nodes = alive_nodes()
-    use_gpu = resolve_use_gpu(study, nodes)
-    fits = check_fits(study, use_gpu, nodes)
-    concurrency = min(study.resources.max_concurrent_trials or fits, fits, len(plan))
-    finished = store.finished_trials()
-    todo = [t for t in plan if t.trial_id not in finished]
-    prov = provenance(study)
-    if study.resources.workers == 1:
-        trial_resources = worker_bundle(study, use_gpu)
-    elif ray.cluster_resources().get(TRIAL_RESOURCE, 0) > 0:
-        trial_resources = {"CPU": 0.0, TRIAL_RESOURCE: 1.0}
-    else:  # a cluster started without our custom resource: the trial takes a sliver of a CPU
-        trial_resources = {"CPU": 0.01}
-    trainable = ray.tune.with_resources(tune_trial, trial_resources)
-    print(
-        f"{study.name}: {len(plan)} trials, {len(plan) - len(todo)} already finished, "
-        f"{len(todo)} to run, up to {concurrency} at a time{' on GPUs' if use_gpu else ''}",
-        flush=True,
-    )
-    if todo:
-        # Each unfinished trial continues from its own newest checkpoint: resuming does not depend on
-        # Tune's experiment state, which a killed driver may not have saved.
-        configs = [trial_config(study, t, use_gpu, prov) for t in todo]
-        # A new Tune run per attempt: nothing of an earlier one is overwritten.
-        run_name = "run-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        tuner = ray.tune.Tuner(
-            trainable,
-            param_space={"trial": ray.tune.grid_search(configs)},
-            tune_config=ray.tune.TuneConfig(
-                max_concurrent_trials=concurrency, trial_name_creator=trial_name, trial_dirname_creator=trial_name
-            ),
-            run_config=ray.tune.RunConfig(
-                name=run_name,
-                storage_path=join(study_root(study), "tune"),
-                callbacks=[make_progress_callback(store, study, prov)],
-                failure_config=ray.tune.FailureConfig(max_failures=study.resources.max_failures),
-                verbose=1,
-            ),
-        )
-        if not fit_unless_interrupted(tuner):
-            # Stopped (Ctrl-C): no measurements, no report; the caller says how to continue.
-            unfinished = tuple(t.trial_id for t in plan if t.trial_id not in store.finished_trials())
-            return SweepResult(study, store.uri, [], dashboard_url, interrupted=True, unfinished=unfinished)
-    if study_has_measurements(study):
-        from study.measure import run_measurements
-
-        outcome = run_measurements(study, store)
-        if outcome.failed:
-            print(outcome.summary(), file=sys.stderr)
-    trials = store.read("trials")
-    rows = trials[trials["trial_id"].isin([t.trial_id for t in plan])].to_dict("records")
-    from analysis.report import ReportError, write_report
-
-    report = None
-    try:
-        report = write_report(store.uri) if rows else None
-    except ReportError as error:
-        print(f"report: not written: {error}", file=sys.stderr)
-    return SweepResult(study, store.uri, rows, dashboard_url, str(report) if report else None)
-
-
-class _NoRestoreHint(logging.Filter):
-    """Tune's 'Resume experiment with: Tuner.restore(...)' is not how a study continues (run_sweep --resume is)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Tuner.restore" not in record.getMessage()
-
-
-def fit_unless_interrupted(tuner: Any) -> bool:
-    """Run the Tuner; False when a Ctrl-C stopped it. Tune stops at the first SIGINT and puts back the
-    handler it found, ours: a second Ctrl-C then raises KeyboardInterrupt at once."""
-    if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
-        tuner.fit()
-        return True
-
-    def second_interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    tune_logger, hint = logging.getLogger("ray.tune.tune"), _NoRestoreHint()
-    previous = signal.signal(signal.SIGINT, second_interrupt)
-    tune_logger.addFilter(hint)
-    try:
-        tuner.fit()
-    finally:
-        interrupted = signal.getsignal(signal.SIGINT) is second_interrupt
-        signal.signal(signal.SIGINT, previous)
-        tune_logger.removeFilter(hint)
-    return not interrupted
-
-
-def study_has_measurements(study: StudyConfig) -> bool:
-    m = study.measure
-    return any(getattr(m, f.name) is not None for f in dataclasses.fields(m))
-
-
-def check_storage(study: StudyConfig) -> None:
-    """A local storage folder must take the study's files: said before Ray starts, not as a traceback after."""
-    if "://" in study.storage:
-        return
-    folder = Path(study_root(study))
-    probe = folder / f".write-check-{os.getpid()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise SweepError(
-            f"storage: {folder} cannot be written ({error.strerror or error}); pass --storage with a folder you can "
-            "write, or change storage in the study file"
-        ) from None
-
-
-def check_data(study: StudyConfig) -> None:
-    """Load the data once on the driver before any Ray work: a missing root, a failed download (once, not
-    per trial and retry) or a corrupt archive or image is one line and exit 2; downloads and decodes
-    are then cached for the trials on this machine."""
-    if study.data.dataset in FILE_DATASETS and "://" not in study.data.root:
-        data = load_dataset(
-            study.data.dataset,
-            local_path(study.data.root),
-            train_subset=study.data.train_subset,
-            test_subset=study.data.test_subset,
-        )
-        too_big = [b for b in study.sweep.batch_size if b > len(data.train)]
-        if too_big:
-            raise DataError(
-                f"sweep.batch_size: {too_big} exceed the {len(data.train)} training images of "
-                f"{study.data.root}; lower the batch sizes or use more images"
-            )
-
-
-FILE_DATASETS = ("cifar10", "cifar100", "imagefolder")  # what check_data loads on the driver (synthetic: no files)
 
 
 def resume_command(argv: list[str]) -> str:
@@ -370,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a study-file key, YAML value syntax: --set sweep.batch_size=[128,256]",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan (one line per trial) and exit")
+    parser.add_argument("--verbose", action="store_true", help="also show Ray Tune's own status tables")
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -381,24 +69,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --help answers here, before torch, pandas or ray load
     started = time.perf_counter()
+    from study.config import ConfigError, load_study
+    from study.plan import format_plan, plan_study
+
     try:
         study = load_study(args.study, args.set)
-        if args.storage:
-            study = dataclasses.replace(study, storage=args.storage)
-        if args.dry_run:
-            print(format_plan(study, plan_study(study)))
-            return 0
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.storage:
+        study = dataclasses.replace(study, storage=args.storage)
+    if args.dry_run:  # the plan needs neither pandas nor ray
+        print(format_plan(study, plan_study(study)))
+        return 0
+    from study.cluster import connect_ray
+    from study.lock import StudyLocked, study_lock
+    from study.sweep import SweepError, check_data, check_fresh, check_storage, run_study, study_root
+    from trainables.data import DataError
+
+    try:
         check_storage(study)
+        check_fresh(study, args.resume)
         with contextlib.ExitStack() as held:
             if "://" not in study.storage:  # one driver per study (object storage: not locked)
                 held.enter_context(study_lock(study_root(study)))
             check_data(study)
-            dashboard = connect_ray(args.address)
+            dashboard = connect_ray(args.address, verbose=args.verbose)
             if dashboard:
-                print(f"Ray dashboard: {dashboard}", flush=True)
-            result = run_study(study, resume=args.resume, dashboard_url=dashboard)
+                print(dashboard_line(dashboard), flush=True)
+            result = run_study(study, resume=args.resume, dashboard_url=dashboard, verbose=args.verbose)
     except (ConfigError, SweepError, DataError, StudyLocked) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -417,9 +118,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results: {result.results_dir}")
     if result.report:
         print(f"report: {result.report}")
-    if dashboard:
-        print(f"Ray dashboard: {dashboard}")
+    if dashboard and (args.address or os.environ.get("RAY_ADDRESS")):  # a joined cluster outlives this run
+        print(dashboard_line(dashboard))
+    for line in what_went_wrong(result.trials, argv):
+        print(line)
     return exit_status(result.trials)
+
+
+def dashboard_line(url: str) -> str:
+    # Ray's token authentication is on: the page asks for the token, which `ray get-auth-token` prints.
+    return f"Ray dashboard: {url} (it asks for Ray's token: run `ray get-auth-token` to print it)"
+
+
+def what_went_wrong(trials: list[dict[str, Any]], argv: list[str]) -> list[str]:
+    """The last lines of a run where trials failed or diverged: each with its first error line, and how to
+    retry the failed ones (diverged trials are results: --resume does not train them again)."""
+    bad = [t for t in sorted(trials, key=lambda t: t["trial_id"]) if t["status"] in ("failed", "diverged")]
+    lines = [f"{len(bad)} of {len(trials)} trials did not complete:"] if bad else []
+    for trial in bad:
+        first = str(trial["error"] or "no error recorded").strip().splitlines()[0]
+        lines.append(f"  {trial['trial_id']} {trial['status']}: {first}")
+    if any(t["status"] == "failed" for t in bad):
+        lines.append(f"retry the failed ones with: {resume_command(argv)}")
+    return lines
 
 
 def exit_status(trials: list[dict[str, Any]]) -> int:

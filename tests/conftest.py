@@ -73,3 +73,26 @@ def sweep_without_ray(
         timeout=120,
         env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"},
     )
+
+
+def chromium_flags(tmp_path: Path) -> list[str]:
+    """Headless Chromium with networking off (a report must open offline); skips where it is absent."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not installed (.ci/run installs Debian's chromium package)")
+    return [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--proxy-server=127.0.0.1:9",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--virtual-time-budget=10000",
+    ]

@@ -1,6 +1,7 @@
 """Unit tests of the analysis package on hand-made DataFrames (no Ray, no training)."""
 
 import math
+import re
 import subprocess
 import sys
 
@@ -165,9 +166,21 @@ def test_interpolation_figure_colors_axes_and_dashes() -> None:
         ]
     )
     trials = pd.DataFrame(
-        {"trial_id": ["A", "B"], "batch_size": [128, 8192], "mixup_alpha": [1.0, 1.0], "lr_scaling": ["none", "none"]}
+        {
+            "trial_id": ["A", "B"],
+            "batch_size": [128, 8192],
+            "augmentation_label": ["mixup a=1", "mixup a=1"],
+            "lr_scaling": ["none", "none"],
+            "seed": [0, 0],
+        }
     )
     fig = figures.interpolation_figure(landscape, trials, "A", "B")
+    # The title names the pair; the grid holds a = 0 and 1, so no warning about it.
+    title = fig.layout.title.text
+    assert "A = batch 128, mixup a=1, lr none, seed 0 vs B = batch 8192, mixup a=1, lr none, seed 0" in title
+    assert "no point at a = 0 or a = 1" not in title
+    off_grid = figures.interpolation_figure(landscape[landscape["x"] != 0], trials, "A", "B")
+    assert "no point at a = 0 or a = 1" in off_grid.layout.title.text
     by_name = {t.name: t for t in fig.data}
     assert by_name["train loss"].line.color == figures.LOSS_BLUE and by_name["train loss"].line.dash == "solid"
     assert by_name["test accuracy"].line.color == figures.ACC_RED and by_name["test accuracy"].line.dash == "dash"
@@ -192,21 +205,79 @@ TABLE_ROLES = {
 }
 
 
+def table_header_and_rows(page: str) -> tuple[list[str], list[list[str]]]:
+    header = re.findall(r"<th[^>]*>([^<]*)</th>", page)
+    rows = [
+        re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in re.findall(r"<tr style=[^>]*>(.*?)</tr>", page, re.S)
+    ]
+    return header, rows
+
+
 def test_trials_table_shows_the_swept_keys_that_vary_and_every_derived_one() -> None:
-    table = figures.trials_table(make_trials(), TABLE_ROLES).data[0]
-    header = list(table.header.values)
+    header, _ = table_header_and_rows(figures.trials_table_html(make_trials(), TABLE_ROLES))
     # lr_scaling is the same for every trial: no column; seed varies; mixup_alpha is shown by its label
     assert header[:4] == ["trial id", "status", "batch size", "seed"]
     assert "lr scaling" not in header and "mixup alpha" not in header and "augmentation label" in header
     assert {"peak lr", "workers", "micro batch", "accumulation steps", "final test acc"} <= set(header)
 
 
-def test_trials_table_keeps_diverged_and_failed_trials() -> None:
+def test_trials_table_keeps_diverged_and_failed_trials_with_full_ids_and_folded_errors() -> None:
     trials = make_trials()
     trials.loc[0, "status"] = "failed"
-    table = figures.trials_table(trials, TABLE_ROLES).data[0]
-    statuses = list(table.cells.values[1])
-    assert statuses.count("diverged") == 1 and statuses.count("failed") == 1 and len(statuses) == len(trials)
+    trials.loc[0, "error"] = "DataError: no images\nsecond line of a long traceback"
+    trials.loc[0, "trial_id"] = "b128-a0-none-s0-a-very-long-trial-identifier-0123456789"
+    page = figures.trials_table_html(trials, TABLE_ROLES)
+    header, rows = table_header_and_rows(page)
+    statuses = [row[header.index("status")] for row in rows]
+    assert statuses.count("diverged") == 1 and statuses.count("failed") == 1 and len(rows) == len(trials)
+    assert ">b128-a0-none-s0-a-very-long-trial-identifier-0123456789<" in page  # whole, never cut
+    assert "<details><summary>DataError: no images</summary><pre>DataError: no images\nsecond line" in page
+    assert "onclick='sortTrials(this)'" in page and "function sortTrials" in page
+
+
+def test_learning_curves_draw_every_completed_trial_even_beside_failed_ones() -> None:
+    # Before: 4 failed and 4 completed trials of the same batch sizes drew 1 of the 4 curves.
+    completed = make_trials().query("seed == 0 and status == 'completed'")
+    failed = completed.assign(trial_id=completed["trial_id"] + "-failed", status="failed", seed=-1)
+    trials = pd.concat([failed, completed], ignore_index=True)
+    epochs = pd.DataFrame(
+        [
+            {
+                "trial_id": t,
+                "epoch": e,
+                "clean_train_acc": 0.5,
+                "test_acc": 0.4,
+                "clean_train_loss": 1.0,
+                "test_loss": 1.2,
+            }
+            for t in completed["trial_id"]
+            for e in (1, 2, 3)
+        ]
+    )
+    fig = figures.learning_curves(trials, epochs, batch_sizes=[128, 8192])
+    drawn = {t.name.rsplit(" (", 1)[0] for t in fig.data if len(t.x)}
+    assert len(drawn) == 4  # batch 128 and 8192, with and without mixup
+
+
+def test_learning_curves_connect_epochs_evaluated_every_five() -> None:
+    trials = make_trials().iloc[:1]
+    epochs = pd.DataFrame(
+        [
+            {
+                "trial_id": trials["trial_id"].iloc[0],
+                "epoch": e,
+                "clean_train_acc": 0.5 if e % 5 == 0 else np.nan,  # evaluated every 5 epochs
+                "test_acc": 0.4 if e % 5 == 0 else np.nan,
+                "clean_train_loss": 1.0 if e % 5 == 0 else np.nan,
+                "test_loss": 1.2 if e % 5 == 0 else np.nan,
+            }
+            for e in range(1, 21)
+        ]
+    )
+    fig = figures.learning_curves(trials, epochs)
+    for trace in fig.data:  # only the evaluated epochs, all finite: one connected line each
+        assert list(trace.x) == [5, 10, 15, 20] and np.isfinite(np.asarray(trace.y, dtype=float)).all()
+    assert fig.layout.xaxis.dtick == 2 and fig.layout.xaxis.tickmode == "linear"  # integer epoch ticks
 
 
 def test_steps_to_target_figure_is_log_log_with_perfect_scaling() -> None:
@@ -275,7 +346,9 @@ def test_interpolation_figure_marks_clamped_and_missing_points_and_keeps_the_cur
     assert len(hollow) == 1 and hollow[0].marker.symbol == "circle-open" and len(hollow[0].x) == 2 * 2
     title = fig.layout.title.text
     assert "BN statistics interpolated" in title and "2 points with negative BN running variances" in title
-    assert "reach loss 4e+16" in title and "loss not finite (not drawn) at a = -0.5" in title
+    assert "reach loss 4e+16" in title and "loss not finite at a = -0.5 (x at the top" in title
+    crosses = [t for t in fig.data if t.name.startswith("loss not finite")]
+    assert len(crosses) == 1 and list(crosses[0].x) == [-0.5] and crosses[0].marker.symbol == "x"
     assert fig.layout.yaxis.range[1] < 10  # the unclamped curve fills the axis
     plain = figures.interpolation_figure(interpolation_rows(1.0), make_trials(), "b128-a0-s0", "b8192-a0-s0")
     assert plain.layout.yaxis.range is None and "above the axis" not in plain.layout.title.text
@@ -363,3 +436,79 @@ def test_the_report_never_overwrites_a_file_it_did_not_write(tmp_path) -> None:
     (tmp_path / "folder.html").mkdir()
     with pytest.raises(ReportError):
         write_report(store.root, tmp_path / "folder.html")
+
+
+def test_figure_export_without_kaleido_is_one_line_and_the_html_is_still_written(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from analysis.report import main
+    from analysis.store import ResultsStore, trial_schema
+    from trainables.trial import TrialSpec
+
+    if importlib.util.find_spec("kaleido") is not None:
+        pytest.skip("kaleido is installed here: the export itself would run")
+    store = ResultsStore(str(tmp_path / "s" / "results"))
+    store.write("trials", "t0", make_trials().iloc[:1].assign(study="s"), trial_schema(TrialSpec))
+    assert main([store.root, "--png", str(tmp_path / "figures"), "--format", "svg"]) == 2  # before: a traceback
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--svg export needs kaleido: pip install kaleido" in err
+    assert (tmp_path / "s" / "report.html").exists()
+
+
+def test_two_d_surfaces_share_one_square_grid_one_colour_scale_and_log_levels() -> None:
+    # Before: one figure per trial, each with its own linear scale up to ~250, a square domain stretched 3.5:1.
+    trials = make_trials().query("seed == 0 and batch_size in (128, 8192)")
+    xs = np.linspace(-1, 1, 11)
+    rows = [
+        {"kind": "random2d", "trial_a": t, "x": x, "y": y, "split": "train", "loss": sharp * (x * x + y * y) + 0.05}
+        for t, sharp in zip(trials["trial_id"], (1.0, 2.0, 20.0, 40.0))
+        for x in xs
+        for y in xs
+    ]
+    (fig,) = figures.random_direction_figures(pd.DataFrame(rows), trials)
+    contours = [t for t in fig.data if t.type == "contour"]
+    assert len(contours) == 4 and {t.coloraxis for t in contours} == {"coloraxis"}  # one scale, one bar
+    assert len({(t.contours.start, t.contours.end, t.contours.size) for t in contours}) == 1
+    start, end = contours[0].contours.start, contours[0].contours.end
+    assert start <= np.log10(0.05) < start + 0.1 and end - start == pytest.approx(2.0)  # min to 100 x min
+    for i in range(4):  # every panel square: its y axis scaled to its x axis
+        yaxis = fig.layout[f"yaxis{i + 1 if i else ''}"]
+        assert yaxis.scaleanchor == (f"x{i + 1}" if i else "x") and yaxis.scaleratio == 1
+    assert [a.text for a in fig.layout.annotations][:2] == [
+        "batch 128, none, lr none, seed 0",
+        "batch 128, mixup a=1, lr none, seed 0",
+    ]
+
+
+def test_two_studies_in_one_report_are_kept_apart_and_labelled_by_study(tmp_path) -> None:
+    from analysis.load import load_studies
+    from analysis.report import main
+    from analysis.store import ResultsStore, epoch_schema, trial_schema
+    from trainables.trial import EpochMetrics, TrialSpec
+
+    folders = []
+    for name, (device, shift) in {"cpu-run": ("cpu", 0.0), "gpu-run": ("NVIDIA H200", 0.01)}.items():
+        store = ResultsStore(str(tmp_path / name / "results"))
+        trials = make_trials().query("seed == 0").assign(study=name, device=device)  # the same trial ids in both
+        trials["final_test_acc"] += shift
+        for row in trials.to_dict("records"):
+            store.write("trials", row["trial_id"], [row], trial_schema(TrialSpec))
+            epoch = {"trial_id": row["trial_id"], "epoch": 1, "step": 10, "test_acc": row["final_test_acc"]}
+            store.write("epochs", row["trial_id"], [epoch], epoch_schema(EpochMetrics))
+        folders.append(store.root)
+    both = load_studies(folders)
+    assert both.study == "cpu-run + gpu-run" and len(both.trials) == 2 * 6
+    assert both.trials["trial_id"].is_unique and both.epochs["trial_id"].is_unique  # ids no longer collide
+    assert set(both.trials["augmentation_label"]) == {
+        f"{study}: {label}" for study in ("cpu-run", "gpu-run") for label in ("none", "mixup a=1")
+    }
+    fig = figures.accuracy_and_gap_vs_batch(both.trials)
+    assert {t.name for t in fig.data if t.showlegend} == {
+        f"{study}: {label}, lr none" for study in ("cpu-run", "gpu-run") for label in ("none", "mixup a=1")
+    }
+    out = tmp_path / "both.html"
+    assert main([*folders, "-o", str(out)]) == 0
+    page = out.read_text()
+    assert "Study cpu-run + gpu-run" in page and "cpu-run/b128-a0-s0" in page and "gpu-run/b128-a0-s0" in page

@@ -95,7 +95,7 @@ def test_a_study_sweeping_three_augmentations_shows_each(ray_session: str, tmp_p
     import pandas as pd
     from conftest import tiny_study_yaml
 
-    from study.run_sweep import run_study
+    from study.sweep import run_study
 
     study = parse_study(
         tiny_study_yaml("augs", tmp_path).replace(

@@ -111,7 +111,7 @@ def test_config_round_trips_through_its_dict() -> None:
 
 
 def test_fractional_gpus_pack_trials_onto_one_gpu() -> None:
-    from study.run_sweep import SweepError, check_fits, worker_bundle
+    from study.sweep import SweepError, check_fits, worker_bundle
 
     one_gpu_node = [{"CPU": 16.0, "GPU": 1.0}]
     study = parse_study("name: t\nresources: {gpus_per_worker: 0.1}")

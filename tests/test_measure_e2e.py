@@ -1,7 +1,6 @@
 """End-to-end: a tiny study with every measure, on a real local Ray."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, tiny_study_yaml
+from conftest import ROOT, chromium_flags, tiny_study_yaml
 
 from study.config import parse_study
-from study.run_sweep import run_study
+from study.sweep import run_study
 
 pytestmark = pytest.mark.slow
 MEASURE = """measure:
@@ -116,23 +115,7 @@ def test_measure_cli_rejects_a_folder_that_is_not_a_store(tmp_path: Path) -> Non
 
 def check_renders_offline(report: Path, tmp_path: Path) -> None:
     """Headless Chromium opens the report from disk, with networking off, and plotly draws every figure."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium not installed (.ci/run installs Debian's chromium package)")
-    flags = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--proxy-server=127.0.0.1:9",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-        "--virtual-time-budget=10000",
-    ]
+    flags = chromium_flags(tmp_path)
     dom = subprocess.run([*flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120).stdout
     sections = dom.count("<section")
     assert sections >= 8 and dom.count('class="main-svg"') >= sections, "plotly did not render every figure"

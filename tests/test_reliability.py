@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from study.config import ConfigError, StudyConfig, parse_study
-from study.run_sweep import run_study
+from study.sweep import run_study
 
 SOURCES = [p for package in ("study", "trainables", "analysis") for p in (ROOT / package).glob("*.py")]
 

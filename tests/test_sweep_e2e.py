@@ -16,7 +16,7 @@ from conftest import ROOT, tiny_study_yaml
 from analysis.store import trial_schema
 from study.config import parse_study
 from study.plan import plan_study
-from study.run_sweep import run_study
+from study.sweep import run_study
 from trainables.checkpoint import load_checkpoint
 from trainables.trial import TrialSpec
 
@@ -198,7 +198,7 @@ def test_cli_errors_are_one_line_with_status_2(ray_session: str, tmp_path: Path)
 def test_existing_results_are_never_overwritten_without_resume(ray_session: str, tmp_path: Path) -> None:
     study = parse_study(tiny_study_yaml("keep", tmp_path).replace("[64, 128]", "[128]").replace("[0.0, 1.0]", "[0.0]"))
     run_study(study)
-    from study.run_sweep import SweepError
+    from study.sweep import SweepError
 
     with pytest.raises(SweepError, match="--resume"):
         run_study(study)
@@ -212,8 +212,19 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert process.returncode == 0 and "peak_lr" in process.stdout and len(process.stdout.splitlines()) == 6
+    lines = process.stdout.splitlines()
+    assert process.returncode == 0 and "peak_lr" in lines[1] and len(lines) == 1 + 1 + 4 + 1
+    assert lines[-1].startswith("cost: 20,480 training images (4 trials x 2 epochs x 2,560)")
     assert not any(tmp_path.iterdir())
+    # It needs neither ray nor pandas (a fast answer): nothing of theirs was imported.
+    probe = (
+        "import runpy, sys; sys.argv = ['run_sweep', 'studies/smoke.yaml', '--dry-run'];\n"
+        "try: runpy.run_module('study.run_sweep', run_name='__main__')\n"
+        "except SystemExit: pass\n"
+        "print(sorted({'ray', 'pandas', 'pyarrow'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
 CONNECT = """
@@ -253,3 +264,25 @@ def test_without_an_address_a_fresh_local_ray_starts_even_beside_a_running_one(r
             write_ray_address(recorded)
         else:
             Path(get_ray_address_file(None)).unlink(missing_ok=True)
+
+
+def test_the_console_is_quiet_with_progress_and_says_what_went_wrong(ray_session: str, tmp_path: Path) -> None:
+    """Before: 369 of 508 lines of a smoke run were Tune's tables. Now: our lines only, unless --verbose."""
+    study_file = tmp_path / "quiet.yaml"
+    study_file.write_text(
+        tiny_study_yaml("quiet", tmp_path).replace(
+            "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
+            "sweep: {batch_size: [64, 128], mixup_alpha: [0.0], base_lr: [0.05, 1.0e8]}",
+        )
+    )
+    process = run_cli(str(study_file), address=ray_session)
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == 0, output[-3000:]
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert not any("Trial status" in line or "╭" in line or "Tuner.restore" in line for line in lines), output
+    assert sum(1 for line in lines if " epoch " in line and line.startswith("[b")) >= 4 + 2  # 2 diverge at once
+    assert any(line.startswith("study: 4/4 trials ended, 0 running, 0 pending") for line in lines), output
+    # The end says which trials did not complete, each with its reason.
+    assert "2 of 4 trials did not complete:" in output
+    assert sum(1 for line in lines if "diverged: train loss" in line) == 2
+    assert len(lines) < 45, f"{len(lines)} lines:\n{output}"

@@ -1,0 +1,378 @@
+"""Running a study on the connected Ray cluster: checks before Ray (storage, data, resources), the Tune
+run of every unfinished trial (one-worker trials in the Tune trial itself, multi-worker trials through a
+Ray Train TorchTrainer), the driver's progress lines, then measurements and the report.
+The CLI around it is study/run_sweep.py."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from analysis.store import ResultsStore, join, trial_row
+from study.cluster import TRIAL_RESOURCE, alive_nodes
+from study.config import StudyConfig
+from study.plan import local_path, plan_study
+from study.progress import SweepProgress
+from trainables.data import DataError, load_dataset
+from trainables.trial import TrialSpec
+
+
+class SweepError(RuntimeError):
+    """The study cannot run as asked on this cluster or storage; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    study: StudyConfig
+    results_dir: str
+    trials: list[dict[str, Any]]
+    dashboard_url: str | None
+    report: str | None = None
+    interrupted: bool = False  # stopped by Ctrl-C: no measurements, no report
+    unfinished: tuple[str, ...] = ()  # planned trials without a final row
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources
+
+
+def resolve_use_gpu(study: StudyConfig, nodes: list[dict[str, float]]) -> bool:
+    has_gpu = any(node.get("GPU", 0) > 0 for node in nodes)
+    if study.resources.use_gpu == "auto":
+        return has_gpu
+    if study.resources.use_gpu and not has_gpu:
+        raise SweepError(
+            "resources.use_gpu: true, but no node of this Ray cluster has a GPU; "
+            "set it to auto or false, or add GPU nodes"
+        )
+    return bool(study.resources.use_gpu)
+
+
+def worker_bundle(study: StudyConfig, use_gpu: bool) -> dict[str, float]:
+    return {"CPU": study.resources.cpus_per_worker, **({"GPU": study.resources.gpus_per_worker} if use_gpu else {})}
+
+
+def workers_fitting(node: dict[str, float], bundle: dict[str, float]) -> int:
+    # The small tolerance keeps fractions honest: 1.0 / 0.1 is 9.999999999999998 in floating point.
+    return min(math.floor(node.get(k, 0) / v + 1e-9) for k, v in bundle.items() if v > 0)
+
+
+def check_fits(study: StudyConfig, use_gpu: bool, nodes: list[dict[str, float]]) -> int:
+    """Raise SweepError unless one trial can ever be placed; return how many trials fit at once."""
+    bundle = worker_bundle(study, use_gpu)
+    workers = study.resources.workers
+    per_node = [workers_fitting(node, bundle) for node in nodes]
+    # One-worker trials run on one node; a TorchTrainer may spread its workers over nodes.
+    capacity = max(per_node, default=0) if workers == 1 else sum(per_node)
+    if capacity < workers:
+        offered = ", ".join(f"{{CPU: {n.get('CPU', 0):g}, GPU: {n.get('GPU', 0):g}}}" for n in nodes)
+        raise SweepError(
+            f"resources: one trial needs {workers} worker(s) of {bundle}, but the cluster's nodes "
+            f"({offered}) hold at most {capacity}; lower resources.workers or "
+            "resources.cpus_per_worker / gpus_per_worker, or add nodes"
+        )
+    return max(1, sum(per_node) // workers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray Tune
+
+
+def planned(trial: Any) -> dict[str, Any]:
+    """The config of one planned trial (Tune nests it under the grid-search key)."""
+    return trial.config["trial"]
+
+
+def trial_name(trial: Any) -> str:
+    return planned(trial)["spec"]["trial_id"]
+
+
+PROGRESS_EVERY_S = 30.0  # the study's progress line, at most this often (and whenever a trial ends)
+
+
+def make_progress_callback(store: ResultsStore, todo: list[TrialSpec], prov: dict[str, Any]) -> Any:
+    """The driver's part: print each trial's epochs and the study's progress with an ETA, and record a trial
+    that failed (a trial writes its own rows, but one that raised cannot say so)."""
+    import ray.tune
+
+    from trainables.ray_train import TRIALS_SCHEMA, worker_provenance
+
+    class Progress(ray.tune.Callback):
+        def __init__(self) -> None:
+            self.study = SweepProgress({t.trial_id: t.epochs for t in todo}, time.time())
+            self.said_at = time.time()
+
+        def say_progress(self, force: bool = False) -> None:
+            if force or time.time() - self.said_at >= PROGRESS_EVERY_S:
+                print(self.study.line(time.time()), flush=True)
+                self.said_at = time.time()
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            trial_id = trial_name(trial)
+            if result.get("kind") == "epoch":
+                self.study.epoch(trial_id, int(result["epoch"]))
+                print(
+                    f"[{trial_id}] epoch {result['epoch']}/{planned(trial)['spec']['epochs']}: "
+                    f"train loss {result['train_loss']:.4f}, test acc {result['test_acc']:.4f}, "
+                    f"{result['images_per_s']:,.0f} img/s",
+                    flush=True,
+                )
+                self.say_progress()
+            elif result.get("kind") == "final":
+                self.study.end(trial_id)
+                startup = result["startup_s"] if result["startup_s"] is not None else math.nan
+                print(
+                    f"[{trial_id}] {result['status']} after {result['epochs']} epochs (start-up {startup:.1f} s)",
+                    flush=True,
+                )
+                self.say_progress(force=True)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            spec = planned(trial)["spec"]
+            if spec["trial_id"] in store.finished_trials():  # it wrote its row, then something else failed
+                return
+            # Tune writes the traceback to the trial's local folder before calling back (storage later).
+            path = trial.error_file
+            lines = Path(path).read_text().strip().splitlines() if path and Path(path).exists() else []
+            message = lines[-1][:2000] if lines else "the trial raised an error; see the Ray logs"
+            history = store.read("epochs", spec["trial_id"]).drop(columns="trial_id").to_dict("records")
+            outcome = {"status": "failed", "error": message, "checkpoint": None}
+            row = trial_row(spec, history, outcome, worker_provenance(prov))
+            store.write("trials", spec["trial_id"], [row], TRIALS_SCHEMA)
+            print(f"[{spec['trial_id']}] failed: {message}", flush=True)
+            self.study.end(spec["trial_id"])
+            self.say_progress(force=True)
+
+    return Progress()
+
+
+def trial_config(study: StudyConfig, spec: TrialSpec, use_gpu: bool, prov: dict[str, Any]) -> dict[str, Any]:
+    """What a trial gets: its record, where to write, the provenance its row carries, and its resources."""
+    return {
+        "spec": spec.to_dict(),
+        "study_root": study_root(study),
+        "provenance": prov,
+        "use_gpu": use_gpu,
+        "cpus_per_worker": study.resources.cpus_per_worker,
+        "gpus_per_worker": study.resources.gpus_per_worker,
+        "max_failures": study.resources.max_failures,
+    }
+
+
+def provenance(study: StudyConfig) -> dict[str, Any]:
+    """The study's side of every trial row's provenance: the code's git revision and the study file."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        revision = (revision + ("-dirty" if dirty else "")) if revision else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        revision = "unknown"
+    return {"git_revision": revision, "config": json.dumps(study.to_dict(), sort_keys=True)}
+
+
+def study_root(study: StudyConfig) -> str:
+    return join(local_path(study.storage), study.name)
+
+
+def run_study(
+    study: StudyConfig, *, resume: bool = False, dashboard_url: str | None = None, verbose: bool = False
+) -> SweepResult:
+    """Run (or resume) every unfinished trial of `study` on the connected Ray cluster."""
+    import ray
+    import ray.tune
+
+    from trainables.ray_train import tune_trial
+
+    check_fresh(study, resume)
+    store = ResultsStore.for_study(local_path(study.storage), study.name)
+    for table in ("trials", "epochs"):  # a trial whose row cannot be read is unfinished: it continues
+        for path in store.set_aside_unreadable(table):
+            print(f"{path}: unreadable, kept under this name; its trial continues from its checkpoints", flush=True)
+    plan = plan_study(study)
+    nodes = alive_nodes()
+    use_gpu = resolve_use_gpu(study, nodes)
+    fits = check_fits(study, use_gpu, nodes)
+    concurrency = min(study.resources.max_concurrent_trials or fits, fits, len(plan))
+    finished = store.finished_trials()
+    todo = [t for t in plan if t.trial_id not in finished]
+    prov = provenance(study)
+    if study.resources.workers == 1:
+        trial_resources = worker_bundle(study, use_gpu)
+    elif ray.cluster_resources().get(TRIAL_RESOURCE, 0) > 0:
+        trial_resources = {"CPU": 0.0, TRIAL_RESOURCE: 1.0}
+    else:  # a cluster started without our custom resource: the trial takes a sliver of a CPU
+        trial_resources = {"CPU": 0.01}
+    trainable = ray.tune.with_resources(tune_trial, trial_resources)
+    print(
+        f"{study.name}: {len(plan)} trials, {len(plan) - len(todo)} already finished, "
+        f"{len(todo)} to run, up to {concurrency} at a time{' on GPUs' if use_gpu else ''}",
+        flush=True,
+    )
+    if todo:
+        # Each unfinished trial continues from its own newest checkpoint: resuming does not depend on
+        # Tune's experiment state, which a killed driver may not have saved.
+        configs = [trial_config(study, t, use_gpu, prov) for t in todo]
+        # A new Tune run per attempt: nothing of an earlier one is overwritten.
+        run_name = "run-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        tuner = ray.tune.Tuner(
+            trainable,
+            param_space={"trial": ray.tune.grid_search(configs)},
+            tune_config=ray.tune.TuneConfig(
+                max_concurrent_trials=concurrency, trial_name_creator=trial_name, trial_dirname_creator=trial_name
+            ),
+            run_config=ray.tune.RunConfig(
+                name=run_name,
+                storage_path=join(study_root(study), "tune"),
+                callbacks=[make_progress_callback(store, todo, prov)],
+                failure_config=ray.tune.FailureConfig(max_failures=study.resources.max_failures),
+                verbose=1 if verbose else 0,  # Tune's own tables only when asked (--verbose)
+            ),
+        )
+        with quiet_tune(verbose):
+            finished_all = fit_unless_interrupted(tuner)
+        if not finished_all:
+            # Stopped (Ctrl-C): no measurements, no report; the caller says how to continue.
+            unfinished = tuple(t.trial_id for t in plan if t.trial_id not in store.finished_trials())
+            return SweepResult(study, store.uri, [], dashboard_url, interrupted=True, unfinished=unfinished)
+    if study_has_measurements(study):
+        from study.measure import run_measurements
+
+        outcome = run_measurements(study, store)
+        if outcome.failed:
+            print(outcome.summary(), file=sys.stderr)
+    trials = store.read("trials")
+    rows = trials[trials["trial_id"].isin([t.trial_id for t in plan])].to_dict("records")
+    from analysis.report import ReportError, write_report
+
+    report = None
+    try:
+        report = write_report(store.uri) if rows else None
+    except ReportError as error:
+        print(f"report: not written: {error}", file=sys.stderr)
+    return SweepResult(study, store.uri, rows, dashboard_url, str(report) if report else None)
+
+
+class _NoRestoreHint(logging.Filter):
+    """Tune's 'Resume experiment with: Tuner.restore(...)' is not how a study continues (run_sweep --resume is)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_tune(verbose: bool) -> Iterator[None]:
+    """Tune's console output off unless asked: its tables, experiment box, TensorBoard hint into Ray's
+    session folder and INFO lines (the study prints its own progress). Tune's legacy engine is the one
+    that honours verbose=0 fully; RAY_AIR_NEW_OUTPUT selects it for this fit only."""
+    if verbose:
+        yield
+        return
+    tune_logger, level = logging.getLogger("ray.tune"), logging.getLogger("ray.tune").level
+    previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    tune_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        tune_logger.setLevel(level)
+        if previous is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = previous
+
+
+def fit_unless_interrupted(tuner: Any) -> bool:
+    """Run the Tuner; False when a Ctrl-C stopped it. Tune stops at the first SIGINT and puts back the
+    handler it found, ours: a second Ctrl-C then raises KeyboardInterrupt at once."""
+    if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
+        tuner.fit()
+        return True
+
+    def second_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    tune_logger, hint = logging.getLogger("ray.tune.tune"), _NoRestoreHint()
+    previous = signal.signal(signal.SIGINT, second_interrupt)
+    tune_logger.addFilter(hint)
+    try:
+        tuner.fit()
+    finally:
+        interrupted = signal.getsignal(signal.SIGINT) is second_interrupt
+        signal.signal(signal.SIGINT, previous)
+        tune_logger.removeFilter(hint)
+    return not interrupted
+
+
+def check_fresh(study: StudyConfig, resume: bool) -> None:
+    """A study with results is continued only on purpose (--resume): said before Ray starts."""
+    store = ResultsStore.for_study(local_path(study.storage), study.name)
+    if store.is_store() and not resume:
+        raise SweepError(
+            f"study {study.name!r} already has results in {store.root}; pass --resume to continue it, "
+            "or change name (or --storage) to start a new one"
+        )
+
+
+def study_has_measurements(study: StudyConfig) -> bool:
+    m = study.measure
+    return any(getattr(m, f.name) is not None for f in dataclasses.fields(m))
+
+
+def check_storage(study: StudyConfig) -> None:
+    """A local storage folder must take the study's files: said before Ray starts, not as a traceback after."""
+    if "://" in study.storage:
+        return
+    folder = Path(study_root(study))
+    probe = folder / f".write-check-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise SweepError(
+            f"storage: {folder} cannot be written ({error.strerror or error}); pass --storage with a folder you can "
+            "write, or change storage in the study file"
+        ) from None
+
+
+def check_data(study: StudyConfig) -> None:
+    """Load the data once on the driver before any Ray work: a missing root, a failed download (once, not
+    per trial and retry) or a corrupt archive or image is one line and exit 2; downloads and decodes
+    are then cached for the trials on this machine."""
+    if study.data.dataset in FILE_DATASETS and "://" not in study.data.root:
+        data = load_dataset(
+            study.data.dataset,
+            local_path(study.data.root),
+            train_subset=study.data.train_subset,
+            test_subset=study.data.test_subset,
+        )
+        too_big = [b for b in study.sweep.batch_size if b > len(data.train)]
+        if too_big:
+            raise DataError(
+                f"sweep.batch_size: {too_big} exceed the {len(data.train)} training images of "
+                f"{study.data.root}; lower the batch sizes or use more images"
+            )
+
+
+FILE_DATASETS = ("cifar10", "cifar100", "imagefolder")  # what check_data loads on the driver (synthetic: no files)
