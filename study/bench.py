@@ -23,6 +23,8 @@ import argparse
 import dataclasses
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +33,7 @@ import torch
 
 from study.bench_data import SHARED_CIFAR, write_cifar10_format
 from study.config import parse_study
-from study.plan import plan_one
+from study.plan import plan_one, write_bench_record
 from trainables.data import Normalizer, load_dataset
 from trainables.flops import forward_flops_per_image, peak_flops, train_flops_per_image
 from trainables.loop import (
@@ -366,9 +368,25 @@ def main(argv: list[str] | None = None) -> None:
             f"MFU: no peak FLOP/s known for {name}; FLOPs per image: forward "
             f"{forward_flops_per_image(model):.3g}, training (forward + backward) {train_flops_per_image(model):.3g}",
         )
-    print("\n".join(["", header, *lines]))
     ray.shutdown()
+    add("", "(6) the CLI's fast answers", *cli_timings())
+    record = write_bench_record(name, s.width, train_rates, eval_rate)
+    add("", f"rates recorded in {record} (run_sweep --dry-run turns a study's images into hours with them)")
+    print("\n".join(["", header, *lines]))
     scratch.cleanup()
+
+
+def cli_timings(repeats: int = 3) -> list[str]:
+    """Seconds for `run_sweep --help` and `--dry-run` (the fastest of a few runs, in fresh interpreters)."""
+    lines = []
+    for what, args in (("--help", ["--help"]), ("--dry-run", ["studies/smoke.yaml", "--dry-run"])):
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "study.run_sweep", *args], capture_output=True, check=True)
+            times.append(time.perf_counter() - started)
+        lines.append(f"  run_sweep {what}: {min(times):.2f} s")
+    return lines
 
 
 if __name__ == "__main__":

@@ -6,14 +6,17 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from study.config import StudyConfig, augmentations, trajectory_epochs
 from trainables.augment import Augmentation
-from trainables.data import dataset_sizes, split_global_batch
+from trainables.data import cache_dir, dataset_sizes, split_global_batch
 from trainables.lr import scaled_lr
 from trainables.trial import DERIVED, SWEPT, TrialSpec, shown_fields
 
@@ -135,17 +138,50 @@ def format_plan(study: StudyConfig, trials: list[TrialSpec]) -> str:
     return "\n".join(lines)
 
 
+def bench_record_path() -> Path:
+    return cache_dir() / "bench.json"
+
+
+def write_bench_record(device: str, width: float, train: dict[int, float], evaluation: float) -> Path:
+    """What `python -m study.bench` measured on this machine, for --dry-run's estimate of hours."""
+    path = bench_record_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "device": device,
+        "width": width,
+        "measured_at": time.strftime("%Y-%m-%d", time.gmtime()),
+        "train_images_per_s": {str(b): r for b, r in train.items()},
+        "eval_images_per_s": evaluation,
+    }
+    path.write_text(json.dumps(record, indent=1))
+    return path
+
+
 def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
-    """The study's size in training images (epochs x images x trials), which the rate of `study.bench` on a
-    device turns into hours."""
+    """The study's size in training images (trials x epochs x images) and, where `python -m study.bench`
+    has recorded this machine's rates at the study's width, in hours (training and evaluation, one trial
+    at a time; more at once divides it)."""
     sizes = dataset_sizes(study.data.dataset)
     per_epoch = study.data.train_subset or (sizes[0] if sizes else None)
     if per_epoch is None:
         return "cost: training images unknown until the image folder is read (set data.train_subset to know)"
     total = sum(t.epochs for t in trials) * per_epoch
-    return (
-        f"cost: {total:,} training images ({len(trials)} trials x {study.schedule.epochs} epochs x {per_epoch:,}); "
-        "divide by a device's training images/s (python -m study.bench prints them) for its seconds"
+    line = f"cost: {total:,} training images ({len(trials)} trials x {study.schedule.epochs} epochs x {per_epoch:,})"
+    path = bench_record_path()
+    if not path.exists():
+        return line + "; python -m study.bench records this machine's rates, then this says hours"
+    record = json.loads(path.read_text())
+    if record["width"] != study.model.width:
+        return line + f"; the bench record ({path}) is at width {record['width']:g}, this study {study.model.width:g}"
+    rates = {int(b): r for b, r in record["train_images_per_s"].items()}
+    evaluated = (study.eval.train_eval_samples or per_epoch) + (study.data.test_subset or (sizes or (0, 0))[1])
+    seconds = 0.0
+    for trial in trials:
+        nearest = min(rates, key=lambda b: abs(math.log2(b) - math.log2(trial.batch_size)))
+        evaluations = trial.epochs / trial.eval_every_epochs
+        seconds += trial.epochs * per_epoch / rates[nearest] + evaluations * evaluated / record["eval_images_per_s"]
+    return line + (
+        f"; about {seconds / 3600:.1f} h one trial at a time on {record['device']} (bench of {record['measured_at']})"
     )
 
 

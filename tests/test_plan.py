@@ -40,3 +40,24 @@ def test_dry_run_table_has_one_line_per_trial() -> None:
     assert len(lines) == 2 + 4 + 1 and "peak_lr" in lines[1] and "0.8" in lines[-2]
     # what the study costs: 4 trials x 300 epochs x 50,000 CIFAR-10 images
     assert lines[-1].startswith("cost: 60,000,000 training images (4 trials x 300 epochs x 50,000)")
+
+
+def test_dry_run_cost_in_hours_from_this_machines_bench_record(tmp_path, monkeypatch) -> None:
+    from study.plan import cost_line, write_bench_record
+
+    monkeypatch.setenv("LBSTUDY_CACHE", str(tmp_path))
+    study = parse_study(
+        "name: c\ndata: {dataset: synthetic, train_subset: 3600, test_subset: 400}\nmodel: {width: 0.25}\n"
+        "schedule: {epochs: 300, decay: constant}\nsweep: {batch_size: [128, 2048], mixup_alpha: 0}\n"
+        "eval: {train_eval_samples: 600, every_epochs: 2}"
+    )
+    trials = plan_study(study)
+    assert cost_line(study, trials).endswith("python -m study.bench records this machine's rates, then this says hours")
+    write_bench_record("cpu (test)", 0.25, {128: 1000.0, 1024: 500.0}, 1000.0)
+    # batch 128 at 1000 images/s, 2048 at the nearest measured (1024) 500/s: 1080 s + 2160 s of training;
+    # 150 evaluations of 600 + 400 images at 1000/s = 150 s per trial: 3540 s in all, 0.98 h
+    expected = (300 * 3600 / 1000 + 300 * 3600 / 500 + 2 * 150 * 1000 / 1000) / 3600
+    assert f"{expected:.1f}" == "1.0"
+    assert f"about {expected:.1f} h one trial at a time on cpu (test)" in cost_line(study, trials)
+    wide = parse_study("name: c\ndata: {dataset: synthetic}\nsweep: {batch_size: [128], mixup_alpha: 0}")
+    assert "is at width 0.25, this study 1" in cost_line(wide, plan_study(wide))
