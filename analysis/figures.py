@@ -11,7 +11,14 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from analysis.summarize import GROUP, aggregate_over_seeds, sharpness_table, steps_to_target, with_labels
+from analysis.summarize import (
+    GROUP,
+    aggregate_over_seeds,
+    best_per_group,
+    sharpness_table,
+    steps_to_target,
+    with_labels,
+)
 
 LOSS_BLUE, ACC_RED = "#1f77b4", "#d62728"
 PALETTE = qualitative.D3 + qualitative.Dark24
@@ -552,7 +559,8 @@ def trial_table_columns(trials: pd.DataFrame, roles: dict[str, tuple[str, bool]]
     def varies(name: str) -> bool:
         return trials[name].astype(str).nunique() > 1 or name == "batch_size"
 
-    shown = [n for n, (role, show) in roles.items() if show and n in trials]
+    # a grid study's phase ('grid') and search group ('') say nothing: left out
+    shown = [n for n, (role, show) in roles.items() if show and n in trials and not trials[n].isin(["", "grid"]).all()]
     swept = [n for n in shown if roles[n][0] == "swept" and varies(n)]
     conditions = swept + [n for n in shown if roles[n][0] == "derived"]
     return ["trial_id", "status", *conditions, *(c for c in OUTCOME_SHOWN if c in trials)]
@@ -620,3 +628,97 @@ function sortTrials(th) {
   rows.forEach(tr => body.appendChild(tr));
 }
 </script>"""
+
+
+SEARCH_MARKERS = {"completed": "circle", "stopped": "x-thin-open", "diverged": "diamond-open", "failed": "cross"}
+
+
+def searched_key(samples: pd.DataFrame) -> str:
+    """The searched key shown on a search figure's x axis: the first that varies among the samples."""
+    for key in ("base_lr", "warmup_epochs", "momentum", "weight_decay"):
+        if key in samples and samples[key].nunique() > 1:
+            return key
+    return "base_lr"
+
+
+def search_figure(trials: pd.DataFrame) -> go.Figure:
+    """Every search sample: its searched value against its best test accuracy, one colour per group;
+    samples ASHA stopped early are open crosses, diverged ones open diamonds; each group's winner ringed."""
+    samples = trials[trials["phase"] == "sample"]
+    key = searched_key(samples)
+    winners = best_per_group(trials)
+    fig = go.Figure()
+    for i, (group, rows) in enumerate(samples.groupby("search_group", sort=True)):
+        color = PALETTE[i % len(PALETTE)]
+        accuracy = 100 * rows["best_test_acc"].astype(float)
+        fig.add_trace(
+            go.Scatter(
+                x=rows[key],
+                y=accuracy.fillna(0.0),  # diverged before any evaluation: drawn at 0 (its marker says why)
+                mode="markers",
+                name=str(group),
+                marker=dict(
+                    color=color, size=10, symbol=[SEARCH_MARKERS.get(s, "circle") for s in rows["status"]], line_width=2
+                ),
+                customdata=rows[["status", "epochs_completed"]],
+                hovertemplate="%{x:.4g}: %{y:.2f}% (%{customdata[0]} after %{customdata[1]} epochs)<extra></extra>",
+            )
+        )
+        if group in winners:
+            best = winners[group]
+            fig.add_trace(
+                go.Scatter(
+                    x=[best[key]],
+                    y=[100 * float(best["best_test_acc"])],
+                    mode="markers",
+                    marker=dict(color="rgba(0,0,0,0)", size=20, line=dict(color=color, width=2)),
+                    name=f"{group}: winner",
+                    showlegend=False,
+                )
+            )
+    if key in ("base_lr", "weight_decay"):
+        fig.update_xaxes(type="log")
+    fig.update_xaxes(title_text=key.replace("_", " "))
+    fig.update_yaxes(title_text="best test accuracy (%)")
+    fig.update_layout(
+        title="Search: every sample's best test accuracy, one colour per group<br><sup>circles ran to the end; "
+        "open crosses were stopped early by ASHA; open diamonds diverged; each group's winner is ringed</sup>",
+        **LAYOUT,
+    )
+    return fig
+
+
+def best_lr_figure(trials: pd.DataFrame) -> go.Figure:
+    """Each group's winning base LR against batch size, log-log, with the linear and square-root scaling
+    rules drawn from the smallest batch's winner (as Goyal et al. and Shallue et al. plot it)."""
+    winners = pd.DataFrame(best_per_group(trials).values())
+    fig = go.Figure()
+    for i, (label, rows) in enumerate(with_labels(winners).groupby("augmentation_label", sort=True)):
+        rows = rows.sort_values("batch_size")
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_trace(
+            go.Scatter(
+                x=rows["batch_size"],
+                y=rows["base_lr"],
+                mode="lines+markers",
+                name=f"{label}: best",
+                line=dict(color=color),
+            )
+        )
+        b0, lr0 = float(rows["batch_size"].iloc[0]), float(rows["base_lr"].iloc[0])
+        batches = rows["batch_size"].astype(float)
+        for rule, scale, dash in (("linear", batches / b0, "dot"), ("sqrt", np.sqrt(batches / b0), "dash")):
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["batch_size"],
+                    y=lr0 * scale,
+                    mode="lines",
+                    name=f"{label}: {rule} rule",
+                    line=dict(color=color, dash=dash, width=1),
+                    opacity=0.7,
+                )
+            )
+    _batch_axis(fig, list(winners["batch_size"]) if len(winners) else [])
+    fig.update_yaxes(type="log", dtick="D2", title_text="best base learning rate")  # 1, 2, 5 of each decade
+    fig.update_layout(title="The searched learning rate against batch size (log-log)", **LAYOUT)
+    return fig

@@ -31,6 +31,12 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
     trials, epochs, sharpness, landscape = results.trials, results.epochs, results.sharpness, results.landscape
     shown: list[tuple[str, go.Figure]] = []
     notes: list[str] = []
+    if "phase" in trials and (trials["phase"] == "sample").any():
+        # A search: its samples have their own figures; everything else is about the finals.
+        shown.append(("search", figures.search_figure(trials)))
+        if trials.loc[trials["phase"] == "sample", "base_lr"].nunique() > 1:
+            shown.append(("best_lr_vs_batch", figures.best_lr_figure(trials)))
+        trials = trials[trials["phase"] != "sample"]
     completed = trials[trials["status"] == "completed"] if len(trials) else trials
     if len(completed):
         shown.append(("accuracy_gap_vs_batch", figures.accuracy_and_gap_vs_batch(trials)))

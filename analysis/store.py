@@ -204,7 +204,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         [("job", STR), ("table", STR), ("kind", STR), ("trials", STR), ("error", STR), ("failed_at", STR)]
     ),
 }
-FINAL_STATUSES = ("completed", "diverged")  # a trial in one of these is never trained again
+FINAL_STATUSES = ("completed", "diverged", "stopped")  # never trained again (stopped: early, by a search's ASHA)
 
 
 def resolve(uri: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:

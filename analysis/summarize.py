@@ -106,3 +106,19 @@ def default_target(trials: pd.DataFrame) -> float:
 def sharpness_table(trials: pd.DataFrame, sharpness: pd.DataFrame) -> pd.DataFrame:
     """One row per trial and measure, with the trial's conditions."""
     return sharpness.merge(with_labels(trials)[["trial_id", *GROUP, "seed", "status"]], on="trial_id")
+
+
+def best_per_group(trials: pd.DataFrame) -> dict[str, pd.Series]:
+    """A search's winners: group -> the sample with the highest best_test_acc among those that ran to the
+    end (samples stopped early or diverged compete only when none did)."""
+    if "phase" not in trials:
+        return {}
+    samples = trials[trials["phase"] == "sample"]
+    winners = {}
+    for group, rows in samples.groupby("search_group", sort=True):
+        scored = rows[np.isfinite(rows["best_test_acc"].astype(float))]
+        finished = scored[scored["status"] == "completed"]
+        pool = finished if len(finished) else scored
+        if len(pool):
+            winners[str(group)] = pool.loc[pool["best_test_acc"].astype(float).idxmax()]
+    return winners

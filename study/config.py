@@ -189,6 +189,48 @@ class TrajectoryConfig:
 
 
 @dataclass(frozen=True)
+class DistributionConfig:
+    """Where a searched key's samples come from: exactly one of the three."""
+
+    loguniform: tuple[float, float] | None = None  # [low, high], both > 0: uniform in log space
+    uniform: tuple[float, float] | None = None
+    choice: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SearchSpaceConfig:
+    """The searched keys (each a sweep key too: a searched key may not also be swept)."""
+
+    base_lr: DistributionConfig | None = None
+    warmup_epochs: DistributionConfig | None = None
+    momentum: DistributionConfig | None = None
+    weight_decay: DistributionConfig | None = None
+
+
+@dataclass(frozen=True)
+class AshaConfig:
+    """Ray Tune's ASHA: at every rung (grace_period x reduction_factor^k epochs) a sample continues only if
+    its test accuracy is in the top 1 / reduction_factor of its group's samples that reached that rung."""
+
+    grace_period: int = 1  # epochs before any sample may be stopped
+    reduction_factor: int = 2
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Tune hyperparameters per group of trials (Shallue et al. 2018): `samples` points of `space` in every
+    group (a grid point of the sweep keys, seed excluded), then the best of each group with `final_seeds`.
+    The samples are drawn from `seed`, so a resumed study draws the same ones."""
+
+    space: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
+    samples: int = 8
+    objective: Literal["best_test_acc"] = "best_test_acc"
+    asha: AshaConfig | None = None
+    final_seeds: tuple[int, ...] = (0, 1, 2)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class MeasureConfig:
     """Measurements after training; an absent key skips that measure."""
 
@@ -212,6 +254,7 @@ class StudyConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    search: SearchConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists, as YAML would write them
@@ -578,11 +621,52 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
         f"{s}eval.train_eval_samples: must be positive, or null for the whole training set",
     )
     validate_measure(study, s)
+    if study.search is not None:
+        validate_search(study, s)
 
 
 def trajectory_epochs(epochs: int, every: int) -> list[int]:
     """The epochs whose weights a trajectory keeps: every `every`-th and the last."""
     return sorted({e for e in range(every, epochs + 1, every)} | {epochs})
+
+
+def searched_keys(search: SearchConfig) -> list[str]:
+    return [f.name for f in dataclasses.fields(search.space) if getattr(search.space, f.name) is not None]
+
+
+def validate_search(study: StudyConfig, s: str) -> None:
+    search = study.search
+    assert search is not None
+    keys = searched_keys(search)
+    _check(bool(keys), f"{s}search.space: name at least one key to search ({', '.join(SEARCHABLE)})")
+    for key in keys:
+        where = f"{s}search.space.{key}"
+        dist: DistributionConfig = getattr(search.space, key)
+        given = [name for name in ("loguniform", "uniform", "choice") if getattr(dist, name) is not None]
+        _check(len(given) == 1, f"{where}: give exactly one of loguniform, uniform, choice")
+        if dist.loguniform is not None:
+            low, high = dist.loguniform
+            _check(0 < low < high, f"{where}.loguniform: needs 0 < low < high")
+        if dist.uniform is not None:
+            _check(dist.uniform[0] < dist.uniform[1], f"{where}.uniform: needs low < high")
+        if dist.choice is not None:
+            _check(len(dist.choice) >= 1, f"{where}.choice: give at least one value")
+        _check(
+            getattr(study.sweep, key) is None,
+            f"{s}search.space.{key}: it is also swept (sweep.{key}); search it or sweep it, not both",
+        )
+    _check(search.samples >= 1, f"{s}search.samples: must be at least 1")
+    _check(len(search.final_seeds) >= 1, f"{s}search.final_seeds: give at least one seed for the winners")
+    if search.asha is not None:
+        _check(search.asha.grace_period >= 1, f"{s}search.asha.grace_period: must be at least 1 epoch")
+        _check(search.asha.reduction_factor >= 2, f"{s}search.asha.reduction_factor: must be at least 2")
+        _check(
+            study.eval.every_epochs == 1,
+            f"{s}search.asha: compares test accuracy every epoch; set eval.every_epochs: 1",
+        )
+
+
+SEARCHABLE = [f.name for f in dataclasses.fields(SearchSpaceConfig)]
 
 
 def interpolable_keys() -> list[str]:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from analysis.store import ResultsStore, join
 from study.cluster import connect_ray
-from study.config import ConfigError, InterpolateConfig, NoiseScaleConfig, StudyConfig, build, validate
+from study.config import ConfigError, InterpolateConfig, NoiseScaleConfig, StudyConfig, build, searched_keys, validate
 from study.progress import duration, eta
 from trainables.trial import SWEEP_FIELDS, TrialSpec
 
@@ -52,7 +52,10 @@ def interpolation_pairs(study: StudyConfig, trials: pd.DataFrame) -> list[tuple[
     spec = study.measure.interpolate
     if spec is None or trials.empty:
         return []
-    others = [k for k in SWEEP_FIELDS if k != spec.between and k in trials]
+    # Trials compared differ only in `between`: equal in every other swept key, except those a search tuned
+    # per group (each group's winner has its own learning rate: that is the point of the search).
+    searched = searched_keys(study.search) if study.search is not None else []
+    others = [k for k in SWEEP_FIELDS if k != spec.between and k in trials and k not in searched]
     pairs = []
     for _, group in trials.groupby(others, dropna=False, sort=True):
         by_value = {row[spec.between]: row["trial_id"] for _, row in group.iterrows()}
@@ -506,6 +509,8 @@ def run_measurements(study: StudyConfig, store: ResultsStore) -> MeasureOutcome:
     import ray
 
     trials = store.read("trials")
+    if "phase" in trials:  # a search's samples only choose the winners: the finals are measured
+        trials = trials[trials["phase"] != "sample"]
     written = 0
     if study.measure.noise_scale is not None:
         done = store.keys("sharpness")

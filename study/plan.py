@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from study.config import StudyConfig, augmentations, trajectory_epochs
+from study.search import FINAL, GRID, SAMPLE, draw_samples, final_points
 from trainables.augment import Augmentation
 from trainables.data import cache_dir, dataset_sizes, split_global_batch
 from trainables.lr import scaled_lr
@@ -98,32 +100,71 @@ def derived_values(study: StudyConfig, point: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def plan_study(study: StudyConfig) -> list[TrialSpec]:
-    """One TrialSpec per combination of the sweep axes, in a stable order."""
+def grid_points(study: StudyConfig, seeds: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
+    """Every combination of the sweep axes (with `seeds` in place of the seed axis when given)."""
     axes = sweep_axes(study)
-    fixed = fixed_values(study)
+    if seeds is not None:
+        axes["seed"] = seeds
+    return [dict(zip(axes, combination)) for combination in itertools.product(*axes.values())]
+
+
+def make_trial(study: StudyConfig, point: dict[str, Any], phase: str = GRID, group: str = "") -> TrialSpec:
+    """The trial of one grid point (searched keys included in `point` where a search set them)."""
+    values = {**fixed_values(study), **point, **derived_values(study, point), "phase": phase, "search_group": group}
+    # Readable and stable: the swept values for people, a digest of everything for uniqueness,
+    # so a resumed study never mistakes a changed trial for a finished one.
+    digest = hashlib.sha1(json.dumps(values, sort_keys=True, default=list).encode()).hexdigest()[:6]
+    aug: Augmentation = point["augmentation"]
+    tag = {"none": "a0", "mixup": f"a{aug.alpha:g}", "cutmix": f"cutmix{aug.alpha:g}"}.get(
+        aug.name, f"cutout{aug.size}"
+    )
+    trial_id = f"b{point['batch_size']}-{tag}-{point['lr_scaling']}-s{point['seed']}-{digest}"
+    return TrialSpec(trial_id=trial_id, **values)
+
+
+def group_key(study: StudyConfig, point: dict[str, Any]) -> str:
+    """A search group's name: its values of the sweep keys that take more than one value (seed aside)."""
+    axes = sweep_axes(study)
+    parts = []
+    for key, values in axes.items():
+        if key == "seed" or len(values) < 2:
+            continue
+        value = point[key]
+        parts.append(f"{key}={value.label if isinstance(value, Augmentation) else value}")
+    return ", ".join(parts) or "all"
+
+
+def plan_study(study: StudyConfig) -> list[TrialSpec]:
+    """One TrialSpec per combination of the sweep axes, in a stable order; with a `search:` section, the
+    search samples of every group instead (their winners are planned from results: `plan_finals`)."""
+    if study.search is None:
+        return [make_trial(study, point) for point in grid_points(study)]
     trials = []
-    for combination in itertools.product(*axes.values()):
-        point = dict(zip(axes, combination))
-        values = {**fixed, **point, **derived_values(study, point)}
-        # Readable and stable: the swept values for people, a digest of everything for uniqueness,
-        # so a resumed study never mistakes a changed trial for a finished one.
-        digest = hashlib.sha1(json.dumps(values, sort_keys=True, default=list).encode()).hexdigest()[:6]
-        aug: Augmentation = point["augmentation"]
-        tag = {
-            "none": "a0",
-            "mixup": f"a{aug.alpha:g}",
-            "cutmix": f"cutmix{aug.alpha:g}",
-            "cutout": f"cutout{aug.size}",
-        }
-        trial_id = f"b{point['batch_size']}-{tag[aug.name]}-{point['lr_scaling']}-s{point['seed']}-{digest}"
-        trials.append(TrialSpec(trial_id=trial_id, **values))
+    for point in grid_points(study, seeds=study.sweep.seed[:1]):
+        group = group_key(study, point)
+        trials += [
+            make_trial(study, {**point, **sampled}, SAMPLE, group) for sampled in draw_samples(study.search, group)
+        ]
     return trials
+
+
+def plan_finals(study: StudyConfig, trials: pd.DataFrame) -> list[TrialSpec]:
+    """The best sample of every group (its searched values) with each of search.final_seeds."""
+    assert study.search is not None
+    groups = {group_key(study, p): p for p in grid_points(study, seeds=study.sweep.seed[:1])}
+    return [
+        make_trial(study, {**groups[group], **sampled, "seed": seed}, FINAL, group)
+        for group, sampled in final_points(study, trials)
+        if group in groups
+        for seed in study.search.final_seeds
+    ]
 
 
 def format_plan(study: StudyConfig, trials: list[TrialSpec]) -> str:
     """The --dry-run table: one line per trial, its swept and derived values (the record's shown fields)."""
-    columns = shown_fields(TrialSpec, "id", SWEPT, DERIVED)
+    columns = [
+        c for c in shown_fields(TrialSpec, "id", SWEPT, DERIVED) if not all(trivial(getattr(t, c)) for t in trials)
+    ]
     rows = [[_cell(getattr(t, c)) for c in columns] for t in trials]
     widths = [max(len(x) for x in column) for column in zip(columns, *rows)]
     lines = [
@@ -132,6 +173,14 @@ def format_plan(study: StudyConfig, trials: list[TrialSpec]) -> str:
     ]
     for row in (columns, *rows):
         lines.append("  ".join(x.rjust(w) for x, w in zip(row, widths)))
+    if study.search is not None:
+        groups = len({t.search_group for t in trials})
+        finals = groups * len(study.search.final_seeds)
+        lines.append(
+            f"search: {groups} group(s) x {study.search.samples} samples = {len(trials)} samples"
+            f"{' (ASHA stops the weak ones early)' if study.search.asha else ''}, then {groups} winner(s) x "
+            f"{len(study.search.final_seeds)} seeds = {finals} final trials (planned from the samples' results)"
+        )
     lines.append(cost_line(study, trials))
     if study.measure.trajectory is not None:
         lines.append(trajectory_disk_line(study, len(trials)))
@@ -183,6 +232,11 @@ def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
     return line + (
         f"; about {seconds / 3600:.1f} h one trial at a time on {record['device']} (bench of {record['measured_at']})"
     )
+
+
+def trivial(value: Any) -> bool:
+    """A table cell that says nothing: a grid trial's phase and (empty) search group."""
+    return value in ("", GRID)
 
 
 def _cell(value: Any) -> str:

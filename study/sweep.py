@@ -23,8 +23,9 @@ from typing import Any, Iterator
 from analysis.store import ResultsStore, join, trial_row
 from study.cluster import TRIAL_RESOURCE, alive_nodes
 from study.config import StudyConfig
-from study.plan import local_path, plan_study
+from study.plan import local_path, plan_finals, plan_study
 from study.progress import SweepProgress
+from study.search import make_grouped_asha
 from trainables.data import DataError, load_dataset
 from trainables.trial import TrialSpec
 
@@ -139,6 +140,21 @@ def make_progress_callback(store: ResultsStore, todo: list[TrialSpec], prov: dic
                 )
                 self.say_progress(force=True)
 
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            # A trial ends without its own row only when a scheduler (ASHA) stopped it after an epoch.
+            spec = planned(trial)["spec"]
+            if spec["trial_id"] in store.keys("trials"):
+                return
+            history = store.read("epochs", spec["trial_id"]).drop(columns="trial_id").to_dict("records")
+            last = history[-1]["epoch"] if history else 0
+            outcome = {"status": "stopped", "error": f"stopped early by ASHA after epoch {last}", "checkpoint": None}
+            store.write(
+                "trials", spec["trial_id"], [trial_row(spec, history, outcome, worker_provenance(prov))], TRIALS_SCHEMA
+            )
+            print(f"[{spec['trial_id']}] stopped early after epoch {last} (ASHA)", flush=True)
+            self.study.end(spec["trial_id"])
+            self.say_progress(force=True)
+
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             spec = planned(trial)["spec"]
             if spec["trial_id"] in store.finished_trials():  # it wrote its row, then something else failed
@@ -198,63 +214,29 @@ def study_root(study: StudyConfig) -> str:
 def run_study(
     study: StudyConfig, *, resume: bool = False, dashboard_url: str | None = None, verbose: bool = False
 ) -> SweepResult:
-    """Run (or resume) every unfinished trial of `study` on the connected Ray cluster."""
-    import ray
-    import ray.tune
-
-    from trainables.ray_train import tune_trial
-
+    """Run (or resume) every unfinished trial of `study` on the connected Ray cluster; with a `search:`
+    section, its samples first and then the winners of every group with the final seeds."""
     check_fresh(study, resume)
     store = ResultsStore.for_study(local_path(study.storage), study.name)
     for table in ("trials", "epochs"):  # a trial whose row cannot be read is unfinished: it continues
         for path in store.set_aside_unreadable(table):
             print(f"{path}: unreadable, kept under this name; its trial continues from its checkpoints", flush=True)
-    plan = plan_study(study)
     nodes = alive_nodes()
     use_gpu = resolve_use_gpu(study, nodes)
     fits = check_fits(study, use_gpu, nodes)
-    concurrency = min(study.resources.max_concurrent_trials or fits, fits, len(plan))
-    finished = store.finished_trials()
-    todo = [t for t in plan if t.trial_id not in finished]
     prov = provenance(study)
-    if study.resources.workers == 1:
-        trial_resources = worker_bundle(study, use_gpu)
-    elif ray.cluster_resources().get(TRIAL_RESOURCE, 0) > 0:
-        trial_resources = {"CPU": 0.0, TRIAL_RESOURCE: 1.0}
-    else:  # a cluster started without our custom resource: the trial takes a sliver of a CPU
-        trial_resources = {"CPU": 0.01}
-    trainable = ray.tune.with_resources(tune_trial, trial_resources)
-    print(
-        f"{study.name}: {len(plan)} trials, {len(plan) - len(todo)} already finished, "
-        f"{len(todo)} to run, up to {concurrency} at a time{' on GPUs' if use_gpu else ''}",
-        flush=True,
-    )
-    if todo:
-        # Each unfinished trial continues from its own newest checkpoint: resuming does not depend on
-        # Tune's experiment state, which a killed driver may not have saved.
-        configs = [trial_config(study, t, use_gpu, prov) for t in todo]
-        # A new Tune run per attempt: nothing of an earlier one is overwritten.
-        run_name = "run-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-        tuner = ray.tune.Tuner(
-            trainable,
-            param_space={"trial": ray.tune.grid_search(configs)},
-            tune_config=ray.tune.TuneConfig(
-                max_concurrent_trials=concurrency, trial_name_creator=trial_name, trial_dirname_creator=trial_name
-            ),
-            run_config=ray.tune.RunConfig(
-                name=run_name,
-                storage_path=join(study_root(study), "tune"),
-                callbacks=[make_progress_callback(store, todo, prov)],
-                failure_config=ray.tune.FailureConfig(max_failures=study.resources.max_failures),
-                verbose=1 if verbose else 0,  # Tune's own tables only when asked (--verbose)
-            ),
-        )
-        with quiet_tune(verbose):
-            finished_all = fit_unless_interrupted(tuner)
-        if not finished_all:
+    phases = [("search samples" if study.search else "trials", plan_study(study))]
+    done: list[TrialSpec] = []
+    while phases:
+        label, plan = phases.pop(0)
+        scheduler = make_grouped_asha(study) if study.search and study.search.asha and label != "finals" else None
+        if not run_trials(study, store, label, plan, use_gpu, fits, prov, verbose, scheduler):
             # Stopped (Ctrl-C): no measurements, no report; the caller says how to continue.
-            unfinished = tuple(t.trial_id for t in plan if t.trial_id not in store.finished_trials())
+            unfinished = tuple(t.trial_id for t in done + plan if t.trial_id not in store.finished_trials())
             return SweepResult(study, store.uri, [], dashboard_url, interrupted=True, unfinished=unfinished)
+        done += plan
+        if study.search and label != "finals":
+            phases.append(("finals", plan_finals(study, store.read("trials"))))
     if study_has_measurements(study):
         from study.measure import run_measurements
 
@@ -262,7 +244,7 @@ def run_study(
         if outcome.failed:
             print(outcome.summary(), file=sys.stderr)
     trials = store.read("trials")
-    rows = trials[trials["trial_id"].isin([t.trial_id for t in plan])].to_dict("records")
+    rows = trials[trials["trial_id"].isin([t.trial_id for t in done])].to_dict("records")
     from analysis.report import ReportError, write_report
 
     report = None
@@ -271,6 +253,65 @@ def run_study(
     except ReportError as error:
         print(f"report: not written: {error}", file=sys.stderr)
     return SweepResult(study, store.uri, rows, dashboard_url, str(report) if report else None)
+
+
+def run_trials(
+    study: StudyConfig,
+    store: ResultsStore,
+    label: str,
+    plan: list[TrialSpec],
+    use_gpu: bool,
+    fits: int,
+    prov: dict[str, Any],
+    verbose: bool,
+    scheduler: Any = None,
+) -> bool:
+    """One Tune run over the unfinished trials of `plan`; False when a Ctrl-C stopped it."""
+    import ray
+    import ray.tune
+
+    from trainables.ray_train import tune_trial
+
+    concurrency = min(study.resources.max_concurrent_trials or fits, fits, max(1, len(plan)))
+    finished = store.finished_trials()
+    todo = [t for t in plan if t.trial_id not in finished]
+    print(
+        f"{study.name}: {len(plan)} {label}, {len(plan) - len(todo)} already finished, "
+        f"{len(todo)} to run, up to {concurrency} at a time{' on GPUs' if use_gpu else ''}",
+        flush=True,
+    )
+    if not todo:
+        return True
+    if study.resources.workers == 1:
+        trial_resources = worker_bundle(study, use_gpu)
+    elif ray.cluster_resources().get(TRIAL_RESOURCE, 0) > 0:
+        trial_resources = {"CPU": 0.0, TRIAL_RESOURCE: 1.0}
+    else:  # a cluster started without our custom resource: the trial takes a sliver of a CPU
+        trial_resources = {"CPU": 0.01}
+    # Each unfinished trial continues from its own newest checkpoint: resuming does not depend on
+    # Tune's experiment state, which a killed driver may not have saved.
+    configs = [trial_config(study, t, use_gpu, prov) for t in todo]
+    # A new Tune run per attempt: nothing of an earlier one is overwritten.
+    run_name = "run-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    tuner = ray.tune.Tuner(
+        ray.tune.with_resources(tune_trial, trial_resources),
+        param_space={"trial": ray.tune.grid_search(configs)},
+        tune_config=ray.tune.TuneConfig(
+            max_concurrent_trials=concurrency,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_name,
+            scheduler=scheduler,
+        ),
+        run_config=ray.tune.RunConfig(
+            name=run_name,
+            storage_path=join(study_root(study), "tune"),
+            callbacks=[make_progress_callback(store, todo, prov)],
+            failure_config=ray.tune.FailureConfig(max_failures=study.resources.max_failures),
+            verbose=1 if verbose else 0,  # Tune's own tables only when asked (--verbose)
+        ),
+    )
+    with quiet_tune(verbose):
+        return fit_unless_interrupted(tuner)
 
 
 class _NoRestoreHint(logging.Filter):

@@ -286,3 +286,22 @@ def test_the_console_is_quiet_with_progress_and_says_what_went_wrong(ray_session
     assert "2 of 4 trials did not complete:" in output
     assert sum(1 for line in lines if "diverged: train loss" in line) == 2
     assert len(lines) < 45, f"{len(lines)} lines:\n{output}"
+
+
+def test_a_second_ctrl_c_exits_at_once(ray_session: str, tmp_path: Path) -> None:
+    study_file = tmp_path / "twice.yaml"
+    study_file.write_text(
+        tiny_study_yaml("twice", tmp_path).replace("epochs: 2,", "epochs: 200,").replace("[0.0, 1.0]", "[0.0]")
+    )
+    process = run_cli(str(study_file), address=ray_session)
+    deadline = time.time() + 300
+    while not (tmp_path / "twice" / "results" / "epochs").exists():  # training has begun
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    started = time.time()
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130 and time.time() - started < 60, output[-3000:]
+    assert "--resume" in output.splitlines()[-1] and "Traceback" not in output

@@ -60,6 +60,8 @@ class TrialSpec:
     micro_batch: int = derived()  # per worker and per forward pass
     accumulation_steps: int = derived()
     bn_batch_size: int = derived(shown=False)  # what BatchNorm sees: the micro-batch (a ghost batch)
+    phase: str = derived()  # grid | sample (a search sample) | final (a search winner re-run with a seed)
+    search_group: str = derived()  # the group a search sample or final belongs to ('' for grid trials)
     # The same for every trial of the study.
     study: str = fixed()
     dataset: str = fixed()
