@@ -513,20 +513,28 @@ def surfaces_grid(two: pd.DataFrame, info: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def steps_to_target_figure(trials: pd.DataFrame, epochs: pd.DataFrame, target: float) -> go.Figure:
-    """Optimizer steps to reach `target` test accuracy against batch size, log-log, with perfect scaling."""
+def steps_to_target_figure(
+    trials: pd.DataFrame, epochs: pd.DataFrame, target: float, sharpness: pd.DataFrame | None = None
+) -> go.Figure:
+    """Optimizer steps to reach `target` test accuracy against batch size, log-log, with perfect scaling and,
+    where the gradient noise scale was measured, McCandlish et al.'s prediction S = S_min (1 + B_crit / B)
+    with B_crit ~ B_simple (S_min from the smallest batch), B_crit marked on the axis."""
     reached = steps_to_target(trials, epochs, target)
     stats = aggregate_over_seeds(reached, "steps_to_target")
+    noise = pd.DataFrame()
+    if sharpness is not None and len(sharpness):
+        noise = with_labels(trials).merge(sharpness[sharpness["measure"] == "noise_scale"], on="trial_id")
     fig = go.Figure()
     for i, ((aug, rule), curve) in enumerate(stats.groupby(["augmentation_label", "lr_scaling"], sort=True)):
         curve = curve.sort_values("batch_size")
+        color = PALETTE[i % len(PALETTE)]
         fig.add_trace(
             go.Scatter(
                 x=curve["batch_size"],
                 y=curve["mean"],
                 mode="lines+markers",
                 name=curve_label(aug, rule),
-                line=dict(color=PALETTE[i % len(PALETTE)]),
+                line=dict(color=color),
             )
         )
         first = curve.iloc[0]
@@ -536,10 +544,26 @@ def steps_to_target_figure(trials: pd.DataFrame, epochs: pd.DataFrame, target: f
                 y=first["mean"] * first["batch_size"] / curve["batch_size"],
                 mode="lines",
                 name=f"perfect scaling from batch {first['batch_size']}",
-                line=dict(color=PALETTE[i % len(PALETTE)], dash="dot"),
+                line=dict(color=color, dash="dot"),
                 opacity=0.6,
             )
         )
+        mine = noise[(noise["augmentation_label"] == aug) & (noise["lr_scaling"] == rule)] if len(noise) else noise
+        b_crit = float(mine["value"].mean()) if len(mine) else float("nan")
+        if np.isfinite(b_crit) and b_crit > 0:
+            s_min = first["mean"] / (1 + b_crit / first["batch_size"])
+            batches = np.geomspace(curve["batch_size"].min(), curve["batch_size"].max(), 50)
+            fig.add_trace(
+                go.Scatter(
+                    x=batches,
+                    y=s_min * (1 + b_crit / batches),
+                    mode="lines",
+                    name=f"noise-scale prediction, B_crit ~ B_simple = {b_crit:.0f}",
+                    line=dict(color=color, dash="dash"),
+                    opacity=0.8,
+                )
+            )
+            fig.add_vline(x=b_crit, line=dict(color=color, dash="dash", width=1))
     _batch_axis(fig, list(trials["batch_size"]))
     fig.update_yaxes(type="log", dtick=1, title_text="optimizer steps to target")  # labels at decades only
     fig.update_layout(title=f"Steps to {100 * target:.0f}% test accuracy (Shallue et al. 2018)", **LAYOUT)
@@ -641,12 +665,12 @@ def searched_key(samples: pd.DataFrame) -> str:
     return "base_lr"
 
 
-def search_figure(trials: pd.DataFrame) -> go.Figure:
+def search_figure(trials: pd.DataFrame, epochs: pd.DataFrame | None = None) -> go.Figure:
     """Every search sample: its searched value against its best test accuracy, one colour per group;
     samples ASHA stopped early are open crosses, diverged ones open diamonds; each group's winner ringed."""
     samples = trials[trials["phase"] == "sample"]
     key = searched_key(samples)
-    winners = best_per_group(trials)
+    winners = best_per_group(trials, epochs)
     fig = go.Figure()
     for i, (group, rows) in enumerate(samples.groupby("search_group", sort=True)):
         color = PALETTE[i % len(PALETTE)]
@@ -688,10 +712,10 @@ def search_figure(trials: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def best_lr_figure(trials: pd.DataFrame) -> go.Figure:
+def best_lr_figure(trials: pd.DataFrame, epochs: pd.DataFrame | None = None) -> go.Figure:
     """Each group's winning base LR against batch size, log-log, with the linear and square-root scaling
     rules drawn from the smallest batch's winner (as Goyal et al. and Shallue et al. plot it)."""
-    winners = pd.DataFrame(best_per_group(trials).values())
+    winners = pd.DataFrame(best_per_group(trials, epochs).values())
     fig = go.Figure()
     for i, (label, rows) in enumerate(with_labels(winners).groupby("augmentation_label", sort=True)):
         rows = rows.sort_values("batch_size")

@@ -33,9 +33,9 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
     notes: list[str] = []
     if "phase" in trials and (trials["phase"] == "sample").any():
         # A search: its samples have their own figures; everything else is about the finals.
-        shown.append(("search", figures.search_figure(trials)))
+        shown.append(("search", figures.search_figure(trials, epochs)))
         if trials.loc[trials["phase"] == "sample", "base_lr"].nunique() > 1:
-            shown.append(("best_lr_vs_batch", figures.best_lr_figure(trials)))
+            shown.append(("best_lr_vs_batch", figures.best_lr_figure(trials, epochs)))
         trials = trials[trials["phase"] != "sample"]
     completed = trials[trials["status"] == "completed"] if len(trials) else trials
     if len(completed):
@@ -73,7 +73,7 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
         notes.append("Random-direction slices: not measured (measure.random_directions).")
     target = target if target is not None else (default_target(completed) if len(completed) else math.nan)
     if len(completed) and completed["batch_size"].nunique() > 1 and not math.isnan(target):
-        shown.append(("steps_to_target", figures.steps_to_target_figure(completed, epochs, target)))
+        shown.append(("steps_to_target", figures.steps_to_target_figure(completed, epochs, target, sharpness)))
     else:
         notes.append("Steps to target: needs completed trials at two or more batch sizes.")
     for path, why in sorted(results.unreadable.items()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -108,17 +109,37 @@ def sharpness_table(trials: pd.DataFrame, sharpness: pd.DataFrame) -> pd.DataFra
     return sharpness.merge(with_labels(trials)[["trial_id", *GROUP, "seed", "status"]], on="trial_id")
 
 
-def best_per_group(trials: pd.DataFrame) -> dict[str, pd.Series]:
-    """A search's winners: group -> the sample with the highest best_test_acc among those that ran to the
-    end (samples stopped early or diverged compete only when none did)."""
+def search_objective(trials: pd.DataFrame) -> tuple[str, float | None]:
+    """(objective, target) of the study's search, read from the study file stored with every trial row."""
+    configs = trials["config"].dropna() if "config" in trials else pd.Series(dtype=object)
+    search = json.loads(configs.iloc[-1]).get("search") if len(configs) else None
+    if not search:
+        return "best_test_acc", None
+    return search.get("objective", "best_test_acc"), search.get("target")
+
+
+def best_per_group(trials: pd.DataFrame, epochs: pd.DataFrame | None = None) -> dict[str, pd.Series]:
+    """A search's winners: group -> its best sample among those that ran to the end (samples stopped early
+    or diverged compete only when none did). Best: the highest best_test_acc, or with the steps_to_target
+    objective the fewest steps to the target (ties and samples that never reached it: best_test_acc)."""
     if "phase" not in trials:
         return {}
     samples = trials[trials["phase"] == "sample"]
+    objective, target = search_objective(samples)
+    if objective == "steps_to_target" and epochs is not None and target is not None and len(samples):
+        reached = steps_to_target(samples, epochs, target)[["trial_id", "steps_to_target"]]
+        samples = samples.merge(reached, on="trial_id", how="left")
     winners = {}
     for group, rows in samples.groupby("search_group", sort=True):
         scored = rows[np.isfinite(rows["best_test_acc"].astype(float))]
         finished = scored[scored["status"] == "completed"]
         pool = finished if len(finished) else scored
-        if len(pool):
-            winners[str(group)] = pool.loc[pool["best_test_acc"].astype(float).idxmax()]
+        if not len(pool):
+            continue
+        # Fewest steps first (NaN: never reached, last), then the highest accuracy.
+        keys = [pool["best_test_acc"].astype(float).rank(ascending=False, method="first")]
+        if "steps_to_target" in pool:
+            keys.insert(0, pool["steps_to_target"].astype(float).rank(method="min", na_option="bottom"))
+        order = pd.concat(keys, axis=1).apply(tuple, axis=1).sort_values()
+        winners[str(group)] = pool.loc[order.index[0]]
     return winners

@@ -224,7 +224,10 @@ class SearchConfig:
 
     space: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
     samples: int = 8
-    objective: Literal["best_test_acc"] = "best_test_acc"
+    # best_test_acc: the highest; steps_to_target: the fewest optimizer steps to `target` test accuracy
+    # (Shallue et al.'s measure; samples that never reach it lose to those that do)
+    objective: Literal["best_test_acc", "steps_to_target"] = "best_test_acc"
+    target: float | None = None  # test accuracy (fraction), for steps_to_target
     asha: AshaConfig | None = None
     final_seeds: tuple[int, ...] = (0, 1, 2)
     seed: int = 0
@@ -656,6 +659,11 @@ def validate_search(study: StudyConfig, s: str) -> None:
             f"{s}search.space.{key}: it is also swept (sweep.{key}); search it or sweep it, not both",
         )
     _check(search.samples >= 1, f"{s}search.samples: must be at least 1")
+    if search.objective == "steps_to_target":
+        _check(
+            search.target is not None and 0 < search.target < 1,
+            f"{s}search.target: steps_to_target needs a target test accuracy in (0, 1), e.g. 0.9",
+        )
     _check(len(search.final_seeds) >= 1, f"{s}search.final_seeds: give at least one seed for the winners")
     if search.asha is not None:
         _check(search.asha.grace_period >= 1, f"{s}search.asha.grace_period: must be at least 1 epoch")

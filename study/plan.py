@@ -148,13 +148,13 @@ def plan_study(study: StudyConfig) -> list[TrialSpec]:
     return trials
 
 
-def plan_finals(study: StudyConfig, trials: pd.DataFrame) -> list[TrialSpec]:
+def plan_finals(study: StudyConfig, trials: pd.DataFrame, epochs: pd.DataFrame | None = None) -> list[TrialSpec]:
     """The best sample of every group (its searched values) with each of search.final_seeds."""
     assert study.search is not None
     groups = {group_key(study, p): p for p in grid_points(study, seeds=study.sweep.seed[:1])}
     return [
         make_trial(study, {**groups[group], **sampled, "seed": seed}, FINAL, group)
-        for group, sampled in final_points(study, trials)
+        for group, sampled in final_points(study, trials, epochs)
         if group in groups
         for seed in study.search.final_seeds
     ]

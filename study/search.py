@@ -46,11 +46,13 @@ def draw_samples(search: SearchConfig, group: str) -> list[dict[str, float]]:
     return [{key: draw(getattr(search.space, key), rng) for key in keys} for _ in range(search.samples)]
 
 
-def final_points(study: StudyConfig, trials: pd.DataFrame) -> list[tuple[str, dict[str, Any]]]:
+def final_points(
+    study: StudyConfig, trials: pd.DataFrame, epochs: pd.DataFrame | None = None
+) -> list[tuple[str, dict[str, Any]]]:
     """(group, the winner's values of the searched keys) per group that has a winner."""
     assert study.search is not None
     keys = searched_keys(study.search)
-    return [(group, {k: float(row[k]) for k in keys}) for group, row in best_per_group(trials).items()]
+    return [(group, {k: float(row[k]) for k in keys}) for group, row in best_per_group(trials, epochs).items()]
 
 
 def make_grouped_asha(study: StudyConfig) -> Any:

@@ -236,7 +236,7 @@ def run_study(
             return SweepResult(study, store.uri, [], dashboard_url, interrupted=True, unfinished=unfinished)
         done += plan
         if study.search and label != "finals":
-            phases.append(("finals", plan_finals(study, store.read("trials"))))
+            phases.append(("finals", plan_finals(study, store.read("trials"), store.read("epochs"))))
     if study_has_measurements(study):
         from study.measure import run_measurements
 

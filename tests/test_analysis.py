@@ -512,3 +512,21 @@ def test_two_studies_in_one_report_are_kept_apart_and_labelled_by_study(tmp_path
     assert main([*folders, "-o", str(out)]) == 0
     page = out.read_text()
     assert "Study cpu-run + gpu-run" in page and "cpu-run/b128-a0-s0" in page and "gpu-run/b128-a0-s0" in page
+
+
+def test_steps_to_target_draws_the_noise_scale_prediction_of_the_critical_batch() -> None:
+    """McCandlish et al.: S = S_min (1 + B_crit / B). With B_crit = 1024 and 300 steps at batch 128,
+    S_min = 300 / 9 and the prediction at batch 8192 is S_min x 1.125 = 37.5 steps."""
+    trials = make_trials().query("seed == 0 and augmentation_label == 'none'")
+    epochs = pd.DataFrame(
+        [
+            {"trial_id": t, "epoch": 1, "step": 300 * 128 // b, "test_acc": 0.99}
+            for t, b in zip(trials["trial_id"], trials["batch_size"])
+        ]
+    )
+    sharpness = pd.DataFrame({"trial_id": trials["trial_id"], "measure": "noise_scale", "value": 1024.0})
+    fig = figures.steps_to_target_figure(trials, epochs, 0.9, sharpness)
+    (prediction,) = [t for t in fig.data if t.name.startswith("noise-scale prediction")]
+    assert "B_crit ~ B_simple = 1024" in prediction.name
+    assert prediction.y[0] == pytest.approx(300.0) and prediction.y[-1] == pytest.approx(300 / 9 * 1.125)
+    assert any(shape.x0 == 1024.0 for shape in fig.layout.shapes)  # B_crit marked

@@ -1,5 +1,6 @@
 """The learning-rate search per batch size (issue 17): sampling, winners, and a real search with ASHA."""
 
+import json
 import math
 from pathlib import Path
 
@@ -116,3 +117,70 @@ def test_a_search_with_asha_stops_weak_samples_picks_winners_and_runs_their_seed
     assert set(sharpness["trial_id"]) == set(finals["trial_id"])
     page = Path(write_report(result.results_dir)).read_text()
     assert 'id="search"' in page and 'id="best_lr_vs_batch"' in page
+
+
+@pytest.mark.slow
+def test_a_search_killed_midway_resumes_without_losing_or_repeating_a_sample(ray_session: str, tmp_path: Path) -> None:
+    import signal
+
+    from test_reliability import epochs_of, sweep_cli, wait_for
+
+    study_file = tmp_path / "killed.yaml"
+    study_file.write_text(
+        tiny_study_yaml("killed", tmp_path).replace("[0.0, 1.0]", "[0.0]").replace("epochs: 2,", "epochs: 3,")
+        + "search: {space: {base_lr: {loguniform: [0.001, 0.5]}}, samples: 3, final_seeds: [0]}\n"
+        + "resources: {max_concurrent_trials: 1}\n"
+    )
+    results = tmp_path / "killed" / "results"
+    planned = {t.trial_id for t in plan_study(parse_study(study_file.read_text()))}
+    process = sweep_cli(study_file, ray_session)
+    # Kill the driver once two samples have finished and a third is part-way.
+    wait_for(
+        lambda: (
+            (results / "trials").exists()
+            and len(list((results / "trials").glob("*.parquet"))) >= 2
+            and epochs_of(results)["trial_id"].nunique() >= 3
+        ),
+        process,
+    )
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    before = set(pd.read_parquet(results / "trials")["trial_id"])
+    assert before <= planned and len(before) < len(planned)
+
+    again = sweep_cli(study_file, ray_session, "--resume")
+    output = again.communicate(timeout=600)[0]
+    assert again.returncode == 0, output[-3000:]
+    trials = pd.read_parquet(results / "trials")
+    samples = trials[trials["phase"] == "sample"]
+    assert set(samples["trial_id"]) == planned and samples["trial_id"].is_unique  # the same 6, each once
+    assert not epochs_of(results).duplicated(["trial_id", "epoch"]).any()
+    assert f"{len(before)} already finished" in output
+    finals = trials[trials["phase"] == "final"]
+    assert len(finals) == 2 and set(finals["status"]) == {"completed"}
+
+
+def test_the_steps_to_target_objective_prefers_the_sample_that_got_there_first() -> None:
+    """Three samples of a group: A reaches 90% at step 30 and ends at 92%, B at step 10 and ends at 91%, C
+    never reaches it but ends highest (89.9% is below target): the objective picks B; best_test_acc picks A."""
+    config = json.dumps({"search": {"objective": "steps_to_target", "target": 0.9}})
+    trials = pd.DataFrame(
+        [
+            {"trial_id": t, "phase": "sample", "search_group": "g", "status": "completed", "best_test_acc": acc}
+            | {"config": config, "base_lr": lr, "batch_size": 128, "augmentation_label": "none"}
+            | {"lr_scaling": "none", "seed": 0}
+            for t, acc, lr in (("A", 0.92, 0.1), ("B", 0.91, 0.2), ("C", 0.899, 0.3))
+        ]
+    )
+    curves = {"A": [0.5, 0.8, 0.92], "B": [0.91, 0.91, 0.91], "C": [0.7, 0.85, 0.899]}
+    epochs = pd.DataFrame(
+        [
+            {"trial_id": t, "epoch": e + 1, "step": 10 * (e + 1), "test_acc": acc}
+            for t, c in curves.items()
+            for e, acc in enumerate(c)
+        ]
+    )
+    assert best_per_group(trials, epochs)["g"]["trial_id"] == "B"
+    assert best_per_group(trials.assign(config=json.dumps({"search": {}})), epochs)["g"]["trial_id"] == "A"
+    with pytest.raises(ConfigError, match="search.target: steps_to_target needs a target"):
+        parse_study("name: s\nsearch: {space: {base_lr: {choice: [0.1]}}, objective: steps_to_target}\n")
