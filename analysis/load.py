@@ -35,6 +35,11 @@ def load_results(results_dir: str) -> StudyResults:
     """Every table of the store; a missing table comes back empty with its columns."""
     store = ResultsStore(results_dir)
     tables = {name: store.read(name) for name in TABLES}
+    trials = tables["trials"]
+    if {"model", "augmentation_label"} <= set(trials) and trials["model"].nunique() > 1:
+        # A study that sweeps architectures: curves are per model too ('resnet20: mixup a=1'), never
+        # averaged across models as if they were seeds.
+        tables["trials"] = trials.assign(augmentation_label=trials["model"] + ": " + trials["augmentation_label"])
     # Trials still training have epoch rows but no trial row yet: keep their epochs visible.
     return StudyResults(store.root, **tables, trial_roles=store.roles("trials"), unreadable=dict(store.unreadable))
 

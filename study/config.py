@@ -92,6 +92,7 @@ class SweepConfig:
     base_lr: tuple[float, ...] | None = None
     weight_decay: tuple[float, ...] | None = None
     warmup_epochs: tuple[float, ...] | None = None
+    model: tuple[str, ...] | None = None  # architectures (model.arch names) compared: the depth question
 
 
 @dataclass(frozen=True)
@@ -525,6 +526,8 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
     data, schedule, sweep, res = study.data, study.schedule, study.sweep, study.resources
     _one_of(data.dataset, DATASETS, f"{s}data.dataset")
     _one_of(study.model.arch, MODELS, f"{s}model.arch")
+    for arch in sweep.model or ():
+        _one_of(arch, MODELS, f"{s}sweep.model")
     _one_of(schedule.decay, DECAYS, f"{s}schedule.decay")
     for rule in sweep.lr_scaling:
         _one_of(rule, LR_SCALING, f"{s}sweep.lr_scaling")
@@ -685,7 +688,9 @@ def interpolable_keys() -> list[str]:
     return [
         key
         for key in SWEEP_FIELDS
-        if key in hints and all(a in scalar for a in typing.get_args(_without_none(hints[key])) if a is not Ellipsis)
+        if key in hints
+        and key != "model"  # different architectures have no straight line between them
+        and all(a in scalar for a in typing.get_args(_without_none(hints[key])) if a is not Ellipsis)
     ]
 
 

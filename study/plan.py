@@ -10,17 +10,18 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 from study.config import StudyConfig, augmentations, trajectory_epochs
-from study.search import FINAL, GRID, SAMPLE, draw_samples, final_points
 from trainables.augment import Augmentation
 from trainables.data import cache_dir, dataset_sizes, split_global_batch
 from trainables.lr import scaled_lr
-from trainables.trial import DERIVED, SWEPT, TrialSpec, shown_fields
+from trainables.trial import DERIVED, FINAL, GRID, SAMPLE, SWEPT, TrialSpec, shown_fields
 
 
 def local_path(path: str) -> str:
@@ -44,6 +45,8 @@ def sweep_axes(study: StudyConfig) -> dict[str, tuple[Any, ...]]:
 
 def section_value(study: StudyConfig, key: str) -> Any:
     """The study's single value of a sweep key that also has a home in a section (optim.base_lr, ...)."""
+    if key == "model":
+        return study.model.arch
     for section in (study.optim, study.schedule, study.data, study.model, study.eval):
         if hasattr(section, key):
             return getattr(section, key)
@@ -61,7 +64,6 @@ def fixed_values(study: StudyConfig) -> dict[str, Any]:
         train_subset=study.data.train_subset,
         test_subset=study.data.test_subset,
         augment=study.data.augment,
-        model=study.model.arch,
         width=study.model.width,
         base_batch_size=study.optim.base_batch_size,
         momentum=study.optim.momentum,
@@ -139,6 +141,8 @@ def plan_study(study: StudyConfig) -> list[TrialSpec]:
     search samples of every group instead (their winners are planned from results: `plan_finals`)."""
     if study.search is None:
         return [make_trial(study, point) for point in grid_points(study)]
+    from study.search import draw_samples  # numpy and pandas: only for a search (--dry-run stays light)
+
     trials = []
     for point in grid_points(study, seeds=study.sweep.seed[:1]):
         group = group_key(study, point)
@@ -150,6 +154,8 @@ def plan_study(study: StudyConfig) -> list[TrialSpec]:
 
 def plan_finals(study: StudyConfig, trials: pd.DataFrame, epochs: pd.DataFrame | None = None) -> list[TrialSpec]:
     """The best sample of every group (its searched values) with each of search.final_seeds."""
+    from study.search import final_points
+
     assert study.search is not None
     groups = {group_key(study, p): p for p in grid_points(study, seeds=study.sweep.seed[:1])}
     return [

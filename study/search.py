@@ -20,8 +20,6 @@ import pandas as pd
 from analysis.summarize import best_per_group
 from study.config import DistributionConfig, SearchConfig, StudyConfig, searched_keys
 
-SAMPLE, FINAL, GRID = "sample", "final", "grid"
-
 
 def group_rng(search: SearchConfig, group: str) -> np.random.Generator:
     digest = hashlib.sha256(f"{search.seed}|{group}".encode()).digest()

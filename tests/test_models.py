@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -43,3 +44,61 @@ def test_registry_models_forward(arch: str, width: float) -> None:
 def test_width_scales_channels() -> None:
     model = vgg9(width=0.25)
     assert [m.out_channels for m in model.features if isinstance(m, nn.Conv2d)] == [16, 16, 32, 32, 64, 64, 64]
+
+
+# The published parameter counts for 10 classes (He et al. 2016 table 6; the mixup paper's PreAct ResNet-18;
+# Zagoruyko & Komodakis 2016), in millions as published.
+PUBLISHED_MILLIONS = {"resnet20": 0.27, "resnet56": 0.85, "preact_resnet18": 11.17, "wrn16_4": 2.75}
+
+
+@pytest.mark.parametrize("arch", sorted(PUBLISHED_MILLIONS))
+def test_deeper_networks_have_their_published_parameter_counts(arch: str) -> None:
+    count = count_parameters(build_model(arch, num_classes=10))
+    assert round(count / 1e6, 2) == PUBLISHED_MILLIONS[arch], count
+
+
+def test_resnet_shortcuts_are_option_a_and_preact_ones_convolutions() -> None:
+    from trainables.models import BasicBlock, PreActBlock, ShortcutA
+
+    resnet = build_model("resnet20")
+    blocks = [m for m in resnet.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 9 and sum(isinstance(b.shortcut, ShortcutA) for b in blocks) == 2  # two stage changes
+    x = torch.randn(2, 16, 8, 8)
+    padded = ShortcutA(16, 32, 2)(x)
+    assert padded.shape == (2, 32, 4, 4) and torch.equal(padded[:, 8:24], x[:, :, ::2, ::2])
+    assert padded[:, :8].abs().sum() == 0 and padded[:, 24:].abs().sum() == 0
+    preact = [m for m in build_model("preact_resnet18").modules() if isinstance(m, PreActBlock)]
+    assert len(preact) == 8 and sum(b.shortcut is not None for b in preact) == 3
+
+
+@pytest.mark.parametrize("arch", sorted(PUBLISHED_MILLIONS))
+def test_every_measurement_runs_on_the_deeper_networks(arch: str) -> None:
+    """FLOPs, filter-normalized directions over every conv and linear weight, interpolation, the Hessian's
+    top eigenvalue: what the measurement phase does to a trained VGG9, on each new model (width 0.25)."""
+    from trainables.flops import train_flops_per_image
+    from trainables.landscape import filter_normalized_direction, interpolate
+    from trainables.sharpness import top_eigenvalues
+
+    torch.manual_seed(0)
+    model = build_model(arch, width=0.25)
+    assert train_flops_per_image(model) > 0
+    direction = filter_normalized_direction(model, torch.Generator().manual_seed(0))
+    for name, weight in model.named_parameters():
+        if weight.dim() > 1:  # each filter of the direction has its weight filter's norm
+            assert torch.allclose(direction[name].flatten(1).norm(dim=1), weight.flatten(1).norm(dim=1), rtol=1e-4)
+        else:
+            assert direction[name].abs().sum() == 0
+    a = {k: v.clone() for k, v in model.state_dict().items()}
+    b = {k: v + 0.01 if v.is_floating_point() else v for k, v in a.items()}
+    halfway = interpolate(a, b, 0.5)
+    assert torch.allclose(halfway["classifier.weight"], a["classifier.weight"] + 0.005)
+    model.eval()
+    images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    params = [p for p in model.parameters() if p.requires_grad]
+    eigen = top_eigenvalues(
+        lambda batch: nn.functional.cross_entropy(model(batch[0]), batch[1]),
+        [(images, labels)],
+        params,
+        max_iterations=20,
+    )
+    assert np.isfinite(eigen.values[0]) and eigen.values[0] > 0

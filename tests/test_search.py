@@ -2,12 +2,14 @@
 
 import json
 import math
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_study_yaml
+from conftest import chromium_flags, tiny_study_yaml
 
 from analysis.summarize import best_per_group
 from study.config import ConfigError, DistributionConfig, SearchConfig, SearchSpaceConfig, parse_study
@@ -115,8 +117,21 @@ def test_a_search_with_asha_stops_weak_samples_picks_winners_and_runs_their_seed
     # Only the finals are measured.
     sharpness = pd.read_parquet(Path(result.results_dir) / "sharpness")
     assert set(sharpness["trial_id"]) == set(finals["trial_id"])
-    page = Path(write_report(result.results_dir)).read_text()
-    assert 'id="search"' in page and 'id="best_lr_vs_batch"' in page
+    report = Path(write_report(result.results_dir))
+    # In a browser: the search, the best learning rate against batch size and steps-to-target are drawn.
+    dom = subprocess.run(
+        [*chromium_flags(tmp_path), "--window-size=1300,4000", "--dump-dom", report.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    for name, mark in (
+        ("search", 'class="point"'),
+        ("best_lr_vs_batch", 'class="js-line"'),
+        ("steps_to_target", 'class="js-line"'),
+    ):
+        drawn = re.search(rf'<section id="{name}">(.*?)</section>', dom, re.S)
+        assert drawn and 'class="main-svg"' in drawn.group(1) and mark in drawn.group(1), name
 
 
 @pytest.mark.slow

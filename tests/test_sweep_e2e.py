@@ -305,3 +305,28 @@ def test_a_second_ctrl_c_exits_at_once(ray_session: str, tmp_path: Path) -> None
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 130 and time.time() - started < 60, output[-3000:]
     assert "--resume" in output.splitlines()[-1] and "Traceback" not in output
+
+
+def test_a_study_sweeping_models_trains_and_measures_each(ray_session: str, tmp_path: Path) -> None:
+    """The depth question as a sweep key: VGG9 and ResNet-20 side by side, measured and drawn apart."""
+    from analysis.load import load_results
+
+    text = (
+        tiny_study_yaml("depth", tmp_path).replace(
+            "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
+            "sweep: {batch_size: [64, 128], mixup_alpha: [0.0], model: [vgg9, resnet20]}",
+        )
+        + "measure:\n  hessian: {top_k: 1, samples: 64, trace: false}\n"
+        + "  interpolate: {between: batch_size, pairs: [[64, 128]], points: 3, train_samples: 128, test_samples: 128}\n"
+    )
+    result = run_study(parse_study(text))
+    trials = pd.DataFrame(result.trials)
+    assert sorted(trials["model"]) == ["resnet20", "resnet20", "vgg9", "vgg9"] and set(trials["status"]) == {
+        "completed"
+    }
+    results = load_results(result.results_dir)
+    assert set(results.sharpness["trial_id"]) == set(trials["trial_id"])
+    pairs = results.landscape[["trial_a", "trial_b"]].drop_duplicates()
+    models = trials.set_index("trial_id")["model"]
+    assert len(pairs) == 2 and all(models[a] == models[b] for a, b in pairs.itertuples(index=False))  # within a model
+    assert set(results.trials["augmentation_label"]) == {"vgg9: none", "resnet20: none"}

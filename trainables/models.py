@@ -1,4 +1,8 @@
-"""Model registry. VGG9 follows Li et al.'s loss-landscape code (tomgoldstein/loss-landscape)."""
+"""Model registry: VGG9 as in Li et al.'s loss-landscape code (tomgoldstein/loss-landscape), and the deeper
+CIFAR networks the seed paper leaves open: ResNet-20/56 (He et al. 2016, option A shortcuts; Li et al.'s
+landscape network), PreAct ResNet-18 (the mixup paper's CIFAR-10 model) and WideResNet-16-4 (Zagoruyko &
+Komodakis 2016). Every model takes `width` (a channel multiplier; 0.25 for CPU tests) and `num_classes`.
+"""
 
 from __future__ import annotations
 
@@ -78,6 +82,132 @@ class VGG(nn.Module):
 def vgg9(width: float = 1.0, num_classes: int = 10) -> VGG:
     plan = tuple(item if item == "M" else scaled_channels(int(item), width) for item in VGG9_PLAN)
     return VGG(plan, scaled_channels(VGG9_HIDDEN, width), num_classes)
+
+
+def kaiming_init(model: nn.Module) -> None:
+    """Kaiming-normal (fan_out, as the ResNet papers) convolutions, BN as the identity, zero biases."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.zeros_(module.bias)
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class ShortcutA(nn.Module):
+    """He et al.'s option A: the identity, subsampled by the stride, with the new channels zero-padded
+    (no parameters, as in the published CIFAR ResNet counts)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.stride, self.extra = stride, out_channels - in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        half = self.extra // 2
+        return nn.functional.pad(x, (0, 0, 0, 0, half, self.extra - half))
+
+
+class BasicBlock(nn.Module):
+    """conv-BN-ReLU-conv-BN plus the shortcut, then ReLU (the CIFAR ResNets of He et al. 2016)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1, self.bn1 = conv3x3(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels)
+        self.conv2, self.bn2 = conv3x3(out_channels, out_channels), nn.BatchNorm2d(out_channels)
+        changes = stride != 1 or in_channels != out_channels
+        self.shortcut = ShortcutA(in_channels, out_channels, stride) if changes else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class PreActBlock(nn.Module):
+    """BN-ReLU-conv twice (He et al.'s pre-activation), a 1x1 convolution shortcut where the shape changes;
+    `final_bn` is WideResNet's, whose blocks share this shape."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(in_channels), conv3x3(in_channels, out_channels, stride)
+        self.bn2, self.conv2 = nn.BatchNorm2d(out_channels), conv3x3(out_channels, out_channels)
+        self.shortcut = None
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(x))
+        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv2(torch.relu(self.bn2(self.conv1(out))))
+        return out + shortcut
+
+
+class ResNet(nn.Module):
+    """A stem convolution, stages of blocks (the first of each stage after the first strides by 2), global
+    average pooling and a linear classifier; `head_bn` adds the pre-activation networks' last BN-ReLU."""
+
+    def __init__(
+        self,
+        block: type[nn.Module],
+        stem: int,
+        stages: list[tuple[int, int]],
+        num_classes: int,
+        *,
+        stem_bn: bool,
+        head_bn: bool,
+    ):
+        super().__init__()
+        self.stem = nn.Sequential(conv3x3(3, stem), *([nn.BatchNorm2d(stem), nn.ReLU()] if stem_bn else []))
+        blocks: list[nn.Module] = []
+        channels = stem
+        for i, (out_channels, count) in enumerate(stages):
+            for j in range(count):
+                blocks.append(block(channels, out_channels, 2 if i > 0 and j == 0 else 1))
+                channels = out_channels
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU()) if head_bn else nn.Identity()
+        self.classifier = nn.Linear(channels, num_classes)
+        kaiming_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(self.blocks(self.stem(x)))
+        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+def cifar_resnet(blocks_per_stage: int, width: float, num_classes: int) -> ResNet:
+    c = [scaled_channels(n, width) for n in (16, 32, 64)]
+    stages = [(c[0], blocks_per_stage), (c[1], blocks_per_stage), (c[2], blocks_per_stage)]
+    return ResNet(BasicBlock, c[0], stages, num_classes, stem_bn=True, head_bn=False)
+
+
+@register_model("resnet20")
+def resnet20(width: float = 1.0, num_classes: int = 10) -> ResNet:
+    return cifar_resnet(3, width, num_classes)
+
+
+@register_model("resnet56")
+def resnet56(width: float = 1.0, num_classes: int = 10) -> ResNet:
+    return cifar_resnet(9, width, num_classes)
+
+
+@register_model("preact_resnet18")
+def preact_resnet18(width: float = 1.0, num_classes: int = 10) -> ResNet:
+    # As facebookresearch/mixup-cifar10's PreActResNet18: [2, 2, 2, 2] blocks of 64..512, no last BN.
+    c = [scaled_channels(n, width) for n in (64, 128, 256, 512)]
+    return ResNet(PreActBlock, c[0], [(n, 2) for n in c], num_classes, stem_bn=False, head_bn=False)
+
+
+@register_model("wrn16_4")
+def wrn16_4(width: float = 1.0, num_classes: int = 10) -> ResNet:
+    # WideResNet-16-4: (16 - 4) / 6 = 2 pre-activation blocks per stage of 16k, 32k, 64k channels, k = 4.
+    c = [scaled_channels(n, width) for n in (16, 64, 128, 256)]
+    return ResNet(PreActBlock, c[0], [(c[1], 2), (c[2], 2), (c[3], 2)], num_classes, stem_bn=False, head_bn=True)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 from trainables.augment import Augmentation
 
 SWEPT, DERIVED, FIXED = "swept", "derived", "fixed"
+GRID, SAMPLE, FINAL = "grid", "sample", "final"  # a trial's phase: a grid point, a search sample, a search winner
 
 
 def swept(*, shown: bool = True) -> Any:
@@ -52,6 +53,7 @@ class TrialSpec:
     base_lr: float = swept()  # the LR at base_batch_size
     weight_decay: float = swept()
     warmup_epochs: float = swept()
+    model: str = swept()  # a name in the model registry (trainables/models.py)
     # Derived from the above by the plan.
     augmentation_label: str = derived()  # 'none', 'mixup a=1', 'cutout 16': how tables and figures name it
     mixup_alpha: float = derived(shown=False)  # alpha when the augmentation is mixup, else 0
@@ -69,7 +71,6 @@ class TrialSpec:
     train_subset: int | None = fixed()
     test_subset: int | None = fixed()
     augment: bool = fixed()  # random crop (pad 4) + horizontal flip
-    model: str = fixed()  # a name in the model registry (trainables/models.py)
     width: float = fixed()
     base_batch_size: int = fixed()
     momentum: float = fixed()
