@@ -140,20 +140,22 @@ def make_progress_callback(store: ResultsStore, todo: list[TrialSpec], prov: dic
                 )
                 self.say_progress(force=True)
 
+        def record_end(self, spec: dict[str, Any], status: str, error: str) -> None:
+            """The row of a trial that could not write its own (stopped by ASHA, or raised), from its epochs."""
+            history = store.read("epochs", spec["trial_id"]).drop(columns="trial_id").to_dict("records")
+            outcome = {"status": status, "error": error, "checkpoint": None}
+            row = trial_row(spec, history, outcome, worker_provenance(prov))
+            store.write("trials", spec["trial_id"], [row], TRIALS_SCHEMA)
+            print(f"[{spec['trial_id']}] {status}: {error}", flush=True)
+            self.study.end(spec["trial_id"])
+            self.say_progress(force=True)
+
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             # A trial ends without its own row only when a scheduler (ASHA) stopped it after an epoch.
             spec = planned(trial)["spec"]
-            if spec["trial_id"] in store.keys("trials"):
-                return
-            history = store.read("epochs", spec["trial_id"]).drop(columns="trial_id").to_dict("records")
-            last = history[-1]["epoch"] if history else 0
-            outcome = {"status": "stopped", "error": f"stopped early by ASHA after epoch {last}", "checkpoint": None}
-            store.write(
-                "trials", spec["trial_id"], [trial_row(spec, history, outcome, worker_provenance(prov))], TRIALS_SCHEMA
-            )
-            print(f"[{spec['trial_id']}] stopped early after epoch {last} (ASHA)", flush=True)
-            self.study.end(spec["trial_id"])
-            self.say_progress(force=True)
+            if spec["trial_id"] not in store.keys("trials"):
+                last = self.study.last_epoch.get(spec["trial_id"], 0)
+                self.record_end(spec, "stopped", f"stopped early by ASHA after epoch {last}")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             spec = planned(trial)["spec"]
@@ -163,13 +165,7 @@ def make_progress_callback(store: ResultsStore, todo: list[TrialSpec], prov: dic
             path = trial.error_file
             lines = Path(path).read_text().strip().splitlines() if path and Path(path).exists() else []
             message = lines[-1][:2000] if lines else "the trial raised an error; see the Ray logs"
-            history = store.read("epochs", spec["trial_id"]).drop(columns="trial_id").to_dict("records")
-            outcome = {"status": "failed", "error": message, "checkpoint": None}
-            row = trial_row(spec, history, outcome, worker_provenance(prov))
-            store.write("trials", spec["trial_id"], [row], TRIALS_SCHEMA)
-            print(f"[{spec['trial_id']}] failed: {message}", flush=True)
-            self.study.end(spec["trial_id"])
-            self.say_progress(force=True)
+            self.record_end(spec, "failed", message)
 
     return Progress()
 
