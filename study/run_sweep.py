@@ -14,9 +14,11 @@ import contextlib
 import dataclasses
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 
 def resume_command(argv: list[str]) -> str:
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from study.sweep import SweepError, check_data, check_fresh, check_storage, run_study, study_root
     from trainables.data import DataError
 
+    exit_at_once_on_ctrl_c(argv)  # for the rest of this process, its exit included
     try:
         check_storage(study)
         check_fresh(study, args.resume)
@@ -103,10 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SweepError, DataError, StudyLocked) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # a second Ctrl-C
-        print(f"\nstopped; continue with: {resume_command(argv)}", file=sys.stderr)
-        return 130
     if result.interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the study is already stopping
         print(
             f"\nstopped: {len(result.unfinished)} trial(s) unfinished ({', '.join(result.unfinished) or '-'}); "
             f"no measurements or report. Continue with: {resume_command(argv)}",
@@ -123,6 +124,38 @@ def main(argv: list[str] | None = None) -> int:
     for line in what_went_wrong(result.trials, argv):
         print(line)
     return exit_status(result.trials)
+
+
+def exit_at_once_on_ctrl_c(argv: list[str]) -> None:
+    """Ctrl-C outside training (checks, start-up, measurements), or a second one during it (Tune takes
+    the first and stops cleanly): say how to continue and end the process with 130 now. Ended from the
+    handler, not by raising KeyboardInterrupt, because Ray's clean-up code may be running a finalizer
+    when the signal lands, and a finalizer swallows the exception and prints a traceback instead of
+    stopping. Every row and checkpoint on disk was written atomically, so --resume continues from
+    them; the study lock left behind is taken over by the next run (its pid is gone)."""
+
+    def exit_now(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a third Ctrl-C cannot cut the message short
+        print(f"\nstopped; continue with: {resume_command(argv)}", file=sys.stderr, flush=True)
+        end_process(130)
+
+    if threading.current_thread() is threading.main_thread():  # signals belong to the main thread
+        signal.signal(signal.SIGINT, exit_now)
+
+
+def end_process(code: int) -> NoReturn:
+    """Shut Ray down (a local instance this process started would otherwise leave its agents running),
+    within 10 s, then exit without Python's own finalization: it resets SIGINT to the default, so a
+    Ctrl-C landing there would kill the process (status -2) instead of ending it with `code`."""
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(code))  # impatient: now
+    threading.Timer(10.0, os._exit, (code,)).start()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ray = sys.modules.get("ray")
+    with contextlib.suppress(Exception):
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+    os._exit(code)
 
 
 def dashboard_line(url: str) -> str:
@@ -152,4 +185,7 @@ def exit_status(trials: list[dict[str, Any]]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if status == 130:  # stopped by Ctrl-C: no window in which another one could kill the process
+        end_process(status)
+    sys.exit(status)

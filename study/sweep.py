@@ -341,16 +341,21 @@ def quiet_tune(verbose: bool) -> Iterator[None]:
 
 def fit_unless_interrupted(tuner: Any) -> bool:
     """Run the Tuner; False when a Ctrl-C stopped it. Tune stops at the first SIGINT and puts back the
-    handler it found, ours: a second Ctrl-C then raises KeyboardInterrupt at once."""
+    handler it found, ours: a second Ctrl-C then goes to the handler installed before (the CLI's, which
+    exits at once), else raises KeyboardInterrupt. Raising is only a fallback: Tune's clean-up may be
+    running a finalizer then, which swallows the exception and prints it as 'Exception ignored'."""
     if threading.current_thread() is not threading.main_thread():  # signals belong to the main thread
         tuner.fit()
         return True
+    previous = signal.getsignal(signal.SIGINT)
 
     def second_interrupt(signum: int, frame: Any) -> None:
+        if callable(previous) and previous is not signal.default_int_handler:
+            previous(signum, frame)
         raise KeyboardInterrupt
 
     tune_logger, hint = logging.getLogger("ray.tune.tune"), _NoRestoreHint()
-    previous = signal.signal(signal.SIGINT, second_interrupt)
+    signal.signal(signal.SIGINT, second_interrupt)
     tune_logger.addFilter(hint)
     try:
         tuner.fit()
