@@ -307,6 +307,71 @@ def sharpness_vs_batch(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figu
     return fig
 
 
+def by_model_figure(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figure:
+    """The depth question at a glance: one column per model, rows test accuracy, gap and each sharpness
+    measure against batch size; within a panel one line per setting (augmentation and the other compared
+    keys), the same colour in every panel; mean and 95% interval over seeds."""
+    done = trials[trials["status"] == "completed"]
+    if "label_within_model" not in done:
+        done = done.assign(label_within_model=with_labels(done)["augmentation_label"])
+    models = sorted(done["model"].dropna().unique())
+    table = sharpness_table(trials, sharpness) if len(sharpness) else pd.DataFrame(columns=["measure"])
+    if len(table) and "label_within_model" not in table:
+        table = table.assign(label_within_model=table["augmentation_label"])
+    panels = [("test accuracy (%)", done, "final_test_acc", 100.0), ("gap (points)", done, "gap_acc", 100.0)]
+    panels += [
+        (f"{title}<br><sup>{unit}</sup>", table[table["measure"] == m], "value", 1.0)
+        for m, title, unit in SHARPNESS_MEASURES
+        if (table["measure"] == m).any()
+    ]
+    fig = make_subplots(
+        rows=len(panels), cols=max(1, len(models)), column_titles=models, vertical_spacing=0.06, horizontal_spacing=0.06
+    )
+    settings = sorted(set(zip(done["label_within_model"].astype(str), done["lr_scaling"])))
+    colours = {setting: PALETTE[i % len(PALETTE)] for i, setting in enumerate(settings)}
+    by = ["batch_size", "label_within_model", "lr_scaling"]
+    legended: set[tuple[str, str]] = set()  # one legend entry per setting, at its first line
+    for row, (title, frame, value, scale) in enumerate(panels, start=1):
+        for col, model in enumerate(models, start=1):
+            stats = aggregate_over_seeds(frame[frame["model"] == model], value, by=by)
+            for (label, rule), curve in stats.groupby(["label_within_model", "lr_scaling"], sort=True):
+                curve = curve.sort_values("batch_size")
+                fig.add_trace(
+                    go.Scatter(
+                        x=curve["batch_size"],
+                        y=scale * curve["mean"],
+                        mode="lines+markers",
+                        name=curve_label(label, rule),
+                        legendgroup=f"{label}-{rule}",
+                        showlegend=(label, rule) not in legended,
+                        line=dict(color=colours.get((label, rule), "#555")),
+                        error_y=dict(
+                            type="data",
+                            symmetric=False,
+                            array=scale * (curve["ci_high"] - curve["mean"]),
+                            arrayminus=scale * (curve["mean"] - curve["ci_low"]),
+                            visible=bool(curve["n"].gt(1).any()),
+                        ),
+                        customdata=curve["n"],
+                        hovertemplate=f"{model}<br>batch %{{x}}<br>%{{y:.4g}}<br>n=%{{customdata}}<extra></extra>",
+                    ),
+                    row=row,
+                    col=col,
+                )
+                legended.add((label, rule))
+            _batch_axis(fig, list(done["batch_size"]), row=row, col=col)
+            if row < len(panels):
+                fig.update_xaxes(title_text="", row=row, col=col)
+        fig.update_yaxes(title_text=title, row=row, col=1)
+    height = 260 * len(panels) + 160
+    fig.update_layout(
+        title="By model: accuracy, gap and sharpness against batch size (mean, 95% interval over seeds)",
+        height=height,
+        **{**LAYOUT, "legend": dict(orientation="h", x=0, y=-70 / (height - 160))},  # just below the last row
+    )
+    return fig
+
+
 def with_measurement_interval(stats: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     """Seed intervals where there are seeds; where one trial stands alone, its measurement's own interval
     (the noise scale's bootstrap, the Hessian trace's standard error) when it has one."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -35,13 +36,49 @@ def load_results(results_dir: str) -> StudyResults:
     """Every table of the store; a missing table comes back empty with its columns."""
     store = ResultsStore(results_dir)
     tables = {name: store.read(name) for name in TABLES}
-    trials = tables["trials"]
-    if {"model", "augmentation_label"} <= set(trials) and trials["model"].nunique() > 1:
-        # A study that sweeps architectures: curves are per model too ('resnet20: mixup a=1'), never
-        # averaged across models as if they were seeds.
-        tables["trials"] = trials.assign(augmentation_label=trials["model"] + ": " + trials["augmentation_label"])
+    tables["trials"] = with_condition_labels(tables["trials"])
     # Trials still training have epoch rows but no trial row yet: keep their epochs visible.
     return StudyResults(store.root, **tables, trial_roles=store.roles("trials"), unreadable=dict(store.unreadable))
+
+
+def condition_part(key: str, value: Any) -> str:
+    """How a legend names one value of a compared key."""
+    if key == "ghost_batch":
+        return "plain BN" if value is None or value != value else f"ghost BN {int(value)}"
+    if key == "budget":
+        return "train longer" if value == "steps" else "fixed epochs"
+    if key == "label_smoothing":
+        return f"label smoothing {value:g}"
+    return str(value)
+
+
+# Keys a study may compare besides augmentation and lr rule, in legend order: a curve per value, never
+# averaged over as if they were seeds.
+CONDITION_KEYS = ("model", "optimizer", "ghost_batch", "budget", "label_smoothing")
+
+
+def with_condition_labels(trials: pd.DataFrame) -> pd.DataFrame:
+    """`augmentation_label` prefixed by the values of every condition key that varies in the study
+    ('resnet20, lars, ghost BN 128: mixup a=1'), and `label_within_model`, the same without the model
+    (for the by-model views, where the model is the panel)."""
+    if "augmentation_label" not in trials or trials.empty:
+        return trials
+    varying = [k for k in CONDITION_KEYS if k in trials and trials[k].nunique(dropna=False) > 1]
+    if not varying:
+        return trials
+    parts = {k: trials[k].map(lambda v, k=k: condition_part(k, v)) for k in varying}
+
+    def joined(keys: list[str]) -> pd.Series:
+        if not keys:
+            return trials["augmentation_label"].astype(str)
+        prefix = parts[keys[0]]
+        for k in keys[1:]:
+            prefix = prefix + ", " + parts[k]
+        return prefix + ": " + trials["augmentation_label"].astype(str)
+
+    return trials.assign(
+        augmentation_label=joined(varying), label_within_model=joined([k for k in varying if k != "model"])
+    )
 
 
 # Columns that hold a trial id, per table: prefixed with the study when several studies are compared.

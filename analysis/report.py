@@ -57,6 +57,8 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
         notes.append(
             "Sharpness against batch size: no sharpness measured (measure.hessian, eps_sharpness, noise_scale)."
         )
+    if len(completed) and "model" in completed and completed["model"].nunique() > 1:
+        shown.append(("by_model", figures.by_model_figure(trials, sharpness)))
     if len(results.spectrum) and len(trials):
         shown.append(("hessian_density", figures.hessian_density_figure(results.spectrum, trials)))
     else:

@@ -106,7 +106,8 @@ def default_target(trials: pd.DataFrame) -> float:
 
 def sharpness_table(trials: pd.DataFrame, sharpness: pd.DataFrame) -> pd.DataFrame:
     """One row per trial and measure, with the trial's conditions."""
-    return sharpness.merge(with_labels(trials)[["trial_id", *GROUP, "seed", "status"]], on="trial_id")
+    extra = [c for c in ("model", "label_within_model") if c in trials]  # for the by-model view
+    return sharpness.merge(with_labels(trials)[["trial_id", *GROUP, *extra, "seed", "status"]], on="trial_id")
 
 
 def search_objective(trials: pd.DataFrame) -> tuple[str, float | None]:

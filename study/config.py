@@ -22,8 +22,9 @@ import yaml
 
 from trainables.augment import AUGMENTATIONS, Augmentation
 from trainables.data import DATASETS, dataset_sizes, split_global_batch
-from trainables.lr import DECAYS, LR_SCALING
+from trainables.lr import DECAYS, LR_SCALING, training_regime
 from trainables.models import MODELS
+from trainables.optim import OPTIMIZERS
 from trainables.trial import SWEEP_FIELDS
 
 
@@ -45,15 +46,21 @@ class ModelConfig:
     arch: str = "vgg9"
     width: float = 1.0
     compile: Literal["auto"] | bool = "auto"  # torch.compile the training step; auto = on CUDA only
+    # BatchNorm statistics over ghost batches of this many images (Hoffer et al. 2017), whatever the
+    # micro-batch; null = over the micro-batch. Must divide every trial's micro-batch.
+    ghost_batch: int | None = None
 
 
 @dataclass(frozen=True)
 class OptimConfig:
+    optimizer: str = "sgd"  # sgd | lars | lamb (trainables/optim.py)
     base_lr: float = 0.1
     base_batch_size: int = 128
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd and lars (lamb has its published betas)
     nesterov: bool = True
     weight_decay: float = 5.0e-4
+    trust_coefficient: float = 0.001  # lars: eta of the local rate eta ||w|| / (||g|| + wd ||w||)
+    label_smoothing: float = 0.0  # of the cross-entropy's targets (mixed targets too)
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,10 @@ class ScheduleConfig:
     decay: str = "step"
     milestones: tuple[int, ...] = (150, 225, 275)
     gamma: float = 0.1
+    # epochs: every batch size trains `epochs` epochs. steps: Hoffer et al.'s regime adaptation, every
+    # batch size takes the optimizer steps base_batch_size takes in `epochs` epochs: epochs and
+    # milestones x batch_size / base_batch_size (rounded).
+    budget: Literal["epochs", "steps"] = "epochs"
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,13 @@ class SweepConfig:
     weight_decay: tuple[float, ...] | None = None
     warmup_epochs: tuple[float, ...] | None = None
     model: tuple[str, ...] | None = None  # architectures (model.arch names) compared: the depth question
+    optimizer: tuple[str, ...] | None = None  # the large-batch remedies: sgd, lars, lamb
+    ghost_batch: tuple[int | None, ...] | None = None  # null = plain BatchNorm
+    budget: tuple[Literal["epochs", "steps"], ...] | None = None  # steps = train longer at large batch
+    label_smoothing: tuple[float, ...] | None = None
+    # More grids, each the main one with some keys replaced: the trials are the union (a baseline
+    # beside a grid of remedies: `also: [{batch_size: 128, optimizer: sgd, ghost_batch: null}]`).
+    also: tuple[SweepConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -415,6 +433,8 @@ def build(cls: type, raw: Any, where: str) -> Any:
     """Build dataclass `cls` from a raw dict, rejecting unknown keys and wrong types."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where or 'the study'}: expected a mapping of keys, got {raw!r}")
+    if cls is SweepConfig and "also" in raw:
+        return build_sweep_with_also(raw, where)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
@@ -433,6 +453,24 @@ def build(cls: type, raw: Any, where: str) -> Any:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{where + ': ' if where else ''}the key {name!r} is required")
     return cls(**kwargs)
+
+
+def build_sweep_with_also(raw: dict[str, Any], where: str) -> SweepConfig:
+    """The main grid, and each `also` entry as the main grid with the entry's keys replaced."""
+    main = {k: v for k, v in raw.items() if k != "also"}
+    entries = raw["also"] if raw["also"] is not None else []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{where}.also: expected a list of mappings of sweep keys, got {raw['also']!r}")
+    also = []
+    for i, entry in enumerate(entries):
+        if "also" in entry:
+            raise ConfigError(f"{where}.also[{i}]: an extra grid cannot have its own also")
+        base = dict(main)
+        if {"mixup_alpha", "augmentation"} & set(entry):  # one axis: the entry's spelling replaces the main's
+            base.pop("mixup_alpha", None)
+            base.pop("augmentation", None)
+        also.append(build(SweepConfig, {**base, **entry}, f"{where}.also[{i}]"))
+    return dataclasses.replace(build(SweepConfig, main, where), also=tuple(also))
 
 
 def convert(hint: Any, value: Any, where: str) -> Any:
@@ -564,6 +602,15 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
         )
     for key in ("batch_size", "lr_scaling", "seed"):
         _check(len(getattr(sweep, key)) > 0, f"{s}sweep.{key}: give at least one value")
+    for key in ("model", "optimizer", "ghost_batch", "budget", "label_smoothing"):
+        _check(getattr(sweep, key) is None or len(getattr(sweep, key)) > 0, f"{s}sweep.{key}: give at least one value")
+    _one_of(study.optim.optimizer, OPTIMIZERS, f"{s}optim.optimizer")
+    for name in sweep.optimizer or ():
+        _one_of(name, OPTIMIZERS, f"{s}sweep.optimizer")
+    _check(study.optim.trust_coefficient > 0, f"{s}optim.trust_coefficient: must be > 0 (You et al. use 0.001)")
+    for smoothing in sweep.label_smoothing or (study.optim.label_smoothing,):
+        _check(0 <= smoothing < 1, f"{s}label_smoothing {smoothing}: must be in [0, 1) (0 = none, 0.1 is usual)")
+    validate_regimes(study, s)
     _check(
         sweep.mixup_alpha is None or sweep.augmentation is None,
         f"{s}sweep: give mixup_alpha or augmentation, not both (mixup_alpha [a] is augmentation "
@@ -629,6 +676,65 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
     validate_measure(study, s)
     if study.search is not None:
         validate_search(study, s)
+    for i, grid in enumerate(sweep.also):
+        _check(study.search is None, f"{s}sweep.also: extra grids cannot be combined with search yet; drop one")
+        try:  # every check of the main grid, on the extra one (measurements: checked over all grids above)
+            validate(dataclasses.replace(study, sweep=grid, measure=MeasureConfig()), "")
+        except ConfigError as error:
+            raise ConfigError(f"{s}sweep.also[{i}]: {str(error).removeprefix(': ')}") from None
+
+
+def all_grids(sweep: SweepConfig) -> tuple[SweepConfig, ...]:
+    """The main grid and its `also` grids."""
+    return (sweep, *sweep.also)
+
+
+def validate_regimes(study: StudyConfig, s: str) -> None:
+    """Ghost batches that divide every micro-batch; the epochs and milestones of every batch size under
+    every budget (train longer: epochs x batch / base batch) within the limits the plain ones obey."""
+    sweep, schedule, res = study.sweep, study.schedule, study.resources
+    for ghost in sweep.ghost_batch or (study.model.ghost_batch,):
+        if ghost is None:
+            continue
+        where = f"{s}{'sweep' if sweep.ghost_batch else 'model'}.ghost_batch"
+        _check(ghost >= 1, f"{where}: {ghost} must be a positive number of images, or null for plain BatchNorm")
+        for batch in sweep.batch_size:
+            try:
+                micro = split_global_batch(batch, res.workers, res.max_micro_batch)[0]
+            except ValueError:  # an impossible split is said for batch_size itself
+                continue
+            _check(
+                micro % ghost == 0,
+                f"{where}: {ghost} does not divide the micro-batch {micro} of batch_size {batch} "
+                f"({res.workers} worker(s), resources.max_micro_batch {res.max_micro_batch}); "
+                "use a divisor of every micro-batch",
+            )
+    budgets = sweep.budget or (schedule.budget,)
+    where = f"{s}{'sweep' if sweep.budget else 'schedule'}.budget"
+    if "steps" in budgets and study.search is not None:
+        raise ConfigError(f"{where}: steps (epochs scaled with the batch) cannot be searched yet; use epochs")
+    for budget in budgets:
+        for batch in sweep.batch_size:
+            epochs, milestones = training_regime(
+                schedule.epochs, schedule.milestones, budget, batch, study.optim.base_batch_size
+            )
+            _check(
+                epochs <= MAX_EPOCHS,
+                f"{where}: {budget} gives batch_size {batch} {epochs:,} epochs, more than {MAX_EPOCHS:,}; "
+                "lower schedule.epochs or the batch size",
+            )
+            if schedule.decay == "step":
+                _check(
+                    list(milestones) == sorted(set(milestones)) and all(0 < m < epochs for m in milestones),
+                    f"{where}: {budget} turns schedule.milestones into {list(milestones)} of a {epochs}-epoch run "
+                    f"at batch_size {batch}; space the milestones further apart",
+                )
+            for warmup in sweep.warmup_epochs or (schedule.warmup_epochs,):
+                _check(
+                    warmup < epochs,
+                    f"{where}: {budget} gives batch_size {batch} {epochs} epochs, not more than "
+                    f"warmup_epochs {warmup}; shorten the warmup",
+                )
 
 
 def trajectory_epochs(epochs: int, every: int) -> list[int]:
@@ -704,7 +810,7 @@ def validate_measure(study: StudyConfig, s: str) -> None:
     if m.interpolate is not None:
         between = m.interpolate.between
         _one_of(between, interpolable_keys(), f"{s}measure.interpolate.between")
-        values = getattr(study.sweep, between) or ()
+        values = [v for grid in all_grids(study.sweep) for v in getattr(grid, between) or ()]
         for pair in m.interpolate.pairs:
             for value in pair:
                 _check(

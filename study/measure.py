@@ -160,7 +160,9 @@ def run_chunk(
     first = job.trials[0]
     spec, data, splits = _task_data(specs[first], job.settings["train_samples"], job.settings["test_samples"], device)
     normalize = Normalizer(data.mean, data.std, device)
-    model = build_model(spec.model, width=spec.width, num_classes=data.num_classes).to(device)
+    model = build_model(spec.model, width=spec.width, num_classes=data.num_classes, ghost_batch=spec.ghost_batch).to(
+        device
+    )
     state_a = {k: v.to(device) for k, v in _load_model_state(checkpoints[first]).items()}
     bn_mode = job.settings["bn"] if job.kind == "interp1d" else None
     if job.kind == "interp1d":
@@ -237,7 +239,9 @@ def run_sharpness(job: Job, specs: dict[str, str], checkpoints: dict[str, str]) 
     settings = job.settings
     spec, data, splits = _task_data(specs[trial_id], settings["samples"], 1, device)
     normalize = Normalizer(data.mean, data.std, device)
-    model = build_model(spec.model, width=spec.width, num_classes=data.num_classes).to(device)
+    model = build_model(spec.model, width=spec.width, num_classes=data.num_classes, ghost_batch=spec.ghost_batch).to(
+        device
+    )
     model.load_state_dict(_load_model_state(checkpoints[trial_id]))
     model.eval()  # BatchNorm uses its running statistics, as PyHessian does
     train = splits["train"]
@@ -381,7 +385,9 @@ def run_trajectory(job: Job, specs: dict[str, str], checkpoints: dict[str, str],
         )
     spec, data, splits = _task_data(specs[trial_id], settings["train_samples"], 0, device)
     normalize = Normalizer(data.mean, data.std, device)
-    model = build_model(spec.model, width=spec.width, num_classes=data.num_classes).to(device)
+    model = build_model(spec.model, width=spec.width, num_classes=data.num_classes, ghost_batch=spec.ghost_batch).to(
+        device
+    )
     final = {k: v.to(device) for k, v in _load_model_state(checkpoints[trial_id]).items()}
     snapshots = {epoch: load_snapshot(path) for epoch, path in found.items()}
     path_epochs = [e for e in snapshots if not all(torch.equal(snapshots[e][k], final[k].cpu()) for k in final)]

@@ -17,10 +17,10 @@ import yaml
 if TYPE_CHECKING:
     import pandas as pd
 
-from study.config import StudyConfig, augmentations, trajectory_epochs
+from study.config import StudyConfig, all_grids, augmentations, trajectory_epochs
 from trainables.augment import Augmentation
 from trainables.data import cache_dir, dataset_sizes, split_global_batch
-from trainables.lr import scaled_lr
+from trainables.lr import scaled_lr, training_regime
 from trainables.trial import DERIVED, FINAL, GRID, SAMPLE, SWEPT, TrialSpec, shown_fields
 
 
@@ -36,7 +36,7 @@ def sweep_axes(study: StudyConfig) -> dict[str, tuple[Any, ...]]:
     """
     axes: dict[str, tuple[Any, ...]] = {}
     for key in (f.name for f in dataclasses.fields(study.sweep)):
-        if key == "mixup_alpha":
+        if key in ("mixup_alpha", "also"):  # also: more grids, not an axis
             continue
         values = augmentations(study.sweep) if key == "augmentation" else getattr(study.sweep, key)
         axes[key] = values if values is not None else (section_value(study, key),)
@@ -68,9 +68,8 @@ def fixed_values(study: StudyConfig) -> dict[str, Any]:
         base_batch_size=study.optim.base_batch_size,
         momentum=study.optim.momentum,
         nesterov=study.optim.nesterov,
-        epochs=study.schedule.epochs,
+        trust_coefficient=study.optim.trust_coefficient,
         decay=study.schedule.decay,
-        milestones=tuple(study.schedule.milestones),
         gamma=study.schedule.gamma,
         eval_every_epochs=study.eval.every_epochs,
         train_eval_samples=study.eval.train_eval_samples,
@@ -88,6 +87,13 @@ def derived_values(study: StudyConfig, point: dict[str, Any]) -> dict[str, Any]:
     aug: Augmentation = point["augmentation"]
     workers = study.resources.workers
     micro_batch, accumulation = split_global_batch(point["batch_size"], workers, study.resources.max_micro_batch)
+    epochs, milestones = training_regime(
+        study.schedule.epochs,
+        study.schedule.milestones,
+        point["budget"],
+        point["batch_size"],
+        study.optim.base_batch_size,
+    )
     return dict(
         augmentation=aug.name,
         augmentation_alpha=aug.alpha,
@@ -98,16 +104,24 @@ def derived_values(study: StudyConfig, point: dict[str, Any]) -> dict[str, Any]:
         workers=workers,
         micro_batch=micro_batch,
         accumulation_steps=accumulation,
-        bn_batch_size=micro_batch,
+        bn_batch_size=point["ghost_batch"] or micro_batch,
+        epochs=epochs,
+        milestones=milestones,
     )
 
 
 def grid_points(study: StudyConfig, seeds: tuple[int, ...] | None = None) -> list[dict[str, Any]]:
-    """Every combination of the sweep axes (with `seeds` in place of the seed axis when given)."""
-    axes = sweep_axes(study)
-    if seeds is not None:
-        axes["seed"] = seeds
-    return [dict(zip(axes, combination)) for combination in itertools.product(*axes.values())]
+    """Every combination of the sweep axes (with `seeds` in place of the seed axis when given), then those
+    of each `sweep.also` grid not already among them."""
+    points: dict[str, dict[str, Any]] = {}
+    for grid in all_grids(study.sweep):
+        axes = sweep_axes(dataclasses.replace(study, sweep=grid))
+        if seeds is not None:
+            axes["seed"] = seeds
+        for combination in itertools.product(*axes.values()):
+            point = dict(zip(axes, combination))
+            points.setdefault(repr(sorted(point.items())), point)
+    return list(points.values())
 
 
 def make_trial(study: StudyConfig, point: dict[str, Any], phase: str = GRID, group: str = "") -> TrialSpec:
@@ -115,13 +129,36 @@ def make_trial(study: StudyConfig, point: dict[str, Any], phase: str = GRID, gro
     values = {**fixed_values(study), **point, **derived_values(study, point), "phase": phase, "search_group": group}
     # Readable and stable: the swept values for people, a digest of everything for uniqueness,
     # so a resumed study never mistakes a changed trial for a finished one.
-    digest = hashlib.sha1(json.dumps(values, sort_keys=True, default=list).encode()).hexdigest()[:6]
+    # Keys added since the first studies ran leave the digest alone at their defaults: a study of that
+    # time resumes with the same trial ids.
+    hashed = {k: v for k, v in values.items() if k not in ADDED_KEY_DEFAULTS or v != ADDED_KEY_DEFAULTS[k]}
+    digest = hashlib.sha1(json.dumps(hashed, sort_keys=True, default=list).encode()).hexdigest()[:6]
     aug: Augmentation = point["augmentation"]
     tag = {"none": "a0", "mixup": f"a{aug.alpha:g}", "cutmix": f"cutmix{aug.alpha:g}"}.get(
         aug.name, f"cutout{aug.size}"
     )
-    trial_id = f"b{point['batch_size']}-{tag}-{point['lr_scaling']}-s{point['seed']}-{digest}"
+    remedies = "".join(
+        part
+        for part, shown in (
+            (f"-{point['optimizer']}", point["optimizer"] != "sgd"),
+            (f"-ghost{point['ghost_batch']}", point["ghost_batch"] is not None),
+            ("-long", point["budget"] == "steps"),
+            (f"-ls{point['label_smoothing']:g}", point["label_smoothing"] > 0),
+        )
+        if shown
+    )
+    model = "" if point["model"] == "vgg9" else f"{point['model']}-"
+    trial_id = f"{model}b{point['batch_size']}-{tag}-{point['lr_scaling']}{remedies}-s{point['seed']}-{digest}"
     return TrialSpec(trial_id=trial_id, **values)
+
+
+ADDED_KEY_DEFAULTS: dict[str, Any] = {
+    "optimizer": "sgd",
+    "ghost_batch": None,
+    "budget": "epochs",
+    "label_smoothing": 0.0,
+    "trust_coefficient": 0.001,
+}
 
 
 def group_key(study: StudyConfig, point: dict[str, Any]) -> str:
@@ -168,15 +205,22 @@ def plan_finals(study: StudyConfig, trials: pd.DataFrame, epochs: pd.DataFrame |
 
 def format_plan(study: StudyConfig, trials: list[TrialSpec]) -> str:
     """The --dry-run table: one line per trial, its swept and derived values (the record's shown fields)."""
-    columns = [
+    shown = [
         c for c in shown_fields(TrialSpec, "id", SWEPT, DERIVED) if not all(trivial(getattr(t, c)) for t in trials)
     ]
+    # A value every trial shares is said once above the table, not in a column of repeats.
+    same = [
+        c for c in shown if c not in ("trial_id", "batch_size") and len({_cell(getattr(t, c)) for t in trials}) == 1
+    ]
+    columns = [c for c in shown if c not in same]
     rows = [[_cell(getattr(t, c)) for c in columns] for t in trials]
     widths = [max(len(x) for x in column) for column in zip(columns, *rows)]
     lines = [
-        f"study {study.name}: {len(trials)} trials x {study.schedule.epochs} epochs on {study.data.dataset} "
-        f"({study.model.arch}, width {study.model.width:g})"
+        f"study {study.name}: {len(trials)} trials x {epochs_text(trials)} epochs on {study.data.dataset} "
+        f"(width {study.model.width:g})"
     ]
+    if trials and same:
+        lines.append("every trial: " + ", ".join(f"{c} {_cell(getattr(trials[0], c))}" for c in same))
     for row in (columns, *rows):
         lines.append("  ".join(x.rjust(w) for x, w in zip(row, widths)))
     if study.search is not None:
@@ -189,7 +233,7 @@ def format_plan(study: StudyConfig, trials: list[TrialSpec]) -> str:
         )
     lines.append(cost_line(study, trials))
     if study.measure.trajectory is not None:
-        lines.append(trajectory_disk_line(study, len(trials)))
+        lines.append(trajectory_disk_line(study, trials))
     return "\n".join(lines)
 
 
@@ -221,7 +265,7 @@ def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
     if per_epoch is None:
         return "cost: training images unknown until the image folder is read (set data.train_subset to know)"
     total = sum(t.epochs for t in trials) * per_epoch
-    line = f"cost: {total:,} training images ({len(trials)} trials x {study.schedule.epochs} epochs x {per_epoch:,})"
+    line = f"cost: {total:,} training images ({len(trials)} trials x {epochs_text(trials)} epochs x {per_epoch:,})"
     path = bench_record_path()
     if not path.exists():
         return line + "; python -m study.bench records this machine's rates, then this says hours"
@@ -240,25 +284,36 @@ def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
     )
 
 
+def epochs_text(trials: list[TrialSpec]) -> str:
+    """'300', or '150-19200' where the budget scales epochs with the batch size."""
+    low, high = min((t.epochs for t in trials), default=0), max((t.epochs for t in trials), default=0)
+    return str(low) if low == high else f"{low}-{high}"
+
+
 def trivial(value: Any) -> bool:
     """A table cell that says nothing: a grid trial's phase and (empty) search group."""
     return value in ("", GRID)
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return "null"  # as the study file writes it
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def trajectory_disk_line(study: StudyConfig, trials: int) -> str:
+def trajectory_disk_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
     """What measure.trajectory keeps on disk: snapshots per trial and their size."""
     from trainables.models import build_model
 
     model = build_model(study.model.arch, width=study.model.width, num_classes=100)  # an upper bound on classes
     size = sum(v.numel() * v.element_size() for v in model.state_dict().values())
-    snapshots = len(trajectory_epochs(study.schedule.epochs, study.measure.trajectory.every_epochs))
+    every = study.measure.trajectory.every_epochs
+    counts = [len(trajectory_epochs(t.epochs, every)) for t in trials]
+    snapshots = max(counts, default=0)
     return (
-        f"trajectory: {snapshots} weight snapshots per trial x {size / 2**20:.1f} MiB = "
-        f"{snapshots * size / 2**20:.0f} MiB per trial, {trials * snapshots * size / 2**30:.2f} GiB in all, "
+        f"trajectory: {'' if len(set(counts)) <= 1 else 'up to '}{snapshots} weight snapshots per trial x "
+        f"{size / 2**20:.1f} MiB = "
+        f"{snapshots * size / 2**20:.0f} MiB per trial, {sum(counts) * size / 2**30:.2f} GiB in all, "
         f"under <storage>/{study.name}/trajectory/"
     )
 

@@ -31,10 +31,11 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     def fmt(value: Any, spec: str) -> str:
         return format(value, spec) if isinstance(value, (int, float)) and value == value else "-"
 
-    lines = [f"{'trial_id':<32} {'status':<10} {'epochs':>6} {'test_acc':>8} {'gap_acc':>8} {'startup_s':>9}"]
+    width = max([32, *(len(r["trial_id"]) for r in rows)])
+    lines = [f"{'trial_id':<{width}} {'status':<10} {'epochs':>6} {'test_acc':>8} {'gap_acc':>8} {'startup_s':>9}"]
     for row in sorted(rows, key=lambda r: r["trial_id"]):
         lines.append(
-            f"{row['trial_id']:<32} {row['status']:<10} {fmt(row['epochs_completed'], 'd'):>6} "
+            f"{row['trial_id']:<{width}} {row['status']:<10} {fmt(row['epochs_completed'], 'd'):>6} "
             f"{fmt(row['final_test_acc'], '.4f'):>8} {fmt(row['gap_acc'], '.4f'):>8} "
             f"{fmt(row['startup_s'], '.1f'):>9}"
         )

@@ -530,3 +530,73 @@ def test_steps_to_target_draws_the_noise_scale_prediction_of_the_critical_batch(
     assert "B_crit ~ B_simple = 1024" in prediction.name
     assert prediction.y[0] == pytest.approx(300.0) and prediction.y[-1] == pytest.approx(300 / 9 * 1.125)
     assert any(shape.x0 == 1024.0 for shape in fig.layout.shapes)  # B_crit marked
+
+
+def remedies_trials() -> pd.DataFrame:
+    """make_trials' grid for two models, each with SGD and with LARS + ghost BN 128 (as a study records them)."""
+    frames = []
+    for model, shift in (("vgg9", 0.0), ("resnet20", 0.03)):
+        for optimizer, ghost, lift in (("sgd", None, 0.0), ("lars", 128, 0.01)):
+            frame = make_trials()
+            frame = frame.assign(
+                trial_id=model + "-" + optimizer + "-" + frame["trial_id"],
+                model=model,
+                optimizer=optimizer,
+                ghost_batch=ghost,
+                budget="epochs",
+                label_smoothing=0.0,
+                final_test_acc=frame["final_test_acc"] + shift + lift,
+            )
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_curves_are_told_apart_by_every_compared_key_never_averaged_across_them() -> None:
+    from analysis.load import with_condition_labels
+
+    trials = with_condition_labels(remedies_trials())
+    assert set(trials["augmentation_label"]) == {
+        f"{m}, {o}: {a}"
+        for m in ("vgg9", "resnet20")
+        for o in ("sgd, plain BN", "lars, ghost BN 128")
+        for a in ("none", "mixup a=1")
+    }
+    assert set(trials["label_within_model"]) == {
+        f"{o}: {a}" for o in ("sgd, plain BN", "lars, ghost BN 128") for a in ("none", "mixup a=1")
+    }
+    # A key that does not vary stays out of the label; a store from before these keys is left as it was.
+    assert "epochs" not in " ".join(trials["augmentation_label"])
+    assert with_condition_labels(make_trials())["augmentation_label"].equals(make_trials()["augmentation_label"])
+    fig = figures.accuracy_and_gap_vs_batch(trials)
+    assert len([t for t in fig.data if t.xaxis == "x"]) == 8  # 2 models x 2 optimizers x 2 augmentations
+
+
+def test_the_by_model_view_has_a_column_per_model_and_one_colour_per_setting() -> None:
+    from analysis.load import with_condition_labels
+
+    trials = with_condition_labels(remedies_trials())
+    sharpness = pd.DataFrame(
+        {
+            "trial_id": trials["trial_id"],
+            "measure": "hessian_eig1",
+            "value": 10.0 + trials["batch_size"] / 1024,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+        }
+    )
+    fig = figures.by_model_figure(trials, sharpness)
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[:2] == ["resnet20", "vgg9"]  # the column titles
+    # Rows: test accuracy, gap, and the one sharpness measure; 4 settings per panel; 2 models.
+    assert len(fig.data) == 3 * 2 * 4
+    assert sorted(t.name for t in fig.data if t.showlegend) == sorted(
+        f"{o}: {a}, lr none" for o in ("sgd, plain BN", "lars, ghost BN 128") for a in ("none", "mixup a=1")
+    )
+    colours: dict[str, set[str]] = {}
+    for trace in fig.data:
+        colours.setdefault(trace.name, set()).add(trace.line.color)
+    assert all(len(c) == 1 for c in colours.values()) and len({c.pop() for c in colours.values()}) == 4
+    # The panels hold each model's own numbers: ResNet-20's accuracy is 3 points above VGG9's.
+    acc = {t.xaxis: t for t in fig.data if t.name == "sgd, plain BN: none, lr none" and t.yaxis in ("y", "y2")}
+    assert acc["x"].y[0] - acc["x2"].y[0] == pytest.approx(3.0)
+    assert fig.layout.yaxis.title.text == "test accuracy (%)"

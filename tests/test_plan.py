@@ -37,7 +37,9 @@ def test_swept_base_lr_replaces_the_single_value() -> None:
 def test_dry_run_table_has_one_line_per_trial() -> None:
     study = parse_study("name: p\nsweep: {batch_size: [128, 8192], lr_scaling: [sqrt]}")
     lines = format_plan(study, plan_study(study)).splitlines()
-    assert len(lines) == 2 + 4 + 1 and "peak_lr" in lines[1] and "0.8" in lines[-2]
+    # The header, what every trial shares, the column names, 4 trials, the cost.
+    assert len(lines) == 3 + 4 + 1 and "peak_lr" in lines[2] and "0.8" in lines[-2]
+    assert lines[1].startswith("every trial: lr_scaling sqrt, seed 0, base_lr 0.1,") and "peak_lr" not in lines[1]
     # what the study costs: 4 trials x 300 epochs x 50,000 CIFAR-10 images
     assert lines[-1].startswith("cost: 60,000,000 training images (4 trials x 300 epochs x 50,000)")
 

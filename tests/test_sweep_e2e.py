@@ -307,26 +307,39 @@ def test_a_second_ctrl_c_exits_at_once(ray_session: str, tmp_path: Path) -> None
     assert "--resume" in output.splitlines()[-1] and "Traceback" not in output and "Exception ignored" not in output
 
 
-def test_a_study_sweeping_models_trains_and_measures_each(ray_session: str, tmp_path: Path) -> None:
-    """The depth question as a sweep key: VGG9 and ResNet-20 side by side, measured and drawn apart."""
+def test_a_study_sweeping_models_and_remedies_trains_and_measures_each(ray_session: str, tmp_path: Path) -> None:
+    """The depth and remedies questions as sweep keys: VGG9 and ResNet-20 at two batch sizes with SGD, and
+    beside them (an extra grid) LARS with ghost batch norm at the large batch; measured and drawn apart."""
     from analysis.load import load_results
+    from analysis.report import build_figures
 
     text = (
         tiny_study_yaml("depth", tmp_path).replace(
             "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
-            "sweep: {batch_size: [64, 128], mixup_alpha: [0.0], model: [vgg9, resnet20]}",
+            "sweep:\n  batch_size: [64, 128]\n  mixup_alpha: [0.0]\n  model: [vgg9, resnet20]\n"
+            "  also: [{batch_size: [128], optimizer: [lars], ghost_batch: [32], base_lr: [2.0]}]",
         )
         + "measure:\n  hessian: {top_k: 1, samples: 64, trace: false}\n"
         + "  interpolate: {between: batch_size, pairs: [[64, 128]], points: 3, train_samples: 128, test_samples: 128}\n"
     )
     result = run_study(parse_study(text))
     trials = pd.DataFrame(result.trials)
-    assert sorted(trials["model"]) == ["resnet20", "resnet20", "vgg9", "vgg9"] and set(trials["status"]) == {
-        "completed"
-    }
+    assert len(trials) == 6 and set(trials["status"]) == {"completed"}, trials[["trial_id", "status"]]
+    assert sorted(trials["model"]) == ["resnet20"] * 3 + ["vgg9"] * 3
+    lars = trials[trials["optimizer"] == "lars"]
+    assert len(lars) == 2 and set(lars["ghost_batch"]) == {32} and set(lars["bn_batch_size"]) == {32}
+    assert set(trials.loc[trials["optimizer"] == "sgd", "bn_batch_size"]) == {64, 128}
     results = load_results(result.results_dir)
     assert set(results.sharpness["trial_id"]) == set(trials["trial_id"])
     pairs = results.landscape[["trial_a", "trial_b"]].drop_duplicates()
-    models = trials.set_index("trial_id")["model"]
-    assert len(pairs) == 2 and all(models[a] == models[b] for a, b in pairs.itertuples(index=False))  # within a model
-    assert set(results.trials["augmentation_label"]) == {"vgg9: none", "resnet20: none"}
+    info = trials.set_index("trial_id")
+    assert len(pairs) == 2  # 64 with 128 within each model, SGD with plain BN only: LARS has no batch-64 partner
+    assert all(
+        info.loc[a, "model"] == info.loc[b, "model"] and info.loc[a, "optimizer"] == info.loc[b, "optimizer"] == "sgd"
+        for a, b in pairs.itertuples(index=False)
+    )
+    assert set(results.trials["augmentation_label"]) == {
+        f"{m}, {o}: none" for m in ("vgg9", "resnet20") for o in ("sgd, plain BN", "lars, ghost BN 32")
+    }
+    names = [name for name, _ in build_figures(results)[0]]
+    assert "by_model" in names and "accuracy_gap_vs_batch" in names

@@ -39,6 +39,7 @@ from trainables.flops import mfu, peak_flops, train_flops_per_image
 from trainables.lr import LRSchedule
 from trainables.mixup import MixedBatch, mixed_cross_entropy
 from trainables.models import build_model
+from trainables.optim import build_optimizer
 from trainables.sharpness import noise_scale, pooled_grad_sq
 from trainables.trial import EpochMetrics, TrialSpec
 
@@ -69,19 +70,20 @@ def build_model_and_optimizer(
 ) -> tuple[nn.Module, torch.optim.Optimizer]:
     # The same seed on every worker gives every replica the same initial weights.
     torch.manual_seed(spec.seed)
-    model = build_model(spec.model, width=spec.width, num_classes=num_classes).to(device)
+    model = build_model(spec.model, width=spec.width, num_classes=num_classes, ghost_batch=spec.ghost_batch).to(device)
     on_cuda = device.type == "cuda"
     if on_cuda:
         model = model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution once
-    optimizer = torch.optim.SGD(
-        model.parameters(),
+    optimizer = build_optimizer(
+        spec.optimizer,
+        model,
         lr=spec.peak_lr,
         momentum=spec.momentum,
-        nesterov=spec.nesterov and spec.momentum > 0,
+        nesterov=spec.nesterov,
         weight_decay=spec.weight_decay,
-        fused=on_cuda or None,
-    )  # one kernel for the whole update on CUDA
+        trust_coefficient=spec.trust_coefficient,
+    )
     return model, optimizer
 
 
@@ -137,6 +139,7 @@ def optimizer_step(
     lr: float,
     runtime: Runtime,
     grads: torch.Tensor,
+    label_smoothing: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """One optimizer step over this worker's micro-batches; gradients averaged over all workers.
 
@@ -148,7 +151,7 @@ def optimizer_step(
     loss_sum = torch.zeros((), device=runtime.device)
     for batch in micro_batches:
         with autocast(runtime.device):
-            loss = mixed_cross_entropy(model(batch.images), batch) / len(micro_batches)
+            loss = mixed_cross_entropy(model(batch.images), batch, label_smoothing) / len(micro_batches)
         loss.backward()
         loss_sum += loss.detach().float()
     local_grad_sq = grad_sq = grads.square().sum()  # one worker: the local gradient is the gradient
@@ -437,7 +440,8 @@ def train(
         for batch_index in global_batches(len(data.train), spec.batch_size, spec.seed, epoch, device):
             micro = worker_micro_batches(data.train, normalize, batch_index, spec, runtime, augment_gen, rng)
             lr = schedule(step)
-            for key, value in optimizer_step(train_model, optimizer, micro, lr, runtime, grads).items():
+            result = optimizer_step(train_model, optimizer, micro, lr, runtime, grads, spec.label_smoothing)
+            for key, value in result.items():
                 per_step[key].append(value)
             step += 1
             if first_step_at is None:

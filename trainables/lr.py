@@ -13,6 +13,24 @@ LR_SCALING: dict[str, Callable[[float], float]] = {
     "sqrt": math.sqrt,  # Krizhevsky 2014; Hoffer et al. 2017
 }
 DECAYS = ("step", "cosine", "constant")
+BUDGETS = ("epochs", "steps")
+
+
+def training_regime(
+    epochs: int, milestones: tuple[int, ...], budget: str, batch_size: int, base_batch_size: int
+) -> tuple[int, tuple[int, ...]]:
+    """The epochs and step-decay milestones a trial trains for.
+
+    budget 'epochs': as given, so a larger batch takes fewer optimizer steps. 'steps': Hoffer et al.'s
+    (2017) regime adaptation, both multiplied by batch_size / base_batch_size (rounded, at least 1), so
+    every batch size takes about the steps base_batch_size takes in `epochs` epochs.
+    """
+    if budget == "epochs":
+        return epochs, tuple(milestones)
+    if budget != "steps":
+        raise ValueError(f"unknown budget {budget!r}; known: {BUDGETS}")
+    ratio = batch_size / base_batch_size
+    return max(1, round(epochs * ratio)), tuple(max(1, round(m * ratio)) for m in milestones)
 
 
 def scaled_lr(base_lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:

@@ -30,9 +30,11 @@ def mix(images: torch.Tensor, labels: torch.Tensor, lam: float, partner: torch.T
     return MixedBatch(mixed, labels, labels[partner], lam)
 
 
-def mixed_cross_entropy(logits: torch.Tensor, batch: MixedBatch) -> torch.Tensor:
-    """lam * CE(y_a) + (1 - lam) * CE(y_b): equal to CE against the mixed one-hot target."""
-    loss = F.cross_entropy(logits, batch.labels_a)
+def mixed_cross_entropy(logits: torch.Tensor, batch: MixedBatch, label_smoothing: float = 0.0) -> torch.Tensor:
+    """lam * CE(y_a) + (1 - lam) * CE(y_b): equal to CE against the mixed one-hot target (each target
+    smoothed by `label_smoothing` first, so the mixed target is smoothed too)."""
+    loss = F.cross_entropy(logits, batch.labels_a, label_smoothing=label_smoothing)
     if batch.lam >= 1.0:
         return loss
-    return batch.lam * loss + (1.0 - batch.lam) * F.cross_entropy(logits, batch.labels_b)
+    other = F.cross_entropy(logits, batch.labels_b, label_smoothing=label_smoothing)
+    return batch.lam * loss + (1.0 - batch.lam) * other

@@ -27,10 +27,67 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     return add
 
 
-def build_model(arch: str, *, width: float = 1.0, num_classes: int = 10) -> nn.Module:
+def build_model(arch: str, *, width: float = 1.0, num_classes: int = 10, ghost_batch: int | None = None) -> nn.Module:
+    """The registered model `arch`; with `ghost_batch`, its BatchNorm layers normalize in ghost batches."""
     if arch not in MODELS:
         raise KeyError(f"unknown model {arch!r}; known: {sorted(MODELS)}")
-    return MODELS[arch](width=width, num_classes=num_classes)
+    model = MODELS[arch](width=width, num_classes=num_classes)
+    if ghost_batch is not None:
+        use_ghost_batch_norm(model, ghost_batch)
+    return model
+
+
+class _GhostBatchNorm:
+    """Ghost batch normalization (Hoffer, Hubara & Soudry 2017, Algorithm 1): in training, the batch is
+    cut into ghost batches of `ghost_batch` images, each normalized by its own mean and variance, and
+    the running statistics take one momentum update per ghost batch, in order (the paper's
+    (1 - m)^k mu + sum_l (1 - m)^(k - l) m mu_l). A batch of at most `ghost_batch` images is plain
+    BatchNorm, bit for bit; evaluation uses the running statistics as BatchNorm does. The parameters and
+    buffers are BatchNorm's, so checkpoints and every measurement treat the layer as BatchNorm."""
+
+    ghost_batch: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch_norm = super().forward  # type: ignore[misc]
+        if not self.training or x.shape[0] <= self.ghost_batch:  # type: ignore[attr-defined]
+            return batch_norm(x)
+        return torch.cat([batch_norm(chunk) for chunk in x.split(self.ghost_batch)])
+
+
+class GhostBatchNorm1d(_GhostBatchNorm, nn.BatchNorm1d):
+    pass
+
+
+class GhostBatchNorm2d(_GhostBatchNorm, nn.BatchNorm2d):
+    pass
+
+
+GHOST_OF: dict[type[nn.Module], type[nn.Module]] = {nn.BatchNorm1d: GhostBatchNorm1d, nn.BatchNorm2d: GhostBatchNorm2d}
+
+
+def use_ghost_batch_norm(model: nn.Module, ghost_batch: int) -> None:
+    """Replace every BatchNorm1d/2d of `model` (in place) by its ghost-batch version, state included."""
+    if ghost_batch < 1:
+        raise ValueError(f"ghost_batch {ghost_batch} must be at least 1")
+    for name, child in model.named_children():
+        kind = GHOST_OF.get(type(child))
+        if kind is None:
+            use_ghost_batch_norm(child, ghost_batch)
+            continue
+        assert isinstance(child, nn.modules.batchnorm._BatchNorm)
+        tensor = next(iter(child.state_dict().values()))
+        ghost = kind(
+            child.num_features,
+            eps=child.eps,
+            momentum=child.momentum,
+            affine=child.affine,
+            track_running_stats=child.track_running_stats,
+            device=tensor.device,
+        )
+        ghost.load_state_dict(child.state_dict())
+        ghost.ghost_batch = ghost_batch
+        ghost.train(child.training)
+        setattr(model, name, ghost)
 
 
 def scaled_channels(channels: int, width: float) -> int:

@@ -54,6 +54,10 @@ class TrialSpec:
     weight_decay: float = swept()
     warmup_epochs: float = swept()
     model: str = swept()  # a name in the model registry (trainables/models.py)
+    optimizer: str = swept()  # sgd | lars | lamb (trainables/optim.py)
+    ghost_batch: int | None = swept()  # BatchNorm over ghost batches of this many images; None = the micro-batch
+    budget: str = swept()  # epochs | steps (epochs and milestones x batch / base batch: train longer)
+    label_smoothing: float = swept()
     # Derived from the above by the plan.
     augmentation_label: str = derived()  # 'none', 'mixup a=1', 'cutout 16': how tables and figures name it
     mixup_alpha: float = derived(shown=False)  # alpha when the augmentation is mixup, else 0
@@ -61,7 +65,9 @@ class TrialSpec:
     workers: int = derived()
     micro_batch: int = derived()  # per worker and per forward pass
     accumulation_steps: int = derived()
-    bn_batch_size: int = derived(shown=False)  # what BatchNorm sees: the micro-batch (a ghost batch)
+    bn_batch_size: int = derived(shown=False)  # what BatchNorm normalizes over: the ghost batch, else the micro-batch
+    epochs: int = derived()  # schedule.epochs, or scaled with the batch size under budget 'steps'
+    milestones: tuple[int, ...] = derived(shown=False)  # epochs, for step decay (scaled as epochs)
     phase: str = derived()  # grid | sample (a search sample) | final (a search winner re-run with a seed)
     search_group: str = derived()  # the group a search sample or final belongs to ('' for grid trials)
     # The same for every trial of the study.
@@ -75,9 +81,8 @@ class TrialSpec:
     base_batch_size: int = fixed()
     momentum: float = fixed()
     nesterov: bool = fixed()
-    epochs: int = fixed()
+    trust_coefficient: float = fixed()  # lars
     decay: str = fixed()  # step | cosine | constant
-    milestones: tuple[int, ...] = fixed()  # epochs, for step decay
     gamma: float = fixed()
     eval_every_epochs: int = fixed()
     train_eval_samples: int | None = fixed()
