@@ -20,11 +20,16 @@ from typing import Any, Literal
 
 import yaml
 
-from trainables.augment import AUGMENTATIONS, Augmentation
-from trainables.data import DATASETS, dataset_sizes, split_global_batch
+from trainables.catalog import (  # names and arithmetic only: checking a study file never imports torch
+    AUGMENTATIONS,
+    DATASET_NAMES,
+    MODEL_NAMES,
+    OPTIMIZER_NAMES,
+    Augmentation,
+    dataset_sizes,
+    split_global_batch,
+)
 from trainables.lr import DECAYS, LR_SCALING, training_regime
-from trainables.models import MODELS
-from trainables.optim import OPTIMIZERS
 from trainables.trial import SWEEP_FIELDS
 
 
@@ -562,10 +567,10 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
         "letter or digit (it becomes <storage>/<name>/)",
     )
     data, schedule, sweep, res = study.data, study.schedule, study.sweep, study.resources
-    _one_of(data.dataset, DATASETS, f"{s}data.dataset")
-    _one_of(study.model.arch, MODELS, f"{s}model.arch")
+    _one_of(data.dataset, DATASET_NAMES, f"{s}data.dataset")
+    _one_of(study.model.arch, MODEL_NAMES, f"{s}model.arch")
     for arch in sweep.model or ():
-        _one_of(arch, MODELS, f"{s}sweep.model")
+        _one_of(arch, MODEL_NAMES, f"{s}sweep.model")
     _one_of(schedule.decay, DECAYS, f"{s}schedule.decay")
     for rule in sweep.lr_scaling:
         _one_of(rule, LR_SCALING, f"{s}sweep.lr_scaling")
@@ -604,9 +609,9 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
         _check(len(getattr(sweep, key)) > 0, f"{s}sweep.{key}: give at least one value")
     for key in ("model", "optimizer", "ghost_batch", "budget", "label_smoothing"):
         _check(getattr(sweep, key) is None or len(getattr(sweep, key)) > 0, f"{s}sweep.{key}: give at least one value")
-    _one_of(study.optim.optimizer, OPTIMIZERS, f"{s}optim.optimizer")
+    _one_of(study.optim.optimizer, OPTIMIZER_NAMES, f"{s}optim.optimizer")
     for name in sweep.optimizer or ():
-        _one_of(name, OPTIMIZERS, f"{s}sweep.optimizer")
+        _one_of(name, OPTIMIZER_NAMES, f"{s}sweep.optimizer")
     _check(study.optim.trust_coefficient > 0, f"{s}optim.trust_coefficient: must be > 0 (You et al. use 0.001)")
     for smoothing in sweep.label_smoothing or (study.optim.label_smoothing,):
         _check(0 <= smoothing < 1, f"{s}label_smoothing {smoothing}: must be in [0, 1) (0 = none, 0.1 is usual)")

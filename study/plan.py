@@ -18,8 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from study.config import StudyConfig, all_grids, augmentations, trajectory_epochs
-from trainables.augment import Augmentation
-from trainables.data import cache_dir, dataset_sizes, split_global_batch
+from trainables.catalog import Augmentation, cache_dir, dataset_sizes, split_global_batch
 from trainables.lr import scaled_lr, training_regime
 from trainables.trial import DERIVED, FINAL, GRID, SAMPLE, SWEPT, TrialSpec, shown_fields
 

@@ -87,15 +87,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:  # the plan needs neither pandas nor ray
         print(format_plan(study, plan_study(study)))
         return 0
-    from study.cluster import connect_ray
+    from study.checks import SweepError, check_fresh, check_storage, study_root
     from study.lock import StudyLocked, study_lock
-    from study.sweep import SweepError, check_data, check_fresh, check_storage, run_study, study_root
-    from trainables.data import DataError
 
     exit_at_once_on_ctrl_c(argv)  # for the rest of this process, its exit included
     try:
         check_storage(study)
         check_fresh(study, args.resume)
+    except SweepError as error:  # said before torch and Ray load
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from study.cluster import connect_ray
+    from study.sweep import check_data, run_study
+    from trainables.data import DataError
+
+    try:
         with contextlib.ExitStack() as held:
             if "://" not in study.storage:  # one driver per study (object storage: not locked)
                 held.enter_context(study_lock(study_root(study)))

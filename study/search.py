@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from analysis.summarize import best_per_group
 from study.config import DistributionConfig, SearchConfig, StudyConfig, searched_keys
+
+if TYPE_CHECKING:  # pandas only where results are read: planning the samples (--dry-run) stays light
+    import pandas as pd
 
 
 def group_rng(search: SearchConfig, group: str) -> np.random.Generator:
@@ -50,6 +51,8 @@ def final_points(
     """(group, the winner's values of the searched keys) per group that has a winner."""
     assert study.search is not None
     keys = searched_keys(study.search)
+    from analysis.summarize import best_per_group
+
     return [(group, {k: float(row[k]) for k in keys}) for group, row in best_per_group(trials, epochs).items()]
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from analysis.store import ResultsStore, join, trial_row
+from study.checks import SweepError, check_fresh, study_root
 from study.cluster import TRIAL_RESOURCE, alive_nodes
 from study.config import StudyConfig
 from study.plan import local_path, plan_finals, plan_study
@@ -28,10 +29,6 @@ from study.progress import SweepProgress
 from study.search import make_grouped_asha
 from trainables.data import DataError, load_dataset
 from trainables.trial import TrialSpec
-
-
-class SweepError(RuntimeError):
-    """The study cannot run as asked on this cluster or storage; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -203,10 +200,6 @@ def provenance(study: StudyConfig) -> dict[str, Any]:
     return {"git_revision": revision, "config": json.dumps(study.to_dict(), sort_keys=True)}
 
 
-def study_root(study: StudyConfig) -> str:
-    return join(local_path(study.storage), study.name)
-
-
 def run_study(
     study: StudyConfig, *, resume: bool = False, dashboard_url: str | None = None, verbose: bool = False
 ) -> SweepResult:
@@ -366,36 +359,9 @@ def fit_unless_interrupted(tuner: Any) -> bool:
     return not interrupted
 
 
-def check_fresh(study: StudyConfig, resume: bool) -> None:
-    """A study with results is continued only on purpose (--resume): said before Ray starts."""
-    store = ResultsStore.for_study(local_path(study.storage), study.name)
-    if store.is_store() and not resume:
-        raise SweepError(
-            f"study {study.name!r} already has results in {store.root}; pass --resume to continue it, "
-            "or change name (or --storage) to start a new one"
-        )
-
-
 def study_has_measurements(study: StudyConfig) -> bool:
     m = study.measure
     return any(getattr(m, f.name) is not None for f in dataclasses.fields(m))
-
-
-def check_storage(study: StudyConfig) -> None:
-    """A local storage folder must take the study's files: said before Ray starts, not as a traceback after."""
-    if "://" in study.storage:
-        return
-    folder = Path(study_root(study))
-    probe = folder / f".write-check-{os.getpid()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise SweepError(
-            f"storage: {folder} cannot be written ({error.strerror or error}); pass --storage with a folder you can "
-            "write, or change storage in the study file"
-        ) from None
 
 
 def check_data(study: StudyConfig) -> None:

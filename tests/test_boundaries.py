@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,76 @@ def test_the_report_builds_where_torch_ray_study_and_trainables_cannot_be_import
 def test_every_module_imports(module: str) -> None:
     """Benchmarks and CLIs too: a module that no test runs still has to import (names it uses exist)."""
     importlib.import_module(module)
+
+
+TORCH_BLOCKER = """
+import importlib.abc, os, runpy, sys
+BLOCKED = os.environ.get("BLOCKED", "torch,ray,pandas").split(",")
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"checking a study file imported {name}")
+sys.meta_path.insert(0, Block())
+sys.argv = ["study.run_sweep", *sys.argv[1:]]
+runpy.run_module("study.run_sweep", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("study", ["smoke", "remedies", "tuned", "depth"])
+def test_checking_a_study_file_imports_neither_torch_nor_ray(study: str) -> None:
+    """--dry-run and every study-file check answer at once: importing torch alone takes ~2 s here."""
+    result = subprocess.run(
+        [sys.executable, "-c", TORCH_BLOCKER, f"studies/{study}.yaml", "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and f"study {study}:" in result.stdout, result.stderr[-2000:]
+    bad = subprocess.run(
+        [sys.executable, "-c", TORCH_BLOCKER, f"studies/{study}.yaml", "--set", "model.arch=vgg99", "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "model.arch: unknown 'vgg99'" in bad.stderr, bad.stderr[-2000:]
+
+
+def test_the_catalog_names_exactly_what_the_registries_hold() -> None:
+    from trainables import catalog
+    from trainables.augment import AUGMENTATIONS
+    from trainables.data import DATASETS
+    from trainables.models import MODELS, register_model
+    from trainables.optim import OPTIMIZERS
+
+    assert set(catalog.MODEL_NAMES) == set(MODELS)
+    assert set(catalog.OPTIMIZER_NAMES) == set(OPTIMIZERS)
+    assert set(catalog.DATASET_NAMES) == set(DATASETS)
+    assert AUGMENTATIONS == catalog.AUGMENTATIONS
+    with pytest.raises(ValueError, match="not in trainables/catalog.py"):
+        register_model("vgg99")
+
+
+def test_storage_and_existing_results_are_checked_before_torch_or_ray_load(tmp_path: Path) -> None:
+    env = {**os.environ, "BLOCKED": "torch,ray"}  # pyarrow reads the storage (it may be a bucket)
+    unwritable = subprocess.run(
+        [sys.executable, "-c", TORCH_BLOCKER, "studies/smoke.yaml", "--storage", "/proc/lbstudy"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert unwritable.returncode == 2 and "cannot be written" in unwritable.stderr, unwritable.stderr[-2000:]
+    (tmp_path / "smoke" / "results" / "trials").mkdir(parents=True)
+    (tmp_path / "smoke" / "results" / "trials" / "t.parquet").write_bytes(b"")
+    existing = subprocess.run(
+        [sys.executable, "-c", TORCH_BLOCKER, "studies/smoke.yaml", "--storage", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert existing.returncode == 2 and "already has results" in existing.stderr, existing.stderr[-2000:]

@@ -204,7 +204,7 @@ def test_absurd_sizes_are_typos_said_at_once(setting: str, key: str) -> None:
 
 
 def test_split_search_takes_the_fewest_accumulation_steps_among_divisors() -> None:
-    from trainables.data import split_global_batch
+    from trainables.catalog import split_global_batch
 
     assert split_global_batch(8192, 2, 1000) == (512, 8)  # 4096 per worker: 8 steps of 512 (not 5, not 1000)
     assert split_global_batch(7, 1, 3) == (1, 7)  # a prime: only 1 x 7 fits

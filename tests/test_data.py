@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from study.bench_data import write_cifar10_format
+from trainables.catalog import split_global_batch
 from trainables.data import (
     CropFlip,
     DataError,
@@ -17,7 +18,6 @@ from trainables.data import (
     global_batches,
     imagefolder_cache,
     load_dataset,
-    split_global_batch,
     worker_slice,
 )
 

@@ -213,15 +213,16 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path: Path) -> None:
         timeout=60,
     )
     lines = process.stdout.splitlines()
-    assert process.returncode == 0 and "peak_lr" in lines[1] and len(lines) == 1 + 1 + 4 + 1
+    # The header, what every trial shares, the column names, one line per trial, the cost.
+    assert process.returncode == 0 and "peak_lr 0.05" in lines[1] and len(lines) == 1 + 1 + 1 + 4 + 1
     assert lines[-1].startswith("cost: 20,480 training images (4 trials x 2 epochs x 2,560)")
     assert not any(tmp_path.iterdir())
-    # It needs neither ray nor pandas (a fast answer): nothing of theirs was imported.
+    # It needs neither ray, pandas nor torch (a fast answer): nothing of theirs was imported.
     probe = (
         "import runpy, sys; sys.argv = ['run_sweep', 'studies/smoke.yaml', '--dry-run'];\n"
         "try: runpy.run_module('study.run_sweep', run_name='__main__')\n"
         "except SystemExit: pass\n"
-        "print(sorted({'ray', 'pandas', 'pyarrow'} & set(sys.modules)))"
+        "print(sorted({'ray', 'pandas', 'pyarrow', 'torch'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

@@ -20,27 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from trainables.catalog import AUGMENTATIONS, LABEL_MIXING, Augmentation  # noqa: F401 (the axis, re-exported)
 from trainables.mixup import MixedBatch, mix, sample_lambda
-
-AUGMENTATIONS = ("none", "mixup", "cutmix", "cutout")
-LABEL_MIXING = ("mixup", "cutmix")
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    name: str = "none"
-    alpha: float = 0.0  # mixup, cutmix: lambda ~ Beta(alpha, alpha)
-    size: int = 0  # cutout: side of the square, pixels
-
-    def __post_init__(self) -> None:
-        if self.name not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {self.name!r}; known: {', '.join(AUGMENTATIONS)}")
-
-    @property
-    def label(self) -> str:
-        if self.name in LABEL_MIXING:
-            return f"{self.name} a={self.alpha:g}"
-        return f"cutout {self.size}" if self.name == "cutout" else "none"
 
 
 @dataclass(frozen=True)

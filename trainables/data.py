@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import pickle
 import shutil
@@ -23,6 +22,15 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+
+from trainables.catalog import (
+    DATASET_NAMES,
+    SYNTHETIC_CLASSES,
+    SYNTHETIC_TEST,
+    SYNTHETIC_TRAIN,
+    cache_dir,
+    check_registered,
+)
 
 IMAGE_SIZE = 32
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm")
@@ -77,6 +85,8 @@ DATASETS: dict[str, Loader] = {}
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
+    check_registered("dataset", name, DATASET_NAMES)
+
     def add(loader: Loader) -> Loader:
         DATASETS[name] = loader
         return loader
@@ -253,10 +263,6 @@ def load_cifar100(root: Path, download: bool) -> RawArrays:
 # Image folders: root/train/<class>/*, root/test/<class>/*, or a .tar/.tar.gz holding that tree.
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("LBSTUDY_CACHE", "~/.cache/lbstudy")).expanduser()
-
-
 def _decode(data: bytes, name: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -388,8 +394,6 @@ def load_imagefolder(root: Path, download: bool) -> RawArrays:
 # ---------------------------------------------------------------------------------------------
 # Synthetic: deterministic and learnable, for tests; no files.
 
-SYNTHETIC_TRAIN, SYNTHETIC_TEST, SYNTHETIC_CLASSES = 4096, 1024, 10
-
 
 @register_dataset("synthetic")
 def load_synthetic(root: Path, download: bool) -> RawArrays:
@@ -413,15 +417,6 @@ def load_synthetic(root: Path, download: bool) -> RawArrays:
     train_x, train_y = make(SYNTHETIC_TRAIN)
     test_x, test_y = make(SYNTHETIC_TEST)
     return RawArrays(train_x, train_y, test_x, test_y, tuple(f"class{c}" for c in range(SYNTHETIC_CLASSES)))
-
-
-def dataset_sizes(name: str) -> tuple[int, int] | None:
-    """(train, test) sizes known without loading, for validating batch sizes up front."""
-    return {
-        "cifar10": (50_000, 10_000),
-        "cifar100": (50_000, 10_000),
-        "synthetic": (SYNTHETIC_TRAIN, SYNTHETIC_TEST),
-    }.get(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,22 +451,6 @@ def worker_slice(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tenso
     """Worker `rank`'s contiguous share of a global batch (dim 0)."""
     per_worker = batch.shape[0] // world_size
     return batch[rank * per_worker : (rank + 1) * per_worker]
-
-
-def split_global_batch(global_batch_size: int, workers: int, max_micro_batch: int) -> tuple[int, int]:
-    """(micro_batch, accumulation_steps) with workers x micro_batch x accumulation = global batch.
-
-    Takes the fewest accumulation steps whose micro-batch fits in `max_micro_batch`.
-    Raises ValueError when the global batch does not divide among the workers.
-    """
-    if global_batch_size < workers or global_batch_size % workers:
-        raise ValueError(f"batch size {global_batch_size} does not split evenly over {workers} workers")
-    per_worker = global_batch_size // workers
-    # The accumulation steps are a divisor of the per-worker batch: O(sqrt(batch)) candidates, not O(batch).
-    small = [d for d in range(1, math.isqrt(per_worker) + 1) if per_worker % d == 0]
-    divisors = sorted(set(small + [per_worker // d for d in small]))
-    accumulation = next(d for d in divisors if per_worker // d <= max_micro_batch)  # d = per_worker always fits
-    return per_worker // accumulation, accumulation
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from trainables.catalog import MODEL_NAMES, check_registered
+
 ModelFactory = Callable[..., nn.Module]
 MODELS: dict[str, ModelFactory] = {}
 
@@ -20,6 +22,8 @@ VGG9_HIDDEN = 256
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    check_registered("model", name, MODEL_NAMES)
+
     def add(factory: ModelFactory) -> ModelFactory:
         MODELS[name] = factory
         return factory

@@ -13,6 +13,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from trainables.catalog import OPTIMIZER_NAMES, check_registered
+
 # LAMB's published defaults (You et al. 2019, Algorithm 2 and its experiments).
 LAMB_BETAS = (0.9, 0.999)
 LAMB_EPS = 1.0e-6
@@ -163,6 +165,8 @@ def make_lamb(model: nn.Module, lr: float, weight_decay: float, **_: Any) -> LAM
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"sgd": make_sgd, "lars": make_lars, "lamb": make_lamb}
+for _name in OPTIMIZERS:
+    check_registered("optimizer", _name, OPTIMIZER_NAMES)
 
 
 def build_optimizer(

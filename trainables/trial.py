@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainables.augment import Augmentation
+from trainables.catalog import Augmentation
 
 SWEPT, DERIVED, FIXED = "swept", "derived", "fixed"
 GRID, SAMPLE, FINAL = "grid", "sample", "final"  # a trial's phase: a grid point, a search sample, a search winner
