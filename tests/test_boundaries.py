@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import os
 import subprocess
@@ -26,6 +27,7 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
+@functools.cache  # parsed once: the cycle check asks for it per import
 def modules() -> dict[str, set[str]]:
     return {
         ".".join(p.relative_to(ROOT).with_suffix("").parts): imports_of(p)
@@ -54,10 +56,14 @@ def test_no_import_cycles_between_or_inside_packages() -> None:
     packages = {(top(m), top(i)) for m, imps in graph.items() for i in imps if top(m) != top(i)}
     assert not {(a, b) for a, b in packages if (b, a) in packages}, packages
 
+    done: set[str] = set()  # modules whose imports are known to be acyclic: each visited once
+
     def visit(node: str, path: list[str]) -> None:
         for nxt in graph[node]:
             assert nxt not in path, f"import cycle: {' -> '.join(path + [nxt])}"
-            visit(nxt, path + [nxt])
+            if nxt not in done:
+                visit(nxt, path + [nxt])
+        done.add(node)
 
     for start in graph:
         visit(start, [start])
@@ -140,7 +146,7 @@ def test_every_module_imports(module: str) -> None:
 
 TORCH_BLOCKER = """
 import importlib.abc, os, runpy, sys
-BLOCKED = os.environ.get("BLOCKED", "torch,ray,pandas").split(",")
+BLOCKED = os.environ["BLOCKED"].split(",")
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
@@ -151,24 +157,24 @@ runpy.run_module("study.run_sweep", run_name="__main__")
 """
 
 
+def run_sweep_without(blocked: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m study.run_sweep ARGS` in a process where importing any of `blocked` fails."""
+    return subprocess.run(
+        [sys.executable, "-c", TORCH_BLOCKER, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "BLOCKED": blocked},
+    )
+
+
 @pytest.mark.parametrize("study", ["smoke", "remedies", "tuned", "depth"])
 def test_checking_a_study_file_imports_neither_torch_nor_ray(study: str) -> None:
     """--dry-run and every study-file check answer at once: importing torch alone takes ~2 s here."""
-    result = subprocess.run(
-        [sys.executable, "-c", TORCH_BLOCKER, f"studies/{study}.yaml", "--dry-run"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_sweep_without("torch,ray,pandas", f"studies/{study}.yaml", "--dry-run")
     assert result.returncode == 0 and f"study {study}:" in result.stdout, result.stderr[-2000:]
-    bad = subprocess.run(
-        [sys.executable, "-c", TORCH_BLOCKER, f"studies/{study}.yaml", "--set", "model.arch=vgg99", "--dry-run"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = run_sweep_without("torch,ray,pandas", f"studies/{study}.yaml", "--set", "model.arch=vgg99", "--dry-run")
     assert bad.returncode == 2 and "model.arch: unknown 'vgg99'" in bad.stderr, bad.stderr[-2000:]
 
 
@@ -188,24 +194,10 @@ def test_the_catalog_names_exactly_what_the_registries_hold() -> None:
 
 
 def test_storage_and_existing_results_are_checked_before_torch_or_ray_load(tmp_path: Path) -> None:
-    env = {**os.environ, "BLOCKED": "torch,ray"}  # pyarrow reads the storage (it may be a bucket)
-    unwritable = subprocess.run(
-        [sys.executable, "-c", TORCH_BLOCKER, "studies/smoke.yaml", "--storage", "/proc/lbstudy"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    # pyarrow may load: it reads the storage, which may be a bucket.
+    unwritable = run_sweep_without("torch,ray", "studies/smoke.yaml", "--storage", "/proc/lbstudy")
     assert unwritable.returncode == 2 and "cannot be written" in unwritable.stderr, unwritable.stderr[-2000:]
     (tmp_path / "smoke" / "results" / "trials").mkdir(parents=True)
     (tmp_path / "smoke" / "results" / "trials" / "t.parquet").write_bytes(b"")
-    existing = subprocess.run(
-        [sys.executable, "-c", TORCH_BLOCKER, "studies/smoke.yaml", "--storage", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    existing = run_sweep_without("torch,ray", "studies/smoke.yaml", "--storage", str(tmp_path))
     assert existing.returncode == 2 and "already has results" in existing.stderr, existing.stderr[-2000:]
