@@ -500,6 +500,7 @@ def random_direction_figures(landscape: pd.DataFrame, trials: pd.DataFrame) -> l
     two = landscape[(landscape["kind"] == "random2d") & (landscape["split"] == "train")]
     if len(two):
         figures.append(surfaces_grid(two, info))
+        figures.append(surfaces_3d(two, info))
     return figures
 
 
@@ -507,25 +508,105 @@ SURFACE_DECADES = 2.0  # contour levels span the lowest loss of the grid to 100 
 SURFACE_LEVELS_PER_DECADE = 10  # log-spaced: dense near the minimum, where the basins differ
 
 
-def surfaces_grid(two: pd.DataFrame, info: pd.DataFrame) -> go.Figure:
-    """Every 2-D random-direction surface in one grid (the seed paper's figures 1-4: small and large batch,
-    without and with augmentation), each panel square, all on one log-spaced set of contour levels from
-    the lowest loss to 100 times it and one colour bar, so that basins compare at a glance."""
+def surface_layout(two: pd.DataFrame, info: pd.DataFrame) -> tuple[list[str], int, int, float, float]:
+    """The surfaces' trials in the paper's order (small batch first, without augmentation before with
+    it), the grid's columns and rows, and the shared log10 loss range: the lowest loss (rounded down to a
+    level) to 100 times it."""
 
     def order(trial_id: str) -> tuple:
         if trial_id not in info.index:
             return (0, "", 0, trial_id)
-        row = info.loc[trial_id]  # small batch first, and without augmentation before with it (the paper's order)
+        row = info.loc[trial_id]
         label = row["augmentation_label"]
         return (row["batch_size"], label != "none", label, row.get("seed", 0), trial_id)
 
     trial_ids = sorted(two["trial_a"].unique(), key=order)
     cols = 1 if len(trial_ids) == 1 else 2
-    rows = -(-len(trial_ids) // cols)
     positive = two["loss"].astype(float)
     positive = positive[np.isfinite(positive) & (positive > 0)]
     low = float(np.floor(np.log10(positive.min()) * SURFACE_LEVELS_PER_DECADE) / SURFACE_LEVELS_PER_DECADE)
-    high = low + SURFACE_DECADES
+    return trial_ids, cols, -(-len(trial_ids) // cols), low, low + SURFACE_DECADES
+
+
+def loss_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """log10 positions of the losses 1, 2, 5 x 10^k within [low, high], and their labels."""
+    decades = range(int(np.floor(low)), int(np.ceil(high)) + 1)
+    ticks = [np.log10(m * 10.0**d) for d in decades for m in (1, 2, 5) if low <= np.log10(m * 10.0**d) <= high]
+    return ticks, [f"{10**t:.3g}" for t in ticks]
+
+
+def log_loss_grid(two: pd.DataFrame, trial_id: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """One trial's surface: the grid (y rows, x columns), its train losses and their log10 (a non-positive
+    or non-finite loss is a hole, NaN)."""
+    grid = two[two["trial_a"] == trial_id].pivot_table(index="y", columns="x", values="loss")
+    loss = grid.to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return grid, loss, np.where(loss > 0, np.log10(loss), np.nan)
+
+
+def loss_coloraxis(low: float, high: float) -> dict[str, Any]:
+    """The surfaces' one colour scale: log10 train loss from `low` to `high`, labelled in loss."""
+    ticks, labels = loss_ticks(low, high)
+    return dict(
+        colorscale="Viridis", cmin=low, cmax=high, colorbar=dict(title="train loss", tickvals=ticks, ticktext=labels)
+    )
+
+
+def surfaces_3d(two: pd.DataFrame, info: pd.DataFrame) -> go.Figure:
+    """The same surfaces as 3-D views (Li et al.'s surface plots): height and colour the train loss on a
+    log axis, every panel on the same height range (the lowest loss to the highest, nothing clipped) and
+    the same colour scale as the contour grid, cubic boxes, so basins compare in shape and depth."""
+    trial_ids, cols, rows, low, high = surface_layout(two, info)
+    losses = two["loss"].astype(float)
+    finite = losses[np.isfinite(losses) & (losses > 0)]
+    top = max(high, float(np.log10(finite.max())))
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        specs=[[{"type": "surface"}] * cols for _ in range(rows)],
+        subplot_titles=[trial_label(info, t) for t in trial_ids],
+        horizontal_spacing=0.02,
+        vertical_spacing=0.06,
+    )
+    ticks, labels = loss_ticks(low, top)
+    for i, trial_id in enumerate(trial_ids):
+        grid, loss, z = log_loss_grid(two, trial_id)
+        fig.add_trace(
+            go.Surface(
+                x=grid.columns,
+                y=grid.index,
+                z=z,
+                coloraxis="coloraxis",
+                customdata=loss,
+                hovertemplate="d1 %{x:.2f}, d2 %{y:.2f}: train loss %{customdata:.4g}<extra></extra>",
+                name=trial_label(info, trial_id),
+            ),
+            row=i // cols + 1,
+            col=i % cols + 1,
+        )
+        scene = "scene" if i == 0 else f"scene{i + 1}"
+        fig.layout[scene].update(
+            aspectmode="cube",
+            xaxis_title="direction 1",
+            yaxis_title="direction 2",
+            zaxis=dict(title="train loss", range=[low, top], tickvals=ticks, ticktext=labels),
+        )
+    fig.update_layout(
+        title="2-D loss surfaces in 3-D: log height, the same range in every panel; colours as the contour grid "
+        "(saturating at 100 x the lowest loss)",
+        coloraxis=loss_coloraxis(low, high),
+        height=120 + 520 * rows,
+        **{**LAYOUT, "legend": {}},
+    )
+    return fig
+
+
+def surfaces_grid(two: pd.DataFrame, info: pd.DataFrame) -> go.Figure:
+    """Every 2-D random-direction surface in one grid (the seed paper's figures 1-4: small and large batch,
+    without and with augmentation), each panel square, all on one log-spaced set of contour levels from
+    the lowest loss to 100 times it and one colour bar, so that basins compare at a glance."""
+
+    trial_ids, cols, rows, low, high = surface_layout(two, info)
     fig = make_subplots(
         rows=rows,
         cols=cols,
@@ -534,9 +615,7 @@ def surfaces_grid(two: pd.DataFrame, info: pd.DataFrame) -> go.Figure:
         vertical_spacing=0.12 if rows > 1 else 0.1,
     )
     for i, trial_id in enumerate(trial_ids):
-        grid = two[two["trial_a"] == trial_id].pivot_table(index="y", columns="x", values="loss")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.log10(grid.to_numpy(dtype=float))
+        grid, loss, z = log_loss_grid(two, trial_id)
         fig.add_trace(
             go.Contour(
                 x=grid.columns,
@@ -545,7 +624,7 @@ def surfaces_grid(two: pd.DataFrame, info: pd.DataFrame) -> go.Figure:
                 coloraxis="coloraxis",
                 contours=dict(start=low, end=high, size=1 / SURFACE_LEVELS_PER_DECADE),
                 line=dict(width=0.5),
-                customdata=grid.to_numpy(dtype=float),
+                customdata=loss,
                 hovertemplate="d1 %{x:.2f}, d2 %{y:.2f}: train loss %{customdata:.4g}<extra></extra>",
                 name=trial_label(info, trial_id),
             ),
@@ -562,16 +641,9 @@ def surfaces_grid(two: pd.DataFrame, info: pd.DataFrame) -> go.Figure:
             col=i % cols + 1,
         )
         fig.update_xaxes(constrain="domain", title_text="direction 1", row=i // cols + 1, col=i % cols + 1)
-    decades = [d for d in range(int(np.floor(low)), int(np.ceil(high)) + 1)]
-    ticks = [np.log10(m * 10.0**d) for d in decades for m in (1, 2, 5) if low <= np.log10(m * 10.0**d) <= high]
     fig.update_layout(
         title="2-D loss surfaces along two filter-normalized random directions (one colour scale, log-spaced levels)",
-        coloraxis=dict(
-            colorscale="Viridis",
-            cmin=low,
-            cmax=high,
-            colorbar=dict(title="train loss", tickvals=ticks, ticktext=[f"{10**t:.3g}" for t in ticks]),
-        ),
+        coloraxis=loss_coloraxis(low, high),
         height=120 + 480 * rows,
         **{**LAYOUT, "legend": {}},
     )

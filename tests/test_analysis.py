@@ -467,7 +467,7 @@ def test_two_d_surfaces_share_one_square_grid_one_colour_scale_and_log_levels() 
         for x in xs
         for y in xs
     ]
-    (fig,) = figures.random_direction_figures(pd.DataFrame(rows), trials)
+    fig, view = figures.random_direction_figures(pd.DataFrame(rows), trials)
     contours = [t for t in fig.data if t.type == "contour"]
     assert len(contours) == 4 and {t.coloraxis for t in contours} == {"coloraxis"}  # one scale, one bar
     assert len({(t.contours.start, t.contours.end, t.contours.size) for t in contours}) == 1
@@ -480,6 +480,17 @@ def test_two_d_surfaces_share_one_square_grid_one_colour_scale_and_log_levels() 
         "batch 128, none, lr none, seed 0",
         "batch 128, mixup a=1, lr none, seed 0",
     ]
+    # The 3-D view: the same panels in the same order, one colour scale, every box a cube on the same
+    # log height range, from the lowest level to the highest loss of any panel (nothing clipped).
+    surfaces = [t for t in view.data if t.type == "surface"]
+    assert [t.name for t in surfaces] == [a.text for a in fig.layout.annotations][:4]
+    assert {t.coloraxis for t in surfaces} == {"coloraxis"} and view.layout.coloraxis.cmin == start
+    scenes = [view.layout[f"scene{i + 1 if i else ''}"] for i in range(4)]
+    highest = np.log10(40.0 * 2 + 0.05)
+    assert all(s.zaxis.range[0] == start and s.zaxis.range[1] == pytest.approx(highest) for s in scenes)
+    assert {s.aspectmode for s in scenes} == {"cube"}
+    assert "0.05" in scenes[0].zaxis.ticktext and "50" in scenes[0].zaxis.ticktext  # labelled in loss, not log
+    assert float(np.nanmax(surfaces[3].customdata)) == pytest.approx(40.0 * 2 + 0.05)  # hover: the loss itself
 
 
 def test_two_studies_in_one_report_are_kept_apart_and_labelled_by_study(tmp_path) -> None:

@@ -121,6 +121,10 @@ def test_what_a_reader_relies_on_is_drawn(tmp_path: Path) -> None:
     ]
     assert len(panels) == 4 and all(abs(float(w) - float(h)) <= 1.5 for w, h in panels), panels
 
+    # The same four surfaces in 3-D: a WebGL scene each, drawn (Chromium's software WebGL here).
+    view = section(dom, "random_directions_2")
+    assert len(re.findall(r"<canvas", view)) == 4 and "WebGL is not supported" not in view
+
     # The table holds every trial with its whole id; a failed trial's error is folded to its first line.
     table = section(dom, "trials_table")
     for trial_id in completed:
