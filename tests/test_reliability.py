@@ -348,3 +348,37 @@ def test_storage_that_cannot_be_written_is_one_line_before_ray_starts(tmp_path: 
     assert result.returncode == 2 and "Ray" not in result.stdout
     assert result.stderr.startswith("error: storage: ") and "cannot be written" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_trial_that_raises_is_recorded_failed_by_the_driver_with_its_error(ray_session: str, tmp_path: Path) -> None:
+    """A trial that dies of something other than its data (here: a checkpoint of another model width left
+    in its folder, which the trial resumes from) writes no row itself; the driver records it as failed
+    with the exception's last line, the run says so and exits 1 (every trial failed)."""
+    import torch
+
+    from study.plan import plan_study
+    from trainables.checkpoint import save_checkpoint
+    from trainables.models import build_model
+
+    study_file = tmp_path / "raises.yaml"
+    study_file.write_text(
+        tiny_study_yaml("raises", tmp_path).replace("[64, 128]", "[64]").replace("[0.0, 1.0]", "[0.0]")
+        + "resources: {max_failures: 0}\n"
+    )
+    (trial,) = plan_study(parse_study(study_file.read_text()))
+    wider = build_model("vgg9", width=0.5).state_dict()  # the study trains width 0.25
+    state = {"model": wider, "optimizer": {}, "epoch": 1, "step": 8, "spec": trial.to_dict()}
+    save_checkpoint(
+        {**state, "torch_rng": torch.get_rng_state(), "history": []},
+        str(tmp_path / "raises" / "checkpoints" / trial.trial_id),
+        1,
+    )
+    process = sweep_cli(study_file, ray_session)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 1, output[-3000:]
+    rows = pd.read_parquet(tmp_path / "raises" / "results" / "trials")
+    assert list(rows["trial_id"]) == [trial.trial_id] and list(rows["status"]) == ["failed"]
+    assert "size mismatch" in rows["error"].iloc[0] or "Error(s) in loading state_dict" in rows["error"].iloc[0]
+    assert "1 of 1 trials did not complete:" in output and f"{trial.trial_id} failed:" in output
+    assert "retry the failed ones with: python -m study.run_sweep" in output and "--resume" in output
