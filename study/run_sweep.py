@@ -71,7 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The CLI (`python -m study.run_sweep` and the `lbstudy-sweep` script alike)."""
+    status = run_command(list(sys.argv[1:] if argv is None else argv))
+    if status == 130:  # stopped by Ctrl-C: no window in which another one could kill the process
+        end_process(status)
+    return status
+
+
+def run_command(argv: list[str]) -> int:
+    """Everything but the way the process ends; the exit status."""
     args = build_parser().parse_args(argv)  # --help answers here, before torch, pandas or ray load
     started = time.perf_counter()
     from study.config import ConfigError, load_study
@@ -192,7 +200,4 @@ def exit_status(trials: list[dict[str, Any]]) -> int:
 
 
 if __name__ == "__main__":
-    status = main()
-    if status == 130:  # stopped by Ctrl-C: no window in which another one could kill the process
-        end_process(status)
-    sys.exit(status)
+    sys.exit(main())
