@@ -134,7 +134,9 @@ class LAMB(torch.optim.Optimizer):
         return loss
 
 
-def make_sgd(model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float, **_: Any):
+def make_sgd(
+    model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float, **_: Any
+) -> torch.optim.SGD:
     on_cuda = next(model.parameters()).device.type == "cuda"
     return torch.optim.SGD(
         model.parameters(),
