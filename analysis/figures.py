@@ -535,13 +535,23 @@ def loss_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
     return ticks, [f"{10**t:.3g}" for t in ticks]
 
 
-def log_loss_grid(two: pd.DataFrame, trial_id: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """One trial's surface: the grid (y rows, x columns), its train losses and their log10 (a non-positive
-    or non-finite loss is a hole, NaN)."""
+def surface_values(two: pd.DataFrame, info: pd.DataFrame, trial_id: str) -> dict[str, Any]:
+    """One trial's surface as a trace's data, for the contour grid and the 3-D view alike: the grid (y
+    rows, x columns), log10 train loss as z (a non-positive or non-finite loss is a hole, NaN) on the
+    shared colour axis, the loss itself in the hover."""
     grid = two[two["trial_a"] == trial_id].pivot_table(index="y", columns="x", values="loss")
     loss = grid.to_numpy(dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return grid, loss, np.where(loss > 0, np.log10(loss), np.nan)
+        z = np.where(loss > 0, np.log10(loss), np.nan)
+    return dict(
+        x=grid.columns,
+        y=grid.index,
+        z=z,
+        coloraxis="coloraxis",
+        customdata=loss,
+        hovertemplate="d1 %{x:.2f}, d2 %{y:.2f}: train loss %{customdata:.4g}<extra></extra>",
+        name=trial_label(info, trial_id),
+    )
 
 
 def loss_coloraxis(low: float, high: float) -> dict[str, Any]:
@@ -570,17 +580,8 @@ def surfaces_3d(two: pd.DataFrame, info: pd.DataFrame) -> go.Figure:
     )
     ticks, labels = loss_ticks(low, top)
     for i, trial_id in enumerate(trial_ids):
-        grid, loss, z = log_loss_grid(two, trial_id)
         fig.add_trace(
-            go.Surface(
-                x=grid.columns,
-                y=grid.index,
-                z=z,
-                coloraxis="coloraxis",
-                customdata=loss,
-                hovertemplate="d1 %{x:.2f}, d2 %{y:.2f}: train loss %{customdata:.4g}<extra></extra>",
-                name=trial_label(info, trial_id),
-            ),
+            go.Surface(**surface_values(two, info, trial_id)),
             row=i // cols + 1,
             col=i % cols + 1,
         )
@@ -615,18 +616,11 @@ def surfaces_grid(two: pd.DataFrame, info: pd.DataFrame) -> go.Figure:
         vertical_spacing=0.12 if rows > 1 else 0.1,
     )
     for i, trial_id in enumerate(trial_ids):
-        grid, loss, z = log_loss_grid(two, trial_id)
         fig.add_trace(
             go.Contour(
-                x=grid.columns,
-                y=grid.index,
-                z=z,
-                coloraxis="coloraxis",
+                **surface_values(two, info, trial_id),
                 contours=dict(start=low, end=high, size=1 / SURFACE_LEVELS_PER_DECADE),
                 line=dict(width=0.5),
-                customdata=loss,
-                hovertemplate="d1 %{x:.2f}, d2 %{y:.2f}: train loss %{customdata:.4g}<extra></extra>",
-                name=trial_label(info, trial_id),
             ),
             row=i // cols + 1,
             col=i % cols + 1,

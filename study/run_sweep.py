@@ -88,8 +88,7 @@ def run_command(argv: list[str]) -> int:
     try:
         study = load_study(args.study, args.set)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return user_error(error)
     if args.storage:
         study = dataclasses.replace(study, storage=args.storage)
     if args.dry_run:  # the plan needs neither pandas nor ray
@@ -103,8 +102,7 @@ def run_command(argv: list[str]) -> int:
         check_storage(study)
         check_fresh(study, args.resume)
     except SweepError as error:  # said before torch and Ray load
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return user_error(error)
     from study.cluster import connect_ray
     from study.sweep import check_data, run_study
     from trainables.data import DataError
@@ -119,8 +117,7 @@ def run_command(argv: list[str]) -> int:
                 print(dashboard_line(dashboard), flush=True)
             result = run_study(study, resume=args.resume, dashboard_url=dashboard, verbose=args.verbose)
     except (ConfigError, SweepError, DataError, StudyLocked) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return user_error(error)
     if result.interrupted:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the study is already stopping
         print(
@@ -139,6 +136,12 @@ def run_command(argv: list[str]) -> int:
     for line in what_went_wrong(result.trials, argv):
         print(line)
     return exit_status(result.trials)
+
+
+def user_error(error: Exception) -> int:
+    """A mistake the user can fix: its one line on stderr, exit status 2."""
+    print(f"error: {error}", file=sys.stderr)
+    return 2
 
 
 def exit_at_once_on_ctrl_c(argv: list[str]) -> None:

@@ -179,8 +179,11 @@ def test_checking_a_study_file_imports_neither_torch_nor_ray(study: str) -> None
 
 
 def test_the_catalog_names_exactly_what_the_registries_hold() -> None:
+    import numpy as np
+    import torch
+
     from trainables import catalog
-    from trainables.augment import AUGMENTATIONS
+    from trainables.augment import apply, sample_draws
     from trainables.data import DATASETS
     from trainables.models import MODELS, register_model
     from trainables.optim import OPTIMIZERS
@@ -188,7 +191,13 @@ def test_the_catalog_names_exactly_what_the_registries_hold() -> None:
     assert set(catalog.MODEL_NAMES) == set(MODELS)
     assert set(catalog.OPTIMIZER_NAMES) == set(OPTIMIZERS)
     assert set(catalog.DATASET_NAMES) == set(DATASETS)
-    assert AUGMENTATIONS == catalog.AUGMENTATIONS
+    # Augmentations have no registry but `apply`: every name the catalog allows changes a batch, but none.
+    images, labels = torch.rand(8, 3, 32, 32), torch.arange(8)
+    for name in catalog.AUGMENTATIONS:
+        aug = catalog.Augmentation(name, 1.0 if name in catalog.LABEL_MIXING else 0.0, 16 if name == "cutout" else 0)
+        draws = sample_draws(aug, 8, 1, 8, (32, 32), torch.Generator().manual_seed(0), np.random.default_rng(0))
+        out = apply(aug, images, labels, draws, 0, slice(0, 8))
+        assert torch.equal(out.images, images) == (name == "none"), name
     with pytest.raises(ValueError, match="not in trainables/catalog.py"):
         register_model("vgg99")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainables.catalog import AUGMENTATIONS, LABEL_MIXING, Augmentation  # noqa: F401 (the axis, re-exported)
+from trainables.catalog import LABEL_MIXING, Augmentation
 from trainables.mixup import MixedBatch, mix, sample_lambda
 
 
