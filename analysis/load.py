@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.store import ResultsStore  # pandas + pyarrow only: no torch, no ray
+from analysis.summarize import stored_config
 
 TABLES = ("trials", "epochs", "sharpness", "landscape", "spectrum", "trajectory", "measure_errors")
 
@@ -36,37 +37,62 @@ def load_results(results_dir: str) -> StudyResults:
     """Every table of the store; a missing table comes back empty with its columns."""
     store = ResultsStore(results_dir)
     tables = {name: store.read(name) for name in TABLES}
-    tables["trials"] = with_condition_labels(tables["trials"])
+    tables["trials"] = with_condition_labels(tables["trials"], store.legends("trials"))
     # Trials still training have epoch rows but no trial row yet: keep their epochs visible.
     return StudyResults(store.root, **tables, trial_roles=store.roles("trials"), unreadable=dict(store.unreadable))
 
 
-def condition_part(key: str, value: Any) -> str:
-    """How a legend names one value of a compared key."""
-    if key == "ghost_batch":
-        return "plain BN" if value is None or value != value else f"ghost BN {int(value)}"
-    if key == "budget":
-        return "train longer" if value == "steps" else "fixed epochs"
-    if key == "label_smoothing":
-        return f"label smoothing {value:g}"
+# How stores written before the record named its compared keys (schema metadata "legend") label them.
+LEGACY_LEGENDS: dict[str, dict[str, Any]] = {
+    "model": {"format": "{value}", "values": []},
+    "optimizer": {"format": "{value}", "values": []},
+    "ghost_batch": {"format": "ghost BN {value}", "values": [[None, "plain BN"]]},
+    "budget": {"format": None, "values": [["steps", "train longer"], ["epochs", "fixed epochs"]]},
+    "label_smoothing": {"format": "label smoothing {value}", "values": []},
+}
+
+
+def value_text(value: Any) -> str:
+    """As trainables.trial.value_text writes it: 0.1, 128 for 128.0 (Parquet reads nullable ints as floats),
+    null for None and NaN."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "null"
+    if isinstance(value, float):
+        return f"{value:g}"
     return str(value)
 
 
-# Keys a study may compare besides augmentation and lr rule, in legend order: a curve per value, never
-# averaged over as if they were seeds.
-CONDITION_KEYS = ("model", "optimizer", "ghost_batch", "budget", "label_smoothing")
+def condition_part(key: str, value: Any, legend: dict[str, Any]) -> str:
+    """How a legend names one value of a compared key (its record's `legend` metadata)."""
+    for known, text in legend.get("values", []):
+        if value_text(value) == value_text(known) or value == known:
+            return text
+    return (legend.get("format") or "{key} {value}").format(key=key, value=value_text(value))
 
 
-def with_condition_labels(trials: pd.DataFrame) -> pd.DataFrame:
-    """`augmentation_label` prefixed by the values of every condition key that varies in the study
+def searched_keys(trials: pd.DataFrame) -> list[str]:
+    """The keys a study's search tuned (from its resolved config): among its finals each is the group's
+    winner, a result rather than a condition."""
+    space = (stored_config(trials).get("search") or {}).get("space") or {}
+    return [key for key, dist in space.items() if dist is not None]
+
+
+def with_condition_labels(trials: pd.DataFrame, legends: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """`augmentation_label` prefixed by the values of every compared key that varies in the study
     ('resnet20, lars, ghost BN 128: mixup a=1'), and `label_within_model`, the same without the model
-    (for the by-model views, where the model is the panel)."""
+    (for the by-model views, where the model is the panel). The compared keys are the record's
+    (`legends`, from the store: every swept key but seed and those drawn otherwise), less the keys a
+    search tuned."""
     if "augmentation_label" not in trials or trials.empty:
         return trials
-    varying = [k for k in CONDITION_KEYS if k in trials and trials[k].nunique(dropna=False) > 1]
+    legends = LEGACY_LEGENDS if legends is None else legends
+    searched = searched_keys(trials)
+    varying = [
+        k for k in legends if k in trials and k not in searched and trials[k].map(value_text).nunique(dropna=False) > 1
+    ]
     if not varying:
         return trials
-    parts = {k: trials[k].map(lambda v, k=k: condition_part(k, v)) for k in varying}
+    parts = {k: trials[k].map(lambda v, k=k: condition_part(k, v, legends[k])) for k in varying}
 
     def joined(keys: list[str]) -> pd.Series:
         if not keys:

@@ -46,15 +46,20 @@ def schema_of(record: type, *, key: list[pa.Field] | None = None, extra: list[pa
     `epochs/` pass the trial side's records (trainables/trial.py) here; analysis never imports them."""
     hints = typing.get_type_hints(record)
     fields = [
-        pa.field(
-            f.name,
-            arrow_type(hints[f.name]),
-            metadata={"role": str(f.metadata.get("role", "")), "shown": "1" if f.metadata.get("shown") else "0"},
-        )
-        for f in dataclasses.fields(record)
+        pa.field(f.name, arrow_type(hints[f.name]), metadata=column_metadata(f)) for f in dataclasses.fields(record)
     ]
     names = {f.name for f in fields}
     return pa.schema([k for k in key or [] if k.name not in names] + fields + list(extra or []))
+
+
+def column_metadata(f: dataclasses.Field) -> dict[str, str]:
+    """A record field's role and whether tables show it; for a compared key (a swept field with a legend,
+    trainables/trial.py), how legends name its values, as JSON {"format": ..., "values": [[value, text]]}."""
+    meta = {"role": str(f.metadata.get("role", "")), "shown": "1" if f.metadata.get("shown") else "0"}
+    legend, values = f.metadata.get("legend"), f.metadata.get("legend_values") or {}
+    if legend is not None or values:
+        meta["legend"] = json.dumps({"format": legend, "values": [[v, text] for v, text in values.items()]})
+    return meta
 
 
 # What a trial's row says besides its conditions (the TrialSpec fields): the outcome, its summary over
@@ -73,9 +78,10 @@ TRIAL_OUTCOME = [
     pa.field("best_epoch", I64),
     pa.field("gap_acc", F64),  # clean train accuracy - test accuracy, last evaluated epoch
     pa.field("gap_loss", F64),  # test loss - clean train loss
-    pa.field("train_time_s", F64),
-    pa.field("images_per_s", F64),
-    pa.field("mfu", F64),
+    pa.field("train_time_s", F64),  # training time of every epoch, without evaluation
+    pa.field("images_per_s", F64),  # training images / train_time_s: the same epochs
+    pa.field("steady_images_per_s", F64),  # the same without the first epoch (compilation, warm-up)
+    pa.field("mfu", F64),  # mean over the epochs after the first
     pa.field("startup_s", F64),  # from the trial's start to its first optimizer step, made of:
     pa.field("workers_ready_s", F64),  # multi-worker: to the workers running (placement, start, process group)
     pa.field("data_ready_s", F64),  # to the data on the device and the model built (then the first step)
@@ -117,7 +123,11 @@ def trial_row(
     last = evaluated[-1] if evaluated else {}
     best = max(evaluated, key=lambda m: m["test_acc"]) if evaluated else {}
     timed = history[1:] if len(history) > 1 else history  # the first epoch includes warm-up
-    time_s = sum(m["epoch_time_s"] for m in timed)
+
+    def rate(epochs: list[dict[str, Any]]) -> float | None:
+        seconds = sum(m["epoch_time_s"] for m in epochs)
+        return sum(m["images_per_s"] * m["epoch_time_s"] for m in epochs) / seconds if seconds > 0 else None
+
     mfus = [m["mfu"] for m in timed if _finite(m.get("mfu"))]
     return {
         **spec,
@@ -137,7 +147,8 @@ def trial_row(
         "gap_acc": last["clean_train_acc"] - last["test_acc"] if last else None,
         "gap_loss": last["test_loss"] - last["clean_train_loss"] if last else None,
         "train_time_s": sum(m["epoch_time_s"] for m in history) if history else None,
-        "images_per_s": sum(m["images_per_s"] * m["epoch_time_s"] for m in timed) / time_s if time_s > 0 else None,
+        "images_per_s": rate(history),
+        "steady_images_per_s": rate(timed),
         "mfu": sum(mfus) / len(mfus) if mfus else None,
         "finished_at": dt.datetime.now(dt.timezone.utc).replace(microsecond=0),
     }
@@ -328,22 +339,36 @@ class ResultsStore:
             del self.unreadable[path]
         return moved
 
-    def roles(self, table: str) -> dict[str, tuple[str, bool]]:
-        """column -> (its role in the record that wrote the table: swept, derived, fixed; whether tables show
-        it), read from the newest file's schema (trainables/trial.py defines them); empty without files."""
-        keys = sorted(self.keys(table))
-        if not keys:
-            return {}
-        for key in reversed(keys):
+    def newest_schema(self, table: str) -> pa.Schema | None:
+        """The schema of the table's most recently written readable file (None without files): what the
+        record that wrote the table says of its columns."""
+        infos = [
+            info
+            for info in self.fs.get_file_info([join(self.table_dir(table), f"{k}.parquet") for k in self.keys(table)])
+            if info.type == pafs.FileType.File
+        ]
+        for info in sorted(infos, key=lambda i: (i.mtime_ns or 0, i.path), reverse=True):
             try:
-                schema = pq.read_schema(join(self.table_dir(table), f"{key}.parquet"), filesystem=self.fs)
-                break
+                return pq.read_schema(info.path, filesystem=self.fs)
             except (pa.ArrowException, OSError):
                 continue
-        else:
-            return {}
-        meta = {f.name: f.metadata or {} for f in schema}
+        return None
+
+    def roles(self, table: str) -> dict[str, tuple[str, bool]]:
+        """column -> (its role in the record that wrote the table: swept, derived, fixed; whether tables show
+        it), from the newest file's schema (trainables/trial.py defines them); empty without files."""
+        schema = self.newest_schema(table)
+        meta = {f.name: f.metadata or {} for f in schema} if schema is not None else {}
         return {name: (m.get(b"role", b"").decode(), m.get(b"shown") == b"1") for name, m in meta.items()}
+
+    def legends(self, table: str) -> dict[str, dict[str, Any]] | None:
+        """The compared keys (column -> {"format", "values"}, in the record's order) from the newest file's
+        schema; None for files written before the record said so."""
+        schema = self.newest_schema(table)
+        if schema is None or not any(f.metadata and b"role" in f.metadata for f in schema):
+            return None
+        legends = {f.name: json.loads(f.metadata[b"legend"]) for f in schema if f.metadata and b"legend" in f.metadata}
+        return legends or None
 
     def is_store(self) -> bool:
         info = self.fs.get_file_info(self.root)

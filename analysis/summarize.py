@@ -110,10 +110,15 @@ def sharpness_table(trials: pd.DataFrame, sharpness: pd.DataFrame) -> pd.DataFra
     return sharpness.merge(with_labels(trials)[["trial_id", *GROUP, *extra, "seed", "status"]], on="trial_id")
 
 
+def stored_config(trials: pd.DataFrame) -> dict:
+    """The resolved study file stored with every trial row (the newest row's); {} without one."""
+    configs = trials["config"].dropna() if "config" in trials else pd.Series(dtype=object)
+    return json.loads(configs.iloc[-1]) if len(configs) else {}
+
+
 def search_objective(trials: pd.DataFrame) -> tuple[str, float | None]:
     """(objective, target) of the study's search, read from the study file stored with every trial row."""
-    configs = trials["config"].dropna() if "config" in trials else pd.Series(dtype=object)
-    search = json.loads(configs.iloc[-1]).get("search") if len(configs) else None
+    search = stored_config(trials).get("search")
     if not search:
         return "best_test_acc", None
     return search.get("objective", "best_test_acc"), search.get("target")

@@ -22,6 +22,7 @@ import yaml
 
 from trainables.catalog import (  # names and arithmetic only: checking a study file never imports torch
     AUGMENTATIONS,
+    BATCHNORM_MODELS,
     DATASET_NAMES,
     MODEL_NAMES,
     OPTIMIZER_NAMES,
@@ -30,7 +31,7 @@ from trainables.catalog import (  # names and arithmetic only: checking a study 
     split_global_batch,
 )
 from trainables.lr import DECAYS, LR_SCALING, training_regime
-from trainables.trial import SWEEP_FIELDS
+from trainables.trial import SWEEP_FIELDS, key_info
 
 
 class ConfigError(ValueError):
@@ -560,28 +561,78 @@ STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def validate(study: StudyConfig, source: str = "<study>") -> None:
+    """Every value of the study by type and range, phase by phase; raises ConfigError at the first mistake."""
     s = f"{source}: "
+    for step in (
+        validate_name,
+        validate_names,
+        validate_sections,
+        validate_sweep_lists,
+        validate_augmentations,
+        validate_resources,
+        validate_batches,
+        validate_regimes,
+        validate_measure,
+    ):
+        step(study, s)
+    if study.search is not None:
+        validate_search(study, s)
+    validate_extra_grids(study, s)
+
+
+def section_value(study: StudyConfig, key: str) -> Any:
+    """The study's single value of a sweep key that also has a home in a section (optim.base_lr, ...)."""
+    if key == "model":
+        return study.model.arch
+    for section in (study.optim, study.schedule, study.data, study.model, study.eval):
+        if hasattr(section, key):
+            return getattr(section, key)
+    raise KeyError(f"sweep.{key} has no default: give it a non-null default in SweepConfig")
+
+
+def key_values(study: StudyConfig, key: str) -> tuple[Any, ...]:
+    """A sweep key's values: its list, or the single value of the section key of the same name (the
+    augmentation axis with mixup_alpha expressed in it). What the checks and the planner both read."""
+    if key == "augmentation":
+        return augmentations(study.sweep)
+    values = getattr(study.sweep, key)
+    return values if values is not None else (section_value(study, key),)
+
+
+def validate_name(study: StudyConfig, s: str) -> None:
     _check(
         isinstance(study.name, str) and STUDY_NAME.fullmatch(study.name) is not None,
         f"{s}name: {study.name!r} must be a folder name of letters, digits, '.', '_' and '-' that starts with a "
         "letter or digit (it becomes <storage>/<name>/)",
     )
-    data, schedule, sweep, res = study.data, study.schedule, study.sweep, study.resources
-    _one_of(data.dataset, DATASET_NAMES, f"{s}data.dataset")
+
+
+def validate_names(study: StudyConfig, s: str) -> None:
+    """Names a registry must hold: datasets, models, decays, lr rules, optimizers."""
+    sweep = study.sweep
+    _one_of(study.data.dataset, DATASET_NAMES, f"{s}data.dataset")
     _one_of(study.model.arch, MODEL_NAMES, f"{s}model.arch")
     for arch in sweep.model or ():
         _one_of(arch, MODEL_NAMES, f"{s}sweep.model")
-    _one_of(schedule.decay, DECAYS, f"{s}schedule.decay")
+    _one_of(study.schedule.decay, DECAYS, f"{s}schedule.decay")
     for rule in sweep.lr_scaling:
         _one_of(rule, LR_SCALING, f"{s}sweep.lr_scaling")
+    _one_of(study.optim.optimizer, OPTIMIZER_NAMES, f"{s}optim.optimizer")
+    for name in sweep.optimizer or ():
+        _one_of(name, OPTIMIZER_NAMES, f"{s}sweep.optimizer")
+
+
+def validate_sections(study: StudyConfig, s: str) -> None:
+    """The ranges of data, model, optim and schedule values, each swept value included."""
+    data, schedule = study.data, study.schedule
     for key in ("train_subset", "test_subset"):
         value = getattr(data, key)
         _check(value is None or value > 0, f"{s}data.{key}: must be a positive number of images or null")
     _check(study.model.width > 0, f"{s}model.width: must be > 0")
     _check(study.optim.base_batch_size > 0, f"{s}optim.base_batch_size: must be > 0")
-    for lr in sweep.base_lr or (study.optim.base_lr,):
+    for lr in key_values(study, "base_lr"):
         _check(lr > 0 and math.isfinite(lr), f"{s}base_lr {lr}: must be a positive number")
-    for wd in sweep.weight_decay or (study.optim.weight_decay,):
+    for wd in key_values(study, "weight_decay"):
         _check(wd >= 0, f"{s}weight_decay {wd}: must be >= 0")
     _check(0 <= study.optim.momentum < 1, f"{s}optim.momentum: must be in [0, 1)")
     _check(schedule.epochs >= 1, f"{s}schedule.epochs: {schedule.epochs} must be at least 1")
@@ -600,29 +651,37 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
             list(schedule.milestones) == sorted(set(schedule.milestones)),
             f"{s}schedule.milestones: {list(schedule.milestones)} must be increasing",
         )
-    for warmup in sweep.warmup_epochs or (schedule.warmup_epochs,):
+    for warmup in key_values(study, "warmup_epochs"):
         _check(
             0 <= warmup < schedule.epochs,
             f"{s}warmup_epochs {warmup}: must be >= 0 and shorter than the {schedule.epochs}-epoch run",
         )
-    for key in ("batch_size", "lr_scaling", "seed"):
-        _check(len(getattr(sweep, key)) > 0, f"{s}sweep.{key}: give at least one value")
-    for key in ("model", "optimizer", "ghost_batch", "budget", "label_smoothing"):
-        _check(getattr(sweep, key) is None or len(getattr(sweep, key)) > 0, f"{s}sweep.{key}: give at least one value")
-    _one_of(study.optim.optimizer, OPTIMIZER_NAMES, f"{s}optim.optimizer")
-    for name in sweep.optimizer or ():
-        _one_of(name, OPTIMIZER_NAMES, f"{s}sweep.optimizer")
     _check(study.optim.trust_coefficient > 0, f"{s}optim.trust_coefficient: must be > 0 (You et al. use 0.001)")
-    for smoothing in sweep.label_smoothing or (study.optim.label_smoothing,):
+    for smoothing in key_values(study, "label_smoothing"):
         _check(0 <= smoothing < 1, f"{s}label_smoothing {smoothing}: must be in [0, 1) (0 = none, 0.1 is usual)")
-    validate_regimes(study, s)
+    _check(study.eval.every_epochs >= 1, f"{s}eval.every_epochs: must be at least 1")
+    _check(
+        study.eval.train_eval_samples is None or study.eval.train_eval_samples >= 1,
+        f"{s}eval.train_eval_samples: must be positive, or null for the whole training set",
+    )
+
+
+def validate_sweep_lists(study: StudyConfig, s: str) -> None:
+    """A sweep key given as a list gives at least one value: every key, by the config's own fields (an
+    empty list would plan no trial at all)."""
+    sweep = study.sweep
+    for key in (f.name for f in dataclasses.fields(sweep) if f.name != "also"):
+        values = getattr(sweep, key)
+        _check(values is None or len(values) > 0, f"{s}sweep.{key}: give at least one value")
     _check(
         sweep.mixup_alpha is None or sweep.augmentation is None,
         f"{s}sweep: give mixup_alpha or augmentation, not both (mixup_alpha [a] is augmentation "
         "[{name: mixup, alpha: a}])",
     )
-    for key in ("mixup_alpha", "augmentation"):
-        _check(getattr(sweep, key) is None or len(getattr(sweep, key)) > 0, f"{s}sweep.{key}: give at least one value")
+
+
+def validate_augmentations(study: StudyConfig, s: str) -> None:
+    sweep = study.sweep
     for alpha in sweep.mixup_alpha or ():
         _check(alpha >= 0 and math.isfinite(alpha), f"{s}sweep.mixup_alpha: {alpha} must be >= 0 (0 = no mixup)")
     for aug in sweep.augmentation or ():
@@ -632,6 +691,10 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
             f"{s}sweep.augmentation: {aug.name} alpha {aug.alpha} must be > 0",
         )
         _check(1 <= aug.size <= 32, f"{s}sweep.augmentation: cutout size {aug.size} must be between 1 and 32 pixels")
+
+
+def validate_resources(study: StudyConfig, s: str) -> None:
+    res = study.resources
     _check(res.workers >= 1, f"{s}resources.workers: must be at least 1")
     _check(res.cpus_per_worker > 0, f"{s}resources.cpus_per_worker: must be > 0")
     _check(
@@ -645,6 +708,12 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
         f"{s}resources.max_concurrent_trials: must be at least 1, or null",
     )
     _check(res.max_failures >= 0, f"{s}resources.max_failures: must be >= 0")
+
+
+def validate_batches(study: StudyConfig, s: str) -> None:
+    """Subsets within the dataset, and every batch size positive, splittable over the workers and no
+    larger than the training images."""
+    data, res = study.data, study.resources
     sizes = dataset_sizes(data.dataset)
     train_images = data.train_subset or (sizes[0] if sizes else None)
     if sizes and data.train_subset:
@@ -657,7 +726,7 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
             data.test_subset <= sizes[1],
             f"{s}data.test_subset: {data.test_subset} exceeds the {sizes[1]} test images of {data.dataset}",
         )
-    for batch in sweep.batch_size:
+    for batch in study.sweep.batch_size:
         _check(batch >= 1, f"{s}sweep.batch_size: {batch} must be positive")
         _check(batch <= MAX_BATCH, f"{s}sweep.batch_size: {batch} is more than 2^31 images per step; a typo?")
         try:
@@ -673,17 +742,12 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
                 f"{s}sweep.batch_size: {batch} exceeds the {train_images} training "
                 "images; lower it or raise data.train_subset",
             )
-    _check(study.eval.every_epochs >= 1, f"{s}eval.every_epochs: must be at least 1")
-    _check(
-        study.eval.train_eval_samples is None or study.eval.train_eval_samples >= 1,
-        f"{s}eval.train_eval_samples: must be positive, or null for the whole training set",
-    )
-    validate_measure(study, s)
-    if study.search is not None:
-        validate_search(study, s)
-    for i, grid in enumerate(sweep.also):
+
+
+def validate_extra_grids(study: StudyConfig, s: str) -> None:
+    for i, grid in enumerate(study.sweep.also):
         _check(study.search is None, f"{s}sweep.also: extra grids cannot be combined with search yet; drop one")
-        try:  # every check of the main grid, on the extra one (measurements: checked over all grids above)
+        try:  # every check of the main grid, on the extra one (measurements: checked over all grids)
             validate(dataclasses.replace(study, sweep=grid, measure=MeasureConfig()), "")
         except ConfigError as error:
             raise ConfigError(f"{s}sweep.also[{i}]: {str(error).removeprefix(': ')}") from None
@@ -698,11 +762,16 @@ def validate_regimes(study: StudyConfig, s: str) -> None:
     """Ghost batches that divide every micro-batch; the epochs and milestones of every batch size under
     every budget (train longer: epochs x batch / base batch) within the limits the plain ones obey."""
     sweep, schedule, res = study.sweep, study.schedule, study.resources
-    for ghost in sweep.ghost_batch or (study.model.ghost_batch,):
+    for ghost in key_values(study, "ghost_batch"):
         if ghost is None:
             continue
         where = f"{s}{'sweep' if sweep.ghost_batch else 'model'}.ghost_batch"
         _check(ghost >= 1, f"{where}: {ghost} must be a positive number of images, or null for plain BatchNorm")
+        for arch in key_values(study, "model"):
+            _check(
+                arch in BATCHNORM_MODELS,
+                f"{where}: {ghost} acts on BatchNorm layers and {arch} has none; use null for {arch}",
+            )
         for batch in sweep.batch_size:
             try:
                 micro = split_global_batch(batch, res.workers, res.max_micro_batch)[0]
@@ -714,7 +783,7 @@ def validate_regimes(study: StudyConfig, s: str) -> None:
                 f"({res.workers} worker(s), resources.max_micro_batch {res.max_micro_batch}); "
                 "use a divisor of every micro-batch",
             )
-    budgets = sweep.budget or (schedule.budget,)
+    budgets = key_values(study, "budget")
     where = f"{s}{'sweep' if sweep.budget else 'schedule'}.budget"
     if "steps" in budgets and study.search is not None:
         raise ConfigError(f"{where}: steps (epochs scaled with the batch) cannot be searched yet; use epochs")
@@ -734,7 +803,7 @@ def validate_regimes(study: StudyConfig, s: str) -> None:
                     f"{where}: {budget} turns schedule.milestones into {list(milestones)} of a {epochs}-epoch run "
                     f"at batch_size {batch}; space the milestones further apart",
                 )
-            for warmup in sweep.warmup_epochs or (schedule.warmup_epochs,):
+            for warmup in key_values(study, "warmup_epochs"):
                 _check(
                     warmup < epochs,
                     f"{where}: {budget} gives batch_size {batch} {epochs} epochs, not more than "
@@ -792,17 +861,15 @@ SEARCHABLE = [f.name for f in dataclasses.fields(SearchSpaceConfig)]
 
 
 def interpolable_keys() -> list[str]:
-    """The sweep keys 1-D interpolation can pair trials along: the record's swept fields whose sweep
-    values are plain numbers or names (augmentation is a composite axis: its label is not a value)."""
+    """The sweep keys 1-D interpolation can pair trials along: the record's swept fields that allow it
+    (`between` metadata) whose sweep values are plain numbers, names or booleans."""
     hints = typing.get_type_hints(SweepConfig)
-    scalar = (int, float, str)
-    return [
-        key
-        for key in SWEEP_FIELDS
-        if key in hints
-        and key != "model"  # different architectures have no straight line between them
-        and all(a in scalar for a in typing.get_args(_without_none(hints[key])) if a is not Ellipsis)
-    ]
+    return [key for key in SWEEP_FIELDS if key in hints and key_info(key).between and plain_values(hints[key])]
+
+
+def plain_values(hint: Any) -> bool:
+    """Whether a sweep key's annotation (tuple[X, ...] | None) holds single numbers, names or booleans."""
+    return all(a in (int, float, str, bool) for a in typing.get_args(_without_none(hint)) if a is not Ellipsis)
 
 
 def _without_none(hint: Any) -> Any:

@@ -17,10 +17,21 @@ import yaml
 if TYPE_CHECKING:
     import pandas as pd
 
-from study.config import StudyConfig, all_grids, augmentations, trajectory_epochs
-from trainables.catalog import Augmentation, cache_dir, dataset_sizes, split_global_batch
+from study.config import StudyConfig, all_grids, key_values, trajectory_epochs
+from trainables.catalog import Augmentation, cache_dir, dataset_sizes, split_global_batch, state_bytes
 from trainables.lr import scaled_lr, training_regime
-from trainables.trial import DERIVED, FINAL, GRID, SAMPLE, SWEPT, TrialSpec, shown_fields
+from trainables.trial import (
+    DERIVED,
+    FINAL,
+    GRID,
+    SAMPLE,
+    SWEEP_FIELDS,
+    SWEPT,
+    TrialSpec,
+    key_info,
+    shown_fields,
+    unchanged_values,
+)
 
 
 def local_path(path: str) -> str:
@@ -29,27 +40,13 @@ def local_path(path: str) -> str:
 
 
 def sweep_axes(study: StudyConfig) -> dict[str, tuple[Any, ...]]:
-    """Each sweep key's values: its list, or the single value of the section key of the same name.
-
-    mixup_alpha and augmentation are one axis (mixup_alpha is shorthand for mixup augmentations).
-    """
-    axes: dict[str, tuple[Any, ...]] = {}
-    for key in (f.name for f in dataclasses.fields(study.sweep)):
-        if key in ("mixup_alpha", "also"):  # also: more grids, not an axis
-            continue
-        values = augmentations(study.sweep) if key == "augmentation" else getattr(study.sweep, key)
-        axes[key] = values if values is not None else (section_value(study, key),)
-    return axes
-
-
-def section_value(study: StudyConfig, key: str) -> Any:
-    """The study's single value of a sweep key that also has a home in a section (optim.base_lr, ...)."""
-    if key == "model":
-        return study.model.arch
-    for section in (study.optim, study.schedule, study.data, study.model, study.eval):
-        if hasattr(section, key):
-            return getattr(section, key)
-    raise KeyError(f"sweep.{key} has no default: give it a non-null default in SweepConfig")
+    """Each sweep key's values (`key_values`); mixup_alpha and augmentation are one axis (mixup_alpha is
+    shorthand for mixup augmentations), `also` holds more grids, not an axis."""
+    return {
+        key: key_values(study, key)
+        for key in (f.name for f in dataclasses.fields(study.sweep))
+        if key not in ("mixup_alpha", "also")
+    }
 
 
 def fixed_values(study: StudyConfig) -> dict[str, Any]:
@@ -128,36 +125,22 @@ def make_trial(study: StudyConfig, point: dict[str, Any], phase: str = GRID, gro
     values = {**fixed_values(study), **point, **derived_values(study, point), "phase": phase, "search_group": group}
     # Readable and stable: the swept values for people, a digest of everything for uniqueness,
     # so a resumed study never mistakes a changed trial for a finished one.
-    # Keys added since the first studies ran leave the digest alone at their defaults: a study of that
-    # time resumes with the same trial ids.
-    hashed = {k: v for k, v in values.items() if k not in ADDED_KEY_DEFAULTS or v != ADDED_KEY_DEFAULTS[k]}
+    # Keys added since the first studies ran leave the digest alone at their `unchanged` values: a study
+    # of that time resumes with the same trial ids.
+    unchanged = unchanged_values()
+    hashed = {k: v for k, v in values.items() if k not in unchanged or v != unchanged[k]}
     digest = hashlib.sha1(json.dumps(hashed, sort_keys=True, default=list).encode()).hexdigest()[:6]
     aug: Augmentation = point["augmentation"]
-    tag = {"none": "a0", "mixup": f"a{aug.alpha:g}", "cutmix": f"cutmix{aug.alpha:g}"}.get(
+    augmentation = {"none": "a0", "mixup": f"a{aug.alpha:g}", "cutmix": f"cutmix{aug.alpha:g}"}.get(
         aug.name, f"cutout{aug.size}"
     )
-    remedies = "".join(
-        part
-        for part, shown in (
-            (f"-{point['optimizer']}", point["optimizer"] != "sgd"),
-            (f"-ghost{point['ghost_batch']}", point["ghost_batch"] is not None),
-            ("-long", point["budget"] == "steps"),
-            (f"-ls{point['label_smoothing']:g}", point["label_smoothing"] > 0),
-        )
-        if shown
+    tags = [key_info(key).tag_text(values[key]) for key in SWEEP_FIELDS]
+    leading = "".join(tag for tag in tags if tag.endswith("-"))  # a tag ending in '-' leads the id
+    remedies = "".join(tag for tag in tags if not tag.endswith("-"))
+    trial_id = (
+        f"{leading}b{point['batch_size']}-{augmentation}-{point['lr_scaling']}{remedies}-s{point['seed']}-{digest}"
     )
-    model = "" if point["model"] == "vgg9" else f"{point['model']}-"
-    trial_id = f"{model}b{point['batch_size']}-{tag}-{point['lr_scaling']}{remedies}-s{point['seed']}-{digest}"
     return TrialSpec(trial_id=trial_id, **values)
-
-
-ADDED_KEY_DEFAULTS: dict[str, Any] = {
-    "optimizer": "sgd",
-    "ghost_batch": None,
-    "budget": "epochs",
-    "label_smoothing": 0.0,
-    "trust_coefficient": 0.001,
-}
 
 
 def group_key(study: StudyConfig, point: dict[str, Any]) -> str:
@@ -301,19 +284,17 @@ def _cell(value: Any) -> str:
 
 
 def trajectory_disk_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
-    """What measure.trajectory keeps on disk: snapshots per trial and their size."""
-    from trainables.models import build_model
-
-    model = build_model(study.model.arch, width=study.model.width, num_classes=100)  # an upper bound on classes
-    size = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    """What measure.trajectory keeps on disk: snapshots per trial and their size (each trial's own model;
+    100 classes bound any dataset's head)."""
     every = study.measure.trajectory.every_epochs
     counts = [len(trajectory_epochs(t.epochs, every)) for t in trials]
-    snapshots = max(counts, default=0)
+    sizes = [state_bytes(t.model, t.width, 100) for t in trials]
+    snapshots, largest = max(counts, default=0), max(sizes, default=0)
+    varies = "" if len(set(counts)) <= 1 and len(set(sizes)) <= 1 else "up to "
     return (
-        f"trajectory: {'' if len(set(counts)) <= 1 else 'up to '}{snapshots} weight snapshots per trial x "
-        f"{size / 2**20:.1f} MiB = "
-        f"{snapshots * size / 2**20:.0f} MiB per trial, {sum(counts) * size / 2**30:.2f} GiB in all, "
-        f"under <storage>/{study.name}/trajectory/"
+        f"trajectory: {varies}{snapshots} weight snapshots per trial x {largest / 2**20:.1f} MiB = "
+        f"{snapshots * largest / 2**20:.0f} MiB per trial, "
+        f"{sum(c * s for c, s in zip(counts, sizes)) / 2**30:.2f} GiB in all, under <storage>/{study.name}/trajectory/"
     )
 
 

@@ -100,6 +100,9 @@ def test_trial_row_gap_is_clean_train_minus_test_accuracy_and_test_minus_train_l
     row = trial_row({"trial_id": "t", "milestones": []}, history, {"status": "completed"}, {})
     assert row["gap_acc"] == pytest.approx(0.97 - 0.81) and row["gap_loss"] == pytest.approx(0.8 - 0.3)
     assert row["final_test_acc"] == 0.81 and row["best_epoch"] == 2 and row["epochs_completed"] == 3
+    # train_time_s and images_per_s cover the same epochs; steady_images_per_s leaves out the first (warm-up).
+    assert row["train_time_s"] == 6.0 and row["images_per_s"] * row["train_time_s"] == pytest.approx(720.0)
+    assert row["steady_images_per_s"] == pytest.approx(130.0)
 
 
 def test_seed_aggregation_mean_interval_and_n() -> None:

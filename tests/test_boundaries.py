@@ -169,6 +169,16 @@ def run_sweep_without(blocked: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def test_the_dry_run_sizes_trajectory_snapshots_of_every_swept_model_without_torch() -> None:
+    args = ["--set", "measure.trajectory={every_epochs: 1}", "--set", "schedule.epochs=4", "--dry-run"]
+    one = run_sweep_without("torch,ray,pandas", "studies/smoke.yaml", *args)
+    both = run_sweep_without("torch,ray,pandas", "studies/smoke.yaml", *args, "--set", "sweep.model=[vgg9, wrn16_4]")
+    assert one.returncode == 0 and both.returncode == 0, one.stderr[-2000:] + both.stderr[-2000:]
+    line = next(x for x in one.stdout.splitlines() if x.startswith("trajectory:"))
+    wide = next(x for x in both.stdout.splitlines() if x.startswith("trajectory:"))
+    assert "up to" not in line and "up to" in wide  # WRN-16-4's snapshots are larger than VGG9's
+
+
 @pytest.mark.parametrize("study", ["smoke", "remedies", "tuned", "depth"])
 def test_checking_a_study_file_imports_neither_torch_nor_ray(study: str) -> None:
     """--dry-run and every study-file check answer at once: importing torch alone takes ~2 s here."""

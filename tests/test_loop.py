@@ -67,7 +67,7 @@ def test_synthetic_is_learnable_and_metrics_are_complete() -> None:
         "test_acc",
         "epoch_time_s",
         "images_per_s",
-        "grad_norm",
+        "grad_norm_rms",
         "param_norm",
     ):
         assert rows[-1][key] == rows[-1][key], key  # present and not NaN

@@ -69,7 +69,7 @@ DESIGN_EPOCH_COLUMNS = [
     "test_acc",
     "epoch_time_s",
     "images_per_s",
-    "grad_norm",
+    "grad_norm_rms",
     "param_norm",
 ]
 

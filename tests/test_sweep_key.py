@@ -3,7 +3,7 @@
 The test does it for real: it copies the three packages, adds a toy key `toy` in exactly those two
 places (a `SweepConfig` field and a `TrialSpec` field), and runs the copy end to end: the dry-run
 table, a sweep over two toy values on a fresh local Ray, 1-D interpolation between them, the Parquet
-columns and the report's trial table.
+columns, the report's trial table and its figures (a curve per toy value), and an empty list refused.
 """
 
 import os
@@ -25,8 +25,8 @@ EDITS = {
         "    warmup_epochs: tuple[float, ...] | None = None\n    toy: tuple[int, ...] = (0,)\n",
     ),
     "trainables/trial.py": (
-        "    warmup_epochs: float = swept()\n",
-        "    warmup_epochs: float = swept()\n    toy: int = swept()\n",
+        '    warmup_epochs: float = swept(legend="warmup {value} epochs")\n',
+        '    warmup_epochs: float = swept(legend="warmup {value} epochs")\n    toy: int = swept()\n',
     ),
 }
 
@@ -61,6 +61,9 @@ def test_a_toy_sweep_key_added_in_two_places_flows_through_every_stage(tmp_path:
         + "measure: {interpolate: {between: toy, pairs: [[1, 2]], points: 3, train_samples: 128, test_samples: 128}}\n"
     )
 
+    empty = run(copy, "-m", "study.run_sweep", str(study_file), "--dry-run", "--set", "sweep.toy=[]")
+    assert empty.returncode == 2 and "sweep.toy: give at least one value" in empty.stderr, empty.stderr
+
     dry = run(copy, "-m", "study.run_sweep", str(study_file), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     header, *rows = [line for line in dry.stdout.splitlines()[1:] if not line.startswith(("cost:", "every trial:"))]
@@ -81,3 +84,5 @@ def test_a_toy_sweep_key_added_in_two_places_flows_through_every_stage(tmp_path:
     page = (tmp_path / "results" / "toy" / "report.html").read_text()
     table = re.search(r'id="trials_table".*?</table>', page, re.S)
     assert table and ">toy</th>" in table.group(0)
+    # Its values are compared conditions: a curve each, named by the record's default legend.
+    assert "toy 1: none, lr none" in page and "toy 2: none, lr none" in page

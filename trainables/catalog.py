@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODEL_NAMES = ("vgg9", "resnet20", "resnet56", "preact_resnet18", "wrn16_4")  # trainables/models.py
+BATCHNORM_MODELS = MODEL_NAMES  # the models with BatchNorm layers: those ghost_batch can act on
 OPTIMIZER_NAMES = ("sgd", "lars", "lamb")  # trainables/optim.py
 DATASET_NAMES = ("cifar10", "cifar100", "imagefolder", "synthetic")  # trainables/data.py
 AUGMENTATIONS = ("none", "mixup", "cutmix", "cutout")  # trainables/augment.py
@@ -75,3 +76,57 @@ def split_global_batch(global_batch_size: int, workers: int, max_micro_batch: in
 
 def cache_dir() -> Path:
     return Path(os.environ.get("LBSTUDY_CACHE", "~/.cache/lbstudy")).expanduser()
+
+
+# Conv channel plan of VGG9 (Li et al.); "M" is a 2x2 max-pool. Three pools take 32x32 to 4x4.
+VGG9_PLAN: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M")
+VGG9_HIDDEN = 256
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+def _conv(cin: int, cout: int, k: int = 3, bias: bool = False) -> int:
+    return 4 * (cin * cout * k * k + (cout if bias else 0))
+
+
+def _bn(c: int) -> int:
+    return 4 * 4 * c + 8  # weight, bias, running mean and variance (float32); num_batches_tracked (int64)
+
+
+def _linear(cin: int, cout: int) -> int:
+    return 4 * (cin * cout + cout)
+
+
+def state_bytes(arch: str, width: float, num_classes: int) -> int:
+    """The size of a model's state_dict (float32 weights and BatchNorm buffers), from its shape alone:
+    what `--dry-run` says a trajectory snapshot costs, without building the model (tests/test_boundaries.py
+    checks it against every registered model)."""
+    if arch == "vgg9":
+        total, cin, size = 0, 3, 32
+        for item in VGG9_PLAN:
+            if item == "M":
+                size //= 2
+                continue
+            c = scaled_channels(int(item), width)
+            total, cin = total + _conv(cin, c, bias=True) + _bn(c), c
+        hidden = scaled_channels(VGG9_HIDDEN, width)
+        return total + _linear(cin * size * size, hidden) + _bn(hidden) + _linear(hidden, num_classes)
+    resnets = {  # stem, [(channels, blocks)], pre-activation blocks, stem BN, head BN
+        "resnet20": ((16,), [(16, 3), (32, 3), (64, 3)], False, True, False),
+        "resnet56": ((16,), [(16, 9), (32, 9), (64, 9)], False, True, False),
+        "preact_resnet18": ((64,), [(64, 2), (128, 2), (256, 2), (512, 2)], True, False, False),
+        "wrn16_4": ((16,), [(64, 2), (128, 2), (256, 2)], True, False, True),
+    }
+    (stem,), stages, preact, stem_bn, head_bn = resnets[arch]
+    cin = scaled_channels(stem, width)
+    total = _conv(3, cin) + (_bn(cin) if stem_bn else 0)
+    for i, (channels, blocks) in enumerate(stages):
+        cout = scaled_channels(channels, width)
+        for j in range(blocks):
+            changes = (i > 0 and j == 0) or cin != cout
+            total += _conv(cin, cout) + _conv(cout, cout) + _bn(cout) + _bn(cin if preact else cout)
+            total += _conv(cin, cout, k=1) if preact and changes else 0  # option A shortcuts have no weights
+            cin = cout
+    return total + (_bn(cin) if head_bn else 0) + _linear(cin, num_classes)

@@ -457,7 +457,7 @@ def train(
             "step": step,
             "lr": lr,
             "train_loss": means["loss"],
-            "grad_norm": math.sqrt(means["grad_sq"]) if math.isfinite(means["grad_sq"]) else math.nan,
+            "grad_norm_rms": math.sqrt(means["grad_sq"]) if math.isfinite(means["grad_sq"]) else math.nan,
             "local_grad_sq": means["local_grad_sq"],
             "grad_sq": means["grad_sq"],
             "param_norm": parameter_norm(model),

@@ -11,14 +11,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from trainables.catalog import MODEL_NAMES, check_registered
+from trainables.catalog import MODEL_NAMES, VGG9_HIDDEN, VGG9_PLAN, check_registered, scaled_channels
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: dict[str, ModelFactory] = {}
-
-# Conv channel plan of VGG9; "M" is a 2x2 max-pool. Three pools take 32x32 to 4x4.
-VGG9_PLAN: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M")
-VGG9_HIDDEN = 256
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
@@ -70,13 +66,20 @@ GHOST_OF: dict[type[nn.Module], type[nn.Module]] = {nn.BatchNorm1d: GhostBatchNo
 
 
 def use_ghost_batch_norm(model: nn.Module, ghost_batch: int) -> None:
-    """Replace every BatchNorm1d/2d of `model` (in place) by its ghost-batch version, state included."""
+    """Replace every BatchNorm1d/2d of `model` (in place) by its ghost-batch version, state included.
+    Raises ValueError for a model without one (nothing would act, yet the record would say it did)."""
     if ghost_batch < 1:
         raise ValueError(f"ghost_batch {ghost_batch} must be at least 1")
+    if not any(type(m) in GHOST_OF for m in model.modules()):
+        raise ValueError(f"ghost_batch {ghost_batch}: {type(model).__name__} has no BatchNorm layer to act on")
+    replace_batch_norms(model, ghost_batch)
+
+
+def replace_batch_norms(model: nn.Module, ghost_batch: int) -> None:
     for name, child in model.named_children():
         kind = GHOST_OF.get(type(child))
         if kind is None:
-            use_ghost_batch_norm(child, ghost_batch)
+            replace_batch_norms(child, ghost_batch)
             continue
         assert isinstance(child, nn.modules.batchnorm._BatchNorm)
         tensor = next(iter(child.state_dict().values()))
@@ -92,10 +95,6 @@ def use_ghost_batch_norm(model: nn.Module, ghost_batch: int) -> None:
         ghost.ghost_batch = ghost_batch
         ghost.train(child.training)
         setattr(model, name, ghost)
-
-
-def scaled_channels(channels: int, width: float) -> int:
-    return max(1, int(round(channels * width)))
 
 
 class VGG(nn.Module):

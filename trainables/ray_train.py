@@ -111,7 +111,7 @@ def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, 
     files = TrialFiles(spec, config["study_root"])
     found = latest_checkpoint(files.checkpoints)
     resume = found[1] if found else None
-    history = [EpochMetrics(**m) for m in resume["history"]] if resume else []
+    history = [EpochMetrics.from_dict(m) for m in resume["history"]] if resume else []
 
     def on_epoch(metrics: EpochMetrics, make_state: Any) -> None:
         nonlocal history

@@ -12,11 +12,26 @@ Roles (field metadata "role"):
 - derived: computed by the plan from the others (peak lr, the batch split, labels)
 - fixed: the same for every trial of a study
 Metadata "shown": False keeps a field out of the printed tables (another field shows it better).
+
+A swept field's metadata also says everything else a key needs, so that no list kept elsewhere can
+forget it (`KeyInfo`, read with `key_info`):
+- legend: how a figure's legend names one of its values ("ghost BN {value}"), with `legend_values` for
+  values named otherwise ({None: "plain BN"}); every swept key is a compared condition drawn as its own
+  curves, except those with legend None: drawn elsewhere (batch size: the x axis; augmentation: its
+  label; lr_scaling: the curve name) or replicates (seed).
+- tag: how the trial id shows a value other than `untagged` (by default `unchanged`) ("-ghost{value}");
+  "" shows none (the id's digest tells trials apart all the same).
+- unchanged: the value every study ran with before the key existed: at it, the key is left out of the
+  id's digest, so those studies resume with the same trial ids.
+- between: whether 1-D interpolation may pair trials along the key (no straight line joins two
+  architectures).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,16 +41,39 @@ SWEPT, DERIVED, FIXED = "swept", "derived", "fixed"
 GRID, SAMPLE, FINAL = "grid", "sample", "final"  # a trial's phase: a grid point, a search sample, a search winner
 
 
-def swept(*, shown: bool = True) -> Any:
-    return field(metadata={"role": SWEPT, "shown": shown})
+NOTHING = object()  # `unchanged` not given: the key always counts in the digest
+
+
+def swept(
+    *,
+    shown: bool = True,
+    legend: str | None = "{key} {value}",
+    legend_values: dict[Any, str] | None = None,
+    tag: str = "",
+    unchanged: Any = NOTHING,
+    untagged: Any = NOTHING,
+    between: bool = True,
+) -> Any:
+    return field(
+        metadata={
+            "role": SWEPT,
+            "shown": shown,
+            "legend": legend,
+            "legend_values": legend_values or {},
+            "tag": tag,
+            "unchanged": unchanged,
+            "untagged": unchanged if untagged is NOTHING else untagged,
+            "between": between,
+        }
+    )
 
 
 def derived(*, shown: bool = True) -> Any:
     return field(metadata={"role": DERIVED, "shown": shown})
 
 
-def fixed() -> Any:
-    return field(metadata={"role": FIXED, "shown": False})
+def fixed(*, unchanged: Any = NOTHING) -> Any:
+    return field(metadata={"role": FIXED, "shown": False, "unchanged": unchanged})
 
 
 @dataclass(frozen=True)
@@ -44,20 +82,30 @@ class TrialSpec:
 
     trial_id: str = field(metadata={"role": "id", "shown": True})
     # The sweep axes: every combination of the study's `sweep:` lists is one trial.
-    batch_size: int = swept()  # global batch per optimizer step = workers x micro_batch x accumulation_steps
-    augmentation: str = swept(shown=False)  # none | mixup | cutmix | cutout (trainables/augment.py)
-    augmentation_alpha: float = swept(shown=False)  # mixup, cutmix: lambda ~ Beta(alpha, alpha)
-    cutout_size: int = swept(shown=False)  # cutout: side of the square, pixels
-    lr_scaling: str = swept()  # none | linear | sqrt (trainables/lr.py)
-    seed: int = swept()
-    base_lr: float = swept()  # the LR at base_batch_size
-    weight_decay: float = swept()
-    warmup_epochs: float = swept()
-    model: str = swept()  # a name in the model registry (trainables/models.py)
-    optimizer: str = swept()  # sgd | lars | lamb (trainables/optim.py)
-    ghost_batch: int | None = swept()  # BatchNorm over ghost batches of this many images; None = the micro-batch
-    budget: str = swept()  # epochs | steps (epochs and milestones x batch / base batch: train longer)
-    label_smoothing: float = swept()
+    batch_size: int = swept(legend=None)  # global batch per optimizer step = workers x micro_batch x accumulation_steps
+    augmentation: str = swept(
+        shown=False, legend=None, between=False
+    )  # none | mixup | cutmix | cutout (trainables/augment.py)
+    augmentation_alpha: float = swept(
+        shown=False, legend=None, between=False
+    )  # mixup, cutmix: lambda ~ Beta(alpha, alpha)
+    cutout_size: int = swept(shown=False, legend=None, between=False)  # cutout: side of the square, pixels
+    lr_scaling: str = swept(legend=None)  # none | linear | sqrt (trainables/lr.py)
+    seed: int = swept(legend=None)  # replicates: what intervals are taken over
+    base_lr: float = swept(legend="base lr {value}")  # the LR at base_batch_size
+    weight_decay: float = swept(legend="weight decay {value}")
+    warmup_epochs: float = swept(legend="warmup {value} epochs")
+    model: str = swept(
+        legend="{value}", tag="{value}-", untagged="vgg9", between=False
+    )  # a name in the model registry (trainables/models.py)
+    optimizer: str = swept(legend="{value}", tag="-{value}", unchanged="sgd")  # sgd | lars | lamb (trainables/optim.py)
+    ghost_batch: int | None = swept(
+        legend="ghost BN {value}", legend_values={None: "plain BN"}, tag="-ghost{value}", unchanged=None
+    )  # BatchNorm over ghost batches of this many images; None = the micro-batch
+    budget: str = swept(
+        legend_values={"steps": "train longer", "epochs": "fixed epochs"}, tag="-long", unchanged="epochs"
+    )  # epochs | steps (epochs and milestones x batch / base batch: train longer)
+    label_smoothing: float = swept(legend="label smoothing {value}", tag="-ls{value}", unchanged=0.0)
     # Derived from the above by the plan.
     augmentation_label: str = derived()  # 'none', 'mixup a=1', 'cutout 16': how tables and figures name it
     mixup_alpha: float = derived(shown=False)  # alpha when the augmentation is mixup, else 0
@@ -81,7 +129,7 @@ class TrialSpec:
     base_batch_size: int = fixed()
     momentum: float = fixed()
     nesterov: bool = fixed()
-    trust_coefficient: float = fixed()  # lars
+    trust_coefficient: float = fixed(unchanged=0.001)  # lars
     decay: str = fixed()  # step | cosine | constant
     gamma: float = fixed()
     eval_every_epochs: int = fixed()
@@ -123,6 +171,65 @@ def shown_fields(cls: type, *roles: str) -> list[str]:
 SWEEP_FIELDS = tuple(fields_with_role(TrialSpec, SWEPT))  # what trials compared with each other share or not
 
 
+def value_text(value: Any) -> str:
+    """One value as legends and trial ids write it: 0.1 not 0.1000, 128 for 128.0, null for None."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "null"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What the record says of one swept key (see the module docstring)."""
+
+    name: str
+    legend: str | None
+    legend_values: dict[Any, str]
+    tag: str
+    untagged: Any
+    between: bool
+
+    @property
+    def compared(self) -> bool:
+        """Whether figures draw each of its values as separate curves (never averaged as seeds)."""
+        return self.legend is not None or bool(self.legend_values)
+
+    def legend_text(self, value: Any) -> str:
+        for known, text in self.legend_values.items():
+            if value == known or (known is None and value_text(value) == "null"):
+                return text
+        return (self.legend or "{key} {value}").format(key=self.name, value=value_text(value))
+
+    def tag_text(self, value: Any) -> str:
+        """The trial id's part for `value`: empty at the unchanged value, or where the key has no tag."""
+        if not self.tag or (self.untagged is not NOTHING and value == self.untagged):
+            return ""
+        return self.tag.format(value=value_text(value))
+
+
+def key_info(name: str) -> KeyInfo:
+    meta = {f.name: f.metadata for f in dataclasses.fields(TrialSpec)}[name]
+    return KeyInfo(
+        name,
+        meta.get("legend"),
+        dict(meta.get("legend_values", {})),
+        meta.get("tag", ""),
+        meta.get("untagged", NOTHING),
+        bool(meta.get("between", True)),
+    )
+
+
+def unchanged_values() -> dict[str, Any]:
+    """Fields added since the first studies ran, and the value those studies had (left out of digests)."""
+    return {
+        f.name: f.metadata["unchanged"]
+        for f in dataclasses.fields(TrialSpec)
+        if f.metadata.get("unchanged", NOTHING) is not NOTHING
+    }
+
+
 @dataclass(frozen=True)
 class EpochMetrics:
     """What one epoch of a trial measured (one `epochs/` row; accuracies are fractions)."""
@@ -131,7 +238,7 @@ class EpochMetrics:
     step: int  # optimizer steps so far
     lr: float  # at the epoch's last step
     train_loss: float  # on the optimized (augmented, mixed) batches
-    grad_norm: float  # of the all-reduced gradient, root of the epoch's mean square
+    grad_norm_rms: float  # the all-reduced gradient's norm, root mean square over the epoch's steps
     local_grad_sq: float  # one worker's squared gradient norm, mean over steps and workers
     grad_sq: float  # the all-reduced gradient's squared norm, mean over steps
     param_norm: float
@@ -156,3 +263,28 @@ class EpochMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EpochMetrics:
+        """An epoch as a checkpoint's history holds it, written by this version or an older one: renamed
+        fields under their new names, fields added since with what an older epoch did not measure (NaN
+        for a number, None where the field allows it). Fields dropped since are ignored."""
+        values = {RENAMED_EPOCH_FIELDS.get(k, k): v for k, v in values.items()}
+        hints = typing.get_type_hints(cls)
+        known = {}
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                known[f.name] = values[f.name]
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                hint = hints[f.name]
+                if type(None) in typing.get_args(hint):
+                    known[f.name] = None
+                elif hint is float:
+                    known[f.name] = math.nan
+                else:
+                    raise ValueError(f"an epoch record without {f.name!r} ({hint}) cannot be resumed; start afresh")
+        return cls(**known)
+
+
+# Old epoch field name -> its name now (checkpoints written before the rename still resume).
+RENAMED_EPOCH_FIELDS = {"grad_norm": "grad_norm_rms"}
