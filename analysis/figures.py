@@ -22,12 +22,30 @@ from analysis.summarize import (
 
 LOSS_BLUE, ACC_RED = "#1f77b4", "#d62728"
 PALETTE = qualitative.D3 + qualitative.Dark24
-SHARPNESS_MEASURES = [  # (measure, panel title, y-axis title with units)
-    ("hessian_eig1", "Hessian top eigenvalue", "lambda_max (loss / weight^2)"),
-    ("hessian_trace", "Hessian trace", "trace (loss / weight^2)"),
-    ("eps_sharpness", "epsilon-sharpness", "100 (max f - f) / (1 + f)  (%)"),
-    ("noise_scale", "gradient noise scale B_simple", "B_simple (examples)"),
-]
+# How `sharpness/` files written before each row named its measure (title, unit, flatter) label them.
+LEGACY_SHOWN = {
+    "hessian_eig1": ("Hessian top eigenvalue", "lambda_max (loss / weight^2)", "lower"),
+    "hessian_trace": ("Hessian trace", "trace (loss / weight^2)", "lower"),
+    "eps_sharpness": ("epsilon-sharpness", "100 (max f - f) / (1 + f)  (%)", "lower"),
+    "noise_scale": ("gradient noise scale B_simple", "B_simple (examples)", ""),
+}
+
+
+def measures_shown(table: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(measure, panel title, y-axis title) for every measure the table holds, in name order: each row names
+    its own (the measure's plug-in wrote it), so a measure is never written but left undrawn. The title
+    says which way is flatter where the measure ranks flatness."""
+    shown = []
+    for measure, rows in table.groupby("measure", sort=True):
+        named = rows.dropna(subset=["title"]) if "title" in rows else rows.iloc[:0]
+        if len(named):
+            title, unit, flatter = (str(named[c].iloc[-1]) for c in ("title", "unit", "flatter"))
+        else:
+            title, unit, flatter = LEGACY_SHOWN.get(str(measure), (str(measure), "value", ""))
+        shown.append((str(measure), f"{title} ({flatter} = flatter)" if flatter else title, unit))
+    return shown
+
+
 LAYOUT = dict(
     template="plotly_white",
     font=dict(size=13),
@@ -249,7 +267,7 @@ def _mark_unusual_points(fig: go.Figure, curve: pd.DataFrame) -> list[str]:
 def sharpness_vs_batch(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figure:
     """Each sharpness measure against batch size, one line per augmentation x lr rule (mean over seeds)."""
     table = sharpness_table(trials, sharpness)
-    measures = [(m, title, unit) for m, title, unit in SHARPNESS_MEASURES if (table["measure"] == m).any()]
+    measures = measures_shown(table)
     fig = make_subplots(
         rows=1, cols=max(1, len(measures)), subplot_titles=[t for _, t, _ in measures], horizontal_spacing=0.08
     )
@@ -288,7 +306,7 @@ def sharpness_vs_batch(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figu
             )
         _batch_axis(fig, list(table["batch_size"]), row=1, col=col)
     fig.update_layout(
-        title="Sharpness against batch size (lower is flatter); bars: 95% over seeds, or the "
+        title="Sharpness and the other per-trial measures against batch size; bars: 95% over seeds, or the "
         "measurement's own interval for one seed",
         **LAYOUT,
     )
@@ -321,8 +339,7 @@ def by_model_figure(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figure:
     panels = [("test accuracy (%)", done, "final_test_acc", 100.0), ("gap (points)", done, "gap_acc", 100.0)]
     panels += [
         (f"{title}<br><sup>{unit}</sup>", table[table["measure"] == m], "value", 1.0)
-        for m, title, unit in SHARPNESS_MEASURES
-        if (table["measure"] == m).any()
+        for m, title, unit in (measures_shown(table) if len(table) else [])
     ]
     fig = make_subplots(
         rows=len(panels), cols=max(1, len(models)), column_titles=models, vertical_spacing=0.06, horizontal_spacing=0.06

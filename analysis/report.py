@@ -54,9 +54,7 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
     if len(sharpness) and len(trials):
         shown.append(("sharpness_vs_batch", figures.sharpness_vs_batch(trials, sharpness)))
     else:
-        notes.append(
-            "Sharpness against batch size: no sharpness measured (measure.hessian, eps_sharpness, noise_scale)."
-        )
+        notes.append("Sharpness against batch size: no per-trial value measured yet (the study's measure section).")
     if len(completed) and "model" in completed and completed["model"].nunique() > 1:
         shown.append(("by_model", figures.by_model_figure(trials, sharpness)))
     if len(results.spectrum) and len(trials):

@@ -168,6 +168,11 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("ci_high", F64),
             ("settings", STR),
             ("device", STR),
+            # How the report names the value (the measure's plug-in says so, study/measures/): panel title,
+            # axis title with units, and whether "lower" or "higher" is flatter ("" where it ranks nothing).
+            ("title", STR),
+            ("unit", STR),
+            ("flatter", STR),
         ]
     ),
     "landscape": pa.schema(

@@ -20,8 +20,9 @@ import ray
 import torch
 
 from study.bench_data import SHARED_CIFAR
-from study.config import InterpolateConfig
-from study.measure import Job, interpolation_settings, job_points, run_chunk
+from study.measures import Job, TaskInputs, run_job
+from study.measures.common import job_points
+from study.measures.interpolate import InterpolateConfig, interpolation_settings
 from study.plan import plan_one
 from trainables.checkpoint import save_checkpoint
 from trainables.models import build_model
@@ -40,14 +41,14 @@ def points_per_second(width: float, samples: int, points: int, worker_counts: li
         model={"width": width},
         sweep={"batch_size": 128, "mixup_alpha": 0.0},
     )
-    task = ray.remote(run_chunk).options(**({"num_gpus": 1} if on_gpu else {"num_cpus": 1}))
+    task = ray.remote(run_job).options(**({"num_gpus": 1} if on_gpu else {"num_cpus": 1}))
     with tempfile.TemporaryDirectory() as tmp:
         checkpoints = {}
         for i, name in enumerate(("a", "b")):
             torch.manual_seed(i)
             state = {"model": build_model("vgg9", width=width).state_dict()}
             checkpoints[name] = save_checkpoint(state, str(Path(tmp) / name), epoch=1)
-        specs = {name: json.dumps(spec.to_dict()) for name in checkpoints}
+        inputs = TaskInputs({name: json.dumps(spec.to_dict()) for name in checkpoints}, checkpoints)
         job = Job(
             "landscape",
             "interp1d",
@@ -55,16 +56,17 @@ def points_per_second(width: float, samples: int, points: int, worker_counts: li
             interpolation_settings(
                 InterpolateConfig(range=(-0.5, 1.5), points=points, train_samples=samples, test_samples=0)
             ),
+            "interpolate",
         )
         all_points = job_points(job)
         # Warm as many worker processes as the largest count will use (imports, decode cache): a cold
         # worker's first task would charge its start-up to the points.
-        ray.get([task.remote(job, specs, checkpoints, all_points[:1]) for _ in range(max(worker_counts))])
+        ray.get([task.remote(job, inputs, all_points[:1]) for _ in range(max(worker_counts))])
         rates = {}
         for workers in worker_counts:
             started = time.perf_counter()
             chunks = [all_points[i::workers] for i in range(workers)]
-            rows = ray.get([task.remote(job, specs, checkpoints, c) for c in chunks])
+            rows = ray.get([task.remote(job, inputs, c) for c in chunks])
             assert sum(len(r) for r in rows) == len(all_points)
             rates[workers] = len(all_points) / (time.perf_counter() - started)
     return rates

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
-import importlib.util
 import json
 import math
 import re
@@ -20,6 +19,11 @@ from typing import Any, Literal
 
 import yaml
 
+from study.errors import ConfigError
+from study.errors import check as _check
+from study.errors import one_of as _one_of
+from study.keys import all_grids, interpolable_keys, plain_values, searched_keys  # noqa: F401 - re-exported
+from study.measures import MEASURES
 from trainables.catalog import (  # names and arithmetic only: checking a study file never imports torch
     AUGMENTATIONS,
     BATCHNORM_MODELS,
@@ -31,11 +35,6 @@ from trainables.catalog import (  # names and arithmetic only: checking a study 
     split_global_batch,
 )
 from trainables.lr import DECAYS, LR_SCALING, training_regime
-from trainables.trial import SWEEP_FIELDS, key_info
-
-
-class ConfigError(ValueError):
-    """A mistake in a study file or a --set override; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -138,82 +137,6 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class InterpolateConfig:
-    between: str = "batch_size"
-    pairs: tuple[tuple[Any, Any], ...] = ((128, 8192),)
-    range: tuple[float, float] = (-0.5, 1.5)
-    points: int = 41
-    train_samples: int | None = 10_000  # fixed class-balanced subset per point; null = all
-    test_samples: int | None = None
-    # BatchNorm statistics at each point: `interpolate` them as every other entry (Li et al.; negative
-    # extrapolated variances are clamped to 0 and counted) or `recompute` them from bn_samples fixed
-    # training images in batches of bn_batch (mode-connectivity practice; finite everywhere).
-    bn: Literal["interpolate", "recompute"] = "interpolate"
-    bn_samples: int = 2048
-    bn_batch: int = 256
-
-
-@dataclass(frozen=True)
-class RandomDirectionsConfig:
-    dims: int = 1
-    points: int = 41  # per axis
-    range: tuple[float, float] = (-1.0, 1.0)
-    train_samples: int | None = 10_000
-    test_samples: int | None = None
-
-
-@dataclass(frozen=True)
-class DensityConfig:
-    """The Hessian eigenvalue density by stochastic Lanczos quadrature (PyHessian's `density`)."""
-
-    iterations: int = 90  # Lanczos steps per run (each one Hessian-vector product; memory: one vector each)
-    runs: int = 1  # random starting vectors, averaged
-    bins: int = 1000  # eigenvalue grid points stored
-    sigma_squared: float = 1e-5  # Gaussian smoothing variance x max(1, spectrum span), as PyHessian
-
-
-@dataclass(frozen=True)
-class HessianConfig:
-    top_k: int = 1  # the k eigenvalues largest in magnitude (a negative one can be among them)
-    trace: bool = True
-    samples: int = 5000  # fixed class-balanced training images the loss is measured on
-    trace_rel_error: float = 0.02  # Hutchinson draws until standard error <= this x |trace| ...
-    trace_max_draws: int = 1000  # ... or this many draws (then the row says it did not converge)
-    batch: int = 512  # images per forward pass, the same on every device (BN in eval mode: no effect but rounding)
-    density: DensityConfig | None = None  # `density:` alone means the defaults
-
-
-@dataclass(frozen=True)
-class EpsSharpnessConfig:
-    eps: float = 1.0e-3
-    samples: int = 5000
-    method: Literal["sign_ascent", "lbfgsb"] = "sign_ascent"  # lbfgsb: Keskar et al.'s own, needs scipy
-    max_steps: int = 100  # loss-and-gradient evaluations at most; sign_ascent stops at a 1e-4 relative gain
-    batch: int = 512
-
-
-@dataclass(frozen=True)
-class NoiseScaleConfig:
-    """The gradient noise scale B_simple (McCandlish et al. 2018), recorded while training."""
-
-    probe_pairs: int = 4  # one-worker trials: pairs of probe batches per epoch (multi-worker ones need none)
-    probe_batch: int = 512  # the probes' small batch (capped by the micro-batch); the big one is twice it
-    last_epochs: int = 5  # the trial's value pools the units of its last epochs
-    confidence: float = 0.95  # of the bootstrap interval over units (probe pairs, blocks of steps)
-
-
-@dataclass(frozen=True)
-class TrajectoryConfig:
-    """Optimization trajectories (Li et al. 2018, section 7): PCA of the weights' path over training,
-    projected on its first two components, over the loss contours of that plane."""
-
-    every_epochs: int = 5  # keep the weights every N epochs and the last (Ray's checkpoints keep only 2)
-    points: int = 21  # contour grid points per axis
-    margin: float = 0.2  # the grid extends the trajectory's span by this fraction on each side
-    train_samples: int | None = 2000  # fixed class-balanced images per grid point; null = all
-
-
-@dataclass(frozen=True)
 class DistributionConfig:
     """Where a searched key's samples come from: exactly one of the three."""
 
@@ -258,16 +181,13 @@ class SearchConfig:
     seed: int = 0
 
 
-@dataclass(frozen=True)
-class MeasureConfig:
-    """Measurements after training; an absent key skips that measure."""
-
-    interpolate: InterpolateConfig | None = None
-    random_directions: RandomDirectionsConfig | None = None
-    hessian: HessianConfig | None = None
-    eps_sharpness: EpsSharpnessConfig | None = None
-    noise_scale: NoiseScaleConfig | None = None  # `noise_scale: true` means the defaults
-    trajectory: TrajectoryConfig | None = None
+# Measurements after training, one key per registered measure (study/measures/); an absent key skips it.
+MeasureConfig = dataclasses.make_dataclass(
+    "MeasureConfig",
+    [(name, measure.settings | None, field(default=None)) for name, measure in MEASURES.items()],
+    frozen=True,
+    namespace={"__doc__": "Measurements after training; an absent key skips that measure (`name: true`: defaults)."},
+)
 
 
 @dataclass(frozen=True)
@@ -542,15 +462,6 @@ def convert(hint: Any, value: Any, where: str) -> Any:
 # Validation: what the types cannot say.
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _one_of(value: str, known: Any, where: str) -> None:
-    _check(value in known, f"{where}: unknown {value!r}; choose one of {', '.join(sorted(known))}")
-
-
 # Beyond these a value is a typo (1e23 epochs would train without end), said before any work starts.
 MAX_EPOCHS = 100_000
 MAX_BATCH = 2**31
@@ -753,11 +664,6 @@ def validate_extra_grids(study: StudyConfig, s: str) -> None:
             raise ConfigError(f"{s}sweep.also[{i}]: {str(error).removeprefix(': ')}") from None
 
 
-def all_grids(sweep: SweepConfig) -> tuple[SweepConfig, ...]:
-    """The main grid and its `also` grids."""
-    return (sweep, *sweep.also)
-
-
 def validate_regimes(study: StudyConfig, s: str) -> None:
     """Ghost batches that divide every micro-batch; the epochs and milestones of every batch size under
     every budget (train longer: epochs x batch / base batch) within the limits the plain ones obey."""
@@ -811,15 +717,6 @@ def validate_regimes(study: StudyConfig, s: str) -> None:
                 )
 
 
-def trajectory_epochs(epochs: int, every: int) -> list[int]:
-    """The epochs whose weights a trajectory keeps: every `every`-th and the last."""
-    return sorted({e for e in range(every, epochs + 1, every)} | {epochs})
-
-
-def searched_keys(search: SearchConfig) -> list[str]:
-    return [f.name for f in dataclasses.fields(search.space) if getattr(search.space, f.name) is not None]
-
-
 def validate_search(study: StudyConfig, s: str) -> None:
     search = study.search
     assert search is not None
@@ -860,94 +757,9 @@ def validate_search(study: StudyConfig, s: str) -> None:
 SEARCHABLE = [f.name for f in dataclasses.fields(SearchSpaceConfig)]
 
 
-def interpolable_keys() -> list[str]:
-    """The sweep keys 1-D interpolation can pair trials along: the record's swept fields that allow it
-    (`between` metadata) whose sweep values are plain numbers, names or booleans."""
-    hints = typing.get_type_hints(SweepConfig)
-    return [key for key in SWEEP_FIELDS if key in hints and key_info(key).between and plain_values(hints[key])]
-
-
-def plain_values(hint: Any) -> bool:
-    """Whether a sweep key's annotation (tuple[X, ...] | None) holds single numbers, names or booleans."""
-    return all(a in (int, float, str, bool) for a in typing.get_args(_without_none(hint)) if a is not Ellipsis)
-
-
-def _without_none(hint: Any) -> Any:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) else hint
-
-
 def validate_measure(study: StudyConfig, s: str) -> None:
-    m = study.measure
-    if m.interpolate is not None:
-        between = m.interpolate.between
-        _one_of(between, interpolable_keys(), f"{s}measure.interpolate.between")
-        values = [v for grid in all_grids(study.sweep) for v in getattr(grid, between) or ()]
-        for pair in m.interpolate.pairs:
-            for value in pair:
-                _check(
-                    value in values,
-                    f"{s}measure.interpolate.pairs: {value!r} is not among "
-                    f"sweep.{between} {list(values)}; pick pairs from the swept values",
-                )
-        _check(m.interpolate.points >= 2, f"{s}measure.interpolate.points: must be at least 2")
-        _check(
-            m.interpolate.bn_samples >= 1 and m.interpolate.bn_batch >= 2,
-            f"{s}measure.interpolate: bn_samples must be >= 1 and bn_batch >= 2 (a variance needs two images)",
-        )
-        _check(m.interpolate.range[0] < m.interpolate.range[1], f"{s}measure.interpolate.range: must be [low, high]")
-    if m.random_directions is not None:
-        _check(m.random_directions.dims in (1, 2), f"{s}measure.random_directions.dims: must be 1 or 2")
-        _check(m.random_directions.points >= 2, f"{s}measure.random_directions.points: must be at least 2")
-        _check(
-            m.random_directions.range[0] < m.random_directions.range[1],
-            f"{s}measure.random_directions.range: must be [low, high]",
-        )
-    if m.hessian is not None:
-        _check(m.hessian.top_k >= 1 and m.hessian.samples >= 1, f"{s}measure.hessian: top_k and samples must be >= 1")
-    if m.trajectory is not None:
-        t = m.trajectory
-        _check(
-            t.every_epochs >= 1 and t.points >= 2 and t.margin >= 0,
-            f"{s}measure.trajectory: every_epochs >= 1, points >= 2 and margin >= 0",
-        )
-        snapshots = len(trajectory_epochs(study.schedule.epochs, t.every_epochs))
-        _check(
-            snapshots >= 4,
-            f"{s}measure.trajectory.every_epochs: {t.every_epochs} keeps {snapshots} snapshots of "
-            f"{study.schedule.epochs} epochs; a trajectory plane needs 4 (3 plus the final): "
-            "lower every_epochs",
-        )
-    if m.noise_scale is not None:
-        n = m.noise_scale
-        _check(
-            n.probe_pairs >= 1 and n.probe_batch >= 1 and n.last_epochs >= 1,
-            f"{s}measure.noise_scale: probe_pairs, probe_batch and last_epochs must be >= 1",
-        )
-        _check(0 < n.confidence < 1, f"{s}measure.noise_scale.confidence: must lie in (0, 1), such as 0.95")
-    if m.hessian is not None:
-        _check(
-            0 < m.hessian.trace_rel_error < 1 and m.hessian.trace_max_draws >= 2 and m.hessian.batch >= 1,
-            f"{s}measure.hessian: trace_rel_error must lie in (0, 1), trace_max_draws >= 2, batch >= 1",
-        )
-    if m.hessian is not None and m.hessian.density is not None:
-        d = m.hessian.density
-        _check(
-            d.iterations >= 2 and d.runs >= 1 and d.bins >= 10 and d.sigma_squared > 0,
-            f"{s}measure.hessian.density: iterations >= 2, runs >= 1, bins >= 10 and sigma_squared > 0",
-        )
-    if m.eps_sharpness is not None:
-        _check(
-            m.eps_sharpness.max_steps >= 1 and m.eps_sharpness.batch >= 1,
-            f"{s}measure.eps_sharpness: max_steps and batch must be >= 1",
-        )
-        if m.eps_sharpness.method == "lbfgsb":
-            _check(
-                importlib.util.find_spec("scipy") is not None,
-                f"{s}measure.eps_sharpness.method: lbfgsb needs scipy; pip install scipy, or use sign_ascent",
-            )
-    if m.eps_sharpness is not None:
-        _check(
-            m.eps_sharpness.eps > 0 and m.eps_sharpness.samples >= 1,
-            f"{s}measure.eps_sharpness: eps must be > 0 and samples >= 1",
-        )
+    """Each requested measurement's settings, by its own plug-in's checks."""
+    for name, measure in MEASURES.items():
+        settings = getattr(study.measure, name)
+        if settings is not None:
+            measure.validate(study, settings, s)

@@ -17,7 +17,8 @@ import yaml
 if TYPE_CHECKING:
     import pandas as pd
 
-from study.config import StudyConfig, all_grids, key_values, trajectory_epochs
+from study.config import StudyConfig, all_grids, key_values
+from study.measures.trajectory import trajectory_epochs
 from trainables.catalog import Augmentation, cache_dir, dataset_sizes, split_global_batch, state_bytes
 from trainables.lr import scaled_lr, training_regime
 from trainables.trial import (

@@ -17,9 +17,17 @@ PACKAGES = ("study", "trainables", "analysis")
 
 
 def imports_of(path: Path) -> set[str]:
-    """Every module a file imports, at the top or inside functions (lazy imports count too)."""
+    """Every module a file imports, at the top or inside functions (lazy imports count too); imports for type
+    checkers only (`if TYPE_CHECKING:`) never run, so they are not counted."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
+    for node in (n for n in ast.walk(tree) if id(n) not in typing_only):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -30,9 +38,9 @@ def imports_of(path: Path) -> set[str]:
 @functools.cache  # parsed once: the cycle check asks for it per import
 def modules() -> dict[str, set[str]]:
     return {
-        ".".join(p.relative_to(ROOT).with_suffix("").parts): imports_of(p)
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): imports_of(p)
         for package in PACKAGES
-        for p in sorted((ROOT / package).glob("*.py"))
+        for p in sorted((ROOT / package).rglob("*.py"))
     }
 
 

@@ -1,0 +1,170 @@
+"""What the measurement runners share: loading a trial's data and model inside a task, landscape points.
+
+Torch is imported inside the functions: they run in Ray tasks, never when a study file is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from study.measures.base import Job, TaskInputs
+from trainables.trial import TrialSpec
+
+
+def task_device() -> Any:
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model_state(uri: str) -> dict[str, Any]:
+    from trainables.checkpoint import load_checkpoint
+
+    return load_checkpoint(uri)["model"]
+
+
+def balanced(split: Any, n: int | None, num_classes: int) -> Any:
+    """A fixed class-balanced subset of `n` images of `split` (all of it for None or n >= its size)."""
+    from trainables.data import class_balanced_subset
+
+    return split if n is None or n >= len(split) else split.take(class_balanced_subset(split.labels, n, num_classes))
+
+
+@dataclass
+class TrialOnDevice:
+    """One trained trial inside a task: its record, data (fixed subsets on the device) and model."""
+
+    spec: TrialSpec
+    data: Any  # the whole dataset (trainables.data)
+    splits: dict[str, Any]  # "train" / "test" -> the fixed subsets measured on
+    normalize: Any
+    model: Any  # built for the trial, weights not loaded
+    device: Any
+
+
+def trial_on_device(
+    inputs: TaskInputs, trial_id: str, train_samples: int | None, test_samples: int | None
+) -> TrialOnDevice:
+    """The trial's dataset, its class-balanced subsets (a split of 0 images is left out) and its model."""
+    from trainables.data import Normalizer, load_dataset
+    from trainables.models import build_model
+
+    device = task_device()
+    spec = TrialSpec.from_dict(json.loads(inputs.specs[trial_id]))
+    data = load_dataset(spec.dataset, spec.data_root, train_subset=spec.train_subset, test_subset=spec.test_subset)
+    splits = {
+        name: balanced(split, n, data.num_classes).to(device)
+        for name, split, n in (("train", data.train, train_samples), ("test", data.test, test_samples))
+        if n != 0
+    }
+    model = build_model(spec.model, width=spec.width, num_classes=data.num_classes, ghost_batch=spec.ghost_batch)
+    return TrialOnDevice(spec, data, splits, Normalizer(data.mean, data.std, device), model.to(device), device)
+
+
+def job_points(job: Job) -> list[tuple[float, float | None]]:
+    """A landscape job's points: its range with `points` per axis (a square grid in 2-D)."""
+    import numpy as np
+
+    low, high = job.settings["range"]
+    axis = np.linspace(low, high, job.settings["points"]).tolist()
+    if job.kind == "random2d":
+        return [(x, y) for y in axis for x in axis]
+    return [(x, None) for x in axis]
+
+
+def chunk(items: list[Any], parts: int) -> list[list[Any]]:
+    parts = max(1, min(parts, len(items)))
+    return [items[i::parts] for i in range(parts)]  # interleaved: every chunk costs about the same
+
+
+def point_chunks(job: Job, workers: int) -> list[Any]:
+    """A landscape job's parts: its points over the workers, each part one task (data loaded once)."""
+    return chunk(job_points(job), workers)
+
+
+def point_note(loss: float, clamped: int) -> str | None:
+    """Why a landscape point is unusual: never a NaN, nor a clamp, without saying so."""
+    notes = []
+    if clamped:
+        notes.append(f"{clamped} negative extrapolated BatchNorm running variances clamped to 0")
+    if not math.isfinite(loss):
+        notes.append("loss not finite: the network's outputs overflowed at this point")
+    return "; ".join(notes) or None
+
+
+def landscape_rows(
+    job: Job, trial: TrialOnDevice, x: float, y: float | None, state: dict[str, Any], bn: str | None, clamped: int
+) -> list[dict[str, Any]]:
+    """One point of a landscape job, evaluated on each split: its `landscape/` rows."""
+    from trainables.landscape import evaluate_state
+    from trainables.loop import Runtime
+
+    rows = []
+    for split_name, split in trial.splits.items():
+        loss, acc = evaluate_state(trial.model, state, split, trial.normalize, Runtime(trial.device))
+        rows.append(
+            {
+                "job": job.key,
+                "kind": job.kind,
+                "trial_a": job.trials[0],
+                "trial_b": job.trials[1] if len(job.trials) > 1 else None,
+                "x": x,
+                "y": y,
+                "split": split_name,
+                "loss": loss,
+                "acc": acc,
+                "bn": bn,
+                "bn_clamped": clamped if bn else None,
+                "note": point_note(loss, clamped),
+            }
+        )
+    return rows
+
+
+@dataclass
+class TrainingLoss:
+    """A trained trial's training loss on a fixed sample, as the sharpness measures differentiate it: the
+    model in eval mode (BatchNorm's running statistics, as PyHessian), fixed batches of `batch` images."""
+
+    trial_id: str
+    trial: TrialOnDevice
+    batches: list[tuple[Any, Any]]
+    params: list[Any]
+    generator: Any  # seeded by the trial's seed: the same random vectors on every device
+    row: dict[str, Any]  # trial_id, n_samples, device: the start of every row
+    settings: dict[str, Any]  # the job's settings and the conditions every value is measured under
+
+    def loss(self, batch: tuple[Any, Any]) -> Any:
+        import torch
+
+        return torch.nn.functional.cross_entropy(self.trial.model(batch[0]), batch[1])
+
+
+def training_loss(job: Job, inputs: TaskInputs) -> TrainingLoss:
+    import torch
+
+    from study.measures.base import DIRECTION_SEED
+    from trainables.ray_train import device_name
+
+    trial_id, settings = job.trials[0], job.settings
+    trial = trial_on_device(inputs, trial_id, settings["samples"], 1)
+    trial.model.load_state_dict(load_model_state(inputs.checkpoints[trial_id]))
+    trial.model.eval()
+    train, batch = trial.splits["train"], settings["batch"]
+    # A fixed batch on every device: the loss is a sample-weighted mean over batches, so the split changes
+    # nothing but rounding; recorded with each value all the same.
+    batches = [
+        (trial.normalize(train.images[i : i + batch]), train.labels[i : i + batch]) for i in range(0, len(train), batch)
+    ]
+    return TrainingLoss(
+        trial_id,
+        trial,
+        batches,
+        [p for p in trial.model.parameters() if p.requires_grad],
+        torch.Generator().manual_seed(DIRECTION_SEED + trial.spec.seed),
+        {"trial_id": trial_id, "n_samples": len(train), "device": device_name(trial.device)},
+        {**settings, "batch": batch, "dtype": "float32", "bn": "eval mode (running statistics)"},
+    )

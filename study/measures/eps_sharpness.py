@@ -1,0 +1,81 @@
+"""Epsilon-sharpness (Keskar et al. 2017): the largest loss rise in a box around the solution."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from study.errors import check
+from study.measures.base import Job, Measure, Shown, TaskInputs, register
+from study.measures.common import training_loss
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from study.config import StudyConfig
+
+
+@dataclass(frozen=True)
+class EpsSharpnessConfig:
+    eps: float = 1.0e-3
+    samples: int = 5000
+    method: Literal["sign_ascent", "lbfgsb"] = "sign_ascent"  # lbfgsb: Keskar et al.'s own, needs scipy
+    max_steps: int = 100  # loss-and-gradient evaluations at most; sign_ascent stops at a 1e-4 relative gain
+    batch: int = 512
+
+
+SHOWN = Shown("epsilon-sharpness", "100 (max f - f) / (1 + f)  (%)", "lower")
+
+
+def validate(study: StudyConfig, config: EpsSharpnessConfig, s: str) -> None:
+    check(config.max_steps >= 1 and config.batch >= 1, f"{s}measure.eps_sharpness: max_steps and batch must be >= 1")
+    if config.method == "lbfgsb":
+        check(
+            importlib.util.find_spec("scipy") is not None,
+            f"{s}measure.eps_sharpness.method: lbfgsb needs scipy; pip install scipy, or use sign_ascent",
+        )
+    check(config.eps > 0 and config.samples >= 1, f"{s}measure.eps_sharpness: eps must be > 0 and samples >= 1")
+
+
+def plan(study: StudyConfig, trials: pd.DataFrame, config: EpsSharpnessConfig) -> list[Job]:
+    return [Job("sharpness", "eps_sharpness", (t,), asdict(config), "eps_sharpness") for t in trials["trial_id"]]
+
+
+def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
+    from trainables.sharpness import eps_sharpness
+
+    f, settings = training_loss(job, inputs), job.settings
+    result = eps_sharpness(
+        f.loss, f.batches, f.params, settings["eps"], method=settings["method"], max_steps=settings["max_steps"]
+    )
+    recorded = {
+        **f.settings,
+        "algorithm": result.method,
+        "steps": result.steps,
+        "converged": result.converged,
+        "loss": result.loss,
+        "max_loss": result.max_loss,
+    }
+    return [
+        {
+            **f.row,
+            **SHOWN.columns(),
+            "measure": "eps_sharpness",
+            "value": result.value,
+            "settings": json.dumps(recorded),
+        }
+    ]
+
+
+register(
+    Measure(
+        "eps_sharpness",
+        EpsSharpnessConfig,
+        validate,
+        plan,
+        {"eps_sharpness": run},
+        doc="Keskar et al.'s epsilon-sharpness of the training loss",
+    )
+)

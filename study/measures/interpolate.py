@@ -1,0 +1,128 @@
+"""1-D interpolation between two trained trials (Li et al. 2018; the paper's figure 5)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from study.errors import check, one_of
+from study.keys import all_grids, interpolable_keys, searched_keys
+from study.measures.base import Job, Measure, TaskInputs, register
+from study.measures.common import landscape_rows, load_model_state, point_chunks, trial_on_device
+from trainables.trial import SWEEP_FIELDS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from study.config import StudyConfig
+
+
+@dataclass(frozen=True)
+class InterpolateConfig:
+    between: str = "batch_size"
+    pairs: tuple[tuple[Any, Any], ...] = ((128, 8192),)
+    range: tuple[float, float] = (-0.5, 1.5)
+    points: int = 41
+    train_samples: int | None = 10_000  # fixed class-balanced subset per point; null = all
+    test_samples: int | None = None
+    # BatchNorm statistics at each point: `interpolate` them as every other entry (Li et al.; negative
+    # extrapolated variances are clamped to 0 and counted) or `recompute` them from bn_samples fixed
+    # training images in batches of bn_batch (mode-connectivity practice; finite everywhere).
+    bn: Literal["interpolate", "recompute"] = "interpolate"
+    bn_samples: int = 2048
+    bn_batch: int = 256
+
+
+def validate(study: StudyConfig, config: InterpolateConfig, s: str) -> None:
+    one_of(config.between, interpolable_keys(type(study.sweep)), f"{s}measure.interpolate.between")
+    values = [v for grid in all_grids(study.sweep) for v in getattr(grid, config.between) or ()]
+    for pair in config.pairs:
+        for value in pair:
+            check(
+                value in values,
+                f"{s}measure.interpolate.pairs: {value!r} is not among "
+                f"sweep.{config.between} {list(values)}; pick pairs from the swept values",
+            )
+    check(config.points >= 2, f"{s}measure.interpolate.points: must be at least 2")
+    check(
+        config.bn_samples >= 1 and config.bn_batch >= 2,
+        f"{s}measure.interpolate: bn_samples must be >= 1 and bn_batch >= 2 (a variance needs two images)",
+    )
+    check(config.range[0] < config.range[1], f"{s}measure.interpolate.range: must be [low, high]")
+
+
+def interpolation_pairs(study: StudyConfig, trials: pd.DataFrame) -> list[tuple[str, str]]:
+    """(trial_a, trial_b) for each requested pair of `between` values, among trials equal in every other key."""
+    spec = study.measure.interpolate
+    if spec is None or trials.empty:
+        return []
+    # Trials compared differ only in `between`: equal in every other swept key, except those a search tuned
+    # per group (each group's winner has its own learning rate: that is the point of the search).
+    searched = searched_keys(study.search) if study.search is not None else []
+    others = [k for k in SWEEP_FIELDS if k != spec.between and k in trials and k not in searched]
+    pairs = []
+    for _, group in trials.groupby(others, dropna=False, sort=True):
+        by_value = {row[spec.between]: row["trial_id"] for _, row in group.iterrows()}
+        for a, b in spec.pairs:
+            if a in by_value and b in by_value:
+                pairs.append((by_value[a], by_value[b]))
+    return pairs
+
+
+def interpolation_settings(config: InterpolateConfig) -> dict[str, Any]:
+    """An interp1d job's settings: the study's interpolate section but the pair selection."""
+    return {k: v for k, v in asdict(config).items() if k not in ("between", "pairs")}
+
+
+def plan(study: StudyConfig, trials: pd.DataFrame, config: InterpolateConfig) -> list[Job]:
+    settings = interpolation_settings(config)
+    return [Job("landscape", "interp1d", pair, settings, "interpolate") for pair in interpolation_pairs(study, trials)]
+
+
+def run(job: Job, inputs: TaskInputs, points: list[tuple[float, float | None]]) -> list[dict[str, Any]]:
+    """theta(a) = (1 - a) theta_A + a theta_B at each of `points`, BatchNorm statistics interpolated
+    (negative variances clamped, counted) or recomputed."""
+    from trainables.landscape import clamp_running_variances, interpolate, recompute_bn_statistics
+
+    settings = job.settings
+    trial = trial_on_device(inputs, job.trials[0], settings["train_samples"], settings["test_samples"])
+    state_a, state_b = (
+        {k: v.to(trial.device) for k, v in load_model_state(inputs.checkpoints[t]).items()} for t in job.trials
+    )
+    if settings["bn"] == "recompute":
+        bn_images = bn_batches(trial, settings["bn_samples"], settings["bn_batch"])
+    rows = []
+    for x, y in points:
+        state, clamped = interpolate(state_a, state_b, x), 0
+        if settings["bn"] == "recompute":
+            trial.model.load_state_dict(state)
+            recompute_bn_statistics(trial.model, bn_images)
+            state, label = {k: v.clone() for k, v in trial.model.state_dict().items()}, "recomputed"
+        else:
+            state, clamped = clamp_running_variances(state)
+            label = "interpolated"
+        rows += landscape_rows(job, trial, x, y, state, label, clamped)
+    return rows
+
+
+def bn_batches(trial: Any, samples: int, batch: int) -> list[Any]:
+    """Fixed, class-balanced training images (no augmentation) for recomputing BatchNorm statistics,
+    from the dataset the task already loaded."""
+    from study.measures.common import balanced
+
+    images = balanced(trial.data.train, samples, trial.data.num_classes).to(trial.device).images
+    normalize = trial.normalize
+    return [normalize(images[i : i + batch]) for i in range(0, len(images) - batch + 1, batch)] or [normalize(images)]
+
+
+register(
+    Measure(
+        "interpolate",
+        InterpolateConfig,
+        validate,
+        plan,
+        {"interp1d": run},
+        parts=point_chunks,
+        doc="loss and accuracy along the straight line between two trials that differ only in `between`",
+    )
+)
