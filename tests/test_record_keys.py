@@ -167,3 +167,35 @@ def test_torch_free_state_sizes_match_every_registered_model() -> None:
             assert state_bytes(arch, width, classes) == size, (arch, width, classes)
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         assert has_bn == (arch in BATCHNORM_MODELS), arch
+
+
+def test_the_sharpness_figure_names_each_measure_as_its_rows_do_and_only_flatness_ranks() -> None:
+    trials = pd.DataFrame(
+        {
+            "trial_id": ["a", "b"],
+            "batch_size": [64, 128],
+            "augmentation_label": ["none", "none"],
+            "lr_scaling": ["none", "none"],
+            "seed": [0, 0],
+            "status": ["completed", "completed"],
+        }
+    )
+    rows = [
+        {
+            "trial_id": t,
+            "measure": m,
+            "value": v,
+            "ci_low": None,
+            "ci_high": None,
+            "title": title,
+            "unit": "u",
+            "flatter": f,
+        }
+        for t, v in (("a", 1.0), ("b", 2.0))
+        for m, title, f in (("hessian_eig1", "Hessian top eigenvalue", "lower"), ("noise_scale", "B_simple", ""))
+    ]
+    rows += [{"trial_id": t, "measure": "hessian_trace", "value": 3.0} for t in ("a", "b")]  # an older file
+    fig = figures.sharpness_vs_batch(trials, pd.DataFrame(rows))
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[:3] == ["Hessian top eigenvalue (lower = flatter)", "Hessian trace (lower = flatter)", "B_simple"]
+    assert "lower is flatter" not in fig.layout.title.text
