@@ -250,6 +250,22 @@ def startup_parts(row: dict) -> str:
     return f"{row['startup_s']:.1f} s = " + " + ".join(parts)
 
 
+class Table:
+    """The bench's lines: printed as measured, so a run cut short keeps what it measured; whole at the end."""
+
+    def __init__(self, header: str) -> None:
+        self.header, self.lines = header, []
+        print(header, flush=True)
+
+    def add(self, *new: str) -> None:
+        self.lines.extend(new)
+        for line in new:
+            print(f"bench| {line}", flush=True)
+
+    def print(self) -> None:
+        print("\n".join(["", self.header, *self.lines]))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m study.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -258,50 +274,73 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import ray
 
-    from study.bench_data import bench_dataloader, bench_device_pipeline
-    from study.bench_landscape import points_per_second
     from study.cluster import TRIAL_RESOURCE, TRIAL_RESOURCE_AMOUNT
     from trainables.ray_train import device_name
 
     scratch = tempfile.TemporaryDirectory()
     s = setting(args.quick, Path(scratch.name))
     name = device_name(s.device)
-    peak = peak_flops(name) if s.device.type == "cuda" else None
-    header = (
+    table = Table(
         f"device: {name}; torch {torch.__version__}; ray {ray.__version__}; {os.cpu_count()} CPUs; "
         f"vgg9 width {s.width:g}; data: {s.data_note}; {s.epochs} epochs per run, the fastest after the first"
         + (f"; training at {TRAIN_THREADS_ON_CPU} thread per trial" if s.device.type == "cpu" else "")
     )
-    print(header, flush=True)
-    lines: list[str] = []
-
-    def add(*new: str) -> None:
-        # Printed as measured, so a run cut short keeps what it measured; the whole table again at the end.
-        lines.extend(new)
-        for line in new:
-            print(f"bench| {line}", flush=True)
-
     # The loops without Ray first, before Ray's own processes share the machine: the baseline the
     # swept trial is held to is the loop on a quiet machine.
+    bare = bare_loops(s)
+    ray.init(resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False, log_to_driver=False)
+    wait_until_quiet()
+    startups = training_through_ray(s, bare, table)
+    input_pipeline(s, table)
+    landscape(s, args.quick, table)
+    table.add(
+        "", "(4) per-trial start-up, trial start to first optimizer step", *[f"  {k}: {v}" for k, v in startups.items()]
+    )
+    train_rates = {batch: row["images_per_s"] for batch, (row, _, _) in bare.items()}
+    eval_rate = eval_images_per_second(spec_for(s, s.batch_sizes[0]), s.device)
+    table.add(
+        "",
+        f"(5) evaluation {eval_rate:,.0f} images/s; projected for the paper on this device "
+        f"(vgg9 width {s.width:g}; {PAPER_EPOCHS} epochs of {PAPER_TRAIN_IMAGES:,} images, "
+        f"{PAPER_EVAL_IMAGES:,} evaluated per epoch):",
+        *projection(train_rates, eval_rate),
+    )
+    if s.device.type != "cuda" or peak_flops(name) is None:
+        model = build_model("vgg9", width=s.width)
+        table.add(
+            "",
+            f"MFU: no peak FLOP/s known for {name}; FLOPs per image: forward "
+            f"{forward_flops_per_image(model):.3g}, training (forward + backward) {train_flops_per_image(model):.3g}",
+        )
+    ray.shutdown()
+    table.add("", "(6) the CLI's fast answers", *cli_timings())
+    record = write_bench_record(name, s.width, train_rates, eval_rate)
+    table.add("", f"rates recorded in {record} (run_sweep --dry-run turns a study's images into hours with them)")
+    table.print()
+    scratch.cleanup()
+
+
+def bare_loops(s: Setting) -> dict[int, tuple[dict, float, float]]:
+    """Per batch size: the loop's best epoch without Ray, its per-epoch overhead, and plain torch's images/s."""
     threads = torch.get_num_threads()
     if s.device.type == "cpu":
         torch.set_num_threads(TRAIN_THREADS_ON_CPU)
-    bare: dict[int, dict] = {}
-    bare_overhead: dict[int, float] = {}
-    plain: dict[int, float] = {}
+    bare = {}
     for batch in s.batch_sizes:
-        bare[batch], bare_overhead[batch] = bare_loop(spec_for(s, batch), s.device)
-        plain[batch] = plain_loop(spec_for(s, batch), s.device, s.train_images(batch))
+        epoch, overhead = bare_loop(spec_for(s, batch), s.device)
+        plain = plain_loop(spec_for(s, batch), s.device, s.train_images(batch))
+        bare[batch] = (epoch, overhead, plain)
         print(
-            f"bench| batch {batch}: bare loop {bare[batch]['images_per_s']:,.0f} images/s, plain torch "
-            f"{plain[batch]:,.0f} images/s",
+            f"bench| batch {batch}: bare loop {epoch['images_per_s']:,.0f} images/s, plain torch {plain:,.0f} images/s",
             flush=True,
         )
     torch.set_num_threads(threads)
-    train_rates = {batch: row["images_per_s"] for batch, row in bare.items()}
-    ray.init(resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False, log_to_driver=False)
-    wait_until_quiet()
-    add(
+    return bare
+
+
+def training_through_ray(s: Setting, bare: dict[int, tuple[dict, float, float]], table: Table) -> dict[str, float]:
+    """(1) the swept trial through Ray beside the bare loop and plain torch; returns the start-up times seen."""
+    table.add(
         "",
         f"(1) training: {STEPS_PER_EPOCH} steps per epoch; images/s over the steps (MFU where the device's peak "
         "is known); per-epoch overhead: seconds per epoch outside the steps (evaluation; via Ray also the "
@@ -312,18 +351,24 @@ def main(argv: list[str] | None = None) -> None:
     startups: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as storage:
         for batch in s.batch_sizes:
-            row, ray_epoch = through_ray(s, batch, storage)
+            (epoch, overhead, plain), (row, ray_epoch) = bare[batch], through_ray(s, batch, storage)
             startups.setdefault("1 worker (in the Tune trial)", startup_parts(row))
-            loop_rate, ray_rate = bare[batch]["images_per_s"], ray_epoch["images_per_s"]
-            mfu_text = f"{100 * bare[batch]['mfu']:.1f}%" if bare[batch].get("mfu") else "-"
-            add(
+            loop_rate, ray_rate = epoch["images_per_s"], ray_epoch["images_per_s"]
+            mfu_text = f"{100 * epoch['mfu']:.1f}%" if epoch.get("mfu") else "-"
+            table.add(
                 f"{batch:>6} {loop_rate:>10,.0f} {mfu_text:>6} {ray_rate:>10,.0f} {ray_rate / loop_rate:>9.2f} "
-                f"{bare_overhead[batch]:>10.2f}s {epoch_overhead(row):>9.2f}s {plain[batch]:>11,.0f} "
-                f"{loop_rate / plain[batch]:>10.2f}"
+                f"{overhead:>10.2f}s {epoch_overhead(row):>9.2f}s {plain:>11,.0f} {loop_rate / plain:>10.2f}"
             )
         if s.device.type == "cpu":
             two, _ = through_ray(s, s.batch_sizes[0], storage, workers=2)
             startups["2 workers (TorchTrainer)"] = startup_parts(two)
+    return startups
+
+
+def input_pipeline(s: Setting, table: Table) -> None:
+    """(2) our device-resident pipeline against a DataLoader with PIL, on the real images where present."""
+    from study.bench_data import bench_dataloader, bench_device_pipeline
+
     data = (
         load_dataset("imagefolder", SHARED_CIFAR, train_subset=10_000)
         if SHARED_CIFAR.exists()
@@ -331,49 +376,30 @@ def main(argv: list[str] | None = None) -> None:
     )
     ours = bench_device_pipeline(data, 128, 1.0, s.device)
     dataloader = bench_dataloader(data, 128, os.cpu_count() or 1, 1.0)
-    add(
+    table.add(
         "",
         "(2) input pipeline, batch 128, crop + flip + normalize + mixup",
         f"  device pipeline {ours:,.0f} images/s; DataLoader + PIL ({os.cpu_count()} workers) "
         f"{dataloader:,.0f} images/s; ratio {ours / dataloader:.1f}x",
     )
-    # One worker per CPU here, one per GPU there: a second worker on a single GPU would only queue.
+
+
+def landscape(s: Setting, quick: bool, table: Table) -> None:
+    """(3) 1-D interpolation points/s on one worker and on all (one per CPU here, one per GPU there: a
+    second worker on a single GPU would only queue)."""
+    from study.bench_landscape import points_per_second
+
     most = 2 if s.device.type == "cpu" else torch.cuda.device_count()
     counts = [1, most] if most > 1 else [1]
-    rates = points_per_second(s.width, 2000 if s.device.type == "cpu" else 10_000, 4 if args.quick else 8, counts)
-    add(
+    samples = 2000 if s.device.type == "cpu" else 10_000
+    rates = points_per_second(s.width, samples, 4 if quick else 8, counts)
+    table.add(
         "",
-        f"(3) 1-D landscape, {2000 if s.device.type == 'cpu' else 10_000} images per point",
+        f"(3) 1-D landscape, {samples} images per point",
         "  "
         + "; ".join(f"{n} worker(s) {rate:.3f} points/s" for n, rate in rates.items())
         + (f"; speed-up {rates[most] / rates[1]:.2f}x" if most > 1 else ""),
     )
-    add(
-        "",
-        "(4) per-trial start-up, trial start to first optimizer step",
-        *[f"  {k}: {v}" for k, v in startups.items()],
-    )
-    eval_rate = eval_images_per_second(spec_for(s, s.batch_sizes[0]), s.device)
-    add(
-        "",
-        f"(5) evaluation {eval_rate:,.0f} images/s; projected for the paper on this device "
-        f"(vgg9 width {s.width:g}; {PAPER_EPOCHS} epochs of {PAPER_TRAIN_IMAGES:,} images, "
-        f"{PAPER_EVAL_IMAGES:,} evaluated per epoch):",
-        *projection(train_rates, eval_rate),
-    )
-    if peak is None:
-        model = build_model("vgg9", width=s.width)
-        add(
-            "",
-            f"MFU: no peak FLOP/s known for {name}; FLOPs per image: forward "
-            f"{forward_flops_per_image(model):.3g}, training (forward + backward) {train_flops_per_image(model):.3g}",
-        )
-    ray.shutdown()
-    add("", "(6) the CLI's fast answers", *cli_timings())
-    record = write_bench_record(name, s.width, train_rates, eval_rate)
-    add("", f"rates recorded in {record} (run_sweep --dry-run turns a study's images into hours with them)")
-    print("\n".join(["", header, *lines]))
-    scratch.cleanup()
 
 
 def cli_timings(repeats: int = 3) -> list[str]:

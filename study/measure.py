@@ -27,11 +27,12 @@ from study.measures import MEASURES, Job, TaskInputs, run_job
 from study.measures.common import job_points, point_note  # noqa: F401 - the landscape helpers benchmarks use
 from study.measures.interpolate import interpolation_pairs, interpolation_settings  # noqa: F401
 from study.progress import duration, eta
+from trainables.trial import Phase, Status
 
 
 def plan_jobs(study: StudyConfig, trials: pd.DataFrame) -> list[Job]:
     """Every job the study's measure section asks for over its completed trials, each measure planning its own."""
-    completed = trials[trials["status"] == "completed"]
+    completed = trials[trials["status"] == Status.COMPLETED]
     jobs = []
     for name, measure in MEASURES.items():
         settings = getattr(study.measure, name)
@@ -65,7 +66,7 @@ def error_line(error: BaseException) -> str:
 def measured_trials(store: ResultsStore) -> pd.DataFrame:
     """The trials whose checkpoints are measured: a search's samples only choose the winners."""
     trials = store.read("trials")
-    return trials[trials["phase"] != "sample"] if "phase" in trials else trials
+    return trials[trials["phase"] != Phase.SAMPLE] if "phase" in trials else trials
 
 
 def run_measurements(study: StudyConfig, store: ResultsStore) -> MeasureOutcome:

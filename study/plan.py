@@ -23,11 +23,9 @@ from trainables.catalog import Augmentation, cache_dir, dataset_sizes, split_glo
 from trainables.lr import scaled_lr, training_regime
 from trainables.trial import (
     DERIVED,
-    FINAL,
-    GRID,
-    SAMPLE,
     SWEEP_FIELDS,
     SWEPT,
+    Phase,
     TrialSpec,
     key_info,
     shown_fields,
@@ -121,9 +119,15 @@ def grid_points(study: StudyConfig, seeds: tuple[int, ...] | None = None) -> lis
     return list(points.values())
 
 
-def make_trial(study: StudyConfig, point: dict[str, Any], phase: str = GRID, group: str = "") -> TrialSpec:
+def make_trial(study: StudyConfig, point: dict[str, Any], phase: str = Phase.GRID, group: str = "") -> TrialSpec:
     """The trial of one grid point (searched keys included in `point` where a search set them)."""
-    values = {**fixed_values(study), **point, **derived_values(study, point), "phase": phase, "search_group": group}
+    values = {
+        **fixed_values(study),
+        **point,
+        **derived_values(study, point),
+        "phase": str(phase),
+        "search_group": group,
+    }
     # Readable and stable: the swept values for people, a digest of everything for uniqueness,
     # so a resumed study never mistakes a changed trial for a finished one.
     # Keys added since the first studies ran leave the digest alone at their `unchanged` values: a study
@@ -167,7 +171,8 @@ def plan_study(study: StudyConfig) -> list[TrialSpec]:
     for point in grid_points(study, seeds=study.sweep.seed[:1]):
         group = group_key(study, point)
         trials += [
-            make_trial(study, {**point, **sampled}, SAMPLE, group) for sampled in draw_samples(study.search, group)
+            make_trial(study, {**point, **sampled}, Phase.SAMPLE, group)
+            for sampled in draw_samples(study.search, group)
         ]
     return trials
 
@@ -179,7 +184,7 @@ def plan_finals(study: StudyConfig, trials: pd.DataFrame, epochs: pd.DataFrame |
     assert study.search is not None
     groups = {group_key(study, p): p for p in grid_points(study, seeds=study.sweep.seed[:1])}
     return [
-        make_trial(study, {**groups[group], **sampled, "seed": seed}, FINAL, group)
+        make_trial(study, {**groups[group], **sampled, "seed": seed}, Phase.FINAL, group)
         for group, sampled in final_points(study, trials, epochs)
         if group in groups
         for seed in study.search.final_seeds
@@ -275,7 +280,7 @@ def epochs_text(trials: list[TrialSpec]) -> str:
 
 def trivial(value: Any) -> bool:
     """A table cell that says nothing: a grid trial's phase and (empty) search group."""
-    return value in ("", GRID)
+    return value in ("", Phase.GRID)
 
 
 def _cell(value: Any) -> str:

@@ -20,6 +20,8 @@ import threading
 import time
 from typing import Any, NoReturn
 
+from trainables.trial import Status  # names only (torch-free), as every status check reads them
+
 
 def resume_command(argv: list[str]) -> str:
     """The command that continues this run: the same arguments with --resume."""
@@ -184,19 +186,19 @@ def dashboard_line(url: str) -> str:
 def what_went_wrong(trials: list[dict[str, Any]], argv: list[str]) -> list[str]:
     """The last lines of a run where trials failed or diverged: each with its first error line, and how to
     retry the failed ones (diverged trials are results: --resume does not train them again)."""
-    bad = [t for t in sorted(trials, key=lambda t: t["trial_id"]) if t["status"] in ("failed", "diverged")]
+    bad = [t for t in sorted(trials, key=lambda t: t["trial_id"]) if t["status"] in (Status.FAILED, Status.DIVERGED)]
     lines = [f"{len(bad)} of {len(trials)} trials did not complete:"] if bad else []
     for trial in bad:
         first = str(trial["error"] or "no error recorded").strip().splitlines()[0]
         lines.append(f"  {trial['trial_id']} {trial['status']}: {first}")
-    if any(t["status"] == "failed" for t in bad):
+    if any(t["status"] == Status.FAILED for t in bad):
         lines.append(f"retry the failed ones with: {resume_command(argv)}")
     return lines
 
 
 def exit_status(trials: list[dict[str, Any]]) -> int:
     """0, or 1 when every trial failed (said on stderr): a study that produced nothing is not a success."""
-    if trials and all(row["status"] == "failed" for row in trials):
+    if trials and all(row["status"] == Status.FAILED for row in trials):
         print(f"error: every trial failed; the first said: {trials[0]['error']}", file=sys.stderr)
         return 1
     return 0

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from study.config import DistributionConfig, SearchConfig, StudyConfig, searched_keys
+from trainables.trial import TrialRun
 
 if TYPE_CHECKING:  # pandas only where results are read: planning the samples (--dry-run) stays light
     import pandas as pd
@@ -72,7 +73,7 @@ def make_grouped_asha(study: StudyConfig) -> Any:
 
         def _for(self, trial: Any) -> AsyncHyperBandScheduler:
             if trial.trial_id not in self.of_trial:
-                group = trial.config["trial"]["spec"]["search_group"]
+                group = TrialRun.from_dict(trial.config["trial"]).spec.search_group
                 if group not in self.groups:
                     self.groups[group] = AsyncHyperBandScheduler(
                         time_attr="epoch",

@@ -28,7 +28,7 @@ from study.plan import local_path, plan_finals, plan_study
 from study.progress import SweepProgress
 from study.search import make_grouped_asha
 from trainables.data import DataError, load_dataset
-from trainables.trial import TrialSpec
+from trainables.trial import Status, TrialRun, TrialSpec
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,13 @@ def check_fits(study: StudyConfig, use_gpu: bool, nodes: list[dict[str, float]])
 # Ray Tune
 
 
-def planned(trial: Any) -> dict[str, Any]:
-    """The config of one planned trial (Tune nests it under the grid-search key)."""
-    return trial.config["trial"]
+def planned(trial: Any) -> TrialRun:
+    """The run of one planned trial (Tune nests its dict under the grid-search key)."""
+    return TrialRun.from_dict(trial.config["trial"])
 
 
 def trial_name(trial: Any) -> str:
-    return planned(trial)["spec"]["trial_id"]
+    return planned(trial).spec.trial_id
 
 
 PROGRESS_EVERY_S = 30.0  # the study's progress line, at most this often (and whenever a trial ends)
@@ -122,7 +122,7 @@ def make_progress_callback(store: ResultsStore, todo: list[TrialSpec], prov: dic
             if result.get("kind") == "epoch":
                 self.study.epoch(trial_id, int(result["epoch"]))
                 print(
-                    f"[{trial_id}] epoch {result['epoch']}/{planned(trial)['spec']['epochs']}: "
+                    f"[{trial_id}] epoch {result['epoch']}/{planned(trial).spec.epochs}: "
                     f"train loss {result['train_loss']:.4f}, test acc {result['test_acc']:.4f}, "
                     f"{result['images_per_s']:,.0f} img/s",
                     flush=True,
@@ -137,47 +137,48 @@ def make_progress_callback(store: ResultsStore, todo: list[TrialSpec], prov: dic
                 )
                 self.say_progress(force=True)
 
-        def record_end(self, spec: dict[str, Any], status: str, error: str) -> None:
+        def record_end(self, spec: TrialSpec, status: str, error: str) -> None:
             """The row of a trial that could not write its own (stopped by ASHA, or raised), from its epochs."""
-            history = store.read("epochs", spec["trial_id"]).drop(columns="trial_id").to_dict("records")
+            history = store.read("epochs", spec.trial_id).drop(columns="trial_id").to_dict("records")
             outcome = {"status": status, "error": error, "checkpoint": None}
-            row = trial_row(spec, history, outcome, worker_provenance(prov))
-            store.write("trials", spec["trial_id"], [row], TRIALS_SCHEMA)
-            print(f"[{spec['trial_id']}] {status}: {error}", flush=True)
-            self.study.end(spec["trial_id"])
+            row = trial_row(spec.to_dict(), history, outcome, worker_provenance(prov))
+            store.write("trials", spec.trial_id, [row], TRIALS_SCHEMA)
+            print(f"[{spec.trial_id}] {status}: {error}", flush=True)
+            self.study.end(spec.trial_id)
             self.say_progress(force=True)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             # A trial ends without its own row only when a scheduler (ASHA) stopped it after an epoch.
-            spec = planned(trial)["spec"]
-            if spec["trial_id"] not in store.keys("trials"):
-                last = self.study.last_epoch.get(spec["trial_id"], 0)
-                self.record_end(spec, "stopped", f"stopped early by ASHA after epoch {last}")
+            spec = planned(trial).spec
+            if spec.trial_id not in store.keys("trials"):
+                last = self.study.last_epoch.get(spec.trial_id, 0)
+                self.record_end(spec, Status.STOPPED, f"stopped early by ASHA after epoch {last}")
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            spec = planned(trial)["spec"]
-            if spec["trial_id"] in store.finished_trials():  # it wrote its row, then something else failed
+            spec = planned(trial).spec
+            if spec.trial_id in store.finished_trials():  # it wrote its row, then something else failed
                 return
             # Tune writes the traceback to the trial's local folder before calling back (storage later).
             path = trial.error_file
             lines = Path(path).read_text().strip().splitlines() if path and Path(path).exists() else []
             message = lines[-1][:2000] if lines else "the trial raised an error; see the Ray logs"
-            self.record_end(spec, "failed", message)
+            self.record_end(spec, Status.FAILED, message)
 
     return Progress()
 
 
 def trial_config(study: StudyConfig, spec: TrialSpec, use_gpu: bool, prov: dict[str, Any]) -> dict[str, Any]:
-    """What a trial gets: its record, where to write, the provenance its row carries, and its resources."""
-    return {
-        "spec": spec.to_dict(),
-        "study_root": study_root(study),
-        "provenance": prov,
-        "use_gpu": use_gpu,
-        "cpus_per_worker": study.resources.cpus_per_worker,
-        "gpus_per_worker": study.resources.gpus_per_worker,
-        "max_failures": study.resources.max_failures,
-    }
+    """What a trial gets (a TrialRun, as Tune's param space holds it): its record, where to write, the
+    provenance its row carries, and its resources."""
+    return TrialRun(
+        spec,
+        study_root(study),
+        prov,
+        use_gpu,
+        study.resources.cpus_per_worker,
+        study.resources.gpus_per_worker,
+        study.resources.max_failures,
+    ).to_dict()
 
 
 def provenance(study: StudyConfig) -> dict[str, Any]:

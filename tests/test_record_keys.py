@@ -20,7 +20,7 @@ from analysis.store import ResultsStore, trial_schema
 from study.config import ConfigError, SweepConfig, parse_study, plain_values
 from study.plan import grid_points, make_trial, plan_study
 from trainables.models import use_ghost_batch_norm
-from trainables.trial import FINAL, SWEEP_FIELDS, EpochMetrics, TrialSpec, key_info
+from trainables.trial import SWEEP_FIELDS, EpochMetrics, Phase, TrialSpec, key_info
 
 STUDY = """
 name: keys
@@ -65,7 +65,7 @@ def test_a_search_keeps_one_curve_per_setting_its_winners_tuned_lr_is_no_conditi
         + "search: {space: {base_lr: {loguniform: [0.01, 1.0]}}, samples: 2, final_seeds: [0]}\n"
     )
     finals = [
-        make_trial(study, {**point, "base_lr": 0.01 * (i + 1)}, FINAL, f"group {i}")
+        make_trial(study, {**point, "base_lr": 0.01 * (i + 1)}, Phase.FINAL, f"group {i}")
         for i, point in enumerate(grid_points(study, seeds=(0,)))
     ]
     assert len({s.base_lr for s in finals}) == 4
@@ -199,3 +199,14 @@ def test_the_sharpness_figure_names_each_measure_as_its_rows_do_and_only_flatnes
     titles = [a.text for a in fig.layout.annotations]
     assert titles[:3] == ["Hessian top eigenvalue (lower = flatter)", "Hessian trace (lower = flatter)", "B_simple"]
     assert "lower is flatter" not in fig.layout.title.text
+
+
+def test_the_store_and_the_record_name_the_same_statuses_and_phases() -> None:
+    from analysis.store import FINAL_STATUSES
+    from trainables.trial import Status
+
+    assert set(FINAL_STATUSES) | {Status.FAILED} == set(Status)  # failed: trained again on resume
+    assert {key_info("seed").name, *Phase} == {"seed", "grid", "sample", "final"}
+    spec = plan_study(parse_study(STUDY + "sweep: {batch_size: [64], mixup_alpha: [0.0]}\n"))[0]
+    # The record holds plain strings: checkpoints (torch.load, weights only) and Tune take no enum classes.
+    assert type(spec.phase) is str and spec.phase == Phase.GRID

@@ -339,8 +339,11 @@ def test_a_study_sweeping_models_and_remedies_trains_and_measures_each(ray_sessi
         info.loc[a, "model"] == info.loc[b, "model"] and info.loc[a, "optimizer"] == info.loc[b, "optimizer"] == "sgd"
         for a, b in pairs.itertuples(index=False)
     )
+    # base_lr differs between the grids too: a compared condition, named in the legend like the others.
     assert set(results.trials["augmentation_label"]) == {
-        f"{m}, {o}: none" for m in ("vgg9", "resnet20") for o in ("sgd, plain BN", "lars, ghost BN 32")
+        f"base lr {lr}, {m}, {o}: none"
+        for m in ("vgg9", "resnet20")
+        for lr, o in (("0.05", "sgd, plain BN"), ("2", "lars, ghost BN 32"))
     }
     names = [name for name, _ in build_figures(results)[0]]
     assert "by_model" in names and "accuracy_gap_vs_batch" in names

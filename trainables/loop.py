@@ -41,7 +41,7 @@ from trainables.mixup import MixedBatch, mixed_cross_entropy
 from trainables.models import build_model
 from trainables.optim import build_optimizer
 from trainables.sharpness import noise_scale, pooled_grad_sq
-from trainables.trial import EpochMetrics, TrialSpec
+from trainables.trial import EpochMetrics, Status, TrialSpec
 
 CROP_PADDING = 4
 # Independent random streams derived from (seed, epoch, stream).
@@ -379,22 +379,36 @@ def divergence(train_loss: float, num_classes: int) -> str | None:
 
 @dataclass(frozen=True)
 class TrialOutcome:
-    status: str  # completed | diverged (| failed, set by the Ray adapter when the data cannot load)
+    status: Status  # completed | diverged (| failed, set by the Ray adapter when the data cannot load)
     epochs: int
     steps: int
     first_step_at: float | None = None  # time.time() when this run's first optimizer step returned
     ready_at: float | None = None  # time.time() when the data was on the device and the model built
 
 
-def train(
-    spec: TrialSpec,
-    runtime: Runtime,
-    *,
-    dataset: Dataset | None = None,
-    resume: dict[str, Any] | None = None,
-    on_epoch: EpochCallback | None = None,
-) -> TrialOutcome:
-    """Train one trial from scratch or from `resume`; call `on_epoch(metrics, make_checkpoint)` each epoch."""
+@dataclass
+class Training:
+    """One trial set up to train: its data on the device, model, optimizer and schedule, and where it is."""
+
+    spec: TrialSpec
+    runtime: Runtime
+    data: Dataset
+    normalize: Normalizer
+    eval_train: Any  # the fixed subset clean train metrics are measured on
+    model: nn.Module
+    train_model: Callable[..., Any]  # the model as the training step calls it (compiled where asked)
+    optimizer: torch.optim.Optimizer
+    grads: Any  # the flat gradient buffer steps accumulate into
+    schedule: LRSchedule
+    steps_per_epoch: int
+    flops_per_image: float
+    peak_flops: float | None
+    start_epoch: int
+    step: int  # optimizer steps taken so far
+
+
+def set_up(spec: TrialSpec, runtime: Runtime, dataset: Dataset | None, resume: dict[str, Any] | None) -> Training:
+    """The data on the device, the model and optimizer (from `resume` where given), the LR schedule."""
     device = runtime.device
     data = device_dataset(spec, device, dataset)
     if len(data.train) < spec.batch_size:
@@ -402,17 +416,12 @@ def train(
             f"{spec.trial_id}: batch size {spec.batch_size} exceeds the {len(data.train)} "
             "training images; lower sweep.batch_size or raise data.train_subset"
         )
-    normalize = Normalizer(data.mean, data.std, device)
     eval_train = data.train
     if spec.train_eval_samples is not None and spec.train_eval_samples < len(data.train):
         eval_train = data.train.take(
             class_balanced_subset(data.train.labels.cpu(), spec.train_eval_samples, data.num_classes).to(device)
         )
     model, optimizer = build_model_and_optimizer(spec, data.num_classes, device)
-    flops_per_image = train_flops_per_image(model)
-    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
-    grads = gradient_buffer(model)
-    train_model = compiled(model, spec, device)
     start_epoch, step = 0, 0
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -429,68 +438,110 @@ def train(
         milestones=spec.milestones,
         gamma=spec.gamma,
     )
-    model.train()
+    return Training(
+        spec,
+        runtime,
+        data,
+        Normalizer(data.mean, data.std, device),
+        eval_train,
+        model,
+        compiled(model, spec, device),
+        optimizer,
+        gradient_buffer(model),
+        schedule,
+        steps_per_epoch,
+        train_flops_per_image(model),
+        peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None,
+        start_epoch,
+        step,
+    )
+
+
+def train_epoch(t: Training, epoch: int) -> tuple[EpochMetrics, float | None]:
+    """One epoch of optimizer steps, then its evaluation and noise-scale units: (its metrics, the time
+    its first step returned)."""
+    spec, device = t.spec, t.runtime.device
+    started = time.perf_counter()
+    first_step_at: float | None = None
+    augment_gen = torch.Generator(device=device).manual_seed(derived_seed(spec.seed, epoch, STREAM_AUGMENT))
+    rng = np.random.default_rng(derived_seed(spec.seed, epoch, STREAM_MIXUP))
+    per_step: dict[str, list[torch.Tensor]] = {"loss": [], "local_grad_sq": [], "grad_sq": []}
+    lr = t.schedule(t.step)
+    for batch_index in global_batches(len(t.data.train), spec.batch_size, spec.seed, epoch, device):
+        micro = worker_micro_batches(t.data.train, t.normalize, batch_index, spec, t.runtime, augment_gen, rng)
+        lr = t.schedule(t.step)
+        result = optimizer_step(t.train_model, t.optimizer, micro, lr, t.runtime, t.grads, spec.label_smoothing)
+        for key, value in result.items():
+            per_step[key].append(value)
+        t.step += 1
+        if first_step_at is None:
+            first_step_at = time.time()
+    steps = {k: torch.stack(v).cpu() for k, v in per_step.items()}  # the one host sync of the epoch
+    means = {k: float(v.mean()) for k, v in steps.items()}
+    train_time = time.perf_counter() - started
+    sync_buffers(t.model, t.runtime)
+    diverged_reason = divergence(means["loss"], t.data.num_classes)
+    images_per_s = t.steps_per_epoch * spec.batch_size / train_time
+    metrics: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "step": t.step,
+        "lr": lr,
+        "train_loss": means["loss"],
+        "grad_norm_rms": math.sqrt(means["grad_sq"]) if math.isfinite(means["grad_sq"]) else math.nan,
+        "local_grad_sq": means["local_grad_sq"],
+        "grad_sq": means["grad_sq"],
+        "param_norm": parameter_norm(t.model),
+        "epoch_time_s": train_time,
+        "images_per_s": images_per_s,
+        "mfu": mfu(images_per_s, t.flops_per_image, t.peak_flops),
+        **evaluation(t, epoch, diverged=diverged_reason is not None),
+        **noise_metrics(
+            step_blocks(steps["local_grad_sq"], steps["grad_sq"]),
+            spec.batch_size // spec.workers,
+            spec.batch_size,
+            len(t.data.train),
+        ),
+    }
+    if spec.noise_probes > 0 and spec.workers == 1 and diverged_reason is None:
+        # Capped: the estimate is unbiased at any pair of sizes (finite-population corrected), and
+        # large probes would cost more than a large-batch epoch itself.
+        size = min(spec.micro_batch, spec.noise_probe_batch, len(t.data.train) // 2)
+        probe_gen = torch.Generator(device=device).manual_seed(derived_seed(spec.seed, epoch, STREAM_PROBE))
+        pairs = noise_probe(t.model, t.data.train, t.normalize, spec.noise_probes, size, probe_gen, device)
+        metrics.update(noise_metrics([(s, b, 1.0) for s, b in pairs], size, 2 * size, len(t.data.train)))
+    record = EpochMetrics(**metrics, diverged=diverged_reason is not None, diverged_reason=diverged_reason)
+    return record, first_step_at
+
+
+def evaluation(t: Training, epoch: int, *, diverged: bool) -> dict[str, float]:
+    """Clean train and test loss and accuracy, on evaluated epochs (every eval_every_epochs and the last);
+    NaN on the others and after divergence."""
+    last = epoch + 1 == t.spec.epochs
+    if diverged or not (last or (epoch + 1) % t.spec.eval_every_epochs == 0):
+        return {"clean_train_loss": math.nan, "clean_train_acc": math.nan, "test_loss": math.nan, "test_acc": math.nan}
+    clean_loss, clean_acc = evaluate(t.model, t.eval_train, t.normalize, t.runtime)
+    test_loss, test_acc = evaluate(t.model, t.data.test, t.normalize, t.runtime)
+    return {"clean_train_loss": clean_loss, "clean_train_acc": clean_acc, "test_loss": test_loss, "test_acc": test_acc}
+
+
+def train(
+    spec: TrialSpec,
+    runtime: Runtime,
+    *,
+    dataset: Dataset | None = None,
+    resume: dict[str, Any] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> TrialOutcome:
+    """Train one trial from scratch or from `resume`; call `on_epoch(metrics, make_checkpoint)` each epoch."""
+    t = set_up(spec, runtime, dataset, resume)
+    t.model.train()
     first_step_at: float | None = None
     ready_at = time.time()
-    for epoch in range(start_epoch, spec.epochs):
-        started = time.perf_counter()
-        augment_gen = torch.Generator(device=device).manual_seed(derived_seed(spec.seed, epoch, STREAM_AUGMENT))
-        rng = np.random.default_rng(derived_seed(spec.seed, epoch, STREAM_MIXUP))
-        per_step: dict[str, list[torch.Tensor]] = {"loss": [], "local_grad_sq": [], "grad_sq": []}
-        for batch_index in global_batches(len(data.train), spec.batch_size, spec.seed, epoch, device):
-            micro = worker_micro_batches(data.train, normalize, batch_index, spec, runtime, augment_gen, rng)
-            lr = schedule(step)
-            result = optimizer_step(train_model, optimizer, micro, lr, runtime, grads, spec.label_smoothing)
-            for key, value in result.items():
-                per_step[key].append(value)
-            step += 1
-            if first_step_at is None:
-                first_step_at = time.time()
-        steps = {k: torch.stack(v).cpu() for k, v in per_step.items()}  # the one host sync of the epoch
-        means = {k: float(v.mean()) for k, v in steps.items()}
-        train_time = time.perf_counter() - started
-        sync_buffers(model, runtime)
-        diverged_reason = divergence(means["loss"], data.num_classes)
-        diverged = diverged_reason is not None
-        metrics: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": lr,
-            "train_loss": means["loss"],
-            "grad_norm_rms": math.sqrt(means["grad_sq"]) if math.isfinite(means["grad_sq"]) else math.nan,
-            "local_grad_sq": means["local_grad_sq"],
-            "grad_sq": means["grad_sq"],
-            "param_norm": parameter_norm(model),
-            "epoch_time_s": train_time,
-            "images_per_s": steps_per_epoch * spec.batch_size / train_time,
-            "mfu": mfu(steps_per_epoch * spec.batch_size / train_time, flops_per_image, peak),
-            "clean_train_loss": math.nan,
-            "clean_train_acc": math.nan,
-            "test_loss": math.nan,
-            "test_acc": math.nan,
-        }
-        last = epoch + 1 == spec.epochs
-        if not diverged and (last or (epoch + 1) % spec.eval_every_epochs == 0):
-            metrics["clean_train_loss"], metrics["clean_train_acc"] = evaluate(model, eval_train, normalize, runtime)
-            metrics["test_loss"], metrics["test_acc"] = evaluate(model, data.test, normalize, runtime)
-        metrics.update(
-            noise_metrics(
-                step_blocks(steps["local_grad_sq"], steps["grad_sq"]),
-                spec.batch_size // spec.workers,
-                spec.batch_size,
-                len(data.train),
-            )
-        )
-        if spec.noise_probes > 0 and spec.workers == 1 and not diverged:
-            # Capped: the estimate is unbiased at any pair of sizes (finite-population corrected), and
-            # large probes would cost more than a large-batch epoch itself.
-            size = min(spec.micro_batch, spec.noise_probe_batch, len(data.train) // 2)
-            probe_gen = torch.Generator(device=device).manual_seed(derived_seed(spec.seed, epoch, STREAM_PROBE))
-            pairs = noise_probe(model, data.train, normalize, spec.noise_probes, size, probe_gen, device)
-            metrics.update(noise_metrics([(s, b, 1.0) for s, b in pairs], size, 2 * size, len(data.train)))
-        record = EpochMetrics(**metrics, diverged=diverged, diverged_reason=diverged_reason)
+    for epoch in range(t.start_epoch, spec.epochs):
+        record, first = train_epoch(t, epoch)
+        first_step_at = first_step_at or first
         if on_epoch is not None:
-            on_epoch(record, functools.partial(training_state, model, optimizer, spec, epoch + 1, step))
-        if diverged:
-            return TrialOutcome("diverged", epoch + 1, step, first_step_at, ready_at)
-    return TrialOutcome("completed", spec.epochs, step, first_step_at, ready_at)
+            on_epoch(record, functools.partial(training_state, t.model, t.optimizer, spec, epoch + 1, t.step))
+        if record.diverged:
+            return TrialOutcome(Status.DIVERGED, epoch + 1, t.step, first_step_at, ready_at)
+    return TrialOutcome(Status.COMPLETED, spec.epochs, t.step, first_step_at, ready_at)

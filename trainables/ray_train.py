@@ -1,7 +1,6 @@
 """Thin Ray adapters around the pure loop: the Ray Train worker function and the Ray Tune trial.
 
-A trial's config is a plain dict (Tune's param space): {"spec": TrialSpec.to_dict(), "study_root",
-"provenance", "use_gpu", "cpus_per_worker", "gpus_per_worker", "max_failures"}. The trial writes its
+A trial's config is a `TrialRun` (trainables/trial.py), as a plain dict in Tune's param space. The trial writes its
 own results: after every epoch rank 0 saves a checkpoint under `<study_root>/checkpoints/<trial_id>/`
 and rewrites `results/epochs/<trial_id>.parquet` with the whole history; at the end it writes
 `results/trials/<trial_id>.parquet`. Started again (a retried worker group, a resumed study) it
@@ -31,7 +30,7 @@ from analysis.store import ResultsStore, epoch_schema, join, trial_row, trial_sc
 from trainables.checkpoint import latest_checkpoint, save_checkpoint, save_snapshot
 from trainables.data import DataError
 from trainables.loop import Runtime, TrialOutcome, train
-from trainables.trial import EpochMetrics, TrialSpec
+from trainables.trial import EpochMetrics, Status, TrialRun, TrialSpec
 
 TRIALS_SCHEMA = trial_schema(TrialSpec)
 EPOCHS_SCHEMA = epoch_schema(EpochMetrics)
@@ -105,10 +104,10 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.machine()}, {os.cpu_count()} cores)"
 
 
-def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, hosts: int = 1) -> TrialOutcome:
+def run_worker(run: TrialRun, runtime: Runtime, reporter: Reporter, *, hosts: int = 1) -> TrialOutcome:
     """Train one trial on this worker, continuing from its newest readable checkpoint if there is one."""
-    spec = TrialSpec.from_dict(config["spec"])
-    files = TrialFiles(spec, config["study_root"])
+    spec = run.spec
+    files = TrialFiles(spec, run.study_root)
     found = latest_checkpoint(files.checkpoints)
     resume = found[1] if found else None
     history = [EpochMetrics.from_dict(m) for m in resume["history"]] if resume else []
@@ -122,15 +121,15 @@ def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, 
 
     error = history[-1].diverged_reason if history and history[-1].diverged else None
     if error:  # never resume NaNs
-        outcome = TrialOutcome("diverged", len(history), history[-1].step)
+        outcome = TrialOutcome(Status.DIVERGED, len(history), history[-1].step)
     else:
         try:
             outcome = train(spec, runtime, resume=resume, on_epoch=on_epoch)
         except DataError as problem:  # missing or corrupt data: retrying the trial cannot help, so it ends here
-            outcome, error = TrialOutcome("failed", len(history), history[-1].step if history else 0), str(problem)
-        if outcome.status == "diverged":
+            outcome, error = TrialOutcome(Status.FAILED, len(history), history[-1].step if history else 0), str(problem)
+        if outcome.status == Status.DIVERGED:
             error = history[-1].diverged_reason
-    started_at = float(config["started_at"])
+    started_at = float(run.started_at or time.time())
 
     def since_start(at: float | None) -> float | None:
         return at - started_at if at else None
@@ -144,14 +143,14 @@ def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, 
                 "error": error,
                 "steps": outcome.steps,
                 "startup_s": startup_s,
-                "workers_ready_s": since_start(config.get("worker_started_at")),
+                "workers_ready_s": since_start(run.worker_started_at),
                 "data_ready_s": since_start(outcome.ready_at),
                 "wall_time_s": since_start(time.time()),
                 "device": device_name(runtime.device),
                 "hosts": hosts,
                 "checkpoint": history[-1].checkpoint if history else None,
             },
-            worker_provenance(config["provenance"]),
+            worker_provenance(run.provenance),
         )
     reporter.report({"kind": "final", "status": outcome.status, "epochs": len(history), "startup_s": startup_s})
     return outcome
@@ -159,45 +158,46 @@ def run_worker(config: dict[str, Any], runtime: Runtime, reporter: Reporter, *, 
 
 def train_worker(config: dict[str, Any]) -> None:
     """The Ray Train worker function; torch.distributed is already initialized by TorchTrainer."""
-    config = {**config, "worker_started_at": time.time()}  # placement, worker start and process group are done
+    # Placement, worker start and process group are done.
+    run = dataclasses.replace(TrialRun.from_dict(config), worker_started_at=time.time())
     context = ray.train.get_context()
-    torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
+    torch.set_num_threads(max(1, int(run.cpus_per_worker)))
     runtime = Runtime(ray.train.torch.get_device(), context.get_world_rank(), context.get_world_size())
     # Count distinct Ray nodes (not IPs: simulated nodes on one machine share an IP).
     node_ids: list[str | None] = [None] * runtime.world_size
     torch.distributed.all_gather_object(node_ids, ray.get_runtime_context().get_node_id())
-    run_worker(config, runtime, Reporter(ray.train), hosts=len(set(node_ids)))
+    run_worker(run, runtime, Reporter(ray.train), hosts=len(set(node_ids)))
 
 
 def tune_trial(config: dict[str, Any]) -> None:
     """The Tune function trainable: one trial, in this process or through a TorchTrainer."""
-    config = {**config.get("trial", config), "started_at": time.time()}  # Tune nests grid values
-    spec = config["spec"]
-    if spec["workers"] == 1:
-        torch.set_num_threads(max(1, int(config["cpus_per_worker"])))
-        use_cuda = config["use_gpu"] and torch.cuda.is_available()
-        run_worker(config, Runtime(torch.device("cuda" if use_cuda else "cpu")), Reporter(ray.tune))
+    run = dataclasses.replace(TrialRun.from_dict(config.get("trial", config)), started_at=time.time())  # Tune nests
+    spec = run.spec
+    if spec.workers == 1:
+        torch.set_num_threads(max(1, int(run.cpus_per_worker)))
+        use_cuda = run.use_gpu and torch.cuda.is_available()
+        run_worker(run, Runtime(torch.device("cuda" if use_cuda else "cpu")), Reporter(ray.tune))
         return
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trainer = ray.train.torch.TorchTrainer(
         train_worker,
-        train_loop_config=config,
+        train_loop_config=run.to_dict(),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=spec["workers"],
-            use_gpu=config["use_gpu"],
+            num_workers=spec.workers,
+            use_gpu=run.use_gpu,
             resources_per_worker={
-                "CPU": config["cpus_per_worker"],
-                **({"GPU": config["gpus_per_worker"]} if config["use_gpu"] else {}),
+                "CPU": run.cpus_per_worker,
+                **({"GPU": run.gpus_per_worker} if run.use_gpu else {}),
             },
         ),
         run_config=ray.train.RunConfig(
             # Deterministic per trial: one folder of Ray Train state per trial, however often it is
             # started (the trial itself continues from its own checkpoints).
-            name=spec["trial_id"],
-            storage_path=join(config["study_root"], "train"),
+            name=spec.trial_id,
+            storage_path=join(run.study_root, "train"),
             callbacks=[TuneReportCallback()],
-            failure_config=ray.train.FailureConfig(max_failures=config["max_failures"], controller_failure_limit=0),
+            failure_config=ray.train.FailureConfig(max_failures=run.max_failures, controller_failure_limit=0),
         ),
     )
     trainer.fit()

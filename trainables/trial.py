@@ -33,12 +33,29 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from trainables.catalog import Augmentation
 
 SWEPT, DERIVED, FIXED = "swept", "derived", "fixed"
-GRID, SAMPLE, FINAL = "grid", "sample", "final"  # a trial's phase: a grid point, a search sample, a search winner
+
+
+class Phase(StrEnum):
+    """Why a trial exists: a point of the sweep's grid, a search sample, or a search winner re-run with a seed."""
+
+    GRID = "grid"
+    SAMPLE = "sample"
+    FINAL = "final"
+
+
+class Status(StrEnum):
+    """How a trial ended (its `trials/` row's status; analysis/store.py's FINAL_STATUSES are the final ones)."""
+
+    COMPLETED = "completed"
+    DIVERGED = "diverged"  # a non-finite or exploding loss ended it; never resumed
+    FAILED = "failed"  # it raised (its error's last line is recorded); a resumed study trains it again
+    STOPPED = "stopped"  # a search's ASHA stopped it early
 
 
 NOTHING = object()  # `unchanged` not given: the key always counts in the digest
@@ -158,6 +175,32 @@ class TrialSpec:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrialSpec:
         return cls(**{**values, "milestones": tuple(values["milestones"])})
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """What one Tune trial is handed: its record, where it writes, the provenance its row carries and its
+    resources. It crosses Ray as a plain dict (Tune's param space, `to_dict`) and is rebuilt on the other
+    side (`from_dict`), so neither side describes the dict again."""
+
+    spec: TrialSpec
+    study_root: str  # <storage>/<study>: checkpoints/, results/, train/, trajectory/ live under it
+    provenance: dict[str, Any]  # the driver's git revision and resolved study config
+    use_gpu: bool
+    cpus_per_worker: float
+    gpus_per_worker: float
+    max_failures: int  # restarts of a multi-worker trial's workers from their last checkpoint
+    started_at: float | None = None  # when the Tune trial started (it sets this): start-up is timed from it
+    worker_started_at: float | None = None  # multi-worker: when the workers were placed and running
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**values, "spec": self.spec.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrialRun:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in values.items() if k in known}, "spec": TrialSpec.from_dict(values["spec"])})
 
 
 def fields_with_role(cls: type, *roles: str) -> list[str]:
