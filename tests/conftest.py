@@ -96,3 +96,23 @@ def chromium_flags(tmp_path: Path) -> list[str]:
         f"--user-data-dir={tmp_path / 'chromium'}",
         "--virtual-time-budget=10000",
     ]
+
+
+def copy_code(destination: Path) -> Path:
+    """A copy of the three packages, for tests that change the code the way a contributor would."""
+    import shutil
+
+    for package in ("study", "trainables", "analysis"):
+        shutil.copytree(ROOT / package, destination / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return destination
+
+
+def run_copy(copy: Path, *args: str) -> "subprocess.CompletedProcess[str]":
+    """`python ARGS` on a copy of the code, with a fresh local Ray that runs the copy (no RAY_ADDRESS)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(copy)
+    return subprocess.run([sys.executable, *args], cwd=copy, env=env, capture_output=True, text=True, timeout=900)

@@ -7,16 +7,12 @@ rows in `sharpness/`, drawn in the report's sharpness figure under its own title
 registered measurement.
 """
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, tiny_study_yaml
+from conftest import ROOT, copy_code, run_copy, tiny_study_yaml
 
 TOY = '''
 """A toy measurement: a trained trial's parameter norm, times `scale`."""
@@ -54,17 +50,9 @@ register(Measure("toy_norm", ToyNormConfig, validate, plan, {"toy_norm": run}))
 '''
 
 
-def run(copy: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a fresh local Ray that runs the copy
-    env["PYTHONPATH"] = str(copy)
-    return subprocess.run([sys.executable, *args], cwd=copy, env=env, capture_output=True, text=True, timeout=900)
-
-
 @pytest.mark.slow
 def test_a_toy_measurement_in_one_new_file_is_checked_run_and_drawn(tmp_path: Path) -> None:
-    copy = tmp_path / "code"
-    for package in ("study", "trainables", "analysis"):
-        shutil.copytree(ROOT / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+    copy = copy_code(tmp_path / "code")
     (copy / "study" / "measures" / "toy_norm.py").write_text(TOY)
     study_file = tmp_path / "toy.yaml"
     study_file.write_text(
@@ -76,10 +64,10 @@ def test_a_toy_measurement_in_one_new_file_is_checked_run_and_drawn(tmp_path: Pa
         .replace("epochs: 2,", "epochs: 1,")
         + "measure: {toy_norm: {scale: 2.0}}\n"
     )
-    bad = run(copy, "-m", "study.run_sweep", str(study_file), "--dry-run", "--set", "measure.toy_norm.scale=-1")
+    bad = run_copy(copy, "-m", "study.run_sweep", str(study_file), "--dry-run", "--set", "measure.toy_norm.scale=-1")
     assert bad.returncode == 2 and "measure.toy_norm.scale: must be > 0" in bad.stderr, bad.stderr[-2000:]
 
-    sweep = run(copy, "-m", "study.run_sweep", str(study_file))
+    sweep = run_copy(copy, "-m", "study.run_sweep", str(study_file))
     assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
     results = tmp_path / "results" / "toymeasure" / "results"
     sharpness = pd.read_parquet(results / "sharpness")

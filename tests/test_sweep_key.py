@@ -6,16 +6,12 @@ table, a sweep over two toy values on a fresh local Ray, 1-D interpolation betwe
 columns, the report's trial table and its figures (a curve per toy value), and an empty list refused.
 """
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, tiny_study_yaml
+from conftest import copy_code, run_copy, tiny_study_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -32,20 +28,13 @@ EDITS = {
 
 
 def copy_with_toy_key(destination: Path) -> Path:
-    for package in ("study", "trainables", "analysis"):
-        shutil.copytree(ROOT / package, destination / package, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_code(destination)
     for relative, (anchor, replacement) in EDITS.items():
         path = destination / relative
         text = path.read_text()
         assert text.count(anchor) == 1, f"{relative}: the anchor moved; update this test's EDITS"
         path.write_text(text.replace(anchor, replacement))
     return destination
-
-
-def run(copy: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a fresh local Ray that runs the copy
-    env["PYTHONPATH"] = str(copy)
-    return subprocess.run([sys.executable, *args], cwd=copy, env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_a_toy_sweep_key_added_in_two_places_flows_through_every_stage(tmp_path: Path) -> None:
@@ -61,17 +50,17 @@ def test_a_toy_sweep_key_added_in_two_places_flows_through_every_stage(tmp_path:
         + "measure: {interpolate: {between: toy, pairs: [[1, 2]], points: 3, train_samples: 128, test_samples: 128}}\n"
     )
 
-    empty = run(copy, "-m", "study.run_sweep", str(study_file), "--dry-run", "--set", "sweep.toy=[]")
+    empty = run_copy(copy, "-m", "study.run_sweep", str(study_file), "--dry-run", "--set", "sweep.toy=[]")
     assert empty.returncode == 2 and "sweep.toy: give at least one value" in empty.stderr, empty.stderr
 
-    dry = run(copy, "-m", "study.run_sweep", str(study_file), "--dry-run")
+    dry = run_copy(copy, "-m", "study.run_sweep", str(study_file), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     header, *rows = [line for line in dry.stdout.splitlines()[1:] if not line.startswith(("cost:", "every trial:"))]
     assert "toy" in header.split() and len(rows) == 2  # the table's columns come from the record
     column = header.split().index("toy")
     assert [row.split()[column] for row in rows] == ["1", "2"]
 
-    sweep = run(copy, "-m", "study.run_sweep", str(study_file))
+    sweep = run_copy(copy, "-m", "study.run_sweep", str(study_file))
     assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
     results = tmp_path / "results" / "toy" / "results"
     trials = pd.read_parquet(results / "trials")
