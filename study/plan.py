@@ -295,7 +295,14 @@ def trajectory_disk_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
     every = study.measure.trajectory.every_epochs
     counts = [len(trajectory_epochs(t.epochs, every)) for t in trials]
     sizes = [state_bytes(t.model, t.width, 100) for t in trials]
-    snapshots, largest = max(counts, default=0), max(sizes, default=0)
+    snapshots = max(counts, default=0)
+    if None in sizes:
+        unknown = sorted({t.model for t, size in zip(trials, sizes) if size is None})
+        return (
+            f"trajectory: up to {snapshots} weight snapshots per trial under <storage>/{study.name}/trajectory/ "
+            f"(the size of a {', '.join(unknown)} snapshot is not known without building it)"
+        )
+    largest = max(sizes, default=0)
     varies = "" if len(set(counts)) <= 1 and len(set(sizes)) <= 1 else "up to "
     return (
         f"trajectory: {varies}{snapshots} weight snapshots per trial x {largest / 2**20:.1f} MiB = "

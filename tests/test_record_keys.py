@@ -210,3 +210,14 @@ def test_the_store_and_the_record_name_the_same_statuses_and_phases() -> None:
     spec = plan_study(parse_study(STUDY + "sweep: {batch_size: [64], mixup_alpha: [0.0]}\n"))[0]
     # The record holds plain strings: checkpoints (torch.load, weights only) and Tune take no enum classes.
     assert type(spec.phase) is str and spec.phase == Phase.GRID
+
+
+def test_the_dry_run_says_a_snapshot_size_it_cannot_know_instead_of_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from study import plan
+
+    study = parse_study(
+        STUDY + "sweep: {batch_size: [64], mixup_alpha: [0.0]}\nmeasure: {trajectory: {every_epochs: 1}}\n"
+    )
+    monkeypatch.setattr(plan, "state_bytes", lambda arch, width, classes: None)
+    line = plan.trajectory_disk_line(study, plan_study(study))
+    assert line.startswith("trajectory: up to 4 weight snapshots") and "vgg9 snapshot is not known" in line

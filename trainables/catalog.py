@@ -99,10 +99,10 @@ def _linear(cin: int, cout: int) -> int:
     return 4 * (cin * cout + cout)
 
 
-def state_bytes(arch: str, width: float, num_classes: int) -> int:
+def state_bytes(arch: str, width: float, num_classes: int) -> int | None:
     """The size of a model's state_dict (float32 weights and BatchNorm buffers), from its shape alone:
-    what `--dry-run` says a trajectory snapshot costs, without building the model (tests/test_boundaries.py
-    checks it against every registered model)."""
+    what `--dry-run` says a trajectory snapshot costs, without building the model; None for a model whose
+    shape is not written here (tests/test_record_keys.py checks it against every registered model)."""
     if arch == "vgg9":
         total, cin, size = 0, 3, 32
         for item in VGG9_PLAN:
@@ -119,6 +119,8 @@ def state_bytes(arch: str, width: float, num_classes: int) -> int:
         "preact_resnet18": ((64,), [(64, 2), (128, 2), (256, 2), (512, 2)], True, False, False),
         "wrn16_4": ((16,), [(64, 2), (128, 2), (256, 2)], True, False, True),
     }
+    if arch not in resnets:
+        return None
     (stem,), stages, preact, stem_bn, head_bn = resnets[arch]
     cin = scaled_channels(stem, width)
     total = _conv(3, cin) + (_bn(cin) if stem_bn else 0)
