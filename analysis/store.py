@@ -1,8 +1,8 @@
 """The Parquet results store: `<storage>/<study>/results/<table>/<key>.parquet`.
 
-One file per trial or measurement job, written under a hidden temporary name and then moved into
-place, so a crash never leaves half a file that readers pick up (pyarrow skips names starting with
-'.') and a re-run replaces a file instead of adding rows. Local paths and URIs (s3://, gs://) go
+One file per trial or measurement job, written atomically (a local file under a hidden temporary name,
+then renamed; an object in one upload), so a crash never leaves half a file that readers pick up and a
+re-run replaces a file instead of adding rows. Local paths and URIs (s3://, gs://) go
 through the same pyarrow filesystem. Each table has a fixed schema, so `pandas.read_parquet(folder)`
 reads a table whole.
 """
@@ -233,15 +233,31 @@ def resolve(uri: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.F
 
 
 def join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
+    """`base/part/...` for a local path or a URI; a URI's query (`?region=...`) stays at the end."""
+    path, mark, query = base.partition("?") if "://" in base else (base, "", "")
+    return "/".join([path.rstrip("/"), *parts]) + mark + query
+
+
+def parent(uri: str) -> str:
+    """The folder holding `uri` (a local path or a URI, its query kept)."""
+    path, mark, query = uri.partition("?") if "://" in uri else (uri, "", "")
+    return path.rstrip("/").rsplit("/", 1)[0] + mark + query
 
 
 def write_atomic(path: str, data: bytes, filesystem: pafs.FileSystem | None = None) -> str:
-    """Write `data` to `path` (a local path or URI) through a hidden temporary name beside it, then move it
-    into place: readers never see half a file (pyarrow skips names starting with '.'). Returns `path`."""
+    """Write `data` to `path` (a local path or URI) so that no reader ever sees half a file. Returns `path`.
+
+    On a local disk: under a hidden temporary name beside it, then renamed into place (pyarrow skips names
+    starting with '.'). On an object store: one upload of the final object, which appears whole when the
+    upload completes (a rename there would be a copy plus a delete: twice the writing, and a temporary
+    object every listing shows and a crash leaves behind)."""
     fs, inner = resolve(path, filesystem)
     folder, name = inner.rsplit("/", 1)
     fs.create_dir(folder, recursive=True)
+    if fs.type_name != "local":
+        with fs.open_output_stream(inner) as out:
+            out.write(data)
+        return path
     partial = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
     with fs.open_output_stream(partial) as out:
         out.write(data)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.store import ResultsStore, join
+from analysis.store import ResultsStore, join, parent
 from study.cluster import connect_ray
 from study.config import ConfigError, StudyConfig, build, validate
 from study.measures import MEASURES, Job, TaskInputs, run_job
@@ -167,7 +167,7 @@ def job_error_row(job: Job, error: str) -> dict[str, Any]:
 def trajectory_folder(store: ResultsStore) -> str:
     """<storage>/<study>/trajectory, beside the results folder: one folder of weight snapshots per trial."""
     results_root = store.uri if "://" in store.uri else store.root
-    return join(results_root.rstrip("/").rsplit("/", 1)[0], "trajectory")
+    return join(parent(results_root), "trajectory")
 
 
 def study_from_store(store: ResultsStore) -> StudyConfig:

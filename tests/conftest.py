@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -107,12 +108,58 @@ def copy_code(destination: Path) -> Path:
     return destination
 
 
-def run_copy(copy: Path, *args: str) -> "subprocess.CompletedProcess[str]":
+def run_copy(copy: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`python ARGS` on a copy of the code, with a fresh local Ray that runs the copy (no RAY_ADDRESS)."""
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(copy)
     return subprocess.run([sys.executable, *args], cwd=copy, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def s3_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real S3 API on loopback (moto's standalone server) with one bucket, `lbstudy`; yields the
+    environment that points pyarrow (so every driver, Ray worker and reader started with it) at it, as a
+    MinIO or Ceph user would set it: AWS_ENDPOINT_URL, credentials and a region. The server's request log
+    (every method and object path) is at LBSTUDY_S3_REQUEST_LOG."""
+    import socket
+    import time
+
+    import pyarrow.fs as pafs
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("s3") / "requests.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, "the S3 server did not start"
+                time.sleep(0.2)
+        env = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "lbstudy-test",
+            "AWS_SECRET_ACCESS_KEY": "lbstudy-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "LBSTUDY_S3_REQUEST_LOG": str(log),
+        }
+        pafs.S3FileSystem(
+            endpoint_override=f"127.0.0.1:{port}",
+            scheme="http",
+            access_key=env["AWS_ACCESS_KEY_ID"],
+            secret_key=env["AWS_SECRET_ACCESS_KEY"],
+            region="us-east-1",
+            allow_bucket_creation=True,
+        ).create_dir("lbstudy")
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

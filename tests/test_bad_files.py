@@ -187,6 +187,7 @@ def test_a_trial_whose_data_cannot_load_ends_failed_by_itself_without_a_retry(tm
     from study.plan import plan_one
     from trainables.loop import Runtime
     from trainables.ray_train import Reporter, run_worker
+    from trainables.trial import TrialRun
 
     spec = plan_one(
         "nodata",
@@ -195,14 +196,18 @@ def test_a_trial_whose_data_cannot_load_ends_failed_by_itself_without_a_retry(tm
         schedule={"epochs": 1, "decay": "constant"},
     )
     reports: list[dict] = []
-    config = {
-        "spec": spec.to_dict(),
-        "study_root": str(tmp_path / "study"),
-        "provenance": {"git_revision": "test", "config": "{}"},
-        "started_at": time.time(),
-    }
+    run = TrialRun(
+        spec,
+        str(tmp_path / "study"),
+        {"git_revision": "test", "config": "{}"},
+        use_gpu=False,
+        cpus_per_worker=1.0,
+        gpus_per_worker=1.0,
+        max_failures=0,
+        started_at=time.time(),
+    )
     # The reporter's interface is one call, report(metrics): here a list stands in for Tune's session.
-    outcome = run_worker(config, Runtime(torch.device("cpu")), Reporter(types.SimpleNamespace(report=reports.append)))
+    outcome = run_worker(run, Runtime(torch.device("cpu")), Reporter(types.SimpleNamespace(report=reports.append)))
     assert outcome.status == "failed"  # returned, not raised: nothing for Tune to retry
     (row,) = ResultsStore(str(tmp_path / "study" / "results")).read("trials").to_dict("records")
     assert row["status"] == "failed" and "does not exist" in row["error"] and row["device"].startswith("cpu")

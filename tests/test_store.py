@@ -52,3 +52,16 @@ def test_store_works_through_a_non_local_pyarrow_filesystem(tmp_path: Path) -> N
     # The analysis side reads the same store by URI.
     results = load_results((tmp_path / "bucket" / "studies" / "demo" / "results").as_uri())
     assert results.study == "demo" and len(results.landscape) == 1 and results.epochs.empty
+
+
+def test_joining_a_uri_keeps_its_query_at_the_end() -> None:
+    from analysis.store import join, parent
+    from trainables.checkpoint import epoch_file
+
+    # The README's storage: `s3://BUCKET/lbstudy?region=us-west-2`; the study's folders go before the query.
+    assert (
+        join("s3://b/lbstudy?region=us-west-2", "paper", "results") == "s3://b/lbstudy/paper/results?region=us-west-2"
+    )
+    assert parent("s3://b/lbstudy/paper/results?region=us-west-2") == "s3://b/lbstudy/paper?region=us-west-2"
+    assert epoch_file("s3://b/x/checkpoints/t?region=r", 3) == "s3://b/x/checkpoints/t/epoch-0003.pt?region=r"
+    assert join("/local/a/", "b") == "/local/a/b" and parent("/local/a/b") == "/local/a"

@@ -3,8 +3,8 @@
 Checkpoints are `<study>/checkpoints/<trial_id>/epoch-NNNN.pt` (model, optimizer, progress, RNG
 state and the epoch history), written by the trial's rank 0 after each epoch; the newest `keep` are
 kept. Snapshots are `<study>/trajectory/<trial_id>/epoch-NNNN.pt` (the weights alone), every N epochs.
-Both go through pyarrow's filesystems (local paths and s3://, gs:// alike), are written under a hidden
-temporary name and then moved into place, and load without unpickling code.
+Both go through pyarrow's filesystems (local paths and s3://, gs:// alike), are written atomically (see
+`write_atomic`), and load without unpickling code.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def write_atomic(uri: str, data: bytes) -> str:
-    """Write `data` to `uri` through a hidden temporary name beside it, so no reader sees half a file.
+    """Write `data` to `uri` so that no reader sees half a file: on a local disk through a hidden temporary
+    name beside it, then a rename; on an object store in one upload (the object appears whole when it
+    completes; a rename there is a copy plus a delete).
 
     The one atomic writer of `trainables` (the results store has its own: analysis may not import
     trainables). Returns `uri`.
@@ -34,6 +36,10 @@ def write_atomic(uri: str, data: bytes) -> str:
     fs, path = resolve(uri)
     folder, name = path.rsplit("/", 1)
     fs.create_dir(folder, recursive=True)
+    if fs.type_name != "local":
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+        return uri
     partial = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
     with fs.open_output_stream(partial) as out:
         out.write(data)
@@ -56,12 +62,19 @@ def epoch_files(folder: str) -> dict[int, str]:
         if info.type == pafs.FileType.File and name.startswith("epoch-") and name.endswith(".pt"):
             digits = name[len("epoch-") : -len(".pt")]
             if digits.isdigit():
-                found[int(digits)] = f"{folder.rstrip('/')}/{name}"
+                found[int(digits)] = child(folder, name)
     return dict(sorted(found.items()))
 
 
 def epoch_file(folder: str, epoch: int) -> str:
-    return f"{folder.rstrip('/')}/epoch-{epoch:04d}.pt"
+    return child(folder, f"epoch-{epoch:04d}.pt")
+
+
+def child(folder: str, name: str) -> str:
+    """`folder/name` for a local path or a URI; a URI's query (`?region=...`) stays at the end (as
+    analysis.store.join, which this core may not import)."""
+    path, mark, query = folder.partition("?") if "://" in folder else (folder, "", "")
+    return f"{path.rstrip('/')}/{name}{mark}{query}"
 
 
 def _to_bytes(value: Any) -> bytes:

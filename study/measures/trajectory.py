@@ -55,9 +55,10 @@ def ready(job: Job, inputs: TaskInputs) -> bool:
     """Whether the trial kept enough snapshots (it was trained with measure.trajectory set)."""
     import sys
 
+    from analysis.store import join
     from trainables.checkpoint import list_snapshots
 
-    found = len(list_snapshots(f"{inputs.snapshots}/{job.trials[0]}"))
+    found = len(list_snapshots(join(inputs.snapshots, job.trials[0])))
     if found < SNAPSHOTS_NEEDED:
         print(
             f"measure: {job.trials[0]}: {found} trajectory snapshots (the plane needs 4); trajectory skipped - "
@@ -72,11 +73,12 @@ def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
     loss surface of that plane around the final weights."""
     import torch
 
+    from analysis.store import join
     from trainables.checkpoint import list_snapshots, load_snapshot
     from trainables.landscape import direction_entries, displaced, trajectory_pca
 
     trial_id, settings = job.trials[0], job.settings
-    folder = f"{inputs.snapshots}/{trial_id}"
+    folder = join(inputs.snapshots, trial_id)
     found = list_snapshots(folder)
     if len(found) < SNAPSHOTS_NEEDED:
         raise RuntimeError(
