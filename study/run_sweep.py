@@ -111,8 +111,14 @@ def run_command(argv: list[str]) -> int:
 
     try:
         with contextlib.ExitStack() as held:
-            if "://" not in study.storage:  # one driver per study (object storage: not locked)
+            if "://" not in study.storage:  # one driver per study
                 held.enter_context(study_lock(study_root(study)))
+            else:
+                print(
+                    f"note: {study.storage} is object storage, where the study is not locked: "
+                    "run one driver per study",
+                    flush=True,
+                )
             check_data(study)
             dashboard = connect_ray(args.address, verbose=args.verbose)
             if dashboard:

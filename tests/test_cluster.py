@@ -1,4 +1,5 @@
-"""cluster.yaml is valid for Ray's own launcher (checked offline) and keeps the dashboard private."""
+"""cluster.yaml (AWS) and cluster-onprem.yaml (your own servers) are valid for Ray's own launcher (checked
+offline) and keep the dashboard private."""
 
 import copy
 
@@ -47,3 +48,30 @@ def test_dashboard_is_not_exposed_publicly() -> None:
         assert node["node_config"]["SecurityGroupIds"] == ["sg-CHANGE-ME"]
     readme = (ROOT / "README.md").read_text()
     assert "--port 22 --cidr YOUR.ADDRESS/32" in readme and "--source-group lbstudy" in readme
+
+
+def load_onprem() -> dict:
+    return yaml.safe_load((ROOT / "cluster-onprem.yaml").read_text())
+
+
+def test_onprem_cluster_passes_rays_launcher_schema_with_every_worker_joining() -> None:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = load_onprem()
+    prepared = prepare_config(copy.deepcopy(config))  # Ray's local provider: one node type, the given IPs
+    validate_config(prepared)
+    assert prepared["provider"]["type"] == "local" and config["provider"]["head_ip"]
+    (node_type,) = prepared["available_node_types"].values()
+    assert node_type["min_workers"] == node_type["max_workers"] == len(config["provider"]["worker_ips"]) == 2
+    assert config["auth"]["ssh_user"] and config["auth"]["ssh_private_key"]
+
+
+def test_onprem_servers_install_the_same_project_and_keep_the_dashboard_private() -> None:
+    onprem, aws = load_onprem(), load_cluster()
+    assert onprem["file_mounts"] == aws["file_mounts"]
+    assert [c.replace(" --user", "") for c in onprem["setup_commands"]] == aws["setup_commands"]
+    head = " ".join(onprem["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and '"lbstudy_trial": 10000' in head
+    assert "0.0.0.0" not in (ROOT / "cluster-onprem.yaml").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "ray up cluster-onprem.yaml" in readme and "ray down cluster-onprem.yaml" in readme

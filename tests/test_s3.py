@@ -106,6 +106,7 @@ def test_a_study_on_s3_trains_measures_reports_and_resumes_a_killed_driver(
     assert not history.duplicated(["trial_id", "epoch"]).any()
     assert history.groupby("trial_id")["epoch"].apply(sorted).to_dict() == {t: [1, 2, 3, 4] for t in trials["trial_id"]}
     assert f"[{done_id}] epoch" not in output  # the finished trial was not trained again
+    assert "is object storage, where the study is not locked: run one driver per study" in output
     assert set(read("sharpness")["trial_id"]) == set(trials["trial_id"]) and len(read("landscape")) == 6
     listing = objects(s3_environment, "lbstudy/studies/ons3")
     assert not [o for o in listing if o.endswith(".tmp")], listing
