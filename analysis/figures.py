@@ -721,7 +721,7 @@ def steps_to_target_figure(
 STATUS_COLORS = {"completed": "#e8f5e9", "diverged": "#fff3e0", "failed": "#ffebee"}
 
 
-OUTCOME_SHOWN = ["epochs_completed", "final_test_acc", "gap_acc", "train_time_s", "device", "error"]
+OUTCOME_SHOWN = ["epochs_completed", "final_test_acc", "gap_acc", "train_time_s", "device", "host", "error"]
 
 
 def trial_table_columns(trials: pd.DataFrame, roles: dict[str, tuple[str, bool]]) -> list[str]:

@@ -92,7 +92,9 @@ TRIAL_OUTCOME = [
     pa.field("ray_version", STR),
     pa.field("python_version", STR),
     pa.field("device", STR),
-    pa.field("hosts", I64),
+    pa.field("host", STR),  # where rank 0 ran: its host name and Ray node id
+    pa.field("node_id", STR),
+    pa.field("hosts", I64),  # distinct Ray nodes of the trial's workers
     pa.field("config", STR),  # the study file, resolved, as JSON
     pa.field("spec", STR),  # the trial's record as JSON, exactly as the trial received it
     pa.field("finished_at", pa.timestamp("s", tz="UTC")),
@@ -154,6 +156,9 @@ def trial_row(
     }
 
 
+# Where a measurement row was computed (a landscape's points may come from several nodes).
+WHERE = [("host", STR), ("node_id", STR)]
+
 # The measurement tables' schemas; `trials/` and `epochs/` take theirs from the trial record (above).
 SCHEMAS: dict[str, pa.Schema] = {
     # ci_low/ci_high: a confidence interval where the measure is an estimate with one (its level and
@@ -173,6 +178,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("title", STR),
             ("unit", STR),
             ("flatter", STR),
+            *WHERE,
         ]
     ),
     "landscape": pa.schema(
@@ -192,11 +198,12 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("bn", STR),
             ("bn_clamped", I64),
             ("note", STR),
+            *WHERE,
         ]
     ),
     # The Hessian eigenvalue density of a trial on a grid (stochastic Lanczos quadrature); settings
     # hold the quadrature's nodes and weights per run.
-    "spectrum": pa.schema([("trial_id", STR), ("eigenvalue", F64), ("density", F64), ("settings", STR)]),
+    "spectrum": pa.schema([("trial_id", STR), ("eigenvalue", F64), ("density", F64), ("settings", STR), *WHERE]),
     # An optimization trajectory on its PCA plane: `path` rows (one per kept epoch: its coordinates and
     # its own loss) and `surface` rows (the loss at theta_final + x d1 + y d2, BN statistics of the final).
     "trajectory": pa.schema(
@@ -212,6 +219,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("explained_x", F64),
             ("explained_y", F64),
             ("settings", STR),
+            *WHERE,
         ]
     ),
     # A measurement job that failed: its key, what it measures and the last line of its error. Removed

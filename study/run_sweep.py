@@ -44,6 +44,16 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def nodes_line(rows: list[dict[str, Any]]) -> str:
+    """Which nodes trained the trials: 'nodes: host-a (1a2b3c4d) 3 trials, host-b (5e6f7a8b) 1 trial'."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        node = row.get("node_id")
+        name = f"{row.get('host') or '?'} ({node[:8]})" if isinstance(node, str) else str(row.get("host") or "?")
+        counts[name] = counts.get(name, 0) + 1
+    return "nodes: " + ", ".join(f"{n} {c} trial{'s' if c != 1 else ''}" for n, c in sorted(counts.items()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m study.run_sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -115,8 +125,7 @@ def run_command(argv: list[str]) -> int:
                 held.enter_context(study_lock(study_root(study)))
             else:
                 print(
-                    f"note: {study.storage} is object storage, where the study is not locked: "
-                    "run one driver per study",
+                    f"note: {study.storage} is object storage, where the study is not locked: run one driver per study",
                     flush=True,
                 )
             check_data(study)
@@ -135,6 +144,7 @@ def run_command(argv: list[str]) -> int:
         )
         return 130
     print(summary_table(result.trials))
+    print(nodes_line(result.trials))
     print(f"wall time: {time.perf_counter() - started:.0f} s")
     print(f"results: {result.results_dir}")
     if result.report:

@@ -614,3 +614,9 @@ def test_the_by_model_view_has_a_column_per_model_and_one_colour_per_setting() -
     acc = {t.xaxis: t for t in fig.data if t.name == "sgd, plain BN: none, lr none" and t.yaxis in ("y", "y2")}
     assert acc["x"].y[0] - acc["x2"].y[0] == pytest.approx(3.0)
     assert fig.layout.yaxis.title.text == "test accuracy (%)"
+
+
+def test_the_trial_table_says_where_each_trial_ran() -> None:
+    trials = make_trials().assign(host="gpu-a", node_id="1a2b")
+    header, _ = table_header_and_rows(figures.trials_table_html(trials, {"batch_size": ("swept", True)}))
+    assert "host" in header

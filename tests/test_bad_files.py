@@ -237,3 +237,15 @@ def test_a_study_whose_every_trial_failed_exits_1(capsys: pytest.CaptureFixture[
     assert "every trial failed; the first said: DataError: no images" in capsys.readouterr().err
     assert exit_status([failed, {"status": "completed", "error": None}]) == 0
     assert exit_status([failed, {"status": "diverged", "error": "exploded"}]) == 0  # a result, not a failure
+
+
+def test_the_end_of_a_run_lists_the_nodes_that_trained_its_trials() -> None:
+    from study.run_sweep import nodes_line
+
+    rows = [
+        {"host": "gpu-a", "node_id": "1a2b3c4d5e6f"},
+        {"host": "gpu-a", "node_id": "1a2b3c4d5e6f"},
+        {"host": "gpu-b", "node_id": "9f8e7d6c5b4a"},
+        {"host": None, "node_id": None},  # a trial the driver recorded (it failed before it could write)
+    ]
+    assert nodes_line(rows) == "nodes: ? 1 trial, gpu-a (1a2b3c4d) 2 trials, gpu-b (9f8e7d6c) 1 trial"

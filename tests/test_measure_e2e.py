@@ -34,6 +34,14 @@ def test_measurements_cover_every_trial_and_pair(ray_session: str, tmp_path: Pat
     landscape = pd.read_parquet(results / "landscape")
     completed = set(trials.loc[trials["status"] == "completed", "trial_id"])
     assert len(completed) == 2
+    # What ran where: every trial and every measurement row names its host and Ray node.
+    import socket
+
+    import ray
+
+    nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    for table in (trials, sharpness, landscape, pd.read_parquet(results / "spectrum")):
+        assert set(table["host"]) == {socket.gethostname()} and set(table["node_id"]) <= nodes
     for measure in ("hessian_eig1", "hessian_trace", "eps_sharpness", "noise_scale"):
         assert set(sharpness.loc[sharpness["measure"] == measure, "trial_id"]) == completed, measure
     assert (sharpness.loc[sharpness["measure"] == "eps_sharpness", "value"] >= 0).all()

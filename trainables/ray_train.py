@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -147,6 +148,8 @@ def run_worker(run: TrialRun, runtime: Runtime, reporter: Reporter, *, hosts: in
                 "data_ready_s": since_start(outcome.ready_at),
                 "wall_time_s": since_start(time.time()),
                 "device": device_name(runtime.device),
+                "host": socket.gethostname(),
+                "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized() else None,
                 "hosts": hosts,
                 "checkpoint": history[-1].checkpoint if history else None,
             },

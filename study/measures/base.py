@@ -104,5 +104,16 @@ def runner_for(job: Job) -> Runner:
 
 
 def run_job(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
-    """One part of a job, as a Ray task runs it."""
-    return runner_for(job)(job, inputs, part)
+    """One part of a job, as a Ray task runs it; every row says where it was computed (host, Ray node)."""
+    where = here()
+    return [{**row, **where} for row in runner_for(job)(job, inputs, part)]
+
+
+def here() -> dict[str, str | None]:
+    """This process's host name and Ray node id (None outside Ray)."""
+    import socket
+
+    import ray
+
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    return {"host": socket.gethostname(), "node_id": node}
