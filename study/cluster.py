@@ -43,3 +43,37 @@ def alive_nodes() -> list[dict[str, float]]:
     import ray
 
     return [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
+
+
+def nodes_not_seeing(folder: str, timeout_s: float = 120.0) -> list[str]:
+    """The alive nodes that do not see `folder` as this driver does ('host (node id)' each): a marker is
+    written here and looked for by a task pinned to every node. Empty on a one-node cluster."""
+    import uuid
+    from pathlib import Path
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return []
+    marker = Path(folder) / f".lbstudy-shared-{uuid.uuid4().hex}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("")
+    try:
+        probe = ray.remote(num_cpus=0)(sees)  # a free task: it runs on a node whose CPUs are all taken
+        refs = [
+            probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(str(marker))
+            for node in nodes
+        ]
+        answers = ray.get(refs, timeout=timeout_s)
+    finally:
+        marker.unlink(missing_ok=True)
+    return [f"{host} ({node[:8]})" for node, (seen, host) in zip(nodes, answers) if not seen]
+
+
+def sees(path: str) -> tuple[bool, str]:
+    """Whether this node has `path`, and its host name."""
+    import socket
+
+    return os.path.exists(path), socket.gethostname()

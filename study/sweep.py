@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from analysis.store import ResultsStore, join, trial_row
 from study.checks import SweepError, check_fresh, study_root
-from study.cluster import TRIAL_RESOURCE, alive_nodes
+from study.cluster import TRIAL_RESOURCE, alive_nodes, nodes_not_seeing
 from study.config import StudyConfig
 from study.plan import local_path, plan_finals, plan_study
 from study.progress import SweepProgress
@@ -201,6 +201,19 @@ def provenance(study: StudyConfig) -> dict[str, Any]:
     return {"git_revision": revision, "config": json.dumps(study.to_dict(), sort_keys=True)}
 
 
+def check_shared_storage(study: StudyConfig) -> None:
+    """Local storage on a cluster: every node must see the study folder where the driver does, since each
+    trial writes its results and checkpoints from the node it runs on (else they scatter over disks)."""
+    if "://" in study.storage:
+        return
+    missing = nodes_not_seeing(study_root(study))
+    if missing:
+        raise SweepError(
+            f"storage: {study_root(study)} is not shared by every node ({', '.join(missing)} cannot see it); "
+            "use a folder every node mounts at the same path (NFS), or an object store (--storage s3://...)"
+        )
+
+
 def run_study(
     study: StudyConfig, *, resume: bool = False, dashboard_url: str | None = None, verbose: bool = False
 ) -> SweepResult:
@@ -212,6 +225,7 @@ def run_study(
         for path in store.set_aside_unreadable(table):
             print(f"{path}: unreadable, kept under this name; its trial continues from its checkpoints", flush=True)
     nodes = alive_nodes()
+    check_shared_storage(study)
     use_gpu = resolve_use_gpu(study, nodes)
     fits = check_fits(study, use_gpu, nodes)
     prov = provenance(study)

@@ -1,0 +1,135 @@
+"""Local storage on a cluster must be the same folder on every node: a real two-node Ray cluster started
+with `ray start`, whose worker node runs in its own mount namespace with a private, empty tmpfs over the
+study's storage folder (as a second server without the NFS mount would see it). The study is refused
+before any training, with one line; a folder both nodes see passes the same check."""
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, tiny_study_yaml
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def alive_nodes(address: str) -> int:
+    code = f"import ray; ray.init(address={address!r}); print(sum(n['Alive'] for n in ray.nodes()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=clean_env())
+    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
+
+
+TOKEN = secrets.token_hex(32)  # this cluster's own token (Ray's token authentication, as a real cluster has)
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
+
+
+def stop(processes: list[subprocess.Popen], temp: str) -> None:
+    """End the two nodes: their `ray start --block` processes, then anything left of this cluster (its
+    processes name its temp folder), never another Ray on this machine."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and temp.encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
+def test_local_storage_a_node_cannot_see_is_refused_before_training(tmp_path: Path) -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is not installed: no mount namespace for the second node")
+    hidden, shared = tmp_path / "hidden", tmp_path / "shared"
+    hidden.mkdir()
+    shared.mkdir()
+    temp = tempfile.mkdtemp(prefix="lbr", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]
+    head = subprocess.Popen(
+        [*ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1"]
+        + [f"--temp-dir={temp}"]
+        + ["--include-dashboard=false", '--resources={"lbstudy_trial": 10000}', "--block"],
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    nodes = [head]
+    try:
+        deadline = time.time() + 120
+        while alive_nodes(address) < 1:
+            assert head.poll() is None and time.time() < deadline, "the head did not start"
+            time.sleep(1)
+        join = " ".join(
+            [*ray_cli, "start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1"]
+            + [f"--temp-dir={temp}", "--block"]
+        )
+        worker = subprocess.Popen(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                f"mount -t tmpfs tmpfs {hidden} && exec {join}",
+            ],
+            env=clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        nodes.append(worker)
+        while alive_nodes(address) < 2:
+            assert worker.poll() is None and time.time() < deadline, "the second node did not join"
+            time.sleep(1)
+
+        study_file = tmp_path / "scattered.yaml"
+        study_file.write_text(tiny_study_yaml("scattered", hidden))
+        refused = subprocess.run(
+            [sys.executable, "-m", "study.run_sweep", str(study_file), "--address", address],
+            cwd=ROOT,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+        line = refused.stderr.strip().splitlines()[-1]
+        assert "is not shared by every node" in line and "(NFS), or an object store" in line, line
+        assert not (hidden / "scattered" / "results" / "epochs").exists()  # refused before any training
+
+        code = (
+            f"import ray; ray.init(address={address!r}); from study.cluster import nodes_not_seeing; "
+            f"print(nodes_not_seeing({str(hidden)!r}), nodes_not_seeing({str(shared)!r}))"
+        )
+        both = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=120
+        )
+        missing, seen = both.stdout.strip().splitlines()[-1].split("] [")
+        assert missing.count("(") == 1 and seen == "]", both.stdout[-2000:] + both.stderr[-2000:]
+    finally:
+        stop(nodes, temp)
+        shutil.rmtree(temp, ignore_errors=True)
