@@ -77,3 +77,29 @@ def sees(path: str) -> tuple[bool, str]:
     import socket
 
     return os.path.exists(path), socket.gethostname()
+
+
+def autoscaling() -> bool:
+    """Whether an autoscaler may add nodes to the connected cluster (`ray up` of cluster.yaml, Ray's fake
+    multi-node cluster): its monitor reports configured node types. A Ray without one (ray.init, a plain
+    `ray start --head`) has a read-only monitor that names each node after its id."""
+    import json
+
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get("__autoscaling_status")
+    report = (json.loads(raw) if raw else {}).get("autoscaler_report") or {}
+    return any(not str(kind).startswith("node_") for kind in (report.get("node_type_mapping") or {}).values())
+
+
+def autoscaled_node_types(config: str = "~/ray_bootstrap_config.yaml") -> dict[str, dict[str, float]]:
+    """node type -> resources, from the autoscaling config `ray up` leaves on the head (where the driver of
+    `ray job submit` runs); empty elsewhere. What nodes may come: GPU ones make `use_gpu: auto` mean GPUs."""
+    import yaml
+
+    path = os.path.expanduser(config)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        types = (yaml.safe_load(f) or {}).get("available_node_types") or {}
+    return {name: dict(kind.get("resources") or {}) for name, kind in types.items()}

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from analysis.store import ResultsStore, join, trial_row
 from study.checks import SweepError, check_fresh, study_root
-from study.cluster import TRIAL_RESOURCE, alive_nodes, nodes_not_seeing
+from study.cluster import TRIAL_RESOURCE, alive_nodes, autoscaled_node_types, autoscaling, nodes_not_seeing
 from study.config import StudyConfig
 from study.plan import local_path, plan_finals, plan_study
 from study.progress import SweepProgress
@@ -46,8 +46,9 @@ class SweepResult:
 # Resources
 
 
-def resolve_use_gpu(study: StudyConfig, nodes: list[dict[str, float]]) -> bool:
-    has_gpu = any(node.get("GPU", 0) > 0 for node in nodes)
+def resolve_use_gpu(study: StudyConfig, nodes: list[dict[str, float]], coming: list[dict[str, float]] = ()) -> bool:
+    """`auto`: GPUs where a node has them, or where the autoscaler may launch (`coming`) nodes that do."""
+    has_gpu = any(node.get("GPU", 0) > 0 for node in [*nodes, *coming])
     if study.resources.use_gpu == "auto":
         return has_gpu
     if study.resources.use_gpu and not has_gpu:
@@ -67,13 +68,26 @@ def workers_fitting(node: dict[str, float], bundle: dict[str, float]) -> int:
     return min(math.floor(node.get(k, 0) / v + 1e-9) for k, v in bundle.items() if v > 0)
 
 
-def check_fits(study: StudyConfig, use_gpu: bool, nodes: list[dict[str, float]]) -> int:
-    """Raise SweepError unless one trial can ever be placed; return how many trials fit at once."""
+# Trials started at once on an autoscaling cluster when the study sets no limit: all of them, in effect (the
+# autoscaler launches nodes for the pending ones up to its max_workers).
+AUTOSCALED_CONCURRENCY = 1_000_000
+
+
+def check_fits(study: StudyConfig, use_gpu: bool, nodes: list[dict[str, float]], scales: bool = False) -> int:
+    """Raise SweepError unless one trial can ever be placed; return how many trials fit at once. On a
+    cluster whose autoscaler adds nodes (`scales`), trials that fit nowhere yet are its demand: they wait
+    for the nodes it launches (cluster.yaml's head holds no CPU), as many at once as the study allows."""
     bundle = worker_bundle(study, use_gpu)
     workers = study.resources.workers
     per_node = [workers_fitting(node, bundle) for node in nodes]
     # One-worker trials run on one node; a TorchTrainer may spread its workers over nodes.
     capacity = max(per_node, default=0) if workers == 1 else sum(per_node)
+    if scales:
+        if capacity < workers:
+            print(
+                f"no node holds a trial's {workers} worker(s) of {bundle} yet: waiting for the autoscaler", flush=True
+            )
+        return study.resources.max_concurrent_trials or AUTOSCALED_CONCURRENCY
     if capacity < workers:
         offered = ", ".join(f"{{CPU: {n.get('CPU', 0):g}, GPU: {n.get('GPU', 0):g}}}" for n in nodes)
         raise SweepError(
@@ -226,8 +240,9 @@ def run_study(
             print(f"{path}: unreadable, kept under this name; its trial continues from its checkpoints", flush=True)
     nodes = alive_nodes()
     check_shared_storage(study)
-    use_gpu = resolve_use_gpu(study, nodes)
-    fits = check_fits(study, use_gpu, nodes)
+    scales = autoscaling()
+    use_gpu = resolve_use_gpu(study, nodes, list(autoscaled_node_types().values()) if scales else [])
+    fits = check_fits(study, use_gpu, nodes, scales=scales)
     prov = provenance(study)
     phases = [("search samples" if study.search else "trials", plan_study(study))]
     done: list[TrialSpec] = []
