@@ -107,7 +107,7 @@ def run_command(argv: list[str]) -> int:
         print(format_plan(study, plan_study(study)))
         return 0
     from study.checks import SweepError, check_fresh, check_storage, study_root
-    from study.lock import StudyLocked, study_lock
+    from study.lock import StudyLocked, object_store_lock, study_lock
 
     exit_at_once_on_ctrl_c(argv)  # for the rest of this process, its exit included
     try:
@@ -123,11 +123,12 @@ def run_command(argv: list[str]) -> int:
         with contextlib.ExitStack() as held:
             if "://" not in study.storage:  # one driver per study
                 held.enter_context(study_lock(study_root(study)))
+            elif study.storage.startswith("s3://"):
+                unlocked = held.enter_context(object_store_lock(study_root(study)))
+                if unlocked:
+                    print(f"note: {unlocked}", flush=True)
             else:
-                print(
-                    f"note: {study.storage} is object storage, where the study is not locked: run one driver per study",
-                    flush=True,
-                )
+                print(f"note: {study.storage}: the study is not locked there; run one driver per study", flush=True)
             check_data(study)
             dashboard = connect_ray(args.address, verbose=args.verbose)
             if dashboard:
