@@ -85,9 +85,11 @@ def autoscaling() -> bool:
     `ray start --head`) has a read-only monitor that names each node after its id."""
     import json
 
-    from ray.experimental.internal_kv import _internal_kv_get
+    from ray._private.state import state
 
-    raw = _internal_kv_get("__autoscaling_status")
+    # Through the same GCS accessor as ray.nodes() (ray.experimental.internal_kv's client is unset in a
+    # process whose Ray was shut down and started again by Tune).
+    raw = state._connect_and_get_accessor().get_internal_kv(b"", b"__autoscaling_status")
     report = (json.loads(raw) if raw else {}).get("autoscaler_report") or {}
     return any(not str(kind).startswith("node_") for kind in (report.get("node_type_mapping") or {}).values())
 

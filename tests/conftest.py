@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -163,3 +164,33 @@ def s3_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+RAY_TOKEN = secrets.token_hex(32)  # the test clusters' own token (Ray's token authentication)
+
+
+def cluster_env() -> dict[str, str]:
+    """The environment of a test cluster's processes and drivers: its token, no RAY_ADDRESS."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": RAY_TOKEN}
+
+
+def stop_cluster(processes: list[subprocess.Popen], temp: str) -> None:
+    """End a test cluster started with `ray start --block`: those processes, then anything left of it (its
+    processes name its temp folder), never another Ray on this machine."""
+    import signal
+
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and temp.encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:
+            continue

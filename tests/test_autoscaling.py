@@ -4,9 +4,6 @@ counts the GPU nodes it may launch, and idle nodes leave. The end-to-end test ru
 multi-node autoscaler (CPU-only node types shaped like cluster.yaml's)."""
 
 import json
-import os
-import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -16,14 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, tiny_study_yaml
+from conftest import ROOT, cluster_env, stop_cluster, tiny_study_yaml
 
 from study.checks import SweepError
 from study.cluster import autoscaled_node_types
 from study.config import parse_study
 from study.sweep import AUTOSCALED_CONCURRENCY, check_fits, resolve_use_gpu
-
-TOKEN = secrets.token_hex(32)
 
 
 def test_an_autoscaling_cluster_waits_for_its_nodes_and_auto_counts_the_gpus_they_bring() -> None:
@@ -40,15 +35,10 @@ def test_an_autoscaling_cluster_waits_for_its_nodes_and_auto_counts_the_gpus_the
     assert autoscaled_node_types("/nonexistent/bootstrap.yaml") == {}
 
 
-def env() -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
-
-
 def ask(address: str, code: str) -> str:
     """The last line `code` prints, run in a fresh driver connected to the cluster."""
     script = f"import ray, json; ray.init(address={address!r}, logging_level='ERROR', log_to_driver=False); {code}"
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env())
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=cluster_env())
     answers = [line[len("ANSWER ") :] for line in out.stdout.splitlines() if line.startswith("ANSWER ")]
     return answers[-1] if out.returncode == 0 and answers else ""
 
@@ -100,7 +90,7 @@ def test_trials_on_a_fake_autoscaling_cluster_start_worker_nodes_that_leave_when
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address=127.0.0.1"]
         + [f"--port={port}", "--num-cpus=0", '--resources={"lbstudy_trial": 10000}', f"--temp-dir={temp}"]
         + [f"--autoscaling-config={config_file}", "--include-dashboard=false", "--block"],
-        env={**env(), "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"},
+        env={**cluster_env(), "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -120,7 +110,7 @@ def test_trials_on_a_fake_autoscaling_cluster_start_worker_nodes_that_leave_when
         run = subprocess.run(
             [sys.executable, "-m", "study.run_sweep", str(study_file), "--address", address],
             cwd=ROOT,
-            env=env(),
+            env=cluster_env(),
             capture_output=True,
             text=True,
             timeout=600,
@@ -135,14 +125,4 @@ def test_trials_on_a_fake_autoscaling_cluster_start_worker_nodes_that_leave_when
             assert time.time() < deadline + 300, f"worker nodes did not leave: {alive(address)}"
             time.sleep(2)
     finally:
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            head.kill()
-        for proc in Path("/proc").iterdir():  # anything left of this cluster names its temp folder
-            try:
-                if proc.name.isdigit() and temp.encode() in (proc / "cmdline").read_bytes():
-                    os.kill(int(proc.name), signal.SIGKILL)
-            except OSError:
-                continue
+        stop_cluster([head], temp)

@@ -3,10 +3,7 @@ with `ray start`, whose worker node runs in its own mount namespace with a priva
 study's storage folder (as a second server without the NFS mount would see it). The study is refused
 before any training, with one line; a folder both nodes see passes the same check."""
 
-import os
-import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, tiny_study_yaml
+from conftest import ROOT, cluster_env, stop_cluster, tiny_study_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -28,35 +25,8 @@ def free_port() -> int:
 
 def alive_nodes(address: str) -> int:
     code = f"import ray; ray.init(address={address!r}); print(sum(n['Alive'] for n in ray.nodes()))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=clean_env())
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=cluster_env())
     return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
-
-
-TOKEN = secrets.token_hex(32)  # this cluster's own token (Ray's token authentication, as a real cluster has)
-
-
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN}
-
-
-def stop(processes: list[subprocess.Popen], temp: str) -> None:
-    """End the two nodes: their `ray start --block` processes, then anything left of this cluster (its
-    processes name its temp folder), never another Ray on this machine."""
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and temp.encode() in (proc / "cmdline").read_bytes():
-                os.kill(int(proc.name), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            continue
 
 
 def test_local_storage_a_node_cannot_see_is_refused_before_training(tmp_path: Path) -> None:
@@ -73,7 +43,7 @@ def test_local_storage_a_node_cannot_see_is_refused_before_training(tmp_path: Pa
         [*ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1"]
         + [f"--temp-dir={temp}"]
         + ["--include-dashboard=false", '--resources={"lbstudy_trial": 10000}', "--block"],
-        env=clean_env(),
+        env=cluster_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -97,7 +67,7 @@ def test_local_storage_a_node_cannot_see_is_refused_before_training(tmp_path: Pa
                 "-c",
                 f"mount -t tmpfs tmpfs {hidden} && exec {join}",
             ],
-            env=clean_env(),
+            env=cluster_env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -111,7 +81,7 @@ def test_local_storage_a_node_cannot_see_is_refused_before_training(tmp_path: Pa
         refused = subprocess.run(
             [sys.executable, "-m", "study.run_sweep", str(study_file), "--address", address],
             cwd=ROOT,
-            env=clean_env(),
+            env=cluster_env(),
             capture_output=True,
             text=True,
             timeout=300,
@@ -126,10 +96,10 @@ def test_local_storage_a_node_cannot_see_is_refused_before_training(tmp_path: Pa
             f"print(nodes_not_seeing({str(hidden)!r}), nodes_not_seeing({str(shared)!r}))"
         )
         both = subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", code], cwd=ROOT, env=cluster_env(), capture_output=True, text=True, timeout=120
         )
         missing, seen = both.stdout.strip().splitlines()[-1].split("] [")
         assert missing.count("(") == 1 and seen == "]", both.stdout[-2000:] + both.stderr[-2000:]
     finally:
-        stop(nodes, temp)
+        stop_cluster(nodes, temp)
         shutil.rmtree(temp, ignore_errors=True)
