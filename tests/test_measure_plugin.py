@@ -1,20 +1,17 @@
 """Adding a measurement is one new file in study/measures/, and nothing else.
 
-The test does it for real: it copies the three packages, writes a toy measurement module (the parameter
-norm of each trained trial times a factor: settings, a check, jobs, a runner in a Ray task, how it is
-drawn) and runs the copy end to end: a bad setting refused before Ray, a tiny study measured by it, its
-rows in `sharpness/`, drawn in the report's sharpness figure under its own title. The README lists every
-registered measurement.
+`TOY_MEASUREMENT` is such a file (the parameter norm of each trained trial times a factor: settings, a
+check, jobs, a runner in a Ray task, how it is drawn). tests/test_sweep_key.py writes it into its copy of
+the code and runs that copy end to end (one study run for the toy key and this): a bad setting refused
+before Ray, the study measured by it, its rows in `sharpness/`, drawn in the report's sharpness figure
+under its own title. Here: the README lists every registered measurement.
 """
 
 import re
-from pathlib import Path
 
-import pandas as pd
-import pytest
-from conftest import ROOT, copy_code, run_copy, tiny_study_yaml
+from conftest import ROOT
 
-TOY = '''
+TOY_MEASUREMENT = '''
 """A toy measurement: a trained trial's parameter norm, times `scale`."""
 
 from __future__ import annotations
@@ -48,33 +45,6 @@ def run(job, inputs, part):
 
 register(Measure("toy_norm", ToyNormConfig, validate, plan, {"toy_norm": run}))
 '''
-
-
-@pytest.mark.slow
-def test_a_toy_measurement_in_one_new_file_is_checked_run_and_drawn(tmp_path: Path) -> None:
-    copy = copy_code(tmp_path / "code")
-    (copy / "study" / "measures" / "toy_norm.py").write_text(TOY)
-    study_file = tmp_path / "toy.yaml"
-    study_file.write_text(
-        tiny_study_yaml("toymeasure", tmp_path / "results")
-        .replace(
-            "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
-            "sweep: {batch_size: [64, 128], mixup_alpha: [0.0]}",
-        )
-        .replace("epochs: 2,", "epochs: 1,")
-        + "measure: {toy_norm: {scale: 2.0}}\n"
-    )
-    bad = run_copy(copy, "-m", "study.run_sweep", str(study_file), "--dry-run", "--set", "measure.toy_norm.scale=-1")
-    assert bad.returncode == 2 and "measure.toy_norm.scale: must be > 0" in bad.stderr, bad.stderr[-2000:]
-
-    sweep = run_copy(copy, "-m", "study.run_sweep", str(study_file))
-    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
-    results = tmp_path / "results" / "toymeasure" / "results"
-    sharpness = pd.read_parquet(results / "sharpness")
-    assert set(sharpness["measure"]) == {"toy_norm"} and len(sharpness) == 2
-    assert (sharpness["value"] > 0).all() and set(sharpness["title"]) == {"toy parameter norm"}
-    page = (tmp_path / "results" / "toymeasure" / "report.html").read_text()
-    assert 'id="sharpness_vs_batch"' in page and "toy parameter norm (lower = flatter)" in page
 
 
 def test_the_readme_lists_every_registered_measurement() -> None:

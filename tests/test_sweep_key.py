@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import copy_code, run_copy, tiny_study_yaml
+from test_measure_plugin import TOY_MEASUREMENT
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,10 @@ def copy_with_toy_key(destination: Path) -> Path:
 
 
 def test_a_toy_sweep_key_added_in_two_places_flows_through_every_stage(tmp_path: Path) -> None:
+    """The same copy also holds the toy measurement of tests/test_measure_plugin.py, one new file in
+    study/measures/ (one study run proves both): checked before Ray, run as a Ray task, drawn."""
     copy = copy_with_toy_key(tmp_path / "code")
+    (copy / "study" / "measures" / "toy_norm.py").write_text(TOY_MEASUREMENT)
     study_file = tmp_path / "toy.yaml"
     study_file.write_text(
         tiny_study_yaml("toy", tmp_path / "results")
@@ -47,8 +51,11 @@ def test_a_toy_sweep_key_added_in_two_places_flows_through_every_stage(tmp_path:
             "sweep: {batch_size: [64], mixup_alpha: [0.0], toy: [1, 2]}",
         )
         .replace("epochs: 2,", "epochs: 1,")
-        + "measure: {interpolate: {between: toy, pairs: [[1, 2]], points: 3, train_samples: 128, test_samples: 128}}\n"
+        + "measure:\n  interpolate: {between: toy, pairs: [[1, 2]], points: 3, train_samples: 128, test_samples: 128}\n"
+        + "  toy_norm: {scale: 2.0}\n"
     )
+    bad = run_copy(copy, "-m", "study.run_sweep", str(study_file), "--dry-run", "--set", "measure.toy_norm.scale=-1")
+    assert bad.returncode == 2 and "measure.toy_norm.scale: must be > 0" in bad.stderr, bad.stderr[-2000:]
 
     empty = run_copy(copy, "-m", "study.run_sweep", str(study_file), "--dry-run", "--set", "sweep.toy=[]")
     assert empty.returncode == 2 and "sweep.toy: give at least one value" in empty.stderr, empty.stderr
@@ -75,3 +82,8 @@ def test_a_toy_sweep_key_added_in_two_places_flows_through_every_stage(tmp_path:
     assert table and ">toy</th>" in table.group(0)
     # Its values are compared conditions: a curve each, named by the record's default legend.
     assert "toy 1: none, lr none" in page and "toy 2: none, lr none" in page
+    # The toy measurement: its rows in sharpness/, named as it says, drawn in the sharpness figure.
+    sharpness = pd.read_parquet(results / "sharpness")
+    assert set(sharpness["measure"]) == {"toy_norm"} and set(sharpness["trial_id"]) == set(trials["trial_id"])
+    assert (sharpness["value"] > 0).all() and set(sharpness["title"]) == {"toy parameter norm"}
+    assert 'id="sharpness_vs_batch"' in page and "toy parameter norm (lower = flatter)" in page

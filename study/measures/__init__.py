@@ -4,8 +4,8 @@ trained trials, the runners that compute them (in Ray tasks, torch imported ther
 names the values it writes. The study config, the planner, the driver (study/measure.py) and the README
 check read `MEASURES`; nothing else lists them.
 
-Adding a measurement: a module here that calls `register(Measure(...))`, and its test (tests/test_measure_plugin.py
-adds a toy one that way).
+Adding a measurement: a module here that calls `register(Measure(...))`, and its test (a toy one is added
+that way by tests/test_measure_plugin.py and tests/test_sweep_key.py).
 """
 
 import importlib
