@@ -24,8 +24,6 @@ from analysis.store import ResultsStore, join, parent
 from study.cluster import connect_ray
 from study.config import ConfigError, StudyConfig, build, validate
 from study.measures import MEASURES, Job, TaskInputs, run_job
-from study.measures.common import job_points, point_note  # noqa: F401 - the landscape helpers benchmarks use
-from study.measures.interpolate import interpolation_pairs, interpolation_settings  # noqa: F401
 from study.progress import duration, eta
 from trainables.trial import Phase, Status
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -194,3 +195,35 @@ def stop_cluster(processes: list[subprocess.Popen], temp: str) -> None:
                 os.kill(int(proc.name), signal.SIGKILL)
         except OSError:
             continue
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_head(port: int, temp: str, cpus: int, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A test cluster's head (`ray start --head --block` on 127.0.0.1, the trial resource, no dashboard),
+    its processes all naming `temp` (short: Ray's socket paths must stay under 108 bytes)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address=127.0.0.1"]
+        + [f"--port={port}", f"--num-cpus={cpus}", '--resources={"lbstudy_trial": 10000}', f"--temp-dir={temp}"]
+        + ["--include-dashboard=false", *extra, "--block"],
+        env=env or cluster_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def alive_node_ids(address: str) -> list[str]:
+    """The test cluster's alive nodes, asked by a fresh driver (empty while it cannot connect)."""
+    script = (
+        f"import ray, json; ray.init(address={address!r}, logging_level='ERROR', log_to_driver=False); "
+        "print('ANSWER', json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=cluster_env())
+    answers = [line[len("ANSWER ") :] for line in out.stdout.splitlines() if line.startswith("ANSWER ")]
+    return json.loads(answers[-1]) if out.returncode == 0 and answers else []

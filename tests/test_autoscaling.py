@@ -4,7 +4,6 @@ counts the GPU nodes it may launch, and idle nodes leave. The end-to-end test ru
 multi-node autoscaler (CPU-only node types shaped like cluster.yaml's)."""
 
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, cluster_env, stop_cluster, tiny_study_yaml
+from conftest import ROOT, alive_node_ids, cluster_env, free_port, start_head, stop_cluster, tiny_study_yaml
 
 from study.checks import SweepError
 from study.cluster import autoscaled_node_types
@@ -35,27 +34,9 @@ def test_an_autoscaling_cluster_waits_for_its_nodes_and_auto_counts_the_gpus_the
     assert autoscaled_node_types("/nonexistent/bootstrap.yaml") == {}
 
 
-def ask(address: str, code: str) -> str:
-    """The last line `code` prints, run in a fresh driver connected to the cluster."""
-    script = f"import ray, json; ray.init(address={address!r}, logging_level='ERROR', log_to_driver=False); {code}"
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=cluster_env())
-    answers = [line[len("ANSWER ") :] for line in out.stdout.splitlines() if line.startswith("ANSWER ")]
-    return answers[-1] if out.returncode == 0 and answers else ""
-
-
-ALIVE = "print('ANSWER', json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))"
-
-
-def alive(address: str) -> list[str]:
-    answer = ask(address, ALIVE)
-    return json.loads(answer) if answer else []
-
-
 @pytest.mark.slow
 def test_trials_on_a_fake_autoscaling_cluster_start_worker_nodes_that_leave_when_idle(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     address = f"127.0.0.1:{port}"
     config = {
         "cluster_name": "lbstudy-fake",
@@ -86,20 +67,19 @@ def test_trials_on_a_fake_autoscaling_cluster_start_worker_nodes_that_leave_when
     config_file = tmp_path / "fake-cluster.json"
     config_file.write_text(json.dumps(config))
     temp = tempfile.mkdtemp(prefix="lbr", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
-    head = subprocess.Popen(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address=127.0.0.1"]
-        + [f"--port={port}", "--num-cpus=0", '--resources={"lbstudy_trial": 10000}', f"--temp-dir={temp}"]
-        + [f"--autoscaling-config={config_file}", "--include-dashboard=false", "--block"],
+    head = start_head(
+        port,
+        temp,
+        0,
+        f"--autoscaling-config={config_file}",
         env={**cluster_env(), "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.time() + 120
-        while len(alive(address)) != 1:
+        while len(alive_node_ids(address)) != 1:
             assert head.poll() is None and time.time() < deadline, "the head did not start"
             time.sleep(1)
-        (head_id,) = alive(address)
+        (head_id,) = alive_node_ids(address)
         study_file = tmp_path / "scaled.yaml"
         study_file.write_text(
             tiny_study_yaml("scaled", tmp_path)
@@ -121,8 +101,8 @@ def test_trials_on_a_fake_autoscaling_cluster_start_worker_nodes_that_leave_when
         assert len(trials) == 2 and set(trials["status"]) == {"completed"}
         assert head_id not in set(trials["node_id"])  # the head holds no CPU: launched nodes trained them
         # Idle worker nodes leave: the cluster is back to its head alone (the autoscaler's doing, polled).
-        while alive(address) != [head_id]:
-            assert time.time() < deadline + 300, f"worker nodes did not leave: {alive(address)}"
+        while alive_node_ids(address) != [head_id]:
+            assert time.time() < deadline + 300, f"worker nodes did not leave: {alive_node_ids(address)}"
             time.sleep(2)
     finally:
         stop_cluster([head], temp)

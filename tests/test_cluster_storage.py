@@ -4,7 +4,6 @@ study's storage folder (as a second server without the NFS mount would see it). 
 before any training, with one line; a folder both nodes see passes the same check."""
 
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -12,21 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cluster_env, stop_cluster, tiny_study_yaml
+from conftest import ROOT, alive_node_ids, cluster_env, free_port, start_head, stop_cluster, tiny_study_yaml
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def alive_nodes(address: str) -> int:
-    code = f"import ray; ray.init(address={address!r}); print(sum(n['Alive'] for n in ray.nodes()))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=cluster_env())
-    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
 
 
 def test_local_storage_a_node_cannot_see_is_refused_before_training(tmp_path: Path) -> None:
@@ -39,18 +26,11 @@ def test_local_storage_a_node_cannot_see_is_refused_before_training(tmp_path: Pa
     port = free_port()
     address = f"127.0.0.1:{port}"
     ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]
-    head = subprocess.Popen(
-        [*ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1"]
-        + [f"--temp-dir={temp}"]
-        + ["--include-dashboard=false", '--resources={"lbstudy_trial": 10000}', "--block"],
-        env=cluster_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    head = start_head(port, temp, 1)
     nodes = [head]
     try:
         deadline = time.time() + 120
-        while alive_nodes(address) < 1:
+        while len(alive_node_ids(address)) < 1:
             assert head.poll() is None and time.time() < deadline, "the head did not start"
             time.sleep(1)
         join = " ".join(
@@ -72,7 +52,7 @@ def test_local_storage_a_node_cannot_see_is_refused_before_training(tmp_path: Pa
             stderr=subprocess.DEVNULL,
         )
         nodes.append(worker)
-        while alive_nodes(address) < 2:
+        while len(alive_node_ids(address)) < 2:
             assert worker.poll() is None and time.time() < deadline, "the second node did not join"
             time.sleep(1)
 

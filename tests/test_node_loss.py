@@ -2,7 +2,6 @@
 worker node's Ray is killed mid-trial, a replacement node joins (as an autoscaler would start one), and
 the trial continues from its last checkpoint: every epoch row once, the study completed."""
 
-import socket
 import subprocess
 import sys
 import tempfile
@@ -11,19 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ROOT, cluster_env, stop_cluster, tiny_study_yaml
+from conftest import ROOT, alive_node_ids, cluster_env, free_port, start_head, stop_cluster, tiny_study_yaml
 
 pytestmark = pytest.mark.slow
-
-
-def alive_nodes(address: str) -> int:
-    code = (
-        f"import ray; ray.init(address={address!r}, log_to_driver=False); "
-        "print('N', sum(n['Alive'] for n in ray.nodes()))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=cluster_env())
-    answers = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("N ")]
-    return int(answers[-1]) if answers else 0
 
 
 def node(address: str) -> tuple[subprocess.Popen, str]:
@@ -41,27 +30,18 @@ def node(address: str) -> tuple[subprocess.Popen, str]:
 
 
 def test_a_multi_worker_trial_survives_the_loss_of_a_node(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     address = f"127.0.0.1:{port}"
     temp = tempfile.mkdtemp(prefix="lbr", dir="/tmp")  # short: Ray's socket paths must stay under 108 bytes
-    head = subprocess.Popen(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--node-ip-address=127.0.0.1"]
-        + [f"--port={port}", "--num-cpus=1", '--resources={"lbstudy_trial": 10000}', f"--temp-dir={temp}"]
-        + ["--include-dashboard=false", "--block"],
-        env=cluster_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    head = start_head(port, temp, 1)
     workers: list[tuple[subprocess.Popen, str]] = []
     try:
         deadline = time.time() + 120
-        while alive_nodes(address) < 1:
+        while len(alive_node_ids(address)) < 1:
             assert head.poll() is None and time.time() < deadline, "the head did not start"
             time.sleep(1)
         workers.append(node(address))
-        while alive_nodes(address) < 2:
+        while len(alive_node_ids(address)) < 2:
             assert time.time() < deadline, "the worker node did not join"
             time.sleep(1)
         study_file = tmp_path / "loss.yaml"

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from study.measure import point_note
+from study.measures.common import point_note
 from trainables.data import Normalizer, Split
 from trainables.landscape import (
     clamp_running_variances,
