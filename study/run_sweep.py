@@ -196,7 +196,12 @@ def end_process(code: int) -> NoReturn:
 
 
 def dashboard_line(url: str) -> str:
-    # Ray's token authentication is on: the page asks for the token, which `ray get-auth-token` prints.
+    """Where the dashboard is, and, where Ray's token authentication is on (a local Ray's default), that
+    the page asks for the token; a cluster started without it (as `ray up` does) asks nothing."""
+    from ray._raylet import AuthenticationMode, get_authentication_mode
+
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        return f"Ray dashboard: {url}"
     return f"Ray dashboard: {url} (it asks for Ray's token: run `ray get-auth-token` to print it)"
 
 
