@@ -117,6 +117,8 @@ def test_a_study_on_s3_trains_measures_reports_and_resumes_a_killed_driver(
     requests = Path(s3_environment["LBSTUDY_S3_REQUEST_LOG"]).read_text()
     assert "/studies/ons3/results/epochs/" in requests and ".tmp" not in requests
     assert any("/checkpoints/" in o for o in listing) and any("/results/epochs/" in o for o in listing)
+    print("\nthe bucket after the killed driver's resume (results, checkpoints):")
+    print("\n".join(o for o in ours))
 
     report = tmp_path / "from-bucket.html"
     built = subprocess.run(
