@@ -19,7 +19,18 @@ from typing import Any, Literal
 
 import yaml
 
-from study.errors import ConfigError
+from study.errors import (
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_IMAGES,
+    MAX_SEED,
+    RANGE,
+    ConfigError,
+    Range,
+    checked_elsewhere,
+    ranged,
+    shown,
+)
 from study.errors import check as _check
 from study.errors import one_of as _one_of
 from study.keys import all_grids, interpolable_keys, plain_values, searched_keys  # noqa: F401 - re-exported
@@ -36,45 +47,63 @@ from trainables.catalog import (  # names and arithmetic only: checking a study 
 )
 from trainables.lr import DECAYS, LR_SCALING, training_regime
 
+MAX_WIDTH = 16.0  # VGG9 at width 16 has 1024-8192 channels: beyond it a typo, not a model
+
 
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "cifar10"
     root: str = "~/.cache/lbstudy/data"
-    train_subset: int | None = None
-    test_subset: int | None = None
+    train_subset: int | None = ranged(None, 1, MAX_IMAGES)
+    test_subset: int | None = ranged(None, 1, MAX_IMAGES)
     augment: bool = True
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = "vgg9"
-    width: float = 1.0
+    width: float = ranged(1.0, 0.0, MAX_WIDTH, low_open=True)
     compile: Literal["auto"] | bool = "auto"  # torch.compile the training step; auto = on CUDA only
     # BatchNorm statistics over ghost batches of this many images (Hoffer et al. 2017), whatever the
     # micro-batch; null = over the micro-batch. Must divide every trial's micro-batch.
-    ghost_batch: int | None = None
+    ghost_batch: int | None = ranged(None, 1, MAX_BATCH)
+
+
+# The ranges of the values a key may take, whether given once (optim.base_lr) or swept (sweep.base_lr).
+LR = Range(0.0, 1000.0, low_open=True)
+WEIGHT_DECAY = Range(0.0, 1.0)
+MOMENTUM = Range(0.0, 1.0, high_open=True)
+SMOOTHING = Range(0.0, 1.0, high_open=True)
+WARMUP = Range(0.0, MAX_EPOCHS, high_open=True)  # and shorter than the run: validate_sections
+BATCH = Range(1, MAX_BATCH)
+SEED = Range(0, MAX_SEED)
+MIXUP_ALPHA = Range(0.0, 1000.0)  # 0 = no mixup
+
+
+def _in(default: Any, values: Range) -> Any:
+    return field(default=default, metadata={RANGE: values})
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     optimizer: str = "sgd"  # sgd | lars | lamb (trainables/optim.py)
-    base_lr: float = 0.1
-    base_batch_size: int = 128
-    momentum: float = 0.9  # sgd and lars (lamb has its published betas)
+    base_lr: float = _in(0.1, LR)
+    base_batch_size: int = _in(128, BATCH)
+    momentum: float = _in(0.9, MOMENTUM)  # sgd and lars (lamb has its published betas)
     nesterov: bool = True
-    weight_decay: float = 5.0e-4
-    trust_coefficient: float = 0.001  # lars: eta of the local rate eta ||w|| / (||g|| + wd ||w||)
-    label_smoothing: float = 0.0  # of the cross-entropy's targets (mixed targets too)
+    weight_decay: float = _in(5.0e-4, WEIGHT_DECAY)
+    # lars: eta of the local rate eta ||w|| / (||g|| + wd ||w||)
+    trust_coefficient: float = ranged(0.001, 0.0, 1.0, low_open=True)
+    label_smoothing: float = _in(0.0, SMOOTHING)  # of the cross-entropy's targets (mixed targets too)
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    epochs: int = 300
-    warmup_epochs: float = 0.0
+    epochs: int = ranged(300, 1, MAX_EPOCHS)
+    warmup_epochs: float = _in(0.0, WARMUP)
     decay: str = "step"
-    milestones: tuple[int, ...] = (150, 225, 275)
-    gamma: float = 0.1
+    milestones: tuple[int, ...] = ranged((150, 225, 275), 1, MAX_EPOCHS)  # and within the run: validate_sections
+    gamma: float = ranged(0.1, 0.0, 1.0, low_open=True)
     # epochs: every batch size trains `epochs` epochs. steps: Hoffer et al.'s regime adaptation, every
     # batch size takes the optimizer steps base_batch_size takes in `epochs` epochs: epochs and
     # milestones x batch_size / base_batch_size (rounded).
@@ -86,8 +115,8 @@ class AugmentationConfig:
     """One value of the `augmentation` sweep axis: `mixup` or {name: cutmix, alpha: 1.0} or {name: cutout, size: 16}."""
 
     name: str
-    alpha: float = 1.0  # mixup, cutmix
-    size: int = 16  # cutout
+    alpha: float = ranged(1.0, 0.0, 1000.0, low_open=True)  # mixup, cutmix
+    size: int = ranged(16, 1, 32)  # cutout: pixels of a 32x32 image
 
 
 DEFAULT_MIXUP_ALPHA = (0.0, 1.0)
@@ -97,22 +126,22 @@ DEFAULT_MIXUP_ALPHA = (0.0, 1.0)
 class SweepConfig:
     """Each key is a list; every combination is one trial. A single value means a list of one."""
 
-    batch_size: tuple[int, ...] = (128, 8192)
+    batch_size: tuple[int, ...] = _in((128, 8192), BATCH)
     # mixup_alpha is shorthand for augmentation [none (alpha 0) or {name: mixup, alpha}]; when neither
     # is given the sweep is mixup_alpha [0.0, 1.0].
-    mixup_alpha: tuple[float, ...] | None = None
+    mixup_alpha: tuple[float, ...] | None = _in(None, MIXUP_ALPHA)
     augmentation: tuple[AugmentationConfig, ...] | None = None
     lr_scaling: tuple[str, ...] = ("none",)
-    seed: tuple[int, ...] = (0,)
+    seed: tuple[int, ...] = _in((0,), SEED)
     # When given, these replace the single values of optim/schedule.
-    base_lr: tuple[float, ...] | None = None
-    weight_decay: tuple[float, ...] | None = None
-    warmup_epochs: tuple[float, ...] | None = None
+    base_lr: tuple[float, ...] | None = _in(None, LR)
+    weight_decay: tuple[float, ...] | None = _in(None, WEIGHT_DECAY)
+    warmup_epochs: tuple[float, ...] | None = _in(None, WARMUP)
     model: tuple[str, ...] | None = None  # architectures (model.arch names) compared: the depth question
     optimizer: tuple[str, ...] | None = None  # the large-batch remedies: sgd, lars, lamb
-    ghost_batch: tuple[int | None, ...] | None = None  # null = plain BatchNorm
+    ghost_batch: tuple[int | None, ...] | None = _in(None, BATCH)  # null = plain BatchNorm
     budget: tuple[Literal["epochs", "steps"], ...] | None = None  # steps = train longer at large batch
-    label_smoothing: tuple[float, ...] | None = None
+    label_smoothing: tuple[float, ...] | None = _in(None, SMOOTHING)
     # More grids, each the main one with some keys replaced: the trials are the union (a baseline
     # beside a grid of remedies: `also: [{batch_size: 128, optimizer: sgd, ghost_batch: null}]`).
     also: tuple[SweepConfig, ...] = ()
@@ -120,29 +149,31 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    workers: int = 1
+    workers: int = ranged(1, 1, 4096)
     use_gpu: Literal["auto"] | bool = "auto"
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float = ranged(1.0, 0.0, 4096.0, low_open=True)
     # A fraction packs several workers onto one GPU (0.25: four small-batch trials share it).
-    gpus_per_worker: float = 1.0
-    max_micro_batch: int = 8192
-    max_concurrent_trials: int | None = None
-    max_failures: int = 2  # restarts of a trial's workers from their last checkpoint
+    gpus_per_worker: float = ranged(1.0, 0.0, 1.0, low_open=True)
+    max_micro_batch: int = _in(8192, BATCH)
+    max_concurrent_trials: int | None = ranged(None, 1, 100_000)
+    max_failures: int = ranged(2, 0, 100)  # restarts of a trial's workers from their last checkpoint
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    every_epochs: int = 1
-    train_eval_samples: int | None = 10_000
+    every_epochs: int = ranged(1, 1, MAX_EPOCHS)
+    train_eval_samples: int | None = ranged(10_000, 1, MAX_IMAGES)
 
 
 @dataclass(frozen=True)
 class DistributionConfig:
     """Where a searched key's samples come from: exactly one of the three."""
 
-    loguniform: tuple[float, float] | None = None  # [low, high], both > 0: uniform in log space
-    uniform: tuple[float, float] | None = None
-    choice: tuple[float, ...] | None = None
+    # [low, high], both > 0: uniform in log space. Every value a distribution can draw must lie in the
+    # searched key's own range (validate_search).
+    loguniform: tuple[float, float] | None = checked_elsewhere(None, "validate_search")
+    uniform: tuple[float, float] | None = checked_elsewhere(None, "validate_search")
+    choice: tuple[float, ...] | None = checked_elsewhere(None, "validate_search")
 
 
 @dataclass(frozen=True)
@@ -160,8 +191,8 @@ class AshaConfig:
     """Ray Tune's ASHA: at every rung (grace_period x reduction_factor^k epochs) a sample continues only if
     its test accuracy is in the top 1 / reduction_factor of its group's samples that reached that rung."""
 
-    grace_period: int = 1  # epochs before any sample may be stopped
-    reduction_factor: int = 2
+    grace_period: int = ranged(1, 1, MAX_EPOCHS)  # epochs before any sample may be stopped (< the run's)
+    reduction_factor: int = ranged(2, 2, 1000)
 
 
 @dataclass(frozen=True)
@@ -171,14 +202,14 @@ class SearchConfig:
     The samples are drawn from `seed`, so a resumed study draws the same ones."""
 
     space: SearchSpaceConfig = field(default_factory=SearchSpaceConfig)
-    samples: int = 8
+    samples: int = ranged(8, 1, 10_000)
     # best_test_acc: the highest; steps_to_target: the fewest optimizer steps to `target` test accuracy
     # (Shallue et al.'s measure; samples that never reach it lose to those that do)
     objective: Literal["best_test_acc", "steps_to_target"] = "best_test_acc"
-    target: float | None = None  # test accuracy (fraction), for steps_to_target
+    target: float | None = ranged(None, 0.0, 1.0, low_open=True, high_open=True)  # test accuracy, steps_to_target
     asha: AshaConfig | None = None
-    final_seeds: tuple[int, ...] = (0, 1, 2)
-    seed: int = 0
+    final_seeds: tuple[int, ...] = _in((0, 1, 2), SEED)
+    seed: int = _in(0, SEED)
 
 
 # Measurements after training, one key per registered measure (study/measures/); an absent key skips it.
@@ -225,10 +256,22 @@ def augmentations(sweep: SweepConfig) -> tuple[Augmentation, ...]:
     )
 
 
+# A study file is a page of settings: larger input is a mistake (or an attack), refused before it is parsed.
+MAX_FILE_BYTES = 1_000_000
+MAX_YAML_NODES = 100_000  # values and keys after every alias is expanded (a "billion laughs" file has 10^9)
+MAX_LIST = 10_000  # items of any one list
+
+
 def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
     """Read a study file, apply `--set KEY=VALUE` overrides, build and validate the config."""
     path = Path(path)
     try:
+        size = path.stat().st_size if path.is_file() else 0
+        if size > MAX_FILE_BYTES:
+            raise ConfigError(
+                f"{path}: {size:,} bytes is not a study file (at most {MAX_FILE_BYTES:,}); pass a YAML study "
+                "file such as studies/smoke.yaml"
+            )
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the study file ({error.strerror}); check the path") from None
@@ -240,9 +283,11 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
 
 
 def parse_study(text: str, *, source: str = "<study>", overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(f"{source}: {len(text):,} characters is not a study file (at most {MAX_FILE_BYTES:,})")
     try:
         raw = strict_yaml(text)
-    except DuplicateKeyError as error:
+    except RefusedYAML as error:
         raise ConfigError(f"{source}: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
@@ -280,17 +325,56 @@ def blame(file_only: dict[str, Any], overrides: list[str] | tuple[str, ...], sou
     return f"--set {' '.join(overrides)}"
 
 
-class DuplicateKeyError(yaml.YAMLError):
-    pass
+class RefusedYAML(yaml.YAMLError):
+    """YAML that parses but is refused: a key given twice, aliases that expand without end, a number
+    too long to read; the message says which, in one line."""
 
 
 def strict_yaml(text: str) -> Any:
-    """yaml.safe_load, except that a key given twice in one mapping raises DuplicateKeyError."""
+    """yaml.safe_load, except that a key given twice in one mapping raises RefusedYAML, and a
+    document that aliases expand past MAX_YAML_NODES values is refused before it is built."""
     loader = StrictLoader(text)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if expanded_size(node) > MAX_YAML_NODES:
+            raise RefusedYAML(
+                f"its aliases (*name) expand to more than {MAX_YAML_NODES:,} values; write the values out, "
+                "without aliases"
+            )
+        try:
+            return loader.construct_document(node)
+        except ValueError as error:  # Python refuses to read an integer of over 4,300 digits
+            raise RefusedYAML(f"a value cannot be read ({shown(str(error), 120)}); write a shorter number") from None
     finally:
         loader.dispose()
+
+
+def expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document has once every alias is expanded, counted over the composed graph
+    (an alias is the node it names, shared): linear in the file, however far the aliases would expand."""
+    sizes: dict[int, int] = {}
+    order: list[yaml.Node] = []
+    stack, seen = [root], set()
+    while stack:  # children before parents, each shared node once
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(part for pair in node.value for part in pair)
+    for node in reversed(order):
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        sizes[id(node)] = min(1 + sum(sizes.get(id(c), 1) for c in children), MAX_YAML_NODES + 1)
+    return sizes[id(root)]
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -302,21 +386,25 @@ class StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 line = key_node.start_mark.line + 1
-                raise DuplicateKeyError(f"the key {key!r} is given twice (line {line}); keep one")
+                raise RefusedYAML(f"the key {shown(key)} is given twice (line {line}); keep one")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
     """Apply `KEY.PATH=VALUE` (VALUE in YAML syntax) to the raw study dict, in place."""
+    if len(override) > MAX_FILE_BYTES:
+        raise ConfigError(f"--set {shown(override)}: longer than a whole study file may be; a typo?")
     key, sep, value_text = override.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, for example --set schedule.epochs=2")
+        raise ConfigError(f"--set {shown(override)}: expected KEY=VALUE, for example --set schedule.epochs=2")
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
+        value = strict_yaml(value_text) if value_text.strip() else None
+    except RefusedYAML as error:
+        raise ConfigError(f"--set {shown(override)}: {error}") from None
     except yaml.YAMLError:
         raise ConfigError(
-            f"--set {override!r}: the value is not valid YAML; quote strings, write lists as [a, b]"
+            f"--set {shown(override)}: the value is not valid YAML; quote strings, write lists as [a, b]"
         ) from None
     node = raw
     parts = key.strip().split(".")
@@ -325,7 +413,7 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {override!r}: {part} is not a section")
+            raise ConfigError(f"--set {shown(override)}: {part} is not a section")
         node = child
     node[parts[-1]] = value
 
@@ -358,14 +446,16 @@ def _type_name(hint: Any) -> str:
 def build(cls: type, raw: Any, where: str) -> Any:
     """Build dataclass `cls` from a raw dict, rejecting unknown keys and wrong types."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'the study'}: expected a mapping of keys, got {raw!r}")
+        raise ConfigError(f"{where or 'the study'}: expected a mapping of keys, got {shown(raw)}")
     if cls is SweepConfig and "also" in raw:
         return build_sweep_with_also(raw, where)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in fields:
-            raise ConfigError(f"{where + ': ' if where else ''}unknown key {key!r}; {_suggest(str(key), list(fields))}")
+            raise ConfigError(
+                f"{where + ': ' if where else ''}unknown key {shown(key)}; {_suggest(str(key), list(fields))}"
+            )
     kwargs = {}
     for name, f in fields.items():
         if name in raw:
@@ -386,7 +476,7 @@ def build_sweep_with_also(raw: dict[str, Any], where: str) -> SweepConfig:
     main = {k: v for k, v in raw.items() if k != "also"}
     entries = raw["also"] if raw["also"] is not None else []
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ConfigError(f"{where}.also: expected a list of mappings of sweep keys, got {raw['also']!r}")
+        raise ConfigError(f"{where}.also: expected a list of mappings of sweep keys, got {shown(raw['also'])}")
     also = []
     for i, entry in enumerate(entries):
         if "also" in entry:
@@ -420,23 +510,25 @@ def convert(hint: Any, value: Any, where: str) -> Any:
                 errors.append(error)
         if len(errors) == 1:
             raise errors[0]
-        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {shown(value)}")
     if origin is Literal:
         if value in typing.get_args(hint) and type(value) in {type(a) for a in typing.get_args(hint)}:
             return value
-        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_type_name(hint)}, got {shown(value)}")
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+            raise ConfigError(f"{where}: expected {_type_name(hint)}, got {shown(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
+            if len(value) > MAX_LIST:
+                raise ConfigError(f"{where}: a list of {len(value):,} values, more than {MAX_LIST:,}; a typo?")
             return tuple(convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
-            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {shown(value)}")
         return tuple(convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if hint is Any:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: expected a single value, got {value!r}")
+            raise ConfigError(f"{where}: expected a single value, got {shown(value)}")
         return value
     if hint is bool:
         if isinstance(value, bool):
@@ -455,16 +547,12 @@ def convert(hint: Any, value: Any, where: str) -> Any:
     elif hint is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"{where}: expected {_type_name(hint)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {_type_name(hint)}, got {shown(value)}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Validation: what the types cannot say.
 
-
-# Beyond these a value is a typo (1e23 epochs would train without end), said before any work starts.
-MAX_EPOCHS = 100_000
-MAX_BATCH = 2**31
 
 # A study's folder under its storage: no separators, no leading dot ('.', '..', hidden folders), no
 # whitespace or control characters.
@@ -476,10 +564,12 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
     s = f"{source}: "
     for step in (
         validate_name,
+        validate_every_number,
         validate_names,
         validate_sections,
         validate_sweep_lists,
         validate_augmentations,
+        validate_size,
         validate_resources,
         validate_batches,
         validate_regimes,
@@ -513,8 +603,59 @@ def key_values(study: StudyConfig, key: str) -> tuple[Any, ...]:
 def validate_name(study: StudyConfig, s: str) -> None:
     _check(
         isinstance(study.name, str) and STUDY_NAME.fullmatch(study.name) is not None,
-        f"{s}name: {study.name!r} must be a folder name of letters, digits, '.', '_' and '-' that starts with a "
+        f"{s}name: {shown(study.name)} must be a folder name of letters, digits, '.', '_' and '-' that starts with a "
         "letter or digit (it becomes <storage>/<name>/)",
+    )
+
+
+def validate_every_number(study: StudyConfig, s: str) -> None:
+    """Every number of the study, in every section, list and nested section, against its field's range."""
+    validate_ranges(study, s, "")
+
+
+def validate_ranges(config: Any, s: str, where: str) -> None:
+    for f in dataclasses.fields(config):
+        declared = f.metadata.get(RANGE)
+        allowed = declared if isinstance(declared, Range) else Range()  # elsewhere-checked: finite here
+        for path, value in _leaves(getattr(config, f.name), f"{where}.{f.name}" if where else f.name):
+            if dataclasses.is_dataclass(value):
+                validate_ranges(value, s, path)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                _check(allowed.holds(value), f"{s}{path}: {shown(value)} must be {allowed.text()}")
+
+
+def _leaves(value: Any, path: str) -> typing.Iterator[tuple[str, Any]]:
+    """(key path, value) of each single value in a field: list items one by one, nothing for null."""
+    if isinstance(value, tuple):
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{path}[{i}]")
+    elif value is not None:
+        yield path, value
+
+
+# More trials than this is a typo (a seed list of thousands, a search of a million samples): planning them
+# alone would take minutes.
+MAX_TRIALS = 100_000
+
+
+def planned_trials(study: StudyConfig) -> int:
+    """How many trials the study plans at most, counted without planning them (grids' overlaps counted twice)."""
+    total = 0
+    for grid in all_grids(study.sweep):
+        one = dataclasses.replace(study, sweep=grid)
+        axes = [f.name for f in dataclasses.fields(grid) if f.name not in ("mixup_alpha", "also")]
+        if study.search is not None:
+            axes.remove("seed")
+        total += math.prod(len(key_values(one, key)) for key in axes)
+    return total * (study.search.samples if study.search is not None else 1)
+
+
+def validate_size(study: StudyConfig, s: str) -> None:
+    count = planned_trials(study)
+    _check(
+        count <= MAX_TRIALS,
+        f"{s}sweep: the study plans {count:,} trials, more than {MAX_TRIALS:,}; a typo? "
+        "shorten the sweep lists (or search.samples)",
     )
 
 
@@ -735,9 +876,10 @@ def validate_search(study: StudyConfig, s: str) -> None:
         if dist.choice is not None:
             _check(len(dist.choice) >= 1, f"{where}.choice: give at least one value")
         _check(
-            getattr(study.sweep, key) is None,
+            getattr(study.sweep, key, None) is None,
             f"{s}search.space.{key}: it is also swept (sweep.{key}); search it or sweep it, not both",
         )
+        validate_draws(study, key, dist, f"{where}.{given[0]}")
     _check(search.samples >= 1, f"{s}search.samples: must be at least 1")
     if search.objective == "steps_to_target":
         _check(
@@ -746,7 +888,11 @@ def validate_search(study: StudyConfig, s: str) -> None:
         )
     _check(len(search.final_seeds) >= 1, f"{s}search.final_seeds: give at least one seed for the winners")
     if search.asha is not None:
-        _check(search.asha.grace_period >= 1, f"{s}search.asha.grace_period: must be at least 1 epoch")
+        _check(
+            search.asha.grace_period <= study.schedule.epochs,
+            f"{s}search.asha.grace_period: {search.asha.grace_period} epochs is longer than the "
+            f"{study.schedule.epochs}-epoch run; use at most schedule.epochs",
+        )
         _check(search.asha.reduction_factor >= 2, f"{s}search.asha.reduction_factor: must be at least 2")
         _check(
             study.eval.every_epochs == 1,
@@ -755,6 +901,29 @@ def validate_search(study: StudyConfig, s: str) -> None:
 
 
 SEARCHABLE = [f.name for f in dataclasses.fields(SearchSpaceConfig)]
+
+
+def validate_draws(study: StudyConfig, key: str, dist: DistributionConfig, where: str) -> None:
+    """Every value a distribution can draw is one the key may take: each end of a (log)uniform interval and
+    each choice, put in the study as the key's one value, passes every check the study's own values pass
+    (its range, and those that depend on other keys: a warmup shorter than the run)."""
+    ends = dist.choice if dist.choice is not None else (dist.loguniform or dist.uniform or ())
+    for value in ends:
+        probe = dataclasses.replace(study, search=None, measure=MeasureConfig())
+        if hasattr(study.sweep, key):
+            probe = dataclasses.replace(probe, sweep=dataclasses.replace(study.sweep, **{key: (value,)}))
+        else:  # a key of its section only (optim.momentum)
+            section = next(name for name in ("optim", "schedule") if hasattr(getattr(study, name), key))
+            probe = dataclasses.replace(
+                probe, **{section: dataclasses.replace(getattr(study, section), **{key: value})}
+            )
+        try:
+            validate(probe, "")
+        except ConfigError as error:
+            raise ConfigError(
+                f"{where}: can draw {value:g}, which {key} may not take ({str(error).removeprefix(': ')}); "
+                "keep the distribution inside the key's range"
+            ) from None
 
 
 def validate_measure(study: StudyConfig, s: str) -> None:

@@ -177,6 +177,19 @@ def plan_study(study: StudyConfig) -> list[TrialSpec]:
     return trials
 
 
+def check_against_plan(study: StudyConfig, trials: list[TrialSpec], source: str = "<study>") -> None:
+    """The measurements' checks that need the planned trials (interpolation pairs that pair nothing):
+    after the study file's own checks, still before Ray starts; raises ConfigError."""
+    from study.measures import MEASURES
+
+    records = None
+    for name, measure in MEASURES.items():
+        settings = getattr(study.measure, name)
+        if measure.check_plan is not None and settings is not None:
+            records = records or [dataclasses.asdict(trial) for trial in trials]
+            measure.check_plan(study, records, settings, f"{source}: ")
+
+
 def plan_finals(study: StudyConfig, trials: pd.DataFrame, epochs: pd.DataFrame | None = None) -> list[TrialSpec]:
     """The best sample of every group (its searched values) with each of search.final_seeds."""
     from study.search import final_points

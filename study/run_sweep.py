@@ -95,16 +95,18 @@ def run_command(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)  # --help answers here, before torch, pandas or ray load
     started = time.perf_counter()
     from study.config import ConfigError, load_study
-    from study.plan import format_plan, plan_study
+    from study.plan import check_against_plan, format_plan, plan_study
 
     try:
         study = load_study(args.study, args.set)
+        trials = plan_study(study)
+        check_against_plan(study, trials, args.study)
     except ConfigError as error:
         return user_error(error)
     if args.storage:
         study = dataclasses.replace(study, storage=args.storage)
     if args.dry_run:  # the plan needs neither pandas nor ray
-        print(format_plan(study, plan_study(study)))
+        print(format_plan(study, trials))
         return 0
     from study.checks import SweepError, check_fresh, check_storage, study_root
     from study.lock import StudyLocked, object_store_lock, study_lock

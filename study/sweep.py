@@ -405,6 +405,8 @@ def check_data(study: StudyConfig) -> None:
             train_subset=study.data.train_subset,
             test_subset=study.data.test_subset,
         )
+        if data.changed:  # said once, by the driver: the model sees 32x32 RGB images only
+            print(f"data: {study.data.root}: {data.changed}", flush=True)
         too_big = [b for b in study.sweep.batch_size if b > len(data.train)]
         if too_big:
             raise DataError(

@@ -83,7 +83,10 @@ def test_winners_become_final_trials_with_every_seed() -> None:
         ("{space: {}}", "name at least one key to search"),
         ("{space: {base_lr: {loguniform: [0, 1]}}}", "needs 0 < low < high"),
         ("{space: {base_lr: {uniform: [0.1, 1], choice: [0.1]}}}", "exactly one of"),
-        ("{space: {base_lr: {choice: [0.1]}}, asha: {reduction_factor: 1}}", "reduction_factor: must be at least 2"),
+        (
+            "{space: {base_lr: {choice: [0.1]}}, asha: {reduction_factor: 1}}",
+            r"search.asha.reduction_factor: 1 must be in \[2, 1000\]",
+        ),
     ],
 )
 def test_bad_search_sections_name_their_key(search: str, message: str) -> None:

@@ -16,6 +16,7 @@ import shutil
 import sys
 import tarfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -63,6 +64,7 @@ class Dataset:
     classes: tuple[str, ...]
     mean: tuple[float, float, float]  # per channel, of the full training split, in [0, 1]
     std: tuple[float, float, float]
+    changed: str = ""  # what loading changed in the images (resized, converted), said once by the driver
 
     @property
     def num_classes(self) -> int:
@@ -76,6 +78,7 @@ class RawArrays:
     test_images: np.ndarray
     test_labels: np.ndarray
     classes: tuple[str, ...]
+    changed: str = ""  # e.g. "12 of 60 images resized to 32x32 (bilinear), 3 converted from L to RGB"
 
 
 _ARRAY_FIELDS = ("train_images", "train_labels", "test_images", "test_labels")
@@ -114,11 +117,16 @@ def load_dataset(
     )
     mean, std = channel_stats(train.images)
     num_classes = len(raw.classes)
+    if num_classes < 2:
+        raise DataError(
+            f"{name}: {root} has {num_classes} class ({', '.join(raw.classes) or 'none'}); a classifier needs at "
+            "least two: add a second class folder under train/ and test/"
+        )
     if train_subset is not None:
-        train = train.take(class_balanced_subset(train.labels, train_subset, num_classes))
+        train = train.take(class_balanced_subset(train.labels, train_subset, num_classes, "data.train_subset"))
     if test_subset is not None:
-        test = test.take(class_balanced_subset(test.labels, test_subset, num_classes))
-    return Dataset(name, train, test, raw.classes, mean, std)
+        test = test.take(class_balanced_subset(test.labels, test_subset, num_classes, "data.test_subset"))
+    return Dataset(name, train, test, raw.classes, mean, std, raw.changed)
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
@@ -133,10 +141,11 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, float, float], tup
     return tuple(means), tuple(stds)  # type: ignore[return-value]
 
 
-def class_balanced_subset(labels: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
-    """`n` indices, as equal a share per class as the data allows, the same on every run and machine."""
+def class_balanced_subset(labels: torch.Tensor, n: int, num_classes: int, key: str = "subset") -> torch.Tensor:
+    """`n` indices, as equal a share per class as the data allows, the same on every run and machine
+    (`key`: the setting that asked for them, which an error names)."""
     if n > len(labels):
-        raise DataError(f"subset of {n} images asked for, but the split has only {len(labels)}")
+        raise DataError(f"{key}: {n} images asked for, but the split has only {len(labels)}; lower {key}")
     generator = torch.Generator().manual_seed(0)
     order = torch.randperm(len(labels), generator=generator)
     by_class = [order[labels[order] == c] for c in range(num_classes)]
@@ -263,15 +272,17 @@ def load_cifar100(root: Path, download: bool) -> RawArrays:
 # Image folders: root/train/<class>/*, root/test/<class>/*, or a .tar/.tar.gz holding that tree.
 
 
-def _decode(data: bytes, name: str) -> np.ndarray:
+def _decode(data: bytes, name: str) -> tuple[np.ndarray, str, bool]:
+    """(the image as uint8 (3, 32, 32), its mode before conversion to RGB, whether it was resized)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as image:
+            mode, resized = image.mode, image.size != (IMAGE_SIZE, IMAGE_SIZE)
             image = image.convert("RGB")
-            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+            if resized:
                 image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
-            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+            return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1), mode, resized
     except Image.DecompressionBombError as error:
         raise DataError(f"image file {name} is too large to decode safely ({error}); delete or shrink it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
@@ -348,23 +359,39 @@ def _decode_image_tree(root: Path) -> RawArrays:
         )
     index = {c: i for i, c in enumerate(classes)}
     arrays: dict[str, tuple[list[np.ndarray], list[int]]] = {"train": ([], []), "test": ([], [])}
+    resized, converted = 0, Counter()
     for split, cls, name, data in files:
         if cls not in index:
             raise DataError(f"imagefolder: test class {cls!r} ({name}) has no training images")
-        arrays[split][0].append(_decode(data, name))
+        image, mode, was_resized = _decode(data, name)
+        arrays[split][0].append(image)
         arrays[split][1].append(index[cls])
+        resized += was_resized
+        converted.update([mode] if mode != "RGB" else [])
     stacked = {s: (np.stack(x), np.asarray(y, dtype=np.int64)) for s, (x, y) in arrays.items()}
-    return RawArrays(*stacked["train"], *stacked["test"], classes)
+    return RawArrays(*stacked["train"], *stacked["test"], classes, _changes(len(files), resized, converted))
+
+
+def _changes(images: int, resized: int, converted: Counter) -> str:
+    """What decoding changed, in words ("" for nothing): the model sees 32x32 RGB images only."""
+    said = [f"{resized} resized to {IMAGE_SIZE}x{IMAGE_SIZE} (bilinear)"] if resized else []
+    said += [f"{count} converted from {mode} to RGB" for mode, count in sorted(converted.items())]
+    return f"{', '.join(said)}, of {images} images" if said else ""
 
 
 def imagefolder_cache(root: Path) -> Path:
-    """Where the decoded arrays of `root` are cached: keyed by its path, size and modification time.
+    """Where the decoded arrays of `root` are cached: keyed by its path and, for an archive, its size and
+    modification time; for a folder, the name, size and modification time of every file in it (an image
+    replaced, added or removed in a class folder changes the key; the folder's own time would not).
 
     Decoding JPEGs takes tens of seconds; the cached .npy files read back in a fraction of a second.
     """
-    stat = root.stat()
-    key = hashlib.sha1(f"{root.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_dir() / f"imagefolder-{key}"
+    digest = hashlib.sha1(str(root.resolve()).encode())
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"|{path.relative_to(root) if path != root else ''}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return cache_dir() / f"imagefolder-{digest.hexdigest()[:16]}"
 
 
 @register_dataset("imagefolder")
@@ -377,12 +404,15 @@ def load_imagefolder(root: Path, download: bool) -> RawArrays:
     cached = imagefolder_cache(root)
     if (cached / "classes.json").exists():
         arrays = [np.load(cached / f"{field}.npy") for field in _ARRAY_FIELDS]
-        return RawArrays(*arrays, tuple(json.loads((cached / "classes.json").read_text())))
+        changed = (cached / "changed.txt").read_text() if (cached / "changed.txt").exists() else ""
+        return RawArrays(*arrays, tuple(json.loads((cached / "classes.json").read_text())), changed)
+    print(f"imagefolder: decoding {root} (new, or changed since it was decoded); cached for the next run", flush=True)
     raw = _decode_image_tree(root)
     partial = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
     partial.mkdir(parents=True, exist_ok=True)
     for field in _ARRAY_FIELDS:
         np.save(partial / f"{field}.npy", getattr(raw, field))
+    (partial / "changed.txt").write_text(raw.changed)
     (partial / "classes.json").write_text(json.dumps(list(raw.classes)))
     try:
         partial.rename(cached)  # atomic: concurrent loaders never see half a cache

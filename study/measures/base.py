@@ -78,6 +78,8 @@ class Measure:
     plan: Callable[[StudyConfig, pd.DataFrame, Any], list[Job]]  # (study, measured trials, settings) -> jobs
     runs: dict[str, Runner]  # job kind -> runner(job, inputs, part) -> rows, in a Ray task (or on the driver)
     parts: Callable[[Job, int], list[Any]] = whole  # a job's parts over `workers` tasks (landscape points)
+    # Checks that need the planned trials (their records as dicts): (study, records, settings, "source: ")
+    check_plan: Callable[[StudyConfig, list[dict[str, Any]], Any, str], None] | None = None
     on_driver: bool = False  # computed from the store on the driver (cheap: no Ray task, no checkpoint)
     ready: Callable[[Job, TaskInputs], bool] | None = None  # inputs beyond the checkpoint exist (snapshots)
     doc: str = ""  # one line for `--help`-like listings and the README check

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from study.errors import check
+from study.errors import MAX_BATCH, MAX_IMAGES, check, ranged
 from study.measures.base import Job, Measure, Shown, TaskInputs, register
 from study.measures.common import training_loss
 
@@ -19,11 +19,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EpsSharpnessConfig:
-    eps: float = 1.0e-3
-    samples: int = 5000
+    eps: float = ranged(1.0e-3, 0.0, 1.0, low_open=True)  # the box's half-width, relative to each weight
+    samples: int = ranged(5000, 1, MAX_IMAGES)
     method: Literal["sign_ascent", "lbfgsb"] = "sign_ascent"  # lbfgsb: Keskar et al.'s own, needs scipy
-    max_steps: int = 100  # loss-and-gradient evaluations at most; sign_ascent stops at a 1e-4 relative gain
-    batch: int = 512
+    # loss-and-gradient evaluations at most; sign_ascent stops at a 1e-4 relative gain
+    max_steps: int = ranged(100, 1, 100_000)
+    batch: int = ranged(512, 1, MAX_BATCH)
 
 
 SHOWN = Shown("epsilon-sharpness", "100 (max f - f) / (1 + f)  (%)", "lower")

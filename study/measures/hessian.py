@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from study.errors import check
+from study.errors import MAX_BATCH, MAX_IMAGES, check, ranged
 from study.measures.base import Job, Measure, Shown, TaskInputs, register
 from study.measures.common import training_loss
 
@@ -21,20 +21,24 @@ if TYPE_CHECKING:
 class DensityConfig:
     """The Hessian eigenvalue density by stochastic Lanczos quadrature (PyHessian's `density`)."""
 
-    iterations: int = 90  # Lanczos steps per run (each one Hessian-vector product; memory: one vector each)
-    runs: int = 1  # random starting vectors, averaged
-    bins: int = 1000  # eigenvalue grid points stored
-    sigma_squared: float = 1e-5  # Gaussian smoothing variance x max(1, spectrum span), as PyHessian
+    # Lanczos steps per run (each one Hessian-vector product; memory: one vector each)
+    iterations: int = ranged(90, 2, 10_000)
+    runs: int = ranged(1, 1, 1000)  # random starting vectors, averaged
+    bins: int = ranged(1000, 10, 1_000_000)  # eigenvalue grid points stored
+    # Gaussian smoothing variance x max(1, spectrum span), as PyHessian
+    sigma_squared: float = ranged(1e-5, 0.0, 1.0, low_open=True)
 
 
 @dataclass(frozen=True)
 class HessianConfig:
-    top_k: int = 1  # the k eigenvalues largest in magnitude (a negative one can be among them)
+    top_k: int = ranged(1, 1, 1000)  # the k eigenvalues largest in magnitude (a negative one can be among them)
     trace: bool = True
-    samples: int = 5000  # fixed class-balanced training images the loss is measured on
-    trace_rel_error: float = 0.02  # Hutchinson draws until standard error <= this x |trace| ...
-    trace_max_draws: int = 1000  # ... or this many draws (then the row says it did not converge)
-    batch: int = 512  # images per forward pass, the same on every device (BN in eval mode: no effect but rounding)
+    samples: int = ranged(5000, 1, MAX_IMAGES)  # fixed class-balanced training images the loss is measured on
+    # Hutchinson draws until standard error <= this x |trace| ...
+    trace_rel_error: float = ranged(0.02, 0.0, 1.0, low_open=True, high_open=True)
+    trace_max_draws: int = ranged(1000, 2, 1_000_000)  # ... or this many (then the row says it did not converge)
+    # images per forward pass, the same on every device (BN in eval mode: no effect but rounding)
+    batch: int = ranged(512, 1, MAX_BATCH)
     density: DensityConfig | None = None  # `density:` alone means the defaults
 
 

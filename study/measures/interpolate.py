@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from study.errors import check, one_of
+from study.errors import MAX_BATCH, MAX_IMAGES, check, checked_elsewhere, one_of, ranged
 from study.keys import all_grids, interpolable_keys, searched_keys
 from study.measures.base import Job, Measure, TaskInputs, register
 from study.measures.common import landscape_rows, load_model_state, point_chunks, trial_on_device
@@ -20,23 +20,25 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class InterpolateConfig:
     between: str = "batch_size"
-    pairs: tuple[tuple[Any, Any], ...] = ((128, 8192),)
-    range: tuple[float, float] = (-0.5, 1.5)
-    points: int = 41
-    train_samples: int | None = 10_000  # fixed class-balanced subset per point; null = all
-    test_samples: int | None = None
+    # pairs of swept values: each must pair planned trials (validate, against the plan)
+    pairs: tuple[tuple[Any, Any], ...] = checked_elsewhere(((128, 8192),), "interpolate.validate")
+    range: tuple[float, float] = ranged((-0.5, 1.5), -100.0, 100.0)  # of alpha: 0 = trial A, 1 = trial B
+    points: int = ranged(41, 2, 100_001)
+    train_samples: int | None = ranged(10_000, 1, MAX_IMAGES)  # fixed class-balanced subset per point; null = all
+    test_samples: int | None = ranged(None, 1, MAX_IMAGES)
     # BatchNorm statistics at each point: `interpolate` them as every other entry (Li et al.; negative
     # extrapolated variances are clamped to 0 and counted) or `recompute` them from bn_samples fixed
     # training images in batches of bn_batch (mode-connectivity practice; finite everywhere).
     bn: Literal["interpolate", "recompute"] = "interpolate"
-    bn_samples: int = 2048
-    bn_batch: int = 256
+    bn_samples: int = ranged(2048, 1, MAX_IMAGES)
+    bn_batch: int = ranged(256, 2, MAX_BATCH)  # a variance needs two images
 
 
 def validate(study: StudyConfig, config: InterpolateConfig, s: str) -> None:
     one_of(config.between, interpolable_keys(type(study.sweep)), f"{s}measure.interpolate.between")
     values = [v for grid in all_grids(study.sweep) for v in getattr(grid, config.between) or ()]
     for pair in config.pairs:
+        check(pair[0] != pair[1], f"{s}measure.interpolate.pairs: [{pair[0]!r}, {pair[1]!r}] is one trial twice")
         for value in pair:
             check(
                 value in values,
@@ -56,17 +58,35 @@ def interpolation_pairs(study: StudyConfig, trials: pd.DataFrame) -> list[tuple[
     spec = study.measure.interpolate
     if spec is None or trials.empty:
         return []
-    # Trials compared differ only in `between`: equal in every other swept key, except those a search tuned
-    # per group (each group's winner has its own learning rate: that is the point of the search).
+    return [pair for found in paired(study, spec, trials.to_dict("records")).values() for pair in found]
+
+
+def paired(study: StudyConfig, spec: InterpolateConfig, records: list[dict[str, Any]]) -> dict[tuple, list]:
+    """Each requested pair of `between` values -> the (trial_a, trial_b) it pairs: trials equal in every
+    other swept key, except those a search tuned per group (each group's winner has its own learning rate:
+    that is the point of the search)."""
     searched = searched_keys(study.search) if study.search is not None else []
-    others = [k for k in SWEEP_FIELDS if k != spec.between and k in trials and k not in searched]
-    pairs = []
-    for _, group in trials.groupby(others, dropna=False, sort=True):
-        by_value = {row[spec.between]: row["trial_id"] for _, row in group.iterrows()}
+    others = [k for k in SWEEP_FIELDS if k != spec.between and records and k in records[0] and k not in searched]
+    groups: dict[str, dict[Any, str]] = {}
+    for record in records:  # NaN (an unset key read back from Parquet) groups with NaN, as in a groupby
+        groups.setdefault(repr([record[k] for k in others]), {})[record[spec.between]] = record["trial_id"]
+    found: dict[tuple, list] = {tuple(pair): [] for pair in spec.pairs}
+    for _, by_value in sorted(groups.items()):
         for a, b in spec.pairs:
             if a in by_value and b in by_value:
-                pairs.append((by_value[a], by_value[b]))
-    return pairs
+                found[(a, b)].append((by_value[a], by_value[b]))
+    return found
+
+
+def check_plan(study: StudyConfig, records: list[dict[str, Any]], config: InterpolateConfig, s: str) -> None:
+    """Every pair must join two planned trials: values that are swept but never meet in one grid (a pair
+    across two `also` grids, a value with itself) would measure nothing, silently."""
+    for (a, b), found in paired(study, config, records).items():
+        check(
+            bool(found),
+            f"{s}measure.interpolate.pairs: [{a!r}, {b!r}] pairs no two planned trials (none differ only in "
+            f"{config.between}, from {a!r} to {b!r}); pick two values of one grid",
+        )
 
 
 def interpolation_settings(config: InterpolateConfig) -> dict[str, Any]:
@@ -124,5 +144,6 @@ register(
         {"interp1d": run},
         parts=point_chunks,
         doc="loss and accuracy along the straight line between two trials that differ only in `between`",
+        check_plan=check_plan,
     )
 )

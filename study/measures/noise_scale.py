@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from study.errors import check
+from study.errors import MAX_BATCH, MAX_EPOCHS, check, ranged
 from study.measures.base import DIRECTION_SEED, Job, Measure, Shown, TaskInputs, register
 
 if TYPE_CHECKING:
@@ -19,10 +19,13 @@ if TYPE_CHECKING:
 class NoiseScaleConfig:
     """The gradient noise scale B_simple (McCandlish et al. 2018), recorded while training."""
 
-    probe_pairs: int = 4  # one-worker trials: pairs of probe batches per epoch (multi-worker ones need none)
-    probe_batch: int = 512  # the probes' small batch (capped by the micro-batch); the big one is twice it
-    last_epochs: int = 5  # the trial's value pools the units of its last epochs
-    confidence: float = 0.95  # of the bootstrap interval over units (probe pairs, blocks of steps)
+    # one-worker trials: pairs of probe batches per epoch (multi-worker ones need none)
+    probe_pairs: int = ranged(4, 1, 10_000)
+    # the probes' small batch (capped by the micro-batch); the big one is twice it
+    probe_batch: int = ranged(512, 1, MAX_BATCH)
+    last_epochs: int = ranged(5, 1, MAX_EPOCHS)  # the trial's value pools the units of its last epochs
+    # of the bootstrap interval over units (probe pairs, blocks of steps)
+    confidence: float = ranged(0.95, 0.0, 1.0, low_open=True, high_open=True)
 
 
 # Not a flatness measure: the batch size beyond which larger batches stop paying (the critical batch).

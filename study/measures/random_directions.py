@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from study.errors import check
+from study.errors import MAX_IMAGES, check, ranged
 from study.measures.base import DIRECTION_SEED, Job, Measure, TaskInputs, register
 from study.measures.common import landscape_rows, load_model_state, point_chunks, trial_on_device
 
@@ -17,11 +17,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RandomDirectionsConfig:
-    dims: int = 1
-    points: int = 41  # per axis
-    range: tuple[float, float] = (-1.0, 1.0)
-    train_samples: int | None = 10_000
-    test_samples: int | None = None
+    dims: int = ranged(1, 1, 2)
+    points: int = ranged(41, 2, 10_001)  # per axis
+    range: tuple[float, float] = ranged((-1.0, 1.0), -100.0, 100.0)  # in filter-normalized units
+    train_samples: int | None = ranged(10_000, 1, MAX_IMAGES)
+    test_samples: int | None = ranged(None, 1, MAX_IMAGES)
 
 
 def validate(study: StudyConfig, config: RandomDirectionsConfig, s: str) -> None:

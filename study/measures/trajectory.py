@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from study.errors import check
+from study.errors import MAX_EPOCHS, MAX_IMAGES, check, ranged
 from study.measures.base import Job, Measure, TaskInputs, register
 from study.measures.common import load_model_state, trial_on_device
 
@@ -23,10 +23,11 @@ class TrajectoryConfig:
     """Optimization trajectories (Li et al. 2018, section 7): PCA of the weights' path over training,
     projected on its first two components, over the loss contours of that plane."""
 
-    every_epochs: int = 5  # keep the weights every N epochs and the last (Ray's checkpoints keep only 2)
-    points: int = 21  # contour grid points per axis
-    margin: float = 0.2  # the grid extends the trajectory's span by this fraction on each side
-    train_samples: int | None = 2000  # fixed class-balanced images per grid point; null = all
+    # keep the weights every N epochs and the last (Ray's checkpoints keep only 2)
+    every_epochs: int = ranged(5, 1, MAX_EPOCHS)
+    points: int = ranged(21, 2, 1001)  # contour grid points per axis
+    margin: float = ranged(0.2, 0.0, 10.0)  # the grid extends the trajectory's span by this fraction on each side
+    train_samples: int | None = ranged(2000, 1, MAX_IMAGES)  # fixed class-balanced images per grid point; null = all
 
 
 def trajectory_epochs(epochs: int, every: int) -> list[int]:
