@@ -9,8 +9,10 @@ reads a table whole.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import io
 import json
 import math
@@ -252,6 +254,12 @@ def parent(uri: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[0] + mark + query
 
 
+def disk_full(error: BaseException) -> bool:
+    """Whether an error is a full disk (or quota): pyarrow says it in words, Python by errno."""
+    text = str(error)
+    return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "quota" in text
+
+
 def write_atomic(path: str, data: bytes, filesystem: pafs.FileSystem | None = None) -> str:
     """Write `data` to `path` (a local path or URI) so that no reader ever sees half a file. Returns `path`.
 
@@ -267,9 +275,14 @@ def write_atomic(path: str, data: bytes, filesystem: pafs.FileSystem | None = No
             out.write(data)
         return path
     partial = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
-    with fs.open_output_stream(partial) as out:
-        out.write(data)
-    fs.move(partial, inner)  # a rename on local disks
+    try:
+        with fs.open_output_stream(partial) as out:
+            out.write(data)
+        fs.move(partial, inner)  # a rename on local disks
+    except BaseException:  # a full disk, Ctrl-C: the half-written temporary file must not stay behind
+        with contextlib.suppress(OSError):
+            fs.delete_file(partial)
+        raise
     return path
 
 

@@ -138,6 +138,13 @@ def run_command(argv: list[str]) -> int:
             result = run_study(study, resume=args.resume, dashboard_url=dashboard, verbose=args.verbose)
     except (ConfigError, SweepError, DataError, StudyLocked) as error:
         return user_error(error)
+    except Exception as error:  # a full disk anywhere in the driver's writing: one line, and how to go on
+        if not storage_full(error):
+            raise
+        return user_error(
+            f"storage: {study_root(study)} is full ({str(error).splitlines()[0][:120]}); free space there, "
+            f"then continue with: {resume_command(argv)}"
+        )
     if result.interrupted:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the study is already stopping
         print(
@@ -154,12 +161,32 @@ def run_command(argv: list[str]) -> int:
         print(f"report: {result.report}")
     if dashboard and (args.address or os.environ.get("RAY_ADDRESS")):  # a joined cluster outlives this run
         print(dashboard_line(dashboard))
+    full = [t for t in result.trials if str(t["error"] or "").startswith("storage full")]
+    if full:  # the one cause of every such failure, said once
+        reason = str(full[0]["error"]).removeprefix("storage full").strip(" ()")
+        return user_error(
+            f"storage: {study_root(study)} is full ({reason[:120]}); {len(full)} trial(s) could not write their "
+            f"results: free space there, then continue with: {resume_command(argv)}"
+        )
     for line in what_went_wrong(result.trials, argv):
         print(line)
     return exit_status(result.trials)
 
 
-def user_error(error: Exception) -> int:
+def storage_full(error: BaseException) -> bool:
+    """A full disk, raised directly or wrapped by Ray Tune (a callback's error, a trial's)."""
+    from analysis.store import disk_full
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if disk_full(error) or "storage full" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def user_error(error: Exception | str) -> int:
     """A mistake the user can fix: its one line on stderr, exit status 2."""
     print(f"error: {error}", file=sys.stderr)
     return 2
@@ -221,9 +248,13 @@ def what_went_wrong(trials: list[dict[str, Any]], argv: list[str]) -> list[str]:
 
 
 def exit_status(trials: list[dict[str, Any]]) -> int:
-    """0, or 1 when every trial failed (said on stderr): a study that produced nothing is not a success."""
-    if trials and all(row["status"] == Status.FAILED for row in trials):
-        print(f"error: every trial failed; the first said: {trials[0]['error']}", file=sys.stderr)
+    """0, or 1 when no trial completed: every one failed or diverged (in any mix; said on stderr). A study
+    whose trials all diverged has results (where training blew up), but none of what it was run for."""
+    if trials and not any(row["status"] == Status.COMPLETED for row in trials):
+        counts = {s: sum(row["status"] == s for row in trials) for s in sorted({row["status"] for row in trials})}
+        said = ", ".join(f"{n} {s}" for s, n in counts.items())
+        first = str(trials[0]["error"] or "no error recorded").strip().splitlines()[0]
+        print(f"error: no trial completed ({said}); the first said: {first}", file=sys.stderr)
         return 1
     return 0
 

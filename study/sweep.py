@@ -165,6 +165,10 @@ def make_progress_callback(store: ResultsStore, todo: list[TrialSpec], prov: dic
             # A trial ends without its own row only when a scheduler (ASHA) stopped it after an epoch.
             spec = planned(trial).spec
             if spec.trial_id not in store.keys("trials"):
+                final = trial.last_result or {}
+                if final.get("kind") == "final" and final.get("status") == Status.FAILED:  # its storage is full
+                    self.record_end(spec, Status.FAILED, str(final.get("error")))  # raises DiskFull there too
+                    return
                 last = self.study.last_epoch.get(spec.trial_id, 0)
                 self.record_end(spec, Status.STOPPED, f"stopped early by ASHA after epoch {last}")
 

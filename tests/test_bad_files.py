@@ -211,7 +211,7 @@ def test_a_trial_whose_data_cannot_load_ends_failed_by_itself_without_a_retry(tm
     assert outcome.status == "failed"  # returned, not raised: nothing for Tune to retry
     (row,) = ResultsStore(str(tmp_path / "study" / "results")).read("trials").to_dict("records")
     assert row["status"] == "failed" and "does not exist" in row["error"] and row["device"].startswith("cpu")
-    assert reports[-1] == {"kind": "final", "status": "failed", "epochs": 0, "startup_s": None}
+    assert reports[-1] == {"kind": "final", "status": "failed", "epochs": 0, "startup_s": None, "error": row["error"]}
 
 
 def test_no_code_turns_rays_token_authentication_off() -> None:
@@ -229,14 +229,18 @@ def test_cifar_files_missing_are_exit_2_on_the_driver_before_ray(tmp_path: Path)
     assert "lacks data_batch_1" in process.stderr
 
 
-def test_a_study_whose_every_trial_failed_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_study_in_which_no_trial_completed_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     from study.run_sweep import exit_status
 
-    failed = {"status": "failed", "error": "DataError: no images"}
+    failed = {"status": "failed", "error": "DataError: no images\nTraceback ..."}
+    diverged = {"status": "diverged", "error": "train loss nan"}
     assert exit_status([failed, {**failed, "error": "other"}]) == 1
-    assert "every trial failed; the first said: DataError: no images" in capsys.readouterr().err
+    assert "no trial completed (2 failed); the first said: DataError: no images" in capsys.readouterr().err
+    assert exit_status([failed, diverged]) == 1  # failed and diverged, in any mix
+    assert "no trial completed (1 diverged, 1 failed)" in capsys.readouterr().err
+    assert exit_status([diverged, diverged]) == 1  # results, but none of what the study was run for
     assert exit_status([failed, {"status": "completed", "error": None}]) == 0
-    assert exit_status([failed, {"status": "diverged", "error": "exploded"}]) == 0  # a result, not a failure
+    assert exit_status([diverged, {"status": "completed", "error": None}]) == 0
 
 
 def test_the_end_of_a_run_lists_the_nodes_that_trained_its_trials() -> None:

@@ -9,6 +9,7 @@ Both go through pyarrow's filesystems (local paths and s3://, gs:// alike), are 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
@@ -41,9 +42,14 @@ def write_atomic(uri: str, data: bytes) -> str:
             out.write(data)
         return uri
     partial = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
-    with fs.open_output_stream(partial) as out:
-        out.write(data)
-    fs.move(partial, path)  # a rename on local disks
+    try:
+        with fs.open_output_stream(partial) as out:
+            out.write(data)
+        fs.move(partial, path)  # a rename on local disks
+    except BaseException:  # a full disk, Ctrl-C: the half-written temporary file must not stay behind
+        with contextlib.suppress(OSError):
+            fs.delete_file(partial)
+        raise
     return uri
 
 

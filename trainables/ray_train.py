@@ -17,6 +17,7 @@ import platform
 import socket
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -27,12 +28,13 @@ import ray.train.torch
 import ray.tune
 import torch
 
-from analysis.store import ResultsStore, epoch_schema, join, trial_row, trial_schema
+from analysis.store import ResultsStore, disk_full, epoch_schema, join, trial_row, trial_schema
 from trainables.checkpoint import latest_checkpoint, save_checkpoint, save_snapshot
 from trainables.data import DataError
 from trainables.loop import Runtime, TrialOutcome, train
 from trainables.trial import EpochMetrics, Status, TrialRun, TrialSpec
 
+STORAGE_FULL = "storage full"  # a trial's error when its storage has no room for its rows
 TRIALS_SCHEMA = trial_schema(TrialSpec)
 EPOCHS_SCHEMA = epoch_schema(EpochMetrics)
 CHECKPOINTS_KEPT = 2  # the newest and one more, in case the newest cannot be read
@@ -128,6 +130,21 @@ def run_worker(run: TrialRun, runtime: Runtime, reporter: Reporter, *, hosts: in
             outcome = train(spec, runtime, resume=resume, on_epoch=on_epoch)
         except DataError as problem:  # missing or corrupt data: retrying the trial cannot help, so it ends here
             outcome, error = TrialOutcome(Status.FAILED, len(history), history[-1].step if history else 0), str(problem)
+        except Exception as problem:
+            # An error the training code raises comes back on a retry (the same record, data and code): the
+            # trial ends here, failed, with the error's line and its traceback in the row. What a retry can
+            # fix never reaches this line: a lost worker or node ends the process, and Ray restarts it.
+            # Multi-worker trials re-raise: the other ranks wait inside a collective that only Ray Train's
+            # restart of the whole group ends.
+            if runtime.world_size > 1:
+                raise
+            outcome = TrialOutcome(Status.FAILED, len(history), history[-1].step if history else 0)
+            if disk_full(problem):  # no row can be written either: the driver says it, in one line
+                error = f"{STORAGE_FULL} ({str(problem).splitlines()[0]})"
+            else:
+                frames = "".join(traceback.format_tb(problem.__traceback__)[-8:])  # where, without the message again
+                error = f"{type(problem).__name__}: {problem}"[:1500]  # the summary shows its first line
+                error += f"\nTraceback (most recent call last, the innermost 8 frames):\n{frames}"
         if outcome.status == Status.DIVERGED:
             error = history[-1].diverged_reason
     started_at = float(run.started_at or time.time())
@@ -136,7 +153,7 @@ def run_worker(run: TrialRun, runtime: Runtime, reporter: Reporter, *, hosts: in
         return at - started_at if at else None
 
     startup_s = since_start(outcome.first_step_at)
-    if runtime.rank == 0:
+    if runtime.rank == 0 and not (error and error.startswith(STORAGE_FULL)):
         files.write_trial(
             history,
             {
@@ -155,7 +172,8 @@ def run_worker(run: TrialRun, runtime: Runtime, reporter: Reporter, *, hosts: in
             },
             worker_provenance(run.provenance),
         )
-    reporter.report({"kind": "final", "status": outcome.status, "epochs": len(history), "startup_s": startup_s})
+    final = {"kind": "final", "status": outcome.status, "epochs": len(history), "startup_s": startup_s, "error": error}
+    reporter.report(final)
     return outcome
 
 
