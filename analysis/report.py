@@ -44,6 +44,11 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
         notes.append("Accuracy and gap against batch size: no completed trial yet.")
     if len(trials) and len(epochs):
         shown.append(("learning_curves", figures.learning_curves(trials, epochs)))
+    elif len(trials) and trials["epochs_completed"].fillna(0).sum() > 0:
+        notes.append(
+            f"Learning curves and steps to target: the trials record {int(trials['epochs_completed'].fillna(0).sum())} "
+            "epochs, but no epoch row could be read (results/epochs/ is missing, or every file of it unreadable)."
+        )
     else:
         notes.append("Learning curves: no epochs recorded yet.")
     pairs = landscape[landscape["kind"] == "interp1d"][["trial_a", "trial_b"]].drop_duplicates()
@@ -72,7 +77,7 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
     if not slices:
         notes.append("Random-direction slices: not measured (measure.random_directions).")
     target = target if target is not None else (default_target(completed) if len(completed) else math.nan)
-    if len(completed) and completed["batch_size"].nunique() > 1 and not math.isnan(target):
+    if len(completed) and len(epochs) and completed["batch_size"].nunique() > 1 and not math.isnan(target):
         shown.append(("steps_to_target", figures.steps_to_target_figure(completed, epochs, target, sharpness)))
     else:
         notes.append("Steps to target: needs completed trials at two or more batch sizes.")

@@ -371,14 +371,22 @@ class ResultsStore:
             )
 
     def set_aside_unreadable(self, table: str) -> list[str]:
-        """Rename the unreadable files of `table` to `<key>.parquet.unreadable` (kept, never deleted; readers
-        skip them), so that what writes that key again does not replace them. Returns the new paths."""
+        """Rename the unreadable files of `table` to `_<key>.parquet.unreadable` (kept, never deleted), so
+        that what writes that key again does not replace them. Returns the new paths."""
         self.read(table)
         moved = []
         for path in [p for p in self.unreadable if p.startswith(self.table_dir(table) + "/")]:
-            self.fs.move(path, path + ".unreadable")
-            moved.append(path + ".unreadable")
+            moved.append(self.set_aside(path, "unreadable"))
             del self.unreadable[path]
+        return moved
+
+    def set_aside(self, path: str, why: str) -> str:
+        """Keep a file of the store under `_<name>.<why>` beside it: out of every reader's way (pyarrow's
+        dataset reading, so pandas.read_parquet of a table folder, skips names starting with '_'; so does
+        `keys`), never deleted. Returns the new path."""
+        folder, name = path.rsplit("/", 1)
+        moved = f"{folder}/_{name}.{why}"
+        self.fs.move(path, moved)
         return moved
 
     def newest_schema(self, table: str) -> pa.Schema | None:

@@ -83,7 +83,8 @@ def steps_to_target(trials: pd.DataFrame, epochs: pd.DataFrame, target: float) -
     """Per trial: the first epoch (and optimizer step) at which test accuracy reached `target`
     (Shallue et al. 2018's steps-to-result); trials that never did are left out."""
     rows = []
-    for trial_id, curve in epochs.dropna(subset=["test_acc"]).groupby("trial_id"):
+    readable = epochs.dropna(subset=["test_acc"]) if "test_acc" in epochs else epochs.iloc[0:0]  # none read: none
+    for trial_id, curve in readable.groupby("trial_id"):
         hit = curve[curve["test_acc"] >= target].sort_values("epoch")
         if hit.empty:
             continue

@@ -169,8 +169,17 @@ def trajectory_folder(store: ResultsStore) -> str:
 
 
 def study_from_store(store: ResultsStore) -> StudyConfig:
+    """The study's settings, from the config its trial rows carry; ConfigError when no row can be read."""
     trials = store.read("trials")
-    config = json.loads(trials["config"].dropna().iloc[-1])
+    configs = trials["config"].dropna() if "config" in trials else trials.iloc[0:0]
+    if configs.empty:
+        unreadable = [path for path in store.unreadable if "/trials/" in path]
+        said = f"{len(unreadable)} trial file(s) cannot be read" if unreadable else "no trial has finished"
+        raise ConfigError(
+            f"{store.root}: {said}, so there is nothing to measure; resume the study "
+            "(run_sweep --resume) to train those trials again"
+        )
+    config = json.loads(configs.iloc[-1])
     study = build(StudyConfig, config, "")
     validate(study, store.root)
     return study

@@ -242,6 +242,8 @@ def run_study(
     for table in ("trials", "epochs"):  # a trial whose row cannot be read is unfinished: it continues
         for path in store.set_aside_unreadable(table):
             print(f"{path}: unreadable, kept under this name; its trial continues from its checkpoints", flush=True)
+            if table == "epochs":
+                restore_epoch_rows(study, store, path.rsplit("/_", 1)[1].removesuffix(".parquet.unreadable"))
     nodes = alive_nodes()
     check_shared_storage(study)
     scales = autoscaling()
@@ -276,6 +278,26 @@ def run_study(
     except ReportError as error:
         print(f"report: not written: {error}", file=sys.stderr)
     return SweepResult(study, store.uri, rows, dashboard_url, str(report) if report else None)
+
+
+def restore_epoch_rows(study: StudyConfig, store: ResultsStore, trial_id: str) -> None:
+    """A finished trial whose epochs file cannot be read gets its rows back from the history its newest
+    checkpoint holds; where no checkpoint holds them all, its trial row is set aside too (kept as
+    `<id>.parquet.superseded`), so that it trains again and its rows come back from training. A resume
+    never ends with fewer rows than it began with. (An unfinished trial's rows come back as it continues.)"""
+    from trainables.ray_train import TrialFiles
+
+    trials = store.read("trials", trial_id) if trial_id in store.keys("trials") else None
+    if trials is None or trials.empty:
+        return
+    row = trials.iloc[0]
+    spec = TrialSpec.from_dict(json.loads(row["spec"]))
+    epochs = int(row["epochs_completed"] or 0)
+    if TrialFiles(spec, study_root(study)).restore_epochs(epochs):
+        print(f"{trial_id}: its {epochs} epoch rows restored from its checkpoint", flush=True)
+        return
+    kept = store.set_aside(join(store.table_dir("trials"), f"{trial_id}.parquet"), "superseded")
+    print(f"{trial_id}: no checkpoint holds its {epochs} epochs; it trains again (its row kept as {kept})", flush=True)
 
 
 def run_trials(

@@ -155,7 +155,7 @@ def test_an_unreadable_result_file_is_named_once_skipped_and_kept(
     assert capsys.readouterr().err.count("cannot be read") == 1
     assert store.read("epochs")["trial_id"].tolist() == ["t1"] and "cannot" not in capsys.readouterr().err
     moved = store.set_aside_unreadable("epochs")
-    assert moved == [f"{bad}.unreadable"] and Path(moved[0]).exists() and not bad.exists()
+    assert moved == [str(bad.with_name(f"_{bad.name}.unreadable"))] and Path(moved[0]).exists() and not bad.exists()
     assert store.read("epochs")["trial_id"].tolist() == ["t1"] and not store.unreadable
 
 

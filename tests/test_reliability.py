@@ -385,3 +385,46 @@ def test_a_raising_trial_is_recorded_failed_with_its_error_and_not_retried(ray_s
     assert "Traceback" in error and "Traceback" not in output  # in the row, not thrice on the console
     assert "1 of 1 trials did not complete:" in output and f"{trial.trial_id} failed:" in output
     assert "retry the failed ones with: python -m study.run_sweep" in output and "--resume" in output
+
+
+@pytest.mark.slow
+def test_a_cut_epochs_file_is_restored_from_the_checkpoint_or_its_trial_trains_again(
+    ray_session: str, tmp_path: Path
+) -> None:
+    """A finished study, one trial's epochs file cut to 40%: --resume rebuilds its rows from the history in
+    its newest checkpoint (not retrained, the cut file kept). Another trial's file cut and its checkpoints
+    gone: it trains again. Neither resume ends with fewer rows than the study had."""
+    import shutil
+
+    study_file = tmp_path / "cut.yaml"
+    study_file.write_text(tiny_study_yaml("cut", tmp_path).replace("[0.0, 1.0]", "[0.0]"))
+    results = tmp_path / "cut" / "results"
+    first = sweep_cli(study_file, ray_session)
+    assert first.wait(timeout=300) == 0, first.stdout.read()[-3000:]
+    before = pd.read_parquet(results / "epochs").sort_values(["trial_id", "epoch"], ignore_index=True)
+    a, b = sorted(before["trial_id"].unique())
+
+    def cut(trial_id: str) -> None:
+        path = results / "epochs" / f"{trial_id}.parquet"
+        path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.4)])
+
+    cut(a)
+    again = sweep_cli(study_file, ray_session, "--resume")
+    output = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, output[-3000:]
+    assert f"{a}: its 2 epoch rows restored from its checkpoint" in output and f"[{a}] epoch" not in output
+    after = pd.read_parquet(results / "epochs").sort_values(["trial_id", "epoch"], ignore_index=True)
+    pd.testing.assert_frame_equal(after, before)  # every row back, value for value
+    assert (results / "epochs" / f"_{a}.parquet.unreadable").exists()  # the cut file kept, out of readers' way
+
+    cut(b)
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / b)
+    third = sweep_cli(study_file, ray_session, "--resume")
+    output = third.communicate(timeout=300)[0]
+    assert third.returncode == 0, output[-3000:]
+    assert f"{b}: no checkpoint holds its 2 epochs; it trains again" in output and f"[{b}] epoch 2/2" in output
+    final = pd.read_parquet(results / "epochs")
+    assert len(final) == len(before) and not final.duplicated(["trial_id", "epoch"]).any()
+    trials = pd.read_parquet(results / "trials")
+    assert sorted(trials["status"]) == ["completed", "completed"]
+    assert (results / "trials" / f"_{b}.parquet.superseded").exists()

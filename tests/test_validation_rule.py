@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -430,3 +432,36 @@ def test_12_other_accepted_values_are_refused(text: str, fragment: str) -> None:
     started = time.perf_counter()
     assert fragment in refused(text)
     assert time.perf_counter() - started < 2
+
+
+def test_7_odd_results_folders_build_a_report_or_say_what_is_missing(tmp_path: Path) -> None:
+    """A results folder with trials/ but no epochs/, or with every epochs file unreadable, builds a report
+    of what exists that says what it lacks; study.measure on unreadable trials is one line, exit 2."""
+    from analysis.report import write_report
+    from analysis.store import ResultsStore
+    from trainables.ray_train import EPOCHS_SCHEMA, TRIALS_SCHEMA
+
+    study = parse_study(TINY.replace("batch_size: [32]", "batch_size: [32, 64]"))
+    store = ResultsStore(str(tmp_path / "odd" / "results"))
+    for trial in plan_study(study):
+        row = {**trial.to_dict(), "status": "completed", "epochs_completed": 2, "final_test_acc": 0.5}
+        row |= {"config": json.dumps(study.to_dict()), "spec": json.dumps(trial.to_dict()), "milestones": []}
+        store.write(
+            "trials", trial.trial_id, [{k: v for k, v in row.items() if k in TRIALS_SCHEMA.names}], TRIALS_SCHEMA
+        )
+        store.write(
+            "epochs", trial.trial_id, [{"trial_id": trial.trial_id, "epoch": 1, "test_acc": 0.4}], EPOCHS_SCHEMA
+        )
+    for epochs_file in (tmp_path / "odd" / "results" / "epochs").iterdir():
+        epochs_file.write_bytes(epochs_file.read_bytes()[:40])  # every one cut
+    page = Path(write_report(store.uri)).read_text()
+    assert "the trials record 4 epochs, but no epoch row could be read" in page
+    shutil.rmtree(tmp_path / "odd" / "results" / "epochs")
+    page = Path(write_report(ResultsStore(store.uri).uri)).read_text()
+    assert "results/epochs/ is missing, or every file of it unreadable" in page
+    for trials_file in (tmp_path / "odd" / "results" / "trials").iterdir():
+        trials_file.write_bytes(trials_file.read_bytes()[:40])
+    measured = subprocess.run(
+        [sys.executable, "-m", "study.measure", store.uri], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert measured.returncode == 2 and "2 trial file(s) cannot be read" in measured.stderr.splitlines()[-1]

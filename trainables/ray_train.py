@@ -29,7 +29,7 @@ import ray.tune
 import torch
 
 from analysis.store import ResultsStore, disk_full, epoch_schema, join, trial_row, trial_schema
-from trainables.checkpoint import latest_checkpoint, save_checkpoint, save_snapshot
+from trainables.checkpoint import epoch_files, latest_checkpoint, save_checkpoint, save_snapshot
 from trainables.data import DataError
 from trainables.loop import Runtime, TrialOutcome, train
 from trainables.trial import EpochMetrics, Status, TrialRun, TrialSpec
@@ -85,6 +85,18 @@ class TrialFiles:
         rows = [{"trial_id": self.spec.trial_id, **m.to_dict()} for m in history]
         self.store.write("epochs", self.spec.trial_id, rows, EPOCHS_SCHEMA)
         return history
+
+    def restore_epochs(self, epochs: int) -> bool:
+        """Rewrite the trial's epochs file from the history its newest readable checkpoint holds, each row
+        with its checkpoint while kept; False (nothing written) when no checkpoint holds `epochs` epochs."""
+        found = latest_checkpoint(self.checkpoints)
+        history = [EpochMetrics.from_dict(m) for m in found[1]["history"]] if found else []
+        if len(history) < epochs:
+            return False
+        kept = epoch_files(self.checkpoints)
+        rows = [{"trial_id": self.spec.trial_id, **m.to_dict(), "checkpoint": kept.get(m.epoch)} for m in history]
+        self.store.write("epochs", self.spec.trial_id, rows, EPOCHS_SCHEMA)
+        return True
 
     def write_trial(self, history: list[EpochMetrics], outcome: dict[str, Any], provenance: dict[str, Any]) -> None:
         row = trial_row(self.spec.to_dict(), [m.to_dict() for m in history], outcome, provenance)
