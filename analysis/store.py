@@ -286,6 +286,44 @@ def write_atomic(path: str, data: bytes, filesystem: pafs.FileSystem | None = No
     return path
 
 
+# Fencing: each driver run of a study takes the next generation (under the study lock), and its trials
+# carry it; a trial's writer refuses to write once a newer run has begun, so the processes of a killed
+# driver that are still finishing an epoch cannot replace what the resumed run wrote.
+GENERATION_FILE = "generation"
+
+
+class StaleRun(RuntimeError):
+    """A newer driver run of the study has begun: this trial's process belongs to an ended one."""
+
+
+def run_generation(study_root: str) -> int:
+    """The generation of the study's newest driver run (0 before the first)."""
+    fs, path = resolve(join(study_root, GENERATION_FILE))
+    try:
+        with fs.open_input_stream(path) as stream:
+            return int(stream.read().decode() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+    except OSError as error:  # pyarrow says "not found" in words on some filesystems
+        if "not found" in str(error).lower() or "no such file" in str(error).lower():
+            return 0
+        raise
+
+
+def begin_run(study_root: str) -> int:
+    """Take the next generation for a driver run that holds the study lock; returns it."""
+    generation = run_generation(study_root) + 1
+    write_atomic(join(study_root, GENERATION_FILE), str(generation).encode())
+    return generation
+
+
+def check_generation(study_root: str, generation: int) -> None:
+    """Raise StaleRun when a run newer than `generation` has begun (generation 0: unfenced, for tests)."""
+    current = run_generation(study_root) if generation else 0
+    if current > generation:
+        raise StaleRun(f"driver run {generation} of {study_root} has ended: run {current} has begun; not writing")
+
+
 @dataclass
 class ResultsStore:
     """The results folder of one study. `uri` is `<storage>/<study>/results` or anything pyarrow can open."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from analysis.store import ResultsStore, join, trial_row
+from analysis.store import ResultsStore, begin_run, join, trial_row
 from study.checks import SweepError, check_fresh, study_root
 from study.cluster import TRIAL_RESOURCE, alive_nodes, autoscaled_node_types, autoscaling, nodes_not_seeing
 from study.config import StudyConfig
@@ -185,9 +185,11 @@ def make_progress_callback(store: ResultsStore, todo: list[TrialSpec], prov: dic
     return Progress()
 
 
-def trial_config(study: StudyConfig, spec: TrialSpec, use_gpu: bool, prov: dict[str, Any]) -> dict[str, Any]:
+def trial_config(
+    study: StudyConfig, spec: TrialSpec, use_gpu: bool, prov: dict[str, Any], generation: int = 0
+) -> dict[str, Any]:
     """What a trial gets (a TrialRun, as Tune's param space holds it): its record, where to write, the
-    provenance its row carries, and its resources."""
+    provenance its row carries, its resources and the driver run it belongs to."""
     return TrialRun(
         spec,
         study_root(study),
@@ -196,6 +198,7 @@ def trial_config(study: StudyConfig, spec: TrialSpec, use_gpu: bool, prov: dict[
         study.resources.cpus_per_worker,
         study.resources.gpus_per_worker,
         study.resources.max_failures,
+        generation=generation,
     ).to_dict()
 
 
@@ -250,12 +253,13 @@ def run_study(
     use_gpu = resolve_use_gpu(study, nodes, list(autoscaled_node_types().values()) if scales else [])
     fits = check_fits(study, use_gpu, nodes, scales=scales)
     prov = provenance(study)
+    generation = begin_run(study_root(study))  # under the study lock: the trials of older runs stop writing
     phases = [("search samples" if study.search else "trials", plan_study(study))]
     done: list[TrialSpec] = []
     while phases:
         label, plan = phases.pop(0)
         scheduler = make_grouped_asha(study) if study.search and study.search.asha and label != "finals" else None
-        if not run_trials(study, store, label, plan, use_gpu, fits, prov, verbose, scheduler):
+        if not run_trials(study, store, label, plan, use_gpu, fits, prov, verbose, scheduler, generation):
             # Stopped (Ctrl-C): no measurements, no report; the caller says how to continue.
             unfinished = tuple(t.trial_id for t in done + plan if t.trial_id not in store.finished_trials())
             return SweepResult(study, store.uri, [], dashboard_url, interrupted=True, unfinished=unfinished)
@@ -310,6 +314,7 @@ def run_trials(
     prov: dict[str, Any],
     verbose: bool,
     scheduler: Any = None,
+    generation: int = 0,
 ) -> bool:
     """One Tune run over the unfinished trials of `plan`; False when a Ctrl-C stopped it."""
     import ray
@@ -335,7 +340,7 @@ def run_trials(
         trial_resources = {"CPU": 0.01}
     # Each unfinished trial continues from its own newest checkpoint: resuming does not depend on
     # Tune's experiment state, which a killed driver may not have saved.
-    configs = [trial_config(study, t, use_gpu, prov) for t in todo]
+    configs = [trial_config(study, t, use_gpu, prov, generation) for t in todo]
     # A new Tune run per attempt: nothing of an earlier one is overwritten.
     run_name = "run-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     tuner = ray.tune.Tuner(

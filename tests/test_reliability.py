@@ -428,3 +428,42 @@ def test_a_cut_epochs_file_is_restored_from_the_checkpoint_or_its_trial_trains_a
     trials = pd.read_parquet(results / "trials")
     assert sorted(trials["status"]) == ["completed", "completed"]
     assert (results / "trials" / f"_{b}.parquet.superseded").exists()
+
+
+def test_a_trial_of_an_ended_driver_run_cannot_replace_the_rows_of_the_newer_run(tmp_path: Path) -> None:
+    """Fencing: a trial of driver run 1 trains on after its driver was killed; run 2 (the resume) begins
+    after its first epoch and writes that trial's rows anew. At its next write the old trial stops (StaleRun),
+    and the newer rows stay as run 2 wrote them; no trial row of run 1 appears."""
+    import time
+    import types
+
+    import torch
+
+    from analysis.store import ResultsStore, StaleRun, begin_run, run_generation
+    from study.plan import plan_one
+    from trainables.loop import Runtime
+    from trainables.ray_train import EPOCHS_SCHEMA, Reporter, run_worker
+    from trainables.trial import TrialRun
+
+    spec = plan_one(
+        "fenced",
+        data={"dataset": "synthetic", "train_subset": 256, "test_subset": 64},
+        model={"width": 0.125},
+        sweep={"batch_size": 64, "mixup_alpha": 0.0},
+        schedule={"epochs": 3, "decay": "constant", "milestones": []},
+    )
+    root = str(tmp_path / "fenced")
+    store = ResultsStore(f"{root}/results")
+    newer = [{"trial_id": spec.trial_id, "epoch": 1, "train_loss": 123.0}]  # what run 2 wrote
+
+    def report(metrics: dict) -> None:
+        if metrics.get("kind") == "epoch" and metrics["epoch"] == 1:  # the resumed driver begins now
+            assert begin_run(root) == 2
+            store.write("epochs", spec.trial_id, newer, EPOCHS_SCHEMA)
+
+    old = TrialRun(spec, root, {"git_revision": "t", "config": "{}"}, False, 1.0, 1.0, 0, time.time(), generation=1)
+    assert begin_run(root) == 1 and run_generation(root) == 1
+    with pytest.raises(StaleRun, match="run 2 has begun"):
+        run_worker(old, Runtime(torch.device("cpu")), Reporter(types.SimpleNamespace(report=report)))
+    assert store.read("epochs")["train_loss"].tolist() == [123.0]  # run 2's rows, not replaced
+    assert store.read("trials").empty

@@ -28,7 +28,16 @@ import ray.train.torch
 import ray.tune
 import torch
 
-from analysis.store import ResultsStore, disk_full, epoch_schema, join, trial_row, trial_schema
+from analysis.store import (
+    ResultsStore,
+    StaleRun,
+    check_generation,
+    disk_full,
+    epoch_schema,
+    join,
+    trial_row,
+    trial_schema,
+)
 from trainables.checkpoint import epoch_files, latest_checkpoint, save_checkpoint, save_snapshot
 from trainables.data import DataError
 from trainables.loop import Runtime, TrialOutcome, train
@@ -57,6 +66,7 @@ class TrialFiles:
 
     spec: TrialSpec
     study_root: str
+    generation: int = 0  # of the driver run: every write first checks no newer run has begun (0: unfenced)
 
     @property
     def checkpoints(self) -> str:
@@ -73,6 +83,7 @@ class TrialFiles:
     def write_epoch(self, history: list[EpochMetrics], state: dict[str, Any]) -> list[EpochMetrics]:
         """Checkpoint the latest epoch, then rewrite the trial's epochs file; returns the history with each
         row's checkpoint path while that checkpoint is kept."""
+        check_generation(self.study_root, self.generation)
         epoch = history[-1].epoch
         if self.spec.trajectory_every and (epoch % self.spec.trajectory_every == 0 or epoch == self.spec.epochs):
             save_snapshot(state["model"], self.snapshots, epoch)
@@ -83,6 +94,7 @@ class TrialFiles:
             for m in history
         ]
         rows = [{"trial_id": self.spec.trial_id, **m.to_dict()} for m in history]
+        check_generation(self.study_root, self.generation)  # again: a newer run may have begun meanwhile
         self.store.write("epochs", self.spec.trial_id, rows, EPOCHS_SCHEMA)
         return history
 
@@ -100,6 +112,7 @@ class TrialFiles:
 
     def write_trial(self, history: list[EpochMetrics], outcome: dict[str, Any], provenance: dict[str, Any]) -> None:
         row = trial_row(self.spec.to_dict(), [m.to_dict() for m in history], outcome, provenance)
+        check_generation(self.study_root, self.generation)
         self.store.write("trials", self.spec.trial_id, [row], TRIALS_SCHEMA)
 
 
@@ -122,7 +135,7 @@ def device_name(device: torch.device) -> str:
 def run_worker(run: TrialRun, runtime: Runtime, reporter: Reporter, *, hosts: int = 1) -> TrialOutcome:
     """Train one trial on this worker, continuing from its newest readable checkpoint if there is one."""
     spec = run.spec
-    files = TrialFiles(spec, run.study_root)
+    files = TrialFiles(spec, run.study_root, run.generation)
     found = latest_checkpoint(files.checkpoints)
     resume = found[1] if found else None
     history = [EpochMetrics.from_dict(m) for m in resume["history"]] if resume else []
@@ -142,6 +155,8 @@ def run_worker(run: TrialRun, runtime: Runtime, reporter: Reporter, *, hosts: in
             outcome = train(spec, runtime, resume=resume, on_epoch=on_epoch)
         except DataError as problem:  # missing or corrupt data: retrying the trial cannot help, so it ends here
             outcome, error = TrialOutcome(Status.FAILED, len(history), history[-1].step if history else 0), str(problem)
+        except StaleRun:  # its driver run has ended and a newer one began: it stops, writing nothing
+            raise
         except Exception as problem:
             # An error the training code raises comes back on a retry (the same record, data and code): the
             # trial ends here, failed, with the error's line and its traceback in the row. What a retry can

@@ -192,6 +192,7 @@ class TrialRun:
     max_failures: int  # restarts of a multi-worker trial's workers from their last checkpoint
     started_at: float | None = None  # when the Tune trial started (it sets this): start-up is timed from it
     worker_started_at: float | None = None  # multi-worker: when the workers were placed and running
+    generation: int = 0  # the driver run it belongs to: its writes are refused once a newer run has begun
 
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
