@@ -273,7 +273,7 @@ def test_the_console_is_quiet_with_progress_and_says_what_went_wrong(ray_session
     study_file.write_text(
         tiny_study_yaml("quiet", tmp_path).replace(
             "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
-            "sweep: {batch_size: [64, 128], mixup_alpha: [0.0], base_lr: [0.05, 1.0e8]}",
+            "sweep: {batch_size: [64, 128], mixup_alpha: [0.0], base_lr: [0.05, 1000.0]}",
         )
     )
     process = run_cli(str(study_file), address=ray_session)

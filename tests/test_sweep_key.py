@@ -18,8 +18,10 @@ pytestmark = pytest.mark.slow
 
 EDITS = {
     "study/config.py": (
-        "    warmup_epochs: tuple[float, ...] | None = None\n",
-        "    warmup_epochs: tuple[float, ...] | None = None\n    toy: tuple[int, ...] = (0,)\n",
+        "    warmup_epochs: tuple[float, ...] | None = _in(None, WARMUP)\n",
+        # a new number needs its range (the schema test fails for one without): one line all the same
+        "    warmup_epochs: tuple[float, ...] | None = _in(None, WARMUP)\n"
+        "    toy: tuple[int, ...] = ranged((0,), 0, 9)\n",
     ),
     "trainables/trial.py": (
         '    warmup_epochs: float = swept(legend="warmup {value} epochs")\n',

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from study.errors import MAX_BATCH, MAX_IMAGES, check, ranged
 from study.measures.base import Job, Measure, Shown, TaskInputs, register
@@ -34,9 +34,15 @@ class HessianConfig:
     top_k: int = ranged(1, 1, 1000)  # the k eigenvalues largest in magnitude (a negative one can be among them)
     trace: bool = True
     samples: int = ranged(5000, 1, MAX_IMAGES)  # fixed class-balanced training images the loss is measured on
-    # Hutchinson draws until standard error <= this x |trace| ...
+    # random draws until standard error <= this x |trace| ...
     trace_rel_error: float = ranged(0.02, 0.0, 1.0, low_open=True, high_open=True)
-    trace_max_draws: int = ranged(1000, 2, 1_000_000)  # ... or this many (then the row says it did not converge)
+    # ... or this many Hessian-vector products in all (then the row says it did not converge)
+    trace_max_draws: int = ranged(1000, 2, 1_000_000)
+    # hutchinson: the mean of v^T H v; hutchpp: Hutch++, the top of the spectrum (a basis of H S for
+    # trace_sketch random columns S) traced exactly, Hutchinson on the rest (far fewer products where a
+    # few eigenvalues dominate; trainables.sharpness.trace_estimate)
+    trace_method: Literal["hutchinson", "hutchpp"] = "hutchinson"
+    trace_sketch: int = ranged(20, 1, 1000)
     # images per forward pass, the same on every device (BN in eval mode: no effect but rounding)
     batch: int = ranged(512, 1, MAX_BATCH)
     density: DensityConfig | None = None  # `density:` alone means the defaults
@@ -70,6 +76,8 @@ def plan(study: StudyConfig, trials: pd.DataFrame, config: HessianConfig) -> lis
     jobs = []
     for trial_id in trials["trial_id"]:
         settings = {k: v for k, v in asdict(config).items() if k != "density"}
+        if config.trace_method == "hutchinson":  # as before these keys existed: the same job, the same file
+            settings = {k: v for k, v in settings.items() if k not in ("trace_method", "trace_sketch")}
         jobs.append(Job("sharpness", "hessian", (trial_id,), settings, "hessian"))
         if config.density is not None:
             density = {**asdict(config.density), "samples": config.samples, "batch": config.batch}
@@ -101,16 +109,32 @@ def run_spectrum(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]
 
 
 def trace_row(f: Any, settings: dict[str, Any]) -> dict[str, Any]:
-    from trainables.sharpness import hessian_trace
+    from trainables.sharpness import hessian_trace, hessian_trace_by
 
-    trace = hessian_trace(
-        f.loss,
-        f.batches,
-        f.params,
-        rel_error=settings["trace_rel_error"],
-        max_samples=settings["trace_max_draws"],
-        generator=f.generator,
-    )
+    method = settings.get("trace_method", "hutchinson")
+    if method == "hutchinson":
+        trace = hessian_trace(
+            f.loss,
+            f.batches,
+            f.params,
+            rel_error=settings["trace_rel_error"],
+            max_samples=settings["trace_max_draws"],
+            generator=f.generator,
+        )
+        algorithm, products = "Hutchinson, Rademacher vectors", trace.samples
+    else:
+        trace = hessian_trace_by(
+            f.loss,
+            f.batches,
+            f.params,
+            method=method,
+            sketch=settings["trace_sketch"],
+            rel_error=settings["trace_rel_error"],
+            max_products=settings["trace_max_draws"],
+            generator=f.generator,
+        )
+        algorithm = f"Hutch++ (Meyer et al. 2021): rank-{trace.sketch} sketch traced exactly, Hutchinson on the rest"
+        products = trace.products
     if not trace.converged:
         print(
             f"measure: {f.trial_id} Hessian trace stopped at {trace.samples} draws with standard error "
@@ -122,9 +146,10 @@ def trace_row(f: Any, settings: dict[str, Any]) -> dict[str, Any]:
         **f.settings,
         "std_error": trace.std_error,
         "hutchinson_samples": trace.samples,
+        "hessian_vector_products": products,
         "converged": trace.converged,
         "interval": "95% normal, mean +- 1.96 standard errors",
-        "algorithm": "Hutchinson, Rademacher vectors",
+        "algorithm": algorithm,
     }
     return {
         **f.row,
