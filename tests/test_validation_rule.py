@@ -411,6 +411,34 @@ def test_5_resized_and_converted_images_are_said_once(tmp_path: Path, monkeypatc
     assert load_dataset("imagefolder", write_images(tmp_path / "plain", ["cat", "dog"])).changed == ""
 
 
+def test_9_the_decoded_cache_follows_the_files_inside_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Images added inside a class folder, or one replaced by a corrupt file, change the cache's key (the
+    top folder's own size and time do not change): the run decodes again and says so."""
+    import os
+
+    from trainables.data import DataError, imagefolder_cache, load_dataset
+
+    monkeypatch.setenv("LBSTUDY_CACHE", str(tmp_path / "cache"))
+    root = write_images(tmp_path / "folder", ["cat", "dog"])
+    first = load_dataset("imagefolder", root)
+    assert "imagefolder: decoding" in capsys.readouterr().out and len(first.train) == 6
+    key = imagefolder_cache(root)
+    top = os.stat(root)
+    write_images(tmp_path / "more", ["cat"], per_class=4)
+    for i in range(4):  # new images in an existing class folder
+        os.replace(tmp_path / "more" / "train" / "cat" / f"{i}.png", root / "train" / "cat" / f"new{i}.png")
+    os.utime(root, ns=(top.st_atime_ns, top.st_mtime_ns))  # the top folder looks untouched
+    assert imagefolder_cache(root) != key
+    second = load_dataset("imagefolder", root)
+    assert len(second.train) == 10 and "imagefolder: decoding" in capsys.readouterr().out
+    assert len(load_dataset("imagefolder", root).train) == 10 and "decoding" not in capsys.readouterr().out
+    (root / "train" / "dog" / "0.png").write_bytes(b"not an image")  # replaced by a corrupt file
+    with pytest.raises(DataError, match="corrupt image file"):
+        load_dataset("imagefolder", root)
+
+
 def test_6_a_subset_larger_than_the_split_names_its_key(tmp_path: Path) -> None:
     from trainables.data import DataError, load_dataset
 
