@@ -144,9 +144,12 @@ def make_progress_callback(store: ResultsStore, todo: list[TrialSpec], prov: dic
                 self.say_progress()
             elif result.get("kind") == "final":
                 self.study.end(trial_id)
-                startup = result["startup_s"] if result["startup_s"] is not None else math.nan
+                seconds, epochs = result["startup_s"], result["epochs"]
+                # A trial that failed in training does not report when its first step was: unknown, not NaN s.
+                known = seconds is not None and math.isfinite(seconds)
+                startup = f"start-up {seconds:.1f} s" if known else "start-up unknown"
                 print(
-                    f"[{trial_id}] {result['status']} after {result['epochs']} epochs (start-up {startup:.1f} s)",
+                    f"[{trial_id}] {result['status']} after {epochs} epoch{'' if epochs == 1 else 's'} ({startup})",
                     flush=True,
                 )
                 self.say_progress(force=True)
