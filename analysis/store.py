@@ -158,8 +158,10 @@ def trial_row(
     }
 
 
-# Where a measurement row was computed (a landscape's points may come from several nodes).
-WHERE = [("host", STR), ("node_id", STR)]
+# Where a measurement row was computed (a landscape's points may come from several nodes), when it was
+# written, and which training of its trials it measured (trial id -> that trial row's finished_at, JSON):
+# a trial trained again makes the measurement stale (study/measure.py sets it aside and measures again).
+WHERE = [("host", STR), ("node_id", STR), ("measured_at", pa.timestamp("s", tz="UTC")), ("trained_at", STR)]
 
 # The measurement tables' schemas; `trials/` and `epochs/` take theirs from the trial record (above).
 SCHEMAS: dict[str, pa.Schema] = {

@@ -11,7 +11,10 @@
 (5) evaluation images/s, and what (1) and (5) project for the paper on this device: one 300-epoch
     CIFAR-10 trial (50,000 training images per epoch, 10,000 train + 10,000 test images evaluated
     per epoch) at the smallest and largest batch, and its four trials (batch 128 and 8192, with and
-    without mixup) one after another, measurements not included.
+    without mixup) one after another, measurements not included;
+(6) the CLI's fast answers;
+(7) the measurement phase: Hessian-vector products/s, loss-and-gradient steps/s and landscape points
+    (3) in images/s, as one measurement task computes them (what --dry-run prices measurements with).
 On a CPU it uses small sizes (VGG9 width 0.25, synthetic data) and takes a few minutes; on a GPU
 full sizes (width 1, batches 128 / 1024 / 8192, CIFAR-10 or random images of its size and format).
 Each number is printed as it is measured (`bench| ...`), then the whole table.
@@ -28,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -292,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     wait_until_quiet()
     startups = training_through_ray(s, bare, table)
     input_pipeline(s, table)
-    landscape(s, args.quick, table)
+    point_rate = landscape(s, args.quick, table)
     table.add(
         "", "(4) per-trial start-up, trial start to first optimizer step", *[f"  {k}: {v}" for k, v in startups.items()]
     )
@@ -314,7 +318,16 @@ def main(argv: list[str] | None = None) -> None:
         )
     ray.shutdown()
     table.add("", "(6) the CLI's fast answers", *cli_timings())
-    record = write_bench_record(name, s.width, train_rates, eval_rate)
+    samples = 500 if s.device.type == "cpu" else 5000
+    measure = {**measurement_rates(s, samples), "points": point_rate}
+    table.add(
+        "",
+        f"(7) measurements, one task, vgg9 width {s.width:g}, {samples} images: Hessian-vector products "
+        f"{measure['products'] / samples:.2f}/s ({measure['products']:,.0f} images/s); loss-and-gradient steps "
+        f"{measure['steps'] / samples:.2f}/s ({measure['steps']:,.0f} images/s); landscape points "
+        f"{measure['points']:,.0f} images/s",
+    )
+    record = write_bench_record(name, s.width, train_rates, eval_rate, measure)
     table.add("", f"rates recorded in {record} (run_sweep --dry-run turns a study's images into hours with them)")
     table.print()
     scratch.cleanup()
@@ -384,7 +397,54 @@ def input_pipeline(s: Setting, table: Table) -> None:
     )
 
 
-def landscape(s: Setting, quick: bool, table: Table) -> None:
+def measurement_rates(s: Setting, samples: int, repeats: int = 3) -> dict[str, float]:
+    """Images/s of a Hessian-vector product and of a loss-and-gradient step (eps-sharpness) on `samples`
+    images, as a measurement task computes them: BatchNorm in eval mode, one thread on a CPU (a task holds
+    one CPU) in pieces of CPU_BATCH images, the fastest of `repeats` after a warm-up. Random weights: the
+    cost does not depend on them."""
+    from study.measures.common import CPU_BATCH
+    from trainables.sharpness import hessian_vector_product
+
+    threads = torch.get_num_threads()
+    if s.device.type == "cpu":
+        torch.set_num_threads(1)
+    model = build_model("vgg9", width=s.width).to(s.device).eval()
+    piece = CPU_BATCH if s.device.type == "cpu" else 512
+    images = torch.randn(samples, 3, 32, 32, device=s.device)
+    labels = torch.randint(0, 10, (samples,), device=s.device)
+    batches = [(images[i : i + piece], labels[i : i + piece]) for i in range(0, samples, piece)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    vector = [torch.randn_like(p) for p in params]
+
+    def loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+    def step() -> None:
+        for batch in batches:
+            torch.autograd.grad(loss(batch) * len(batch[1]) / samples, params)
+
+    def fastest(work: Any) -> float:
+        work()
+        times = []
+        for _ in range(repeats):
+            if s.device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            work()
+            if s.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+        return samples / min(times)
+
+    rates = {
+        "products": fastest(lambda: hessian_vector_product(loss, batches, params, vector)),
+        "steps": fastest(step),
+    }
+    torch.set_num_threads(threads)
+    return rates
+
+
+def landscape(s: Setting, quick: bool, table: Table) -> float:
     """(3) 1-D interpolation points/s on one worker and on all (one per CPU here, one per GPU there: a
     second worker on a single GPU would only queue)."""
     from study.bench_landscape import points_per_second
@@ -400,6 +460,7 @@ def landscape(s: Setting, quick: bool, table: Table) -> None:
         + "; ".join(f"{n} worker(s) {rate:.3f} points/s" for n, rate in rates.items())
         + (f"; speed-up {rates[most] / rates[1]:.2f}x" if most > 1 else ""),
     )
+    return rates[1] * samples  # images/s of one worker's points
 
 
 def cli_timings(repeats: int = 3) -> list[str]:

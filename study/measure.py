@@ -12,31 +12,30 @@ whose file exists are skipped, so re-running measures only what is missing.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
 from analysis.store import ResultsStore, join, parent
 from study.cluster import connect_ray
 from study.config import ConfigError, StudyConfig, build, validate
-from study.measures import MEASURES, Job, TaskInputs, run_job
-from study.progress import duration, eta
+from study.measures import MEASURES, Cost, Job, ProgressBoard, TaskInputs, run_job
+from study.measures.base import plan_measure_jobs
+from study.progress import PROGRESS_EVERY_S, duration
+from trainables.catalog import dataset_sizes
 from trainables.trial import Phase, Status
 
 
 def plan_jobs(study: StudyConfig, trials: pd.DataFrame) -> list[Job]:
     """Every job the study's measure section asks for over its completed trials, each measure planning its own."""
-    completed = trials[trials["status"] == Status.COMPLETED]
-    jobs = []
-    for name, measure in MEASURES.items():
-        settings = getattr(study.measure, name)
-        if settings is not None:
-            jobs += measure.plan(study, completed, settings)
-    return jobs
+    return plan_measure_jobs(study, trials[trials["status"] == Status.COMPLETED].to_dict("records"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,90 +67,282 @@ def measured_trials(store: ResultsStore) -> pd.DataFrame:
 
 
 def run_measurements(study: StudyConfig, store: ResultsStore) -> MeasureOutcome:
-    """Run every missing measurement job of the study. A job that fails is recorded in
-    `measure_errors/` with its error's last line and the others go on; a job that later succeeds
-    drops its error record."""
-    trials = measured_trials(store)
-    planned = plan_jobs(study, trials)
-    existing = {table: store.keys(table) for table in {j.table for j in planned}}
-    jobs = [j for j in planned if j.key not in existing[j.table]]
-    inputs = TaskInputs(
-        dict(zip(trials["trial_id"], trials["spec"])),
-        dict(zip(trials["trial_id"], trials["checkpoint"])),
-        trajectory_folder(store),
-    )
-    written = run_on_driver(store, [j for j in jobs if MEASURES[j.measure].on_driver], inputs)
-    ready = [j for j in jobs if not MEASURES[j.measure].on_driver]
-    ready = [j for j in ready if MEASURES[j.measure].ready is None or MEASURES[j.measure].ready(j, inputs)]
-    outcome = run_tasks(store, ready, inputs) if ready else MeasureOutcome(0, {})
-    return MeasureOutcome(written + outcome.written, outcome.failed)
+    """Run every missing measurement job of the study, all at once (its training is over). A job that
+    fails is recorded in `measure_errors/` with its error's last line and the others go on; a job that
+    later succeeds drops its error record."""
+    from study.cluster import autoscaling
+
+    measurements = Measurements(study, store, autoscaled=autoscaling())
+    measurements.plan()
+    return measurements.finish()
 
 
-def run_on_driver(store: ResultsStore, jobs: list[Job], inputs: TaskInputs) -> int:
-    """Jobs computed from the store itself (the noise scale, from the epochs table): no task, no checkpoint."""
-    if not jobs:
-        return 0
-    inputs = TaskInputs(inputs.specs, inputs.checkpoints, inputs.snapshots, epochs=store.read("epochs"))
-    written = 0
-    for job in jobs:
-        rows = run_job(job, inputs, None)
-        if rows:  # nothing recorded for this trial (yet): no file, so a later run tries again
-            store.write(job.table, job.key, rows)
-            written += 1
-    return written
+class Measurements:
+    """The measurement phase as a scheduler, so that it can run beside training: jobs are planned from the
+    trials completed so far (`plan`, again whenever a trial ends), their parts wait in a queue and go to
+    Ray as tasks while `free_slots` allows, and each job is written when its last part returns (`poll`).
 
+    Priority: training first. While trials are still to train, a measurement task takes only a slot that
+    no unfinished trial can use (`reserved` counts the slots those trials hold or will take), so that
+    measurements never delay the training they depend on (an interpolation needs both of its trials,
+    and the study's end is the last trial's end plus what is left to measure); once training is over
+    every job is submitted at once and Ray queues them (an autoscaler launches nodes for them).
 
-def run_tasks(store: ResultsStore, jobs: list[Job], inputs: TaskInputs) -> MeasureOutcome:
-    """Each job's parts as Ray tasks (one GPU each, else one CPU), each job written when its last part ends."""
-    import ray
+    A job whose file exists is done, unless it measured an earlier training of its trials (a trial
+    trained again after its row was lost or set aside): then the file is set aside as
+    `_<key>.parquet.superseded` and the job runs again, so that no measurement is kept stale."""
 
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    workers = gpus or max(1, int(resources.get("CPU", 1)))
-    task = ray.remote(run_job).options(**({"num_gpus": 1} if gpus else {"num_cpus": 1}))
-    shared = ray.put(inputs)  # once, not once per task
-    pending: dict[Any, Job] = {}
-    parts: dict[str, list[Any]] = {}
-    remaining: dict[str, int] = {}
-    for job in jobs:
-        pieces = MEASURES[job.measure].parts(job, workers)
-        for piece in pieces:
-            pending[task.remote(job, shared, piece)] = job
-        remaining[job.key], parts[job.key] = len(pieces), []
-    total, started = len(pending), time.perf_counter()
-    failed: dict[str, str] = {}
-    written = 0
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        job = pending.pop(ready[0])
-        try:
-            part = ray.get(ready[0])
-        except Exception as error:  # noqa: BLE001 - any task error: record it, let the other jobs finish
-            if job.key not in failed:
-                failed[job.key] = error_line(error)
-                store.write("measure_errors", job.key, [job_error_row(job, failed[job.key])])
-                print(f"\nmeasure: {job.key} failed: {failed[job.key]}", file=sys.stderr)
-            part = []
-        parts[job.key] += part
-        remaining[job.key] -= 1
-        if remaining[job.key] == 0 and job.key not in failed:
-            rows = sorted(parts.pop(job.key), key=lambda r: (r.get("split", ""), r.get("y") or 0, r.get("x", 0)))
-            store.write(job.table, job.key, rows)
-            store.remove("measure_errors", job.key)  # an error of an earlier run no longer holds
-            written += 1
-        done, elapsed = total - len(pending), time.perf_counter() - started
+    def __init__(
+        self,
+        study: StudyConfig,
+        store: ResultsStore,
+        reserved: Callable[[], float] | None = None,
+        autoscaled: bool = False,
+    ) -> None:
+        self.study, self.store = study, store
+        self.reserved = reserved or (lambda: 0.0)
+        # On a cluster that grows, parts beyond its slots are demand the autoscaler launches nodes for; on
+        # a fixed one they wait here, so that "running" means running and the ETA is over the real slots.
+        self.autoscaled = autoscaled
+        self.queue: list[tuple[Job, Any]] = []  # (job, part) waiting for a slot
+        self.in_flight: dict[Any, Job] = {}  # Ray object ref -> its job
+        self.parts: dict[str, list[dict[str, Any]]] = {}  # job key -> rows of its parts returned so far
+        self.remaining: dict[str, int] = {}  # job key -> parts not yet returned
+        self.inputs: dict[str, TaskInputs] = {}  # job key -> what its tasks read
+        self.identity: dict[str, dict[str, str | None]] = {}  # job key -> trial id -> the training it measures
+        self.seen: set[str] = set()  # job keys planned (and checked against their files) by this run
+        self.failed: dict[str, str] = {}
+        self.written = 0
+        self.jobs: dict[str, Job] = {}  # job key -> job, of those this run runs as tasks
+        self.done = 0  # of those, written
+        self.started_at = time.perf_counter()
+        self.said_at = time.perf_counter()
+        self._task: Any = None
+        self.board: Any = None  # the tasks' progress reports (a ProgressBoard actor)
+        self.tasks = 0  # parts submitted, for their names
+        self.reports: dict[str, dict[str, Any]] = {}  # task name -> its latest report, as last read
+        self.rates: dict[str, tuple[float, float]] = {}  # unit -> (seconds, unit-images) of finished parts
+        known = dataset_sizes(study.data.dataset) or (None, None)
+        self.sizes = (study.data.train_subset or known[0], study.data.test_subset or known[1])
+
+    # -- planning ------------------------------------------------------------------------------
+
+    def plan(self) -> int:
+        """Queue every job the trials completed so far ask for that is neither done nor planned; returns
+        how many were queued (jobs computed on the driver are computed here and then)."""
+        trials = measured_trials(self.store)
+        completed = trials[trials["status"] == Status.COMPLETED]
+        trained_at = {t: stamp(f) for t, f in zip(completed["trial_id"], completed.get("finished_at", []))}
+        new = [j for j in plan_jobs(self.study, trials) if j.key not in self.seen]
+        existing = {table: self.store.keys(table) for table in {j.table for j in new}}
+        queued = 0
+        for job in new:
+            self.seen.add(job.key)
+            identity = {t: trained_at.get(t) for t in job.trials}
+            if job.key in existing[job.table] and not self.stale(job, identity):
+                continue
+            inputs = TaskInputs(
+                {t: s for t, s in zip(trials["trial_id"], trials["spec"]) if t in job.trials},
+                {t: c for t, c in zip(trials["trial_id"], trials["checkpoint"]) if t in job.trials},
+                trajectory_folder(self.store),
+            )
+            measure = MEASURES[job.measure]
+            if measure.on_driver:
+                self.run_on_driver(job, inputs, identity)
+                continue
+            if measure.ready is not None and not measure.ready(job, inputs):
+                continue
+            self.inputs[job.key], self.jobs[job.key] = inputs, job
+            self.identity[job.key] = identity
+            pieces = measure.parts(job, self.workers())
+            self.queue += [(job, piece) for piece in pieces]
+            self.remaining[job.key], self.parts[job.key] = len(pieces), []
+            queued += 1
+        return queued
+
+    def stale(self, job: Job, identity: dict[str, str | None]) -> bool:
+        """Whether the job's file measured another training of its trials than the one on record now (a
+        file written before trainings were recorded with it counts as current); a stale file is set aside."""
+        recorded = self.store.read(job.table, job.key)
+        if "trained_at" not in recorded or recorded["trained_at"].isna().all():
+            return False
+        if json.loads(recorded["trained_at"].dropna().iloc[0]) == identity:
+            return False
+        path = join(self.store.table_dir(job.table), f"{job.key}.parquet")
+        kept = self.store.set_aside(path, "superseded")
         print(
-            f"\rmeasure: {done}/{total} tasks [{'#' * (20 * done // total):<20}] {duration(elapsed)} elapsed, "
-            f"{eta(done, total, elapsed)}",
-            end="\n" if not pending else "",
+            f"measure: {job.key} measured an earlier training of {', '.join(job.trials)}: "
+            f"kept as {kept}, measured again",
             flush=True,
         )
-    return MeasureOutcome(written, failed)
+        return True
+
+    # -- running -------------------------------------------------------------------------------
+
+    def workers(self) -> int:
+        """Measurement slots of the cluster: one per GPU, else one per CPU."""
+        import ray
+
+        resources = ray.cluster_resources()
+        return int(resources.get("GPU", 0)) or max(1, int(resources.get("CPU", 1)))
+
+    def free_slots(self) -> float:
+        reserved = self.reserved()
+        if reserved <= 0 and self.autoscaled:
+            return math.inf
+        return self.workers() - reserved - len(self.in_flight)
+
+    def submit(self) -> None:
+        import ray
+
+        if self._task is None:
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            self._task = ray.remote(run_job).options(**({"num_gpus": 1} if gpus else {"num_cpus": 1}))
+            self.board = ray.remote(num_cpus=0)(ProgressBoard).remote()
+        while self.queue and self.free_slots() >= 1:
+            job, piece = self.queue.pop(0)
+            self.tasks += 1
+            label = f"{job.key}#{self.tasks}"
+            ref = self._task.remote(job, self.inputs[job.key], piece, label, self.board)
+            self.in_flight[ref] = Task(job, piece, label, time.perf_counter())
+
+    def poll(self, timeout_s: float = 0.0) -> None:
+        """Submit what the free slots allow, then write every job whose last part has returned."""
+        import ray
+
+        self.submit()
+        if not self.in_flight:
+            return
+        ready, _ = ray.wait(list(self.in_flight), num_returns=len(self.in_flight), timeout=timeout_s)
+        for ref in ready:
+            self.returned(ref, self.in_flight.pop(ref))
+        if ready:
+            self.submit()
+
+    def returned(self, ref: Any, task: Task) -> None:
+        import ray
+
+        job = task.job
+        try:
+            part = ray.get(ref)
+        except Exception as error:  # noqa: BLE001 - any task error: record it, let the other jobs finish
+            if job.key not in self.failed:
+                self.failed[job.key] = error_line(error)
+                self.store.write("measure_errors", job.key, [job_error_row(job, self.failed[job.key])])
+                print(f"measure: {job.key} failed: {self.failed[job.key]}", file=sys.stderr, flush=True)
+            part = []
+        else:
+            self.learn(task, time.perf_counter() - task.started)
+        self.parts[job.key] += part
+        self.remaining[job.key] -= 1
+        if self.remaining[job.key] == 0 and job.key not in self.failed:
+            rows = sorted(self.parts.pop(job.key), key=lambda r: (r.get("split", ""), r.get("y") or 0, r.get("x", 0)))
+            self.write(job, rows, self.identity[job.key])
+            self.store.remove("measure_errors", job.key)  # an error of an earlier run no longer holds
+            self.done += 1
+            self.said_at = -math.inf  # a job ended: say so
+
+    def run_on_driver(self, job: Job, inputs: TaskInputs, identity: dict[str, str | None]) -> None:
+        """A job computed from the store itself (the noise scale, from the epochs table): no task, no checkpoint."""
+        epochs = pd.concat([self.store.read("epochs", t) for t in job.trials], ignore_index=True)
+        rows = run_job(job, TaskInputs(inputs.specs, inputs.checkpoints, inputs.snapshots, epochs=epochs), None)
+        if rows:  # nothing recorded for this trial (yet): no file, so a later run tries again
+            self.write(job, rows, identity)
+        else:
+            self.seen.discard(job.key)
+
+    def write(self, job: Job, rows: list[dict[str, Any]], identity: dict[str, str | None]) -> None:
+        """The job's file; every row says when it was measured and which training of its trials it measured."""
+        when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        trained_at = json.dumps(identity, sort_keys=True)
+        self.store.write(job.table, job.key, [{**r, "measured_at": when, "trained_at": trained_at} for r in rows])
+        self.written += 1
+
+    def busy(self) -> bool:
+        return bool(self.queue or self.in_flight)
+
+    def finish(self) -> MeasureOutcome:
+        """Training is over: every queued part goes to Ray; wait for them all, saying how far it is."""
+        self.reserved = lambda: 0.0
+        while self.busy():
+            self.poll(timeout_s=1.0)
+            if time.perf_counter() - self.said_at >= PROGRESS_EVERY_S and self.jobs:
+                print(self.line(), flush=True)
+                self.said_at = time.perf_counter()
+        return MeasureOutcome(self.written, self.failed)
+
+    # -- progress ------------------------------------------------------------------------------
+
+    def cost(self, job: Job, part: Any) -> Cost:
+        measure = MEASURES[job.measure]
+        return measure.cost(job, part, self.sizes) if measure.cost is not None else {}
+
+    def learn(self, task: Task, seconds: float) -> None:
+        """A finished part's seconds per unit-image, by unit: what the ETA of the parts still to run uses."""
+        for unit, (count, images) in self.cost(task.job, task.part).items():
+            report = self.reports.get(task.label)
+            if report is not None and report["unit"] == unit and report["done"]:
+                count, images = report["done"], report["images"]
+                seconds = report["elapsed_s"]
+            spent, work = self.rates.get(unit, (0.0, 0.0))
+            self.rates[unit] = (spent + seconds, work + count * max(1, images))
+
+    def seconds_left(self, task: Task | None, job: Job, part: Any) -> float:
+        """A part's remaining seconds: from its own report where it has one, else its cost at measured rates."""
+        report = self.reports.get(task.label) if task is not None else None
+        if report is not None and report["done"] and report["total"] is not None:
+            return report["elapsed_s"] / report["done"] * max(0.0, report["total"] - report["done"])
+        left = 0.0
+        for unit, (count, images) in self.cost(job, part).items():
+            if unit not in self.rates:
+                return math.nan
+            spent, work = self.rates[unit]
+            left += spent / work * count * max(1, images)
+        return left - (time.perf_counter() - task.started if task is not None else 0.0)
+
+    def line(self) -> str:
+        """'measure: 3/12 jobs written, 2 running (hessian-b1024...: trace 140 products, s.e. 3.1% -> 2%),
+        7 queued, 1m20s elapsed, ETA 5m10s': the ETA from the running parts' own progress and the per-unit
+        costs measured so far, over the slots measurements have."""
+        import ray
+
+        with contextlib.suppress(Exception):  # a slow board: the reports of the last reading
+            if self.board is not None:
+                self.reports = ray.get(self.board.read.remote(), timeout=5)
+        running = list(self.in_flight.values())
+        self.reports = {t.label: self.reports[t.label] for t in running if t.label in self.reports}
+        said = [
+            f"{t.job.kind} {' '.join(t.job.trials)}: {self.reports[t.label]['text']}"
+            for t in running
+            if t.label in self.reports
+        ]
+        left = [max(0.0, self.seconds_left(t, t.job, t.part)) for t in running if t.label in self.reports]
+        left += [self.seconds_left(None, job, part) for job, part in self.queue]
+        slots = max(1.0, min(len(left), self.workers() - max(0.0, self.reserved()))) if left else 1.0
+        eta = f"ETA {duration(sum(left) / slots)}" if all(math.isfinite(x) for x in left) else "ETA ?"
+        detail = f" ({'; '.join(said)})" if said else ""
+        return (
+            f"measure: {self.done}/{len(self.jobs)} jobs written, {len(running)} running{detail}, "
+            f"{len(self.queue)} parts queued; {duration(time.perf_counter() - self.started_at)} elapsed, {eta}"
+        )
+
+
+@dataclass(frozen=True)
+class Task:
+    """One part of a job, running as a Ray task."""
+
+    job: Job
+    part: Any
+    label: str  # its name on the progress board
+    started: float  # perf_counter when submitted
+
+
+def stamp(value: Any) -> str | None:
+    """A trial row's finished_at as text (its identity as a training): None where it has none."""
+    return None if value is None or pd.isna(value) else pd.Timestamp(value).isoformat()
 
 
 def job_error_row(job: Job, error: str) -> dict[str, Any]:
-    import datetime as dt
-
     return {
         "job": job.key,
         "table": job.table,

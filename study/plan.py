@@ -233,6 +233,9 @@ def format_plan(study: StudyConfig, trials: list[TrialSpec]) -> str:
             f"{len(study.search.final_seeds)} seeds = {finals} final trials (planned from the samples' results)"
         )
     lines.append(cost_line(study, trials))
+    measuring = measurement_cost_line(study, trials)
+    if measuring:
+        lines.append(measuring)
     if study.measure.trajectory is not None:
         lines.append(trajectory_disk_line(study, trials))
     return "\n".join(lines)
@@ -242,8 +245,15 @@ def bench_record_path() -> Path:
     return cache_dir() / "bench.json"
 
 
-def write_bench_record(device: str, width: float, train: dict[int, float], evaluation: float) -> Path:
-    """What `python -m study.bench` measured on this machine, for --dry-run's estimate of hours."""
+def write_bench_record(
+    device: str,
+    width: float,
+    train: dict[int, float],
+    evaluation: float,
+    measure: dict[str, float] | None = None,
+) -> Path:
+    """What `python -m study.bench` measured on this machine, for --dry-run's estimate of hours; `measure`:
+    the measurement phase's rates in images/s by unit of work (products, steps, points: study.measures)."""
     path = bench_record_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -252,6 +262,7 @@ def write_bench_record(device: str, width: float, train: dict[int, float], evalu
         "measured_at": time.strftime("%Y-%m-%d", time.gmtime()),
         "train_images_per_s": {str(b): r for b, r in train.items()},
         "eval_images_per_s": evaluation,
+        "measure_images_per_s": measure or {},
     }
     path.write_text(json.dumps(record, indent=1))
     return path
@@ -283,6 +294,42 @@ def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
     return line + (
         f"; about {seconds / 3600:.1f} h one trial at a time on {record['device']} (bench of {record['measured_at']})"
     )
+
+
+# The measurement phase's units of work, as the dry run names them.
+WORK_NAMES = {"products": "Hessian-vector products", "steps": "loss-and-gradient steps", "points": "landscape points"}
+
+
+def measurement_cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str | None:
+    """The measurement phase's work if every planned trial completes: each unit (Hessian-vector products,
+    loss-and-gradient steps, landscape points) with the images it evaluates, and hours where
+    `python -m study.bench` has recorded this machine's measurement rates at the study's width."""
+    from study.measures import MEASURES
+    from study.measures.base import plan_measure_jobs
+
+    jobs = plan_measure_jobs(study, [dataclasses.asdict(t) for t in trials])
+    if not jobs:
+        return None
+    known = dataset_sizes(study.data.dataset) or (None, None)
+    sizes = (study.data.train_subset or known[0], study.data.test_subset or known[1])
+    work: dict[str, list[float]] = {}  # unit -> [count, images]
+    for job in jobs:
+        cost = MEASURES[job.measure].cost
+        for unit, (count, images) in (cost(job, None, sizes) if cost else {}).items():
+            total = work.setdefault(unit, [0.0, 0.0])
+            total[0], total[1] = total[0] + count, total[1] + count * images
+    said = ", ".join(f"~{c:,.0f} {WORK_NAMES.get(u, u)} ({i:,.0f} images)" for u, (c, i) in work.items())
+    line = f"measure: {len(jobs)} jobs, {said or 'computed from the training records'}"
+    path = bench_record_path()
+    record = json.loads(path.read_text()) if path.exists() else {}
+    rates = record.get("measure_images_per_s", {}) if record.get("width") == study.model.width else {}
+    if work and set(work) <= set(rates):
+        seconds = sum(images / rates[unit] for unit, (_, images) in work.items())
+        device, day = record["device"], record["measured_at"]
+        line += f"; about {seconds / 3600:.1f} h one task at a time on {device} (bench of {day})"
+    elif work:
+        line += f"; python -m study.bench at width {study.model.width:g} records the rates that say hours"
+    return line + " (typical counts where an algorithm stops adaptively: study/measures/)"
 
 
 def epochs_text(trials: list[TrialSpec]) -> str:

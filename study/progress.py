@@ -6,6 +6,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+# The study's progress line (training and measurements) comes at least this often, and whenever a trial
+# or a measurement job ends.
+PROGRESS_EVERY_S = 30.0
+
 
 def duration(seconds: float) -> str:
     """'42 s', '3m10s', '2h05m'."""

@@ -24,8 +24,9 @@ from analysis.store import ResultsStore, begin_run, join, trial_row
 from study.checks import SweepError, check_fresh, study_root
 from study.cluster import TRIAL_RESOURCE, alive_nodes, autoscaled_node_types, autoscaling, nodes_not_seeing
 from study.config import StudyConfig
+from study.measure import Measurements
 from study.plan import local_path, plan_finals, plan_study
-from study.progress import SweepProgress
+from study.progress import PROGRESS_EVERY_S, SweepProgress
 from study.search import make_grouped_asha
 from trainables.data import DataError, load_dataset
 from trainables.trial import Status, TrialRun, TrialSpec
@@ -111,12 +112,17 @@ def trial_name(trial: Any) -> str:
     return planned(trial).spec.trial_id
 
 
-PROGRESS_EVERY_S = 30.0  # the study's progress line, at most this often (and whenever a trial ends)
-
-
-def make_progress_callback(store: ResultsStore, todo: list[TrialSpec], prov: dict[str, Any]) -> Any:
-    """The driver's part: print each trial's epochs and the study's progress with an ETA, and record a trial
-    that failed (a trial writes its own rows, but one that raised cannot say so)."""
+def make_progress_callback(
+    store: ResultsStore,
+    todo: list[TrialSpec],
+    prov: dict[str, Any],
+    measurements: Measurements | None = None,
+    slots_per_trial: float = 1.0,
+    concurrency: int = 1,
+) -> Any:
+    """The driver's part: print each trial's epochs and the study's progress with an ETA, record a trial
+    that failed (a trial writes its own rows, but one that raised cannot say so), and measure each trial
+    that completed while the others train (`measurements`, given the slots a trial holds)."""
     import ray.tune
 
     from trainables.ray_train import TRIALS_SCHEMA, worker_provenance
@@ -125,10 +131,27 @@ def make_progress_callback(store: ResultsStore, todo: list[TrialSpec], prov: dic
         def __init__(self) -> None:
             self.study = SweepProgress({t.trial_id: t.epochs for t in todo}, time.time())
             self.said_at = time.time()
+            if measurements is not None:
+                measurements.reserved = self.reserved
+
+        def reserved(self) -> float:
+            """Measurement slots the unfinished trials of this run hold or will take (training first)."""
+            unfinished = len(self.study.epochs_of) - len(self.study.ended)
+            return min(concurrency, unfinished) * slots_per_trial
+
+        def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+            if measurements is not None:
+                measurements.poll()
+            self.say_progress()  # every PROGRESS_EVERY_S, epochs or not
 
         def say_progress(self, force: bool = False) -> None:
+            """The study's line, on a timer and whenever a trial ends; measurements running beside are said
+            in the same line."""
             if force or time.time() - self.said_at >= PROGRESS_EVERY_S:
-                print(self.study.line(time.time()), flush=True)
+                line = self.study.line(time.time())
+                if measurements is not None and measurements.jobs:
+                    line += "; " + measurements.line().replace("measure: ", "measurements: ", 1)
+                print(line, flush=True)
                 self.said_at = time.time()
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
@@ -144,6 +167,8 @@ def make_progress_callback(store: ResultsStore, todo: list[TrialSpec], prov: dic
                 self.say_progress()
             elif result.get("kind") == "final":
                 self.study.end(trial_id)
+                if measurements is not None and result.get("status") == Status.COMPLETED:
+                    measurements.plan()  # its own measurements, and the pairs it completes
                 seconds, epochs = result["startup_s"], result["epochs"]
                 # A trial that failed in training does not report when its first step was: unknown, not NaN s.
                 known = seconds is not None and math.isfinite(seconds)
@@ -259,20 +284,24 @@ def run_study(
     generation = begin_run(study_root(study))  # under the study lock: the trials of older runs stop writing
     phases = [("search samples" if study.search else "trials", plan_study(study))]
     done: list[TrialSpec] = []
+    # Measured as trials complete, beside the training of the others (study/measure.py says the priority).
+    measurements = Measurements(study, store, autoscaled=scales) if study_has_measurements(study) else None
+    if measurements is not None:
+        measurements.plan()  # trials completed by earlier runs
     while phases:
         label, plan = phases.pop(0)
         scheduler = make_grouped_asha(study) if study.search and study.search.asha and label != "finals" else None
-        if not run_trials(study, store, label, plan, use_gpu, fits, prov, verbose, scheduler, generation):
+        run = TrainingRun(label, plan, use_gpu, fits, generation, scheduler, measurements)
+        if not run_trials(study, store, run, prov, verbose):
             # Stopped (Ctrl-C): no measurements, no report; the caller says how to continue.
             unfinished = tuple(t.trial_id for t in done + plan if t.trial_id not in store.finished_trials())
             return SweepResult(study, store.uri, [], dashboard_url, interrupted=True, unfinished=unfinished)
         done += plan
         if study.search and label != "finals":
             phases.append(("finals", plan_finals(study, store.read("trials"), store.read("epochs"))))
-    if study_has_measurements(study):
-        from study.measure import run_measurements
-
-        outcome = run_measurements(study, store)
+    if measurements is not None:
+        measurements.plan()
+        outcome = measurements.finish()
         if outcome.failed:
             print(outcome.summary(), file=sys.stderr)
     trials = store.read("trials")
@@ -307,24 +336,27 @@ def restore_epoch_rows(study: StudyConfig, store: ResultsStore, trial_id: str) -
     print(f"{trial_id}: no checkpoint holds its {epochs} epochs; it trains again (its row kept as {kept})", flush=True)
 
 
-def run_trials(
-    study: StudyConfig,
-    store: ResultsStore,
-    label: str,
-    plan: list[TrialSpec],
-    use_gpu: bool,
-    fits: int,
-    prov: dict[str, Any],
-    verbose: bool,
-    scheduler: Any = None,
-    generation: int = 0,
-) -> bool:
-    """One Tune run over the unfinished trials of `plan`; False when a Ctrl-C stopped it."""
+@dataclass(frozen=True)
+class TrainingRun:
+    """One Tune run of a study: which trials, on what, under which driver run, measured by whom."""
+
+    label: str  # "trials", "search samples", "finals"
+    plan: list[TrialSpec]
+    use_gpu: bool
+    fits: int  # trials that fit on the cluster at once
+    generation: int = 0  # the driver run's (analysis.store.begin_run)
+    scheduler: Any = None  # ASHA for a search's samples
+    measurements: Measurements | None = None
+
+
+def run_trials(study: StudyConfig, store: ResultsStore, run: TrainingRun, prov: dict[str, Any], verbose: bool) -> bool:
+    """One Tune run over the unfinished trials of `run.plan`; False when a Ctrl-C stopped it."""
     import ray
     import ray.tune
 
     from trainables.ray_train import tune_trial
 
+    label, plan, use_gpu, fits, generation = run.label, run.plan, run.use_gpu, run.fits, run.generation
     concurrency = min(study.resources.max_concurrent_trials or fits, fits, max(1, len(plan)))
     finished = store.finished_trials()
     todo = [t for t in plan if t.trial_id not in finished]
@@ -353,12 +385,16 @@ def run_trials(
             max_concurrent_trials=concurrency,
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_name,
-            scheduler=scheduler,
+            scheduler=run.scheduler,
         ),
         run_config=ray.tune.RunConfig(
             name=run_name,
             storage_path=join(study_root(study), "tune"),
-            callbacks=[make_progress_callback(store, todo, prov)],
+            callbacks=[
+                make_progress_callback(
+                    store, todo, prov, run.measurements, measurement_slots(study, use_gpu), concurrency
+                )
+            ],
             failure_config=ray.tune.FailureConfig(max_failures=study.resources.max_failures),
             verbose=1 if verbose else 0,  # Tune's own tables only when asked (--verbose)
         ),
@@ -421,6 +457,16 @@ def fit_unless_interrupted(tuner: Any) -> bool:
         signal.signal(signal.SIGINT, previous)
         tune_logger.removeFilter(hint)
     return not interrupted
+
+
+def measurement_slots(study: StudyConfig, use_gpu: bool) -> float:
+    """What one trial holds in measurement slots (one per GPU on a GPU cluster, else one per CPU)."""
+    import ray
+
+    workers = study.resources.workers
+    if ray.cluster_resources().get("GPU", 0) > 0:
+        return workers * study.resources.gpus_per_worker if use_gpu else 0.0
+    return workers * study.resources.cpus_per_worker
 
 
 def study_has_measurements(study: StudyConfig) -> bool:

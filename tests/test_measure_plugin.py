@@ -33,7 +33,7 @@ def validate(study, config, s):
 
 
 def plan(study, trials, config):
-    return [Job("sharpness", "toy_norm", (t,), asdict(config), "toy_norm") for t in trials["trial_id"]]
+    return [Job("sharpness", "toy_norm", (t,), asdict(config), "toy_norm") for t in [r["trial_id"] for r in trials]]
 
 
 def run(job, inputs, part):

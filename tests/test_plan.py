@@ -63,3 +63,30 @@ def test_dry_run_cost_in_hours_from_this_machines_bench_record(tmp_path, monkeyp
     assert f"about {expected:.1f} h one trial at a time on cpu (test)" in cost_line(study, trials)
     wide = parse_study("name: c\ndata: {dataset: synthetic}\nsweep: {batch_size: [128], mixup_alpha: 0}")
     assert "is at width 0.25, this study 1" in cost_line(wide, plan_study(wide))
+
+
+def test_dry_run_costs_the_measurements_in_work_and_hours(tmp_path, monkeypatch) -> None:
+    from study.measures.hessian import TYPICAL_HUTCHPP_DRAWS, TYPICAL_POWER_ITERATIONS
+    from study.plan import measurement_cost_line, write_bench_record
+
+    monkeypatch.setenv("LBSTUDY_CACHE", str(tmp_path))
+    study = parse_study(
+        "name: c\ndata: {dataset: synthetic, train_subset: 3600, test_subset: 400}\nmodel: {width: 0.25}\n"
+        "schedule: {epochs: 3, decay: constant}\nsweep: {batch_size: [128, 2048], mixup_alpha: [0, 1]}\n"
+        "measure:\n  interpolate: {between: batch_size, pairs: [[128, 2048]], points: 9, train_samples: 1000}\n"
+        "  hessian: {samples: 500, trace_method: hutchpp, trace_sketch: 20}\n"
+        "  eps_sharpness: {samples: 500, max_steps: 50}\n  noise_scale: true\n"
+    )
+    trials = plan_study(study)
+    products = 4 * (TYPICAL_POWER_ITERATIONS + 2 * 20 + TYPICAL_HUTCHPP_DRAWS)
+    # 2 pairs x 9 points x (1000 train + all 400 test images); 4 trials x 50 steps; the noise scale is free
+    line = measurement_cost_line(study, trials)
+    assert line.startswith(
+        f"measure: 14 jobs, ~200 loss-and-gradient steps (100,000 images), ~{products:,} Hessian-vector products "
+        f"({products * 500:,} images), ~18 landscape points (25,200 images)"
+    ), line
+    assert "python -m study.bench at width 0.25 records the rates" in line
+    write_bench_record("cpu (test)", 0.25, {128: 1000.0}, 1000.0, {"products": 100.0, "steps": 1000.0, "points": 500.0})
+    hours = (products * 500 / 100 + 100_000 / 1000 + 25_200 / 500) / 3600
+    assert f"about {hours:.1f} h one task at a time on cpu (test)" in measurement_cost_line(study, trials)
+    assert measurement_cost_line(parse_study("name: c\nsweep: {batch_size: [128]}"), []) is None

@@ -64,7 +64,9 @@ def test_a_toy_sweep_key_added_in_two_places_flows_through_every_stage(tmp_path:
 
     dry = run_copy(copy, "-m", "study.run_sweep", str(study_file), "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    header, *rows = [line for line in dry.stdout.splitlines()[1:] if not line.startswith(("cost:", "every trial:"))]
+    header, *rows = [
+        line for line in dry.stdout.splitlines()[1:] if not line.startswith(("cost:", "every trial:", "measure:"))
+    ]
     assert "toy" in header.split() and len(rows) == 2  # the table's columns come from the record
     column = header.split().index("toy")
     assert [row.split()[column] for row in rows] == ["1", "2"]

@@ -11,7 +11,14 @@ import pytest
 import torch
 from test_sharpness_landscape import least_squares
 
-from trainables.sharpness import hessian_trace, hessian_trace_by, trace_estimate
+from trainables.sharpness import (
+    KrylovSpectrum,
+    hessian_krylov,
+    hessian_trace,
+    hessian_trace_by,
+    krylov_spectrum,
+    trace_estimate,
+)
 
 DIM = 300
 
@@ -32,6 +39,8 @@ SPECTRA = {
 
 
 def estimate(matrix: torch.Tensor, method: str, seed: int, rel_error: float = 0.02, **extra: int):
+    if method == "krylov":
+        return spectrum(matrix, seed, rel_error=rel_error, **extra).trace
     return trace_estimate(
         lambda v: matrix @ v,
         matrix.shape[0],
@@ -44,14 +53,40 @@ def estimate(matrix: torch.Tensor, method: str, seed: int, rel_error: float = 0.
     )
 
 
+def spectrum(matrix: torch.Tensor, seed: int, **extra: float) -> KrylovSpectrum:
+    return krylov_spectrum(
+        lambda v: matrix @ v,
+        matrix.shape[0],
+        max_products=20_000,
+        generator=torch.Generator().manual_seed(seed),
+        dtype=torch.float64,
+        **extra,
+    )
+
+
 @pytest.mark.parametrize("name", SPECTRA)
-@pytest.mark.parametrize("method", ["hutchinson", "hutchpp"])
+@pytest.mark.parametrize("method", ["hutchinson", "hutchpp", "krylov"])
 def test_known_traces_are_found_within_their_standard_error(name: str, method: str) -> None:
     matrix, truth = operator(SPECTRA[name]), float(SPECTRA[name].sum())
     found = estimate(matrix, method, seed=3)
     assert found.converged and found.std_error <= 0.02 * abs(found.value)
     assert abs(found.value - truth) <= 4 * found.std_error + 1e-9, (found, truth)
-    assert found.method == method and found.products == found.samples + 2 * found.sketch
+    sketch = 1 if method == "krylov" else 2  # Lanczos: one product per basis vector, Hutch++ two
+    assert found.method == method and found.products == found.samples + sketch * found.sketch
+
+
+@pytest.mark.parametrize("name", SPECTRA)
+def test_one_krylov_space_gives_the_top_eigenvalues_and_the_trace(name: str) -> None:
+    """The top 3 eigenvalues (largest in magnitude) to the residual bound, from the Lanczos products that
+    also serve the trace as its exactly-traced part: fewer products than Hutch++ alone, eigenvalues free."""
+    matrix, values = operator(SPECTRA[name]), SPECTRA[name]
+    found = spectrum(matrix, seed=3, top_k=3)
+    top = sorted(values, key=abs, reverse=True)[:3]
+    assert all(found.eigen.converged) and found.eigen.iterations == [found.steps] * 3
+    for value, truth, bound in zip(found.eigen.values, top, found.bounds):
+        assert abs(value - truth) <= max(bound, 1e-9 * abs(truth)) and bound <= 1e-3 * abs(truth)
+    sketched = [estimate(matrix, "hutchpp", seed).products for seed in range(5)]
+    assert found.trace.products < np.median(sketched), (found.trace.products, sketched)
 
 
 @pytest.mark.parametrize("name", ["power law", "outliers and bulk"])
@@ -63,7 +98,7 @@ def test_hutchpp_needs_far_fewer_products_where_a_few_eigenvalues_dominate(name:
 
 
 @pytest.mark.parametrize("name", SPECTRA)
-@pytest.mark.parametrize("method", ["hutchinson", "hutchpp"])
+@pytest.mark.parametrize("method", ["hutchinson", "hutchpp", "krylov"])
 def test_the_95_percent_intervals_cover_the_trace_about_95_percent_of_the_time(name: str, method: str) -> None:
     matrix, truth = operator(SPECTRA[name], seed=4), float(SPECTRA[name].sum())
     runs = [estimate(matrix, method, seed, rel_error=0.05) for seed in range(200)]
@@ -82,14 +117,23 @@ def test_hutchpp_on_a_small_network_matches_its_exact_hessian_trace() -> None:
     assert math.isfinite(found.value) and found.products <= 1000
 
 
+def test_krylov_on_a_small_network_matches_its_exact_hessian() -> None:
+    model, batches, loss_fn, hessian = least_squares()
+    params = list(model.parameters())
+    found = hessian_krylov(loss_fn, batches, params, top_k=2, min_steps=5, generator=torch.Generator().manual_seed(5))
+    exact = np.linalg.eigvalsh(hessian)
+    top = sorted(exact, key=abs, reverse=True)[:2]
+    assert found.eigen.values == pytest.approx(top, rel=2e-3)
+    truth = float(np.trace(hessian))
+    assert found.trace.converged and abs(found.trace.value - truth) <= 4 * found.trace.std_error + 1e-5 * abs(truth)
+
+
 def test_the_hutchinson_default_plans_the_same_jobs_as_before_the_choice_existed() -> None:
     """A study measured before trace_method existed resumes with the same job keys (its files are found);
     choosing Hutch++ is a different measurement, with its own key."""
-    import pandas as pd
-
     from study.measures.hessian import HessianConfig, plan
 
-    trials = pd.DataFrame([{"trial_id": "t"}])
+    trials = [{"trial_id": "t"}]
     (before,) = plan(None, trials, HessianConfig())  # type: ignore[arg-type]
     assert set(before.settings) == {"top_k", "trace", "samples", "trace_rel_error", "trace_max_draws", "batch"}
     (sketched,) = plan(None, trials, HessianConfig(trace_method="hutchpp"))  # type: ignore[arg-type]

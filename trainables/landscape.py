@@ -92,7 +92,7 @@ def displaced(state: State, directions: list[State], coefficients: Iterable[floa
 
 
 def evaluate_state(
-    model: nn.Module, state: State, split: Split, normalize: Normalizer, runtime: Runtime, batch_size: int = 1024
+    model: nn.Module, state: State, split: Split, normalize: Normalizer, runtime: Runtime, batch_size: int | None = None
 ) -> tuple[float, float]:
     """(loss, accuracy) of `state` on `split`, in eval mode."""
     model.load_state_dict(state)

@@ -214,11 +214,17 @@ def worker_micro_batches(
     return batches
 
 
+# Images per evaluation forward pass: large batches feed a GPU; a CPU runs VGG9 width 0.25 ~2x faster in
+# batches of 128 than of 1024 (the activations stay in cache; 2,329 against 1,026 images/s on one thread).
+EVAL_BATCH = {"cuda": 1024, "cpu": 128}
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, split: Split, normalize: Normalizer, runtime: Runtime, batch_size: int = 1024
+    model: nn.Module, split: Split, normalize: Normalizer, runtime: Runtime, batch_size: int | None = None
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) in eval mode, no augmentation; shards over workers when distributed."""
+    batch_size = batch_size or EVAL_BATCH.get(runtime.device.type, 1024)
     was_training = model.training
     model.eval()
     n = len(split)

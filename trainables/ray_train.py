@@ -138,7 +138,13 @@ def run_worker(run: TrialRun, runtime: Runtime, reporter: Reporter, *, hosts: in
     files = TrialFiles(spec, run.study_root, run.generation)
     found = latest_checkpoint(files.checkpoints)
     resume = found[1] if found else None
-    history = [EpochMetrics.from_dict(m) for m in resume["history"]] if resume else []
+    # The history a checkpoint holds was saved before its own path was known: each epoch's checkpoint is
+    # put back from the files kept, so that a trial resumed at its end still names its last checkpoint.
+    kept = epoch_files(files.checkpoints) if resume else {}
+    history = [
+        dataclasses.replace(EpochMetrics.from_dict(m), checkpoint=kept.get(m["epoch"]))
+        for m in (resume["history"] if resume else [])
+    ]
 
     def on_epoch(metrics: EpochMetrics, make_state: Any) -> None:
         nonlocal history

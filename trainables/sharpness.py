@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -56,9 +56,11 @@ def top_eigenvalues(
     max_iterations: int = 100,
     tolerance: float = 1e-4,
     generator: torch.Generator | None = None,
+    on_iteration: Callable[[int, int, float], None] | None = None,
 ) -> Eigen:
     """The k eigenvalues largest in magnitude, by power iteration on Hessian-vector products with
-    deflation. A negative eigenvalue larger in magnitude than the positive ones is among them."""
+    deflation. A negative eigenvalue larger in magnitude than the positive ones is among them.
+    `on_iteration(eigenvalue index, iterations so far, current value)` is told after every product."""
     found_values: list[float] = []
     found_vectors: list[Vector] = []
     iterations, converged_flags = [], []
@@ -80,6 +82,8 @@ def top_eigenvalues(
             v = orthogonal(hv)
             converged = abs(new_value - value) <= tolerance * abs(new_value)
             value = new_value
+            if on_iteration is not None:
+                on_iteration(len(found_values), used, value)
         found_values.append(value)
         found_vectors.append(v)
         iterations.append(used)
@@ -107,8 +111,10 @@ def hessian_trace(
     min_samples: int = 10,
     max_samples: int = 1000,
     generator: torch.Generator | None = None,
+    on_draw: Callable[[TraceEstimate], None] | None = None,
 ) -> TraceEstimate:
-    """Hutchinson's estimator tr(H) = E[v^T H v] with Rademacher v: the mean and its standard error.
+    """Hutchinson's estimator tr(H) = E[v^T H v] with Rademacher v: the mean and its standard error
+    (`on_draw` is told the running estimate after every draw).
 
     Draws until the standard error is at most `rel_error` x |mean| (after `min_samples`, so that the
     standard error itself is estimated from enough draws) or `max_samples` draws are spent. A fixed
@@ -122,12 +128,14 @@ def hessian_trace(
         mean = sum(draws) / len(draws)
         var = sum((d - mean) ** 2 for d in draws) / max(1, len(draws) - 1)
         std_error = math.sqrt(var / len(draws))
+        if on_draw is not None:
+            on_draw(TraceEstimate(mean, std_error, len(draws), False, len(draws)))
         if len(draws) >= min_samples and std_error <= rel_error * abs(mean):
             return TraceEstimate(mean, std_error, len(draws), True)
     return TraceEstimate(mean, std_error, len(draws), False)
 
 
-TRACE_METHODS = ("hutchinson", "hutchpp")
+TRACE_METHODS = ("hutchinson", "hutchpp")  # trace_estimate; "krylov": krylov_spectrum
 
 
 def trace_estimate(
@@ -142,6 +150,7 @@ def trace_estimate(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    on_draw: Callable[[TraceEstimate], None] | None = None,
 ) -> TraceEstimate:
     """tr(A) of a symmetric operator given by `matvec` on flat vectors of length `dim`.
 
@@ -156,7 +165,8 @@ def trace_estimate(
     Hutchinson's, and far fewer products reach the same error.
 
     Both stop after `min_samples` draws at the earliest (so that the standard error itself rests on
-    enough of them) and when `max_products` products are spent (then `converged` is False).
+    enough of them) and when `max_products` products are spent (then `converged` is False). `on_draw` is
+    told the running estimate after every residual draw.
     """
     if method not in TRACE_METHODS:
         raise ValueError(f"trace method {method!r}: use one of {', '.join(TRACE_METHODS)}")
@@ -168,10 +178,17 @@ def trace_estimate(
     basis = torch.zeros(0, dim, dtype=dtype, device=device)
     rank = min(sketch, dim, max(0, (max_products - min_samples) // 2)) if method == "hutchpp" else 0
     if rank > 0:
-        images = torch.stack([matvec(s) for s in rademacher(rank)])
+
+        def sketched(v: torch.Tensor) -> torch.Tensor:
+            nonlocal products
+            products += 1
+            if on_draw is not None:
+                on_draw(TraceEstimate(math.nan, math.nan, 0, False, products, method, rank))
+            return matvec(v)
+
+        images = torch.stack([sketched(s) for s in rademacher(rank)])
         basis = torch.linalg.qr(images.T.double(), mode="reduced").Q.T.to(dtype)  # (rank, dim), orthonormal rows
-        exact = float(sum(torch.dot(q, matvec(q)).double() for q in basis))
-        products = 2 * rank
+        exact = float(sum(torch.dot(q, sketched(q)).double() for q in basis))
     draws: list[float] = []
     mean = std_error = math.nan
     while products < max_products:
@@ -183,9 +200,132 @@ def trace_estimate(
         mean = sum(draws) / len(draws)
         var = sum((d - mean) ** 2 for d in draws) / max(1, len(draws) - 1)
         std_error = math.sqrt(var / len(draws))
+        if on_draw is not None:
+            on_draw(TraceEstimate(exact + mean, std_error, len(draws), False, products, method, rank))
         if len(draws) >= min_samples and std_error <= rel_error * abs(exact + mean):
             return TraceEstimate(exact + mean, std_error, len(draws), True, products, method, rank)
     return TraceEstimate(exact + mean, std_error, len(draws), False, products, method, rank)
+
+
+@dataclass(frozen=True)
+class KrylovSpectrum:
+    """What one Lanczos run gives: the top eigenvalues (Ritz values) and the trace, from the same products."""
+
+    eigen: Eigen
+    trace: TraceEstimate | None  # None when the trace was not asked for
+    steps: int  # Lanczos steps (one product each), shared by both
+    bounds: list[float]  # each eigenvalue's residual bound |beta_m s_mi| >= its distance to the spectrum
+
+
+def krylov_spectrum(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    dim: int,
+    *,
+    top_k: int = 1,
+    trace: bool = True,
+    min_steps: int = 20,
+    max_steps: int = 100,
+    tolerance: float = 1e-3,
+    rel_error: float = 0.02,
+    min_samples: int = 10,
+    max_products: int = 1000,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    on_product: Callable[[int, str], None] | None = None,
+) -> KrylovSpectrum:
+    """The `top_k` eigenvalues largest in magnitude and the trace of a symmetric operator, sharing one
+    Krylov space: Lanczos with full reorthogonalization from a Rademacher start, until every top-k Ritz
+    value's residual bound |beta_m s_mi| is at most `tolerance` x |value| (after `min_steps`, so that
+    the space also holds the top of the spectrum; at most `max_steps`). Its basis Q then serves the trace
+    as Hutch++'s sketch does: tr(Q^T A Q) is the sum of the Lanczos diagonal, known without another
+    product, and Hutchinson on (I - QQ^T) v, with Rademacher v drawn independently of the start, traces
+    the rest until its standard error is at most `rel_error` x |estimate|. Given Q those draws are i.i.d.
+    and unbiased, so their standard error is the estimate's (coverage is tested). Power iteration plus
+    Hutch++ spends products on the eigenvalues and again on a sketch; here the eigenvalues' products are
+    the sketch. `on_product(products, phase)` is told after every product."""
+    products = 0
+
+    def product(v: torch.Tensor, phase: str) -> torch.Tensor:
+        nonlocal products
+        products += 1
+        out = matvec(v)
+        if on_product is not None:
+            on_product(products, phase)
+        return out
+
+    start = (torch.randint(0, 2, (dim,), generator=generator) * 2 - 1).to(dtype=dtype, device=device)
+    rows = [start / torch.linalg.vector_norm(start)]
+    diagonal: list[float] = []
+    off_diagonal: list[float] = []
+    steps_cap = min(max_steps, dim)
+    while True:
+        q = rows[-1]
+        w = product(q, "lanczos")
+        diagonal.append(float(torch.dot(w, q)))
+        basis = torch.stack(rows)
+        for _ in range(2):  # full reorthogonalization, twice: one pass leaves errors of the size it removes
+            w = w - basis.T @ (basis @ w)
+        beta = float(torch.linalg.vector_norm(w))
+        tridiagonal = np.diag(diagonal) + np.diag(off_diagonal, 1) + np.diag(off_diagonal, -1)
+        values, vectors = np.linalg.eigh(tridiagonal)
+        order = np.argsort(-np.abs(values))[:top_k]
+        bounds = [beta * abs(float(vectors[-1, i])) for i in order]
+        exhausted = beta < 1e-10 * max(1.0, float(np.abs(values).max()))  # an invariant subspace: exact
+        converged = [b <= tolerance * abs(float(values[i])) for b, i in zip(bounds, order)]
+        steps = len(diagonal)
+        if (
+            exhausted
+            or steps >= steps_cap
+            or (steps >= min(min_steps, steps_cap) and steps >= top_k and all(converged))
+        ):
+            break
+        off_diagonal.append(beta)
+        rows.append(w / beta)
+    eigen = Eigen(
+        [float(values[i]) for i in order],
+        [steps] * len(order),
+        [exhausted or c for c in converged],
+    )
+    if not trace:
+        return KrylovSpectrum(eigen, None, steps, bounds)
+    basis = torch.stack(rows)
+    exact = float(sum(diagonal))
+    draws: list[float] = []
+    mean = std_error = 0.0
+    complete = exhausted and steps == dim
+    while not complete and products < max_products:
+        v = (torch.randint(0, 2, (dim,), generator=generator) * 2 - 1).to(dtype=dtype, device=device)
+        v = v - basis.T @ (basis @ v)
+        draws.append(float(torch.dot(v, product(v, "residual"))))
+        mean = sum(draws) / len(draws)
+        var = sum((d - mean) ** 2 for d in draws) / max(1, len(draws) - 1)
+        std_error = math.sqrt(var / len(draws))
+        if len(draws) >= min_samples and std_error <= rel_error * abs(exact + mean):
+            complete = True
+    reached = complete or (len(draws) >= min_samples and std_error <= rel_error * abs(exact + mean))
+    estimate = TraceEstimate(exact + mean, std_error, len(draws), reached, products, "krylov", steps)
+    return KrylovSpectrum(eigen, estimate, steps, bounds)
+
+
+def flat_hessian(
+    loss_fn: LossFn, batches: Sequence[Batch], params: Vector
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+    """(v -> H v on flat vectors, their length): the Hessian of the loss as the flat estimators take it."""
+    shapes = [p.shape for p in params]
+    sizes = [p.numel() for p in params]
+
+    def matvec(flat: torch.Tensor) -> torch.Tensor:
+        pieces = [x.reshape(shape) for x, shape in zip(torch.split(flat, sizes), shapes)]
+        return torch.cat([h.reshape(-1) for h in hessian_vector_product(loss_fn, batches, params, pieces)])
+
+    return matvec, sum(sizes)
+
+
+def hessian_krylov(loss_fn: LossFn, batches: Sequence[Batch], params: Vector, **settings: Any) -> KrylovSpectrum:
+    """`krylov_spectrum` of the loss's Hessian: its top eigenvalues and trace from one Lanczos run."""
+    matvec, dim = flat_hessian(loss_fn, batches, params)
+    return krylov_spectrum(matvec, dim, dtype=params[0].dtype, device=params[0].device, **settings)
 
 
 def hessian_trace_by(
@@ -199,19 +339,14 @@ def hessian_trace_by(
     min_samples: int = 10,
     max_products: int = 1000,
     generator: torch.Generator | None = None,
+    on_draw: Callable[[TraceEstimate], None] | None = None,
 ) -> TraceEstimate:
     """tr(H) of the loss by `trace_estimate` (Hutch++ or Hutchinson) on Hessian-vector products."""
-    shapes = [p.shape for p in params]
-    sizes = [p.numel() for p in params]
-
-    def matvec(flat: torch.Tensor) -> torch.Tensor:
-        pieces = [x.reshape(shape) for x, shape in zip(torch.split(flat, sizes), shapes)]
-        return torch.cat([h.reshape(-1) for h in hessian_vector_product(loss_fn, batches, params, pieces)])
-
+    matvec, dim = flat_hessian(loss_fn, batches, params)
     first = params[0]
     return trace_estimate(
         matvec,
-        sum(sizes),
+        dim,
         method=method,
         sketch=sketch,
         rel_error=rel_error,
@@ -220,6 +355,7 @@ def hessian_trace_by(
         generator=generator,
         dtype=first.dtype,
         device=first.device,
+        on_draw=on_draw,
     )
 
 
@@ -254,6 +390,7 @@ def eps_sharpness(
     method: str = "sign_ascent",
     max_steps: int = 100,
     tolerance: float = 1e-4,
+    on_step: Callable[[int], None] | None = None,
 ) -> EpsSharpness:
     """Keskar et al. 2017: 100 (max_y f(x + y) - f(x)) / (1 + f(x)) over the box |y_i| <= eps (|x_i| + 1).
 
@@ -263,14 +400,21 @@ def eps_sharpness(
     relative `tolerance`, when the step falls below 1/1024 of the box, or after `max_steps`
     evaluations. A fixed 10 steps stopped 14% low near a minimum. `lbfgsb`: Keskar et al.'s own
     L-BFGS-B on the box (scipy). y = 0 is in the box, so the value is >= 0. Params are restored.
+    `on_step(evaluations so far)` is told after every loss-and-gradient evaluation.
     """
     originals = [p.detach().clone() for p in params]
     bounds = [eps * (x.abs() + 1) for x in originals]
+    evaluations = 0
 
     def at(offsets: Vector) -> tuple[float, Vector]:
+        nonlocal evaluations
         for p, x, y in zip(params, originals, offsets):
             p.data.copy_(x + y)
-        return _loss_and_grad(loss_fn, batches, params)
+        result = _loss_and_grad(loss_fn, batches, params)
+        evaluations += 1
+        if on_step is not None:
+            on_step(evaluations)
+        return result
 
     try:
         if method == "lbfgsb":

@@ -11,7 +11,19 @@ that way by tests/test_measure_plugin.py and tests/test_sweep_key.py).
 import importlib
 import pkgutil
 
-from study.measures.base import DIRECTION_SEED, MEASURES, Job, Measure, Shown, TaskInputs, register, run_job
+from study.measures.base import (
+    DIRECTION_SEED,
+    MEASURES,
+    Cost,
+    Job,
+    Measure,
+    ProgressBoard,
+    Shown,
+    TaskInputs,
+    progress,
+    register,
+    run_job,
+)
 
 # Every module of this package but the shared ones is a measurement that registers itself on import: a new
 # file here is all it takes (the study file's `measure:` keys then follow the modules' name order).
@@ -19,4 +31,16 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module not in ("base", "common"):
         importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["MEASURES", "DIRECTION_SEED", "Job", "Measure", "Shown", "TaskInputs", "register", "run_job"]
+__all__ = [
+    "MEASURES",
+    "DIRECTION_SEED",
+    "Cost",
+    "Job",
+    "Measure",
+    "ProgressBoard",
+    "Shown",
+    "TaskInputs",
+    "progress",
+    "register",
+    "run_job",
+]

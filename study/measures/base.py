@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -60,12 +62,23 @@ class Shown:
         return {"title": self.title, "unit": self.unit, "flatter": self.flatter}
 
 
+def sample(asked: int | None, available: int | None) -> int:
+    """Images a measure evaluates: `asked` (None: all) of the `available` (None: unknown, taken as asked)."""
+    if asked is None:
+        return available or 0
+    return min(asked, available) if available else asked
+
+
 def whole(job: Job, workers: int) -> list[Any]:
     """A job that runs as one task."""
     return [None]
 
 
 Runner = Callable[[Job, TaskInputs, Any], list[dict[str, Any]]]
+# A job's work, unit -> (how many, images each): {"products": (300, 500)} is 300 Hessian-vector products on
+# 500 images, {"points": (9, 2000)} nine landscape points that each evaluate 2,000 images. The dry run
+# prices it with study.bench's rates; the progress line's ETA with the rates measured while running.
+Cost = dict[str, tuple[float, int]]
 
 
 @dataclass(frozen=True)
@@ -75,7 +88,8 @@ class Measure:
     name: str
     settings: type  # the frozen dataclass its study-file section builds (`name: true` = its defaults)
     validate: Callable[[StudyConfig, Any, str], None]  # (study, its settings, "source: ") -> raises ConfigError
-    plan: Callable[[StudyConfig, pd.DataFrame, Any], list[Job]]  # (study, measured trials, settings) -> jobs
+    # (study, the measured trials' records as dicts, settings) -> jobs; pandas-free, so --dry-run can cost them
+    plan: Callable[[StudyConfig, list[dict[str, Any]], Any], list[Job]]
     runs: dict[str, Runner]  # job kind -> runner(job, inputs, part) -> rows, in a Ray task (or on the driver)
     parts: Callable[[Job, int], list[Any]] = whole  # a job's parts over `workers` tasks (landscape points)
     # Checks that need the planned trials (their records as dicts): (study, records, settings, "source: ")
@@ -83,9 +97,27 @@ class Measure:
     on_driver: bool = False  # computed from the store on the driver (cheap: no Ray task, no checkpoint)
     ready: Callable[[Job, TaskInputs], bool] | None = None  # inputs beyond the checkpoint exist (snapshots)
     doc: str = ""  # one line for `--help`-like listings and the README check
+    # The expected work of a job, or of one of its parts (None: the whole job), given the study's (train,
+    # test) image counts (None: unknown); typical counts where an algorithm stops adaptively (it says which)
+    cost: Callable[[Job, Any, tuple[int | None, int | None]], Cost] | None = None
 
 
 MEASURES: dict[str, Measure] = {}
+
+
+def trial_ids(records: list[dict[str, Any]]) -> list[str]:
+    return [record["trial_id"] for record in records]
+
+
+def plan_measure_jobs(study: StudyConfig, records: list[dict[str, Any]]) -> list[Job]:
+    """Every job the study's measure section asks for over these trials (records as dicts: rows of the
+    trials table, or planned TrialSpecs for the dry run's cost), each measure planning its own."""
+    jobs = []
+    for name, measure in MEASURES.items():
+        settings = getattr(study.measure, name)
+        if settings is not None:
+            jobs += measure.plan(study, records, settings)
+    return jobs
 
 
 def register(measure: Measure) -> Measure:
@@ -105,10 +137,66 @@ def runner_for(job: Job) -> Runner:
     return runs[job.kind]
 
 
-def run_job(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
-    """One part of a job, as a Ray task runs it; every row says where it was computed (host, Ray node)."""
+def run_job(job: Job, inputs: TaskInputs, part: Any, task: str = "", board: Any = None) -> list[dict[str, Any]]:
+    """One part of a job, as a Ray task runs it; every row says where it was computed (host, Ray node).
+    With a `board` (the driver's ProgressBoard actor), what the runner says of its progress goes there
+    under the name `task`."""
+    global _reporter
     where = here()
-    return [{**row, **where} for row in runner_for(job)(job, inputs, part)]
+    _reporter = Reporter(board, task) if board is not None else None
+    try:
+        return [{**row, **where} for row in runner_for(job)(job, inputs, part)]
+    finally:
+        _reporter = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress of a running measurement, for the driver's progress line
+
+
+class Reporter:
+    """What a runner says of its own progress, sent to the driver's board at most every REPORT_EVERY_S."""
+
+    def __init__(self, board: Any, task: str) -> None:
+        self.board, self.task = board, task
+        self.started = time.perf_counter()
+        self.sent_at = -math.inf
+
+    def __call__(self, done: float, total: float | None, unit: str, images: int, text: str) -> None:
+        now = time.perf_counter()
+        if now - self.sent_at < REPORT_EVERY_S:
+            return
+        self.sent_at = now
+        report = {"done": done, "total": total, "unit": unit, "images": images, "text": text}
+        self.board.say.remote(self.task, {**report, "elapsed_s": now - self.started})
+
+
+REPORT_EVERY_S = 2.0
+_reporter: Reporter | None = None
+
+
+def progress(done: float, total: float | None, unit: str, images: int, text: str) -> None:
+    """A runner's progress: `done` of `total` (None: not known yet) `unit`s ("products", "points", "steps")
+    of `images` images each, and a few words ("trace 140 products, s.e. 3.1% -> 2%"). Nothing outside a
+    measurement task the driver watches."""
+    if _reporter is not None:
+        _reporter(done, total, unit, images, text)
+
+
+class ProgressBoard:
+    """A Ray actor of the driver's (no CPU): the running tasks' latest reports, by task name."""
+
+    def __init__(self) -> None:
+        self.reports: dict[str, dict[str, Any]] = {}
+
+    def say(self, task: str, report: dict[str, Any]) -> None:
+        self.reports[task] = report
+
+    def forget(self, task: str) -> None:
+        self.reports.pop(task, None)
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        return dict(self.reports)
 
 
 def here() -> dict[str, str | None]:

@@ -8,12 +8,10 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from study.errors import MAX_BATCH, MAX_IMAGES, check, ranged
-from study.measures.base import Job, Measure, Shown, TaskInputs, register
+from study.measures.base import Cost, Job, Measure, Shown, TaskInputs, progress, register, sample, trial_ids
 from study.measures.common import training_loss
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from study.config import StudyConfig
 
 
@@ -40,8 +38,13 @@ def validate(study: StudyConfig, config: EpsSharpnessConfig, s: str) -> None:
     check(config.eps > 0 and config.samples >= 1, f"{s}measure.eps_sharpness: eps must be > 0 and samples >= 1")
 
 
-def plan(study: StudyConfig, trials: pd.DataFrame, config: EpsSharpnessConfig) -> list[Job]:
-    return [Job("sharpness", "eps_sharpness", (t,), asdict(config), "eps_sharpness") for t in trials["trial_id"]]
+def plan(study: StudyConfig, trials: list[dict[str, Any]], config: EpsSharpnessConfig) -> list[Job]:
+    return [Job("sharpness", "eps_sharpness", (t,), asdict(config), "eps_sharpness") for t in trial_ids(trials)]
+
+
+def cost(job: Job, part: Any, sizes: tuple[int | None, int | None]) -> Cost:
+    """At most max_steps loss-and-gradient evaluations (sign ascent often stops sooner)."""
+    return {"steps": (job.settings["max_steps"], sample(job.settings["samples"], sizes[0]))}
 
 
 def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
@@ -49,7 +52,19 @@ def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
 
     f, settings = training_loss(job, inputs), job.settings
     result = eps_sharpness(
-        f.loss, f.batches, f.params, settings["eps"], method=settings["method"], max_steps=settings["max_steps"]
+        f.loss,
+        f.batches,
+        f.params,
+        settings["eps"],
+        method=settings["method"],
+        max_steps=settings["max_steps"],
+        on_step=lambda steps: progress(
+            steps,
+            settings["max_steps"],
+            "steps",
+            f.row["n_samples"],
+            f"{steps} steps (at most {settings['max_steps']})",
+        ),
     )
     recorded = {
         **f.settings,
@@ -77,6 +92,7 @@ register(
         validate,
         plan,
         {"eps_sharpness": run},
+        cost=cost,
         doc="Keskar et al.'s epsilon-sharpness of the training loss",
     )
 )

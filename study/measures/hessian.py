@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from study.errors import MAX_BATCH, MAX_IMAGES, check, ranged
-from study.measures.base import Job, Measure, Shown, TaskInputs, register
+from study.measures.base import Cost, Job, Measure, Shown, TaskInputs, progress, register, sample, trial_ids
 from study.measures.common import training_loss
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from study.config import StudyConfig
 
 
@@ -40,10 +39,13 @@ class HessianConfig:
     trace_max_draws: int = ranged(1000, 2, 1_000_000)
     # hutchinson: the mean of v^T H v; hutchpp: Hutch++, the top of the spectrum (a basis of H S for
     # trace_sketch random columns S) traced exactly, Hutchinson on the rest (far fewer products where a
-    # few eigenvalues dominate; trainables.sharpness.trace_estimate)
-    trace_method: Literal["hutchinson", "hutchpp"] = "hutchinson"
+    # few eigenvalues dominate; trainables.sharpness.trace_estimate); krylov: one Lanczos run (at least
+    # trace_sketch steps) gives the top_k eigenvalues and the trace of its space, Hutchinson on the rest:
+    # the eigenvalues' products serve the trace too (trainables.sharpness.krylov_spectrum)
+    trace_method: Literal["hutchinson", "hutchpp", "krylov"] = "hutchinson"
     trace_sketch: int = ranged(20, 1, 1000)
-    # images per forward pass, the same on every device (BN in eval mode: no effect but rounding)
+    # images per forward pass, the same on every device (BN in eval mode: no effect but rounding; a CPU
+    # computes each in pieces of 128, faster there: study/measures/common.py)
     batch: int = ranged(512, 1, MAX_BATCH)
     density: DensityConfig | None = None  # `density:` alone means the defaults
 
@@ -72,9 +74,9 @@ def validate(study: StudyConfig, config: HessianConfig, s: str) -> None:
         )
 
 
-def plan(study: StudyConfig, trials: pd.DataFrame, config: HessianConfig) -> list[Job]:
+def plan(study: StudyConfig, trials: list[dict[str, Any]], config: HessianConfig) -> list[Job]:
     jobs = []
-    for trial_id in trials["trial_id"]:
+    for trial_id in trial_ids(trials):
         settings = {k: v for k, v in asdict(config).items() if k != "density"}
         if config.trace_method == "hutchinson":  # as before these keys existed: the same job, the same file
             settings = {k: v for k, v in settings.items() if k not in ("trace_method", "trace_sketch")}
@@ -85,13 +87,54 @@ def plan(study: StudyConfig, trials: pd.DataFrame, config: HessianConfig) -> lis
     return jobs
 
 
+# Typical Hessian-vector products where the algorithms stop adaptively, for the cost estimate (seen on VGG9
+# width 0.25 trained on CIFAR-10, study.bench_trace and the issue-25 mini study): power iteration to a
+# 1e-3 relative change; Hutchinson to a 2% standard error; Hutch++'s residual draws past its sketch.
+TYPICAL_POWER_ITERATIONS = 30
+TYPICAL_HUTCHINSON_DRAWS = 500
+TYPICAL_HUTCHPP_DRAWS = 40
+TYPICAL_KRYLOV_STEPS, TYPICAL_KRYLOV_DRAWS = 20, 40
+
+
+def cost(job: Job, part: Any, sizes: tuple[int | None, int | None]) -> Cost:
+    settings = job.settings
+    images = sample(settings["samples"], sizes[0])
+    if job.kind == "hessian_density":
+        return {"products": (settings["iterations"] * settings["runs"], images)}
+    method = settings.get("trace_method", "hutchinson")
+    if method == "krylov":  # one Lanczos run of at least trace_sketch steps serves both, then residual draws
+        steps = max(settings["trace_sketch"], TYPICAL_KRYLOV_STEPS)
+        residual = min(TYPICAL_KRYLOV_DRAWS, settings["trace_max_draws"]) if settings["trace"] else 0
+        return {"products": (steps + residual, images)}
+    products = settings["top_k"] * TYPICAL_POWER_ITERATIONS
+    if settings["trace"]:
+        if method == "hutchpp":
+            traced = 2 * settings["trace_sketch"] + TYPICAL_HUTCHPP_DRAWS
+        else:
+            traced = TYPICAL_HUTCHINSON_DRAWS
+        products += min(traced, settings["trace_max_draws"])
+    return {"products": (products, images)}
+
+
 def run_spectrum(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
-    """Top-k eigenvalues by power iteration with deflation; the trace by Hutchinson's estimator."""
+    """Top-k eigenvalues by power iteration with deflation; the trace by Hutchinson's estimator (or
+    Hutch++); or both from one Lanczos run (`trace_method: krylov`)."""
     from trainables.sharpness import top_eigenvalues
 
     f, settings = training_loss(job, inputs), job.settings
+    if settings.get("trace_method") == "krylov":
+        return krylov_rows(job, f, settings)
     # PyHessian's stopping rule: relative change below 1e-3, at most 100 iterations.
-    eig = top_eigenvalues(f.loss, f.batches, f.params, k=settings["top_k"], tolerance=1e-3, generator=f.generator)
+    expected = cost(job, part, (f.row["n_samples"], None))["products"][0]
+    images = f.row["n_samples"]
+
+    def said(index: int, iteration: int, value: float) -> None:
+        done = index * TYPICAL_POWER_ITERATIONS + iteration
+        progress(done, expected, "products", images, f"eigenvalue {index + 1}: {iteration} products, {value:.4g}")
+
+    eig = top_eigenvalues(
+        f.loss, f.batches, f.params, k=settings["top_k"], tolerance=1e-3, generator=f.generator, on_iteration=said
+    )
     algorithm = "power iteration with deflation on Hessian-vector products; k-th largest in magnitude"
     rows = [
         {
@@ -104,14 +147,84 @@ def run_spectrum(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]
         for i, (value, it, ok) in enumerate(zip(eig.values, eig.iterations, eig.converged))
     ]
     if settings["trace"]:
-        rows.append(trace_row(f, settings))
+        rows.append(trace_row(f, settings, sum(eig.iterations), expected))
     return rows
 
 
-def trace_row(f: Any, settings: dict[str, Any]) -> dict[str, Any]:
+def krylov_rows(job: Job, f: Any, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The top-k eigenvalues and the trace from one Lanczos run (trainables.sharpness.krylov_spectrum)."""
+    from trainables.sharpness import hessian_krylov
+
+    images, expected = f.row["n_samples"], cost(job, None, (f.row["n_samples"], None))["products"][0]
+    found = hessian_krylov(
+        f.loss,
+        f.batches,
+        f.params,
+        top_k=settings["top_k"],
+        trace=settings["trace"],
+        min_steps=settings["trace_sketch"],
+        max_steps=KRYLOV_MAX_STEPS,
+        tolerance=1e-3,
+        rel_error=settings["trace_rel_error"],
+        max_products=settings["trace_max_draws"],
+        generator=f.generator,
+        on_product=lambda n, phase: progress(n, expected, "products", images, f"{phase} {n} products"),
+    )
+    algorithm = (
+        "Lanczos with full reorthogonalization from a Rademacher start: Ritz values, converged when the "
+        "residual bound |beta s| <= 1e-3 x |value|; k-th largest in magnitude"
+    )
+    rows = [
+        {
+            **f.row,
+            **eigenvalue_shown(i + 1).columns(),
+            "measure": f"hessian_eig{i + 1}",
+            "value": value,
+            "settings": json.dumps(
+                {**f.settings, "iterations": it, "converged": ok, "residual_bound": bound, "algorithm": algorithm}
+            ),
+        }
+        for i, (value, it, ok, bound) in enumerate(
+            zip(found.eigen.values, found.eigen.iterations, found.eigen.converged, found.bounds)
+        )
+    ]
+    if found.trace is not None:
+        trace_algorithm = (
+            f"Krylov-deflated Hutchinson: the {found.steps}-step Lanczos space of the eigenvalues traced exactly "
+            "(the sum of its diagonal, no further product), Hutchinson on the projected rest"
+        )
+        rows.append(trace_values(f, settings, found.trace, trace_algorithm, found.trace.products))
+    return rows
+
+
+KRYLOV_MAX_STEPS = 100  # as power iteration's cap (PyHessian's)
+
+
+def trace_row(f: Any, settings: dict[str, Any], before: int = 0, expected: float | None = None) -> dict[str, Any]:
+    """The trace's row; `before` products were spent on the eigenvalues of the same job (for progress)."""
     from trainables.sharpness import hessian_trace, hessian_trace_by
 
     method = settings.get("trace_method", "hutchinson")
+    target = settings["trace_rel_error"]
+
+    def said(running: Any) -> None:
+        if running.samples == 0:  # Hutch++'s sketch
+            progress(
+                before + running.products,
+                expected,
+                "products",
+                f.row["n_samples"],
+                f"trace sketch {running.products}/{2 * running.sketch} products",
+            )
+            return
+        error = running.std_error / abs(running.value) if running.value and running.samples > 1 else math.inf
+        # products still needed if the standard error keeps falling as 1/sqrt(draws)
+        more = running.samples * max(0.0, (error / target) ** 2 - 1) if math.isfinite(error) else math.nan
+        done = before + running.products
+        total = done + more if math.isfinite(more) else expected
+        se = f"s.e. {error:.1%} -> {target:.0%}" if math.isfinite(error) else "s.e. ?"
+        progress(done, total, "products", f.row["n_samples"], f"trace {running.products} products, {se}")
+
     if method == "hutchinson":
         trace = hessian_trace(
             f.loss,
@@ -120,6 +233,7 @@ def trace_row(f: Any, settings: dict[str, Any]) -> dict[str, Any]:
             rel_error=settings["trace_rel_error"],
             max_samples=settings["trace_max_draws"],
             generator=f.generator,
+            on_draw=said,
         )
         algorithm, products = "Hutchinson, Rademacher vectors", trace.samples
     else:
@@ -132,9 +246,15 @@ def trace_row(f: Any, settings: dict[str, Any]) -> dict[str, Any]:
             rel_error=settings["trace_rel_error"],
             max_products=settings["trace_max_draws"],
             generator=f.generator,
+            on_draw=said,
         )
         algorithm = f"Hutch++ (Meyer et al. 2021): rank-{trace.sketch} sketch traced exactly, Hutchinson on the rest"
         products = trace.products
+    return trace_values(f, settings, trace, algorithm, products)
+
+
+def trace_values(f: Any, settings: dict[str, Any], trace: Any, algorithm: str, products: int) -> dict[str, Any]:
+    """The trace's row from its estimate, with its 95% interval; a line on stderr where it stopped short."""
     if not trace.converged:
         print(
             f"measure: {f.trial_id} Hessian trace stopped at {trace.samples} draws with standard error "
@@ -167,6 +287,8 @@ def run_density(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]
     from trainables.sharpness import density_on_grid, hessian_spectrum
 
     f, settings = training_loss(job, inputs), job.settings
+    products = settings["iterations"] * settings["runs"]
+    progress(0, products, "products", f.row["n_samples"], f"density: {products} Lanczos products")
     quadrature = hessian_spectrum(
         f.loss, f.batches, f.params, iterations=settings["iterations"], runs=settings["runs"], generator=f.generator
     )
@@ -195,6 +317,7 @@ register(
         validate,
         plan,
         {"hessian": run_spectrum, "hessian_density": run_density},
+        cost=cost,
         doc="the training loss's top Hessian eigenvalues and trace, optionally its eigenvalue density",
     )
 )

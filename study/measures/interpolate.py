@@ -8,12 +8,17 @@ from typing import TYPE_CHECKING, Any, Literal
 from study.errors import MAX_BATCH, MAX_IMAGES, check, checked_elsewhere, one_of, ranged
 from study.keys import all_grids, interpolable_keys, searched_keys
 from study.measures.base import Job, Measure, TaskInputs, register
-from study.measures.common import landscape_rows, load_model_state, point_chunks, trial_on_device
+from study.measures.common import (
+    landscape_rows,
+    load_model_state,
+    point_chunks,
+    point_progress,
+    points_cost,
+    trial_on_device,
+)
 from trainables.trial import SWEEP_FIELDS
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from study.config import StudyConfig
 
 
@@ -53,12 +58,12 @@ def validate(study: StudyConfig, config: InterpolateConfig, s: str) -> None:
     check(config.range[0] < config.range[1], f"{s}measure.interpolate.range: must be [low, high]")
 
 
-def interpolation_pairs(study: StudyConfig, trials: pd.DataFrame) -> list[tuple[str, str]]:
+def interpolation_pairs(study: StudyConfig, trials: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """(trial_a, trial_b) for each requested pair of `between` values, among trials equal in every other key."""
     spec = study.measure.interpolate
-    if spec is None or trials.empty:
+    if spec is None or not trials:
         return []
-    return [pair for found in paired(study, spec, trials.to_dict("records")).values() for pair in found]
+    return [pair for found in paired(study, spec, trials).values() for pair in found]
 
 
 def paired(study: StudyConfig, spec: InterpolateConfig, records: list[dict[str, Any]]) -> dict[tuple, list]:
@@ -94,7 +99,7 @@ def interpolation_settings(config: InterpolateConfig) -> dict[str, Any]:
     return {k: v for k, v in asdict(config).items() if k not in ("between", "pairs")}
 
 
-def plan(study: StudyConfig, trials: pd.DataFrame, config: InterpolateConfig) -> list[Job]:
+def plan(study: StudyConfig, trials: list[dict[str, Any]], config: InterpolateConfig) -> list[Job]:
     settings = interpolation_settings(config)
     return [Job("landscape", "interp1d", pair, settings, "interpolate") for pair in interpolation_pairs(study, trials)]
 
@@ -111,8 +116,12 @@ def run(job: Job, inputs: TaskInputs, points: list[tuple[float, float | None]]) 
     )
     if settings["bn"] == "recompute":
         bn_images = bn_batches(trial, settings["bn_samples"], settings["bn_batch"])
+    images = sum(len(split) for split in trial.splits.values()) + (
+        settings["bn_samples"] if settings["bn"] == "recompute" else 0
+    )
     rows = []
-    for x, y in points:
+    for done, (x, y) in enumerate(points):
+        point_progress(done, points, images)
         state, clamped = interpolate(state_a, state_b, x), 0
         if settings["bn"] == "recompute":
             trial.model.load_state_dict(state)
@@ -143,6 +152,7 @@ register(
         plan,
         {"interp1d": run},
         parts=point_chunks,
+        cost=points_cost,
         doc="loss and accuracy along the straight line between two trials that differ only in `between`",
         check_plan=check_plan,
     )

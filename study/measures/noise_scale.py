@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from study.errors import MAX_BATCH, MAX_EPOCHS, check, ranged
-from study.measures.base import DIRECTION_SEED, Job, Measure, Shown, TaskInputs, register
+from study.measures.base import DIRECTION_SEED, Job, Measure, Shown, TaskInputs, register, trial_ids
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from study.config import StudyConfig
 
 
@@ -40,12 +38,12 @@ def validate(study: StudyConfig, config: NoiseScaleConfig, s: str) -> None:
     check(0 < config.confidence < 1, f"{s}measure.noise_scale.confidence: must lie in (0, 1), such as 0.95")
 
 
-def plan(study: StudyConfig, trials: pd.DataFrame, config: NoiseScaleConfig) -> list[Job]:
+def plan(study: StudyConfig, trials: list[dict[str, Any]], config: NoiseScaleConfig) -> list[Job]:
     settings = {"last_epochs": config.last_epochs, "confidence": config.confidence}
     # Named as the first versions named them, so a resumed study never writes a trial's value twice.
     return [
         Job("sharpness", "noise_scale", (t,), settings, "noise_scale", name=f"noise_scale-{t}")
-        for t in trials["trial_id"]
+        for t in trial_ids(trials)
     ]
 
 

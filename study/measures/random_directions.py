@@ -6,12 +6,17 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from study.errors import MAX_IMAGES, check, ranged
-from study.measures.base import DIRECTION_SEED, Job, Measure, TaskInputs, register
-from study.measures.common import landscape_rows, load_model_state, point_chunks, trial_on_device
+from study.measures.base import DIRECTION_SEED, Job, Measure, TaskInputs, register, trial_ids
+from study.measures.common import (
+    landscape_rows,
+    load_model_state,
+    point_chunks,
+    point_progress,
+    points_cost,
+    trial_on_device,
+)
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from study.config import StudyConfig
 
 
@@ -30,9 +35,9 @@ def validate(study: StudyConfig, config: RandomDirectionsConfig, s: str) -> None
     check(config.range[0] < config.range[1], f"{s}measure.random_directions.range: must be [low, high]")
 
 
-def plan(study: StudyConfig, trials: pd.DataFrame, config: RandomDirectionsConfig) -> list[Job]:
+def plan(study: StudyConfig, trials: list[dict[str, Any]], config: RandomDirectionsConfig) -> list[Job]:
     kind = f"random{config.dims}d"
-    return [Job("landscape", kind, (t,), asdict(config), "random_directions") for t in trials["trial_id"]]
+    return [Job("landscape", kind, (t,), asdict(config), "random_directions") for t in trial_ids(trials)]
 
 
 def run(job: Job, inputs: TaskInputs, points: list[tuple[float, float | None]]) -> list[dict[str, Any]]:
@@ -48,8 +53,9 @@ def run(job: Job, inputs: TaskInputs, points: list[tuple[float, float | None]]) 
     directions = [
         filter_normalized_direction(trial.model, generator) for _ in range(2 if job.kind == "random2d" else 1)
     ]
-    rows = []
-    for x, y in points:
+    rows, images = [], sum(len(split) for split in trial.splits.values())
+    for done, (x, y) in enumerate(points):
+        point_progress(done, points, images)
         rows += landscape_rows(job, trial, x, y, displaced(state, directions, [x] if y is None else [x, y]), None, 0)
     return rows
 
@@ -62,6 +68,7 @@ register(
         plan,
         {"random1d": run, "random2d": run},
         parts=point_chunks,
+        cost=points_cost,
         doc="filter-normalized random-direction slices (dims 1) or surfaces (dims 2) around each trial",
     )
 )

@@ -7,12 +7,10 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from study.errors import MAX_EPOCHS, MAX_IMAGES, check, ranged
-from study.measures.base import Job, Measure, TaskInputs, register
+from study.measures.base import Cost, Job, Measure, TaskInputs, progress, register, sample, trial_ids
 from study.measures.common import load_model_state, trial_on_device
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from study.config import StudyConfig
 
 SNAPSHOTS_NEEDED = 4  # a plane through the final weights needs three more points
@@ -48,8 +46,8 @@ def validate(study: StudyConfig, config: TrajectoryConfig, s: str) -> None:
     )
 
 
-def plan(study: StudyConfig, trials: pd.DataFrame, config: TrajectoryConfig) -> list[Job]:
-    return [Job("trajectory", "trajectory2d", (t,), asdict(config), "trajectory") for t in trials["trial_id"]]
+def plan(study: StudyConfig, trials: list[dict[str, Any]], config: TrajectoryConfig) -> list[Job]:
+    return [Job("trajectory", "trajectory2d", (t,), asdict(config), "trajectory") for t in trial_ids(trials)]
 
 
 def ready(job: Job, inputs: TaskInputs) -> bool:
@@ -67,6 +65,12 @@ def ready(job: Job, inputs: TaskInputs) -> bool:
             file=sys.stderr,
         )
     return found >= SNAPSHOTS_NEEDED
+
+
+def cost(job: Job, part: Any, sizes: tuple[int | None, int | None]) -> Cost:
+    """The surface's grid points and the snapshots' own losses, each on the fixed training images."""
+    settings = job.settings
+    return {"points": (settings["points"] ** 2 + SNAPSHOTS_NEEDED, sample(settings["train_samples"], sizes[0]))}
 
 
 def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
@@ -115,8 +119,11 @@ def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
         x, y = coordinates.get(epoch, (0.0, 0.0))
         loss, acc = evaluate(trial, {k: v.to(device) for k, v in snapshots[epoch].items()})
         rows.append({**base, "kind": "path", "epoch": epoch, "x": x, "y": y, "loss": loss, "acc": acc})
-    for y in grid_axis([c[1] for c in pca.coordinates], settings):
-        for x in grid_axis([c[0] for c in pca.coordinates], settings):
+    grid, images = settings["points"] ** 2, len(trial.splits["train"])
+    for j, y in enumerate(grid_axis([c[1] for c in pca.coordinates], settings)):
+        for i, x in enumerate(grid_axis([c[0] for c in pca.coordinates], settings)):
+            done = j * settings["points"] + i
+            progress(done, grid, "points", images, f"surface {done}/{grid} points")
             loss, acc = evaluate(trial, displaced(final, pca.directions, [x, y]))
             rows.append({**base, "kind": "surface", "epoch": None, "x": x, "y": y, "loss": loss, "acc": acc})
     return rows
@@ -147,6 +154,7 @@ register(
         plan,
         {"trajectory2d": run},
         ready=ready,
+        cost=cost,
         doc="each trial's optimization path on its PCA plane, over that plane's loss surface",
     )
 )

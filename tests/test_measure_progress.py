@@ -1,0 +1,76 @@
+"""The measurement scheduler's arithmetic: the slots training leaves it, and an ETA from measured
+per-product costs and the running parts' own progress (not from the count of finished tasks)."""
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import tiny_study_yaml
+
+from analysis.store import ResultsStore
+from study.config import parse_study
+from study.measure import Measurements, Task
+from study.measures import Job
+from study.measures.hessian import TYPICAL_HUTCHPP_DRAWS, TYPICAL_POWER_ITERATIONS, cost
+
+HESSIAN = {
+    "top_k": 1,
+    "trace": True,
+    "samples": 64,
+    "trace_rel_error": 0.02,
+    "trace_max_draws": 1000,
+    "trace_method": "hutchpp",
+    "trace_sketch": 10,
+    "batch": 512,
+}
+
+
+def measurements(tmp_path: Path) -> Measurements:
+    study = parse_study(tiny_study_yaml("progress", tmp_path))
+    return Measurements(study, ResultsStore(str(tmp_path / "results")))
+
+
+def test_the_hessian_cost_counts_its_products() -> None:
+    job = Job("sharpness", "hessian", ("t",), HESSIAN, "hessian")
+    products = TYPICAL_POWER_ITERATIONS + 2 * 10 + TYPICAL_HUTCHPP_DRAWS
+    assert cost(job, None, (512, 256)) == {"products": (products, 64)}
+    capped = Job("sharpness", "hessian", ("t",), {**HESSIAN, "trace_method": "hutchinson", "trace_max_draws": 50})
+    assert cost(capped, None, (512, 256)) == {"products": (TYPICAL_POWER_ITERATIONS + 50, 64)}
+    assert (
+        cost(Job("sharpness", "hessian", ("t",), {**HESSIAN, "samples": 10_000}), None, (512, 256))["products"][1]
+        == 512
+    )
+
+
+def test_training_keeps_its_slots_and_the_eta_comes_from_measured_costs(ray_session: str, tmp_path: Path) -> None:
+    m = measurements(tmp_path)  # 2 CPUs: two measurement slots
+    job = Job("sharpness", "hessian", ("a",), HESSIAN, "hessian")
+    queued = Job("sharpness", "hessian", ("b",), HESSIAN, "hessian")
+    m.jobs = {job.key: job, queued.key: queued}
+    m.reserved = lambda: 1.0  # one trial still training holds one slot
+    assert m.free_slots() == 1
+    m.in_flight = {"ref": Task(job, None, "a#1", time.perf_counter() - 30)}
+    assert m.free_slots() == 0  # the other slot is taken by this part: nothing more goes to Ray
+    m.reserved = lambda: 0.0  # training over
+    assert m.free_slots() == 1
+    m.queue = [(queued, None)]
+    products = cost(queued, None, m.sizes)["products"][0]
+    m.rates = {"products": (10.0, products * 64)}  # finished parts took 10 s for a job like `queued`
+    # The running part has done 10 of its 40 products in 30 s: 90 s left; the queued one 10 s; two slots.
+    m.reports = {"a#1": {"done": 10, "total": 40, "unit": "products", "images": 64, "elapsed_s": 30.0, "text": "x"}}
+    m.reports["a#1"]["text"] = "trace 10 products, s.e. 4.0% -> 2%"
+    line = m.line()
+    assert "ETA 50 s" in line, line
+    assert "1 running (hessian a: trace 10 products, s.e. 4.0% -> 2%)" in line and "1 parts queued" in line
+    # Without a measured rate for the queued part's unit, the ETA says it does not know.
+    m.rates = {}
+    assert "ETA ?" in m.line()
+
+
+@pytest.mark.parametrize("autoscaled, expected", [(False, 2), (True, float("inf"))])
+def test_after_training_parts_wait_for_slots_unless_the_cluster_grows(
+    ray_session: str, tmp_path: Path, autoscaled: bool, expected: float
+) -> None:
+    m = measurements(tmp_path)
+    m.autoscaled = autoscaled
+    assert m.free_slots() == expected
