@@ -28,8 +28,8 @@ from study.cluster import connect_ray
 from study.config import ConfigError, StudyConfig, build, validate
 from study.measures import MEASURES, Cost, Job, ProgressBoard, TaskInputs, run_job
 from study.measures.base import plan_measure_jobs
+from study.plan import image_counts
 from study.progress import PROGRESS_EVERY_S, duration
-from trainables.catalog import dataset_sizes
 from trainables.trial import Phase, Status
 
 
@@ -105,7 +105,7 @@ class Measurements:
         # a fixed one they wait here, so that "running" means running and the ETA is over the real slots.
         self.autoscaled = autoscaled
         self.queue: list[tuple[Job, Any]] = []  # (job, part) waiting for a slot
-        self.in_flight: dict[Any, Job] = {}  # Ray object ref -> its job
+        self.in_flight: dict[Any, Task] = {}  # Ray object ref -> its part
         self.parts: dict[str, list[dict[str, Any]]] = {}  # job key -> rows of its parts returned so far
         self.remaining: dict[str, int] = {}  # job key -> parts not yet returned
         self.inputs: dict[str, TaskInputs] = {}  # job key -> what its tasks read
@@ -122,8 +122,8 @@ class Measurements:
         self.tasks = 0  # parts submitted, for their names
         self.reports: dict[str, dict[str, Any]] = {}  # task name -> its latest report, as last read
         self.rates: dict[str, tuple[float, float]] = {}  # unit -> (seconds, unit-images) of finished parts
-        known = dataset_sizes(study.data.dataset) or (None, None)
-        self.sizes = (study.data.train_subset or known[0], study.data.test_subset or known[1])
+        self.sizes = image_counts(study)
+        self._workers: tuple[int, float] = (0, -math.inf)  # (measurement slots, perf_counter when read)
 
     # -- planning ------------------------------------------------------------------------------
 
@@ -180,11 +180,16 @@ class Measurements:
     # -- running -------------------------------------------------------------------------------
 
     def workers(self) -> int:
-        """Measurement slots of the cluster: one per GPU, else one per CPU."""
+        """Measurement slots of the cluster (`slot_resource`), read again at most every SLOTS_EVERY_S: the
+        scheduler asks on every step of Tune's loop, and the cluster changes only as nodes come and go."""
         import ray
 
-        resources = ray.cluster_resources()
-        return int(resources.get("GPU", 0)) or max(1, int(resources.get("CPU", 1)))
+        slots, read_at = self._workers
+        if time.perf_counter() - read_at >= SLOTS_EVERY_S:
+            resources = ray.cluster_resources()
+            slots = max(1, int(resources.get(slot_resource(resources), 1)))
+            self._workers = (slots, time.perf_counter())
+        return slots
 
     def free_slots(self) -> float:
         reserved = self.reserved()
@@ -196,8 +201,8 @@ class Measurements:
         import ray
 
         if self._task is None:
-            gpus = int(ray.cluster_resources().get("GPU", 0))
-            self._task = ray.remote(run_job).options(**({"num_gpus": 1} if gpus else {"num_cpus": 1}))
+            on_gpus = slot_resource(ray.cluster_resources()) == "GPU"
+            self._task = ray.remote(run_job).options(**({"num_gpus": 1} if on_gpus else {"num_cpus": 1}))
             self.board = ray.remote(num_cpus=0)(ProgressBoard).remote()
         while self.queue and self.free_slots() >= 1:
             job, piece = self.queue.pop(0)
@@ -335,6 +340,14 @@ class Task:
     part: Any
     label: str  # its name on the progress board
     started: float  # perf_counter when submitted
+
+
+SLOTS_EVERY_S = 10.0
+
+
+def slot_resource(resources: dict[str, float]) -> str:
+    """What one measurement task holds: a GPU where the cluster has them, else a CPU."""
+    return "GPU" if resources.get("GPU", 0) > 0 else "CPU"
 
 
 def stamp(value: Any) -> str | None:

@@ -272,8 +272,7 @@ def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
     """The study's size in training images (trials x epochs x images) and, where `python -m study.bench`
     has recorded this machine's rates at the study's width, in hours (training and evaluation, one trial
     at a time; more at once divides it)."""
-    sizes = dataset_sizes(study.data.dataset)
-    per_epoch = study.data.train_subset or (sizes[0] if sizes else None)
+    per_epoch, test_images = image_counts(study)
     if per_epoch is None:
         return "cost: training images unknown until the image folder is read (set data.train_subset to know)"
     total = sum(t.epochs for t in trials) * per_epoch
@@ -285,7 +284,7 @@ def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
     if record["width"] != study.model.width:
         return line + f"; the bench record ({path}) is at width {record['width']:g}, this study {study.model.width:g}"
     rates = {int(b): r for b, r in record["train_images_per_s"].items()}
-    evaluated = (study.eval.train_eval_samples or per_epoch) + (study.data.test_subset or (sizes or (0, 0))[1])
+    evaluated = (study.eval.train_eval_samples or per_epoch) + (test_images or 0)
     seconds = 0.0
     for trial in trials:
         nearest = min(rates, key=lambda b: abs(math.log2(b) - math.log2(trial.batch_size)))
@@ -294,6 +293,13 @@ def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
     return line + (
         f"; about {seconds / 3600:.1f} h one trial at a time on {record['device']} (bench of {record['measured_at']})"
     )
+
+
+def image_counts(study: StudyConfig) -> tuple[int | None, int | None]:
+    """(train, test) images the study's data holds: its subsets, else the dataset's size (None: unknown
+    until an image folder is read)."""
+    known = dataset_sizes(study.data.dataset) or (None, None)
+    return study.data.train_subset or known[0], study.data.test_subset or known[1]
 
 
 # The measurement phase's units of work, as the dry run names them.
@@ -310,8 +316,7 @@ def measurement_cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str | 
     jobs = plan_measure_jobs(study, [dataclasses.asdict(t) for t in trials])
     if not jobs:
         return None
-    known = dataset_sizes(study.data.dataset) or (None, None)
-    sizes = (study.data.train_subset or known[0], study.data.test_subset or known[1])
+    sizes = image_counts(study)
     work: dict[str, list[float]] = {}  # unit -> [count, images]
     for job in jobs:
         cost = MEASURES[job.measure].cost

@@ -24,7 +24,7 @@ from analysis.store import ResultsStore, begin_run, join, trial_row
 from study.checks import SweepError, check_fresh, study_root
 from study.cluster import TRIAL_RESOURCE, alive_nodes, autoscaled_node_types, autoscaling, nodes_not_seeing
 from study.config import StudyConfig
-from study.measure import Measurements
+from study.measure import Measurements, slot_resource
 from study.plan import local_path, plan_finals, plan_study
 from study.progress import PROGRESS_EVERY_S, SweepProgress
 from study.search import make_grouped_asha
@@ -464,7 +464,7 @@ def measurement_slots(study: StudyConfig, use_gpu: bool) -> float:
     import ray
 
     workers = study.resources.workers
-    if ray.cluster_resources().get("GPU", 0) > 0:
+    if slot_resource(ray.cluster_resources()) == "GPU":
         return workers * study.resources.gpus_per_worker if use_gpu else 0.0
     return workers * study.resources.cpus_per_worker
 

@@ -192,9 +192,6 @@ class ProgressBoard:
     def say(self, task: str, report: dict[str, Any]) -> None:
         self.reports[task] = report
 
-    def forget(self, task: str) -> None:
-        self.reports.pop(task, None)
-
     def read(self) -> dict[str, dict[str, Any]]:
         return dict(self.reports)
 

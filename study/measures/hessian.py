@@ -136,16 +136,7 @@ def run_spectrum(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]
         f.loss, f.batches, f.params, k=settings["top_k"], tolerance=1e-3, generator=f.generator, on_iteration=said
     )
     algorithm = "power iteration with deflation on Hessian-vector products; k-th largest in magnitude"
-    rows = [
-        {
-            **f.row,
-            **eigenvalue_shown(i + 1).columns(),
-            "measure": f"hessian_eig{i + 1}",
-            "value": value,
-            "settings": json.dumps({**f.settings, "iterations": it, "converged": ok, "algorithm": algorithm}),
-        }
-        for i, (value, it, ok) in enumerate(zip(eig.values, eig.iterations, eig.converged))
-    ]
+    rows = eigenvalue_rows(f, eig, algorithm)
     if settings["trace"]:
         rows.append(trace_row(f, settings, sum(eig.iterations), expected))
     return rows
@@ -174,20 +165,7 @@ def krylov_rows(job: Job, f: Any, settings: dict[str, Any]) -> list[dict[str, An
         "Lanczos with full reorthogonalization from a Rademacher start: Ritz values, converged when the "
         "residual bound |beta s| <= 1e-3 x |value|; k-th largest in magnitude"
     )
-    rows = [
-        {
-            **f.row,
-            **eigenvalue_shown(i + 1).columns(),
-            "measure": f"hessian_eig{i + 1}",
-            "value": value,
-            "settings": json.dumps(
-                {**f.settings, "iterations": it, "converged": ok, "residual_bound": bound, "algorithm": algorithm}
-            ),
-        }
-        for i, (value, it, ok, bound) in enumerate(
-            zip(found.eigen.values, found.eigen.iterations, found.eigen.converged, found.bounds)
-        )
-    ]
+    rows = eigenvalue_rows(f, found.eigen, algorithm, [{"residual_bound": bound} for bound in found.bounds])
     if found.trace is not None:
         trace_algorithm = (
             f"Krylov-deflated Hutchinson: the {found.steps}-step Lanczos space of the eigenvalues traced exactly "
@@ -198,6 +176,24 @@ def krylov_rows(job: Job, f: Any, settings: dict[str, Any]) -> list[dict[str, An
 
 
 KRYLOV_MAX_STEPS = 100  # as power iteration's cap (PyHessian's)
+
+
+def eigenvalue_rows(
+    f: Any, eigen: Any, algorithm: str, extra: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """One `hessian_eig<i>` row per eigenvalue found, each recording its iterations, convergence and
+    algorithm (and `extra[i]`, where the algorithm says more of it)."""
+    extra = extra or [{} for _ in eigen.values]
+    return [
+        {
+            **f.row,
+            **eigenvalue_shown(i + 1).columns(),
+            "measure": f"hessian_eig{i + 1}",
+            "value": value,
+            "settings": json.dumps({**f.settings, "iterations": it, "converged": ok, **more, "algorithm": algorithm}),
+        }
+        for i, (value, it, ok, more) in enumerate(zip(eigen.values, eigen.iterations, eigen.converged, extra))
+    ]
 
 
 def trace_row(f: Any, settings: dict[str, Any], before: int = 0, expected: float | None = None) -> dict[str, Any]:
