@@ -21,6 +21,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from analysis import figures
+from analysis.findings import findings_html, paper_findings
 from analysis.load import StudyResults, load_results, load_studies
 from analysis.store import write_atomic
 from analysis.summarize import default_target
@@ -120,7 +121,9 @@ def header(results: StudyResults) -> str:
 
 def render(results: StudyResults, target: float | None = None) -> str:
     shown, notes = build_figures(results, target)
-    parts = [header(results)]
+    # The answer first: the seed paper's claims with intervals, then the figures they rest on.
+    findings = paper_findings(results.trials, results.sharpness, results.landscape)
+    parts = [header(results), f'<section id="findings">{findings_html(findings)}</section>']
     for i, (name, fig) in enumerate(shown):
         # plotly.js inlined once, in the first figure: the file opens with no network.
         parts.append(
@@ -143,6 +146,10 @@ def render(results: StudyResults, target: float | None = None) -> str:
         "table.trials th{cursor:pointer;background:#eee;text-align:left;padding:4px 6px;white-space:nowrap}"
         "table.trials td{padding:3px 6px;border-top:1px solid #ddd;vertical-align:top;white-space:nowrap}"
         "table.trials pre{white-space:pre-wrap;max-width:60em}"
+        "table.findings{border-collapse:collapse;font-size:14px}"
+        "table.findings th{background:#eee;text-align:left;padding:4px 8px}"
+        "table.findings td{padding:4px 8px;border-top:1px solid #ddd;vertical-align:top}"
+        "table.findings small{color:#666}"
     )
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'>{GENERATOR}"

@@ -95,6 +95,9 @@ class OptimConfig:
     # lars: eta of the local rate eta ||w|| / (||g|| + wd ||w||)
     trust_coefficient: float = ranged(0.001, 0.0, 1.0, low_open=True)
     label_smoothing: float = _in(0.0, SMOOTHING)  # of the cross-entropy's targets (mixed targets too)
+    # which parameters weight decay applies to, for every optimizer alike: all (torch's SGD, the seed
+    # paper's) or weights (conv and linear weights; BN and biases not: the large-batch recipe)
+    decayed: Literal["all", "weights"] = "all"
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from study.cluster import connect_ray
 from study.config import ConfigError, StudyConfig, build, validate
 from study.measures import MEASURES, Cost, Job, ProgressBoard, TaskInputs, run_job
 from study.measures.base import plan_measure_jobs
-from study.plan import image_counts
+from study.plan import bench_measure_rates, image_counts
 from study.progress import PROGRESS_EVERY_S, duration
 from trainables.trial import Phase, Status
 
@@ -122,6 +122,9 @@ class Measurements:
         self.tasks = 0  # parts submitted, for their names
         self.reports: dict[str, dict[str, Any]] = {}  # task name -> its latest report, as last read
         self.rates: dict[str, tuple[float, float]] = {}  # unit -> (seconds, unit-images) of finished parts
+        # Until a part of a unit has finished here, the ETA prices it at the rate study.bench measured on
+        # this machine (where it has): an ETA from the first minute, replaced by this run's own rates.
+        self.bench_rates = bench_measure_rates(study)[0]  # unit -> unit-images per second
         self.sizes = image_counts(study)
         self._workers: tuple[int, float] = (0, -math.inf)  # (measurement slots, perf_counter when read)
 
@@ -299,10 +302,13 @@ class Measurements:
             return report["elapsed_s"] / report["done"] * max(0.0, report["total"] - report["done"])
         left = 0.0
         for unit, (count, images) in self.cost(job, part).items():
-            if unit not in self.rates:
+            if unit in self.rates:
+                spent, work = self.rates[unit]
+                left += spent / work * count * max(1, images)
+            elif unit in self.bench_rates:
+                left += count * max(1, images) / self.bench_rates[unit]
+            else:
                 return math.nan
-            spent, work = self.rates[unit]
-            left += spent / work * count * max(1, images)
         return left - (time.perf_counter() - task.started if task is not None else 0.0)
 
     def line(self) -> str:
@@ -321,10 +327,15 @@ class Measurements:
             for t in running
             if t.label in self.reports
         ]
-        left = [max(0.0, self.seconds_left(t, t.job, t.part)) for t in running if t.label in self.reports]
+        left = [max(0.0, self.seconds_left(t, t.job, t.part)) for t in running]
         left += [self.seconds_left(None, job, part) for job, part in self.queue]
         slots = max(1.0, min(len(left), self.workers() - max(0.0, self.reserved()))) if left else 1.0
-        eta = f"ETA {duration(sum(left) / slots)}" if all(math.isfinite(x) for x in left) else "ETA ?"
+        timed = [x for x in left if math.isfinite(x)]
+        untimed = len(left) - len(timed)
+        # parts of a unit neither this run nor study.bench has timed: the ETA says it leaves them out
+        eta = f"ETA {duration(sum(timed) / slots)}" if timed or not left else "ETA ?"
+        if timed and untimed:
+            eta += f" + {untimed} untimed part{'s' if untimed > 1 else ''}"
         detail = f" ({'; '.join(said)})" if said else ""
         return (
             f"measure: {self.done}/{len(self.jobs)} jobs written, {len(running)} running{detail}, "

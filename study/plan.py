@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -29,6 +30,7 @@ from trainables.trial import (
     TrialSpec,
     key_info,
     shown_fields,
+    unchanged_value,
     unchanged_values,
 )
 
@@ -64,6 +66,7 @@ def fixed_values(study: StudyConfig) -> dict[str, Any]:
         momentum=study.optim.momentum,
         nesterov=study.optim.nesterov,
         trust_coefficient=study.optim.trust_coefficient,
+        decayed=study.optim.decayed,
         decay=study.schedule.decay,
         gamma=study.schedule.gamma,
         eval_every_epochs=study.eval.every_epochs,
@@ -133,7 +136,7 @@ def make_trial(study: StudyConfig, point: dict[str, Any], phase: str = Phase.GRI
     # Keys added since the first studies ran leave the digest alone at their `unchanged` values: a study
     # of that time resumes with the same trial ids.
     unchanged = unchanged_values()
-    hashed = {k: v for k, v in values.items() if k not in unchanged or v != unchanged[k]}
+    hashed = {k: v for k, v in values.items() if k not in unchanged or v != unchanged_value(unchanged[k], values)}
     digest = hashlib.sha1(json.dumps(hashed, sort_keys=True, default=list).encode()).hexdigest()[:6]
     aug: Augmentation = point["augmentation"]
     augmentation = {"none": "a0", "mixup": f"a{aug.alpha:g}", "cutmix": f"cutmix{aug.alpha:g}"}.get(
@@ -306,6 +309,18 @@ def image_counts(study: StudyConfig) -> tuple[int | None, int | None]:
 WORK_NAMES = {"products": "Hessian-vector products", "steps": "loss-and-gradient steps", "points": "landscape points"}
 
 
+def bench_measure_rates(study: StudyConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """(images/s by measurement unit, the bench record) as `python -m study.bench` measured this machine
+    at the study's width; no rates where it has not (another width costs differently)."""
+    path = bench_record_path()
+    with contextlib.suppress(OSError, ValueError):
+        record = json.loads(path.read_text())
+        if record.get("width") == study.model.width:
+            return dict(record.get("measure_images_per_s", {})), record
+        return {}, record
+    return {}, {}
+
+
 def measurement_cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str | None:
     """The measurement phase's work if every planned trial completes: each unit (Hessian-vector products,
     loss-and-gradient steps, landscape points) with the images it evaluates, and hours where
@@ -325,9 +340,7 @@ def measurement_cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str | 
             total[0], total[1] = total[0] + count, total[1] + count * images
     said = ", ".join(f"~{c:,.0f} {WORK_NAMES.get(u, u)} ({i:,.0f} images)" for u, (c, i) in work.items())
     line = f"measure: {len(jobs)} jobs, {said or 'computed from the training records'}"
-    path = bench_record_path()
-    record = json.loads(path.read_text()) if path.exists() else {}
-    rates = record.get("measure_images_per_s", {}) if record.get("width") == study.model.width else {}
+    rates, record = bench_measure_rates(study)
     if work and set(work) <= set(rates):
         seconds = sum(images / rates[unit] for unit, (_, images) in work.items())
         device, day = record["device"], record["measured_at"]

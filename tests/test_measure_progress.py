@@ -62,8 +62,14 @@ def test_training_keeps_its_slots_and_the_eta_comes_from_measured_costs(ray_sess
     line = m.line()
     assert "ETA 50 s" in line, line
     assert "1 running (hessian a: trace 10 products, s.e. 4.0% -> 2%)" in line and "1 parts queued" in line
-    # Without a measured rate for the queued part's unit, the ETA says it does not know.
-    m.rates = {}
+    # Without a measured rate for the queued part's unit, the ETA says what it leaves out...
+    m.rates, m.bench_rates = {}, {}  # (and no bench record of this machine)
+    assert "ETA 45 s + 1 untimed part" in m.line()
+    # ... unless study.bench measured this machine's rate: the same 10 s per job, before any part finished.
+    m.bench_rates = {"products": products * 64 / 10.0}
+    assert "ETA 50 s" in m.line() and "untimed" not in m.line()
+    # Nothing timed at all: it does not guess.
+    m.bench_rates, m.in_flight, m.reports = {}, {}, {}
     assert "ETA ?" in m.line()
 
 

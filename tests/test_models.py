@@ -48,7 +48,30 @@ def test_width_scales_channels() -> None:
 
 # The published parameter counts for 10 classes (He et al. 2016 table 6; the mixup paper's PreAct ResNet-18;
 # Zagoruyko & Komodakis 2016), in millions as published.
-PUBLISHED_MILLIONS = {"resnet20": 0.27, "resnet56": 0.85, "preact_resnet18": 11.17, "wrn16_4": 2.75}
+PUBLISHED_MILLIONS = {
+    "resnet20": 0.27,
+    "resnet56": 0.85,
+    "preact_resnet18": 11.17,
+    "preact_resnet18_mixup": 11.17,
+    "wrn16_4": 2.75,
+}
+
+
+def test_the_mixup_papers_resnet18_is_its_authors_network_not_the_other_preact_one() -> None:
+    """facebookresearch/mixup-cifar10's ResNet18: conv3x3(3, 64), BN, ReLU, then PreAct blocks, pooling and
+    a linear layer: 11,171,274 parameters. kuangliu/pytorch-cifar's PreActResNet18 has no stem BN: 128
+    fewer (11,171,146), and the two compute different functions from the same blocks' weights."""
+    mixup, other = build_model("preact_resnet18_mixup"), build_model("preact_resnet18")
+    assert count_parameters(mixup) == 11_171_274 and count_parameters(other) == 11_171_146
+    assert [type(m) for m in mixup.stem] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert [type(m) for m in other.stem] == [nn.Conv2d]
+    assert [type(m).__name__ for m in mixup.children()] == ["Sequential", "Sequential", "Identity", "Linear"]
+    torch.manual_seed(0)
+    small = build_model("preact_resnet18_mixup", width=0.25).eval()
+    bare = build_model("preact_resnet18", width=0.25).eval()
+    bare.load_state_dict({k: v for k, v in small.state_dict().items() if not k.startswith("stem.1.")})
+    x = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(small(x), bare(x))
 
 
 @pytest.mark.parametrize("arch", sorted(PUBLISHED_MILLIONS))

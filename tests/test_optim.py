@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.optim import LAMB, LARS, build_optimizer
+from trainables.optim import LAMB, LARS, build_optimizer, decay_groups
 
 
 def layer() -> nn.Linear:
@@ -28,7 +28,7 @@ def set_grads(model: nn.Linear, weight: list[float], bias: float) -> None:
 
 def test_lars_two_steps_match_the_paper_by_hand() -> None:
     model = layer()
-    opt = LARS(model.parameters(), lr=0.5, momentum=0.9, weight_decay=0.2, trust_coefficient=0.1)
+    opt = LARS(decay_groups(model, 0.2, "weights"), lr=0.5, momentum=0.9, trust_coefficient=0.1)
     # Step 1: ||w|| 5, ||g|| 1: local rate 0.1 x 5 / (1 + 0.2 x 5) = 0.25; g + wd w = [1.2, 1.6];
     # v = 0.5 x 0.25 x [1.2, 1.6] = [0.15, 0.2]; the bias: v = 0.5 x 0.5 = 0.25, no decay, no ratio.
     set_grads(model, [0.6, 0.8], 0.5)
@@ -49,7 +49,7 @@ def test_lars_two_steps_match_the_paper_by_hand() -> None:
 
 def test_lars_nesterov_and_a_zero_layer() -> None:
     model = layer()
-    opt = LARS(model.parameters(), lr=0.5, momentum=0.9, nesterov=True, weight_decay=0.2, trust_coefficient=0.1)
+    opt = LARS(decay_groups(model, 0.2, "weights"), lr=0.5, momentum=0.9, nesterov=True, trust_coefficient=0.1)
     set_grads(model, [0.6, 0.8], 0.5)
     opt.step()  # Nesterov's first step: u + 0.9 u with u = [0.15, 0.2]
     assert model.weight.tolist()[0] == pytest.approx([3 - 1.9 * 0.15, 4 - 1.9 * 0.2], abs=1e-12)
@@ -63,7 +63,7 @@ def test_lars_nesterov_and_a_zero_layer() -> None:
 
 def test_lamb_two_steps_match_the_paper_by_hand() -> None:
     model = layer()
-    opt = LAMB(model.parameters(), lr=0.01, weight_decay=0.1)
+    opt = LAMB(decay_groups(model, 0.1, "weights"), lr=0.01)
     assert opt.defaults["betas"] == (0.9, 0.999) and opt.defaults["eps"] == 1e-6  # the published defaults
     w, b = [3.0, 4.0], 1.0
     m, v, mb, vb = [0.0, 0.0], [0.0, 0.0], 0.0, 0.0
@@ -93,20 +93,38 @@ def test_lamb_two_steps_match_the_paper_by_hand() -> None:
     assert float(torch.linalg.vector_norm(step)) == pytest.approx(0.01 * 5.0, rel=1e-12)
 
 
-def test_bn_and_bias_are_neither_adapted_nor_decayed() -> None:
+@pytest.mark.parametrize("decayed", ["weights", "all"])
+def test_which_parameters_are_decayed_is_one_setting_for_every_optimizer(decayed: str) -> None:
+    """ "weights": only conv and linear weights decay, BN parameters and biases not; "all": every one, for
+    SGD, LARS and LAMB alike (SGD used to decay everything and the other two only weights)."""
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
-    for name in ("lars", "lamb"):
-        opt = build_optimizer(
-            name, model, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.5, trust_coefficient=0.001
-        )
+    with torch.no_grad():
+        model[1].weight.fill_(1.5)
+        model[1].bias.fill_(0.5)
+    expected = {"0.weight"} if decayed == "weights" else {n for n, _ in model.named_parameters()}
+    for name in ("sgd", "lars", "lamb"):
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt = build_optimizer(
+            name,
+            model,
+            lr=0.1,
+            momentum=0.0,
+            nesterov=False,
+            weight_decay=0.5,
+            trust_coefficient=0.001,
+            decayed=decayed,
+        )
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
         opt.step()  # zero gradients: only weight decay could move a parameter
         moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
-        assert moved == {"0.weight"}, (name, moved)
+        assert moved == expected, (name, moved)
+        if decayed == "all":  # a BN weight w takes the plain decayed step w - lr wd w, no trust ratio
+            assert torch.allclose(model[1].weight.detach(), before["1.weight"] * (1 - 0.1 * 0.5))
     with pytest.raises(KeyError, match="unknown optimizer"):
         build_optimizer("adamw", model, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.0, trust_coefficient=0.001)
+    with pytest.raises(ValueError, match="decayed must be one of"):
+        decay_groups(model, 0.1, "biases")
 
 
 def test_lars_state_survives_a_checkpoint() -> None:

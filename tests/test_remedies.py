@@ -129,7 +129,7 @@ def test_shipped_remedies_and_depth_studies_plan_what_the_issue_asks() -> None:
     assert {t.seed for t in remedies} == {0, 1, 2} and len(remedies) == (8 + 2) * 3
     assert {t.peak_lr for t in big if t.optimizer == "lars"} == {6.4}
     depth = plan_study(load_study("studies/depth.yaml"))
-    assert {t.model for t in depth} == {"vgg9", "resnet20", "resnet56", "preact_resnet18"}
+    assert {t.model for t in depth} == {"vgg9", "resnet20", "resnet56", "preact_resnet18_mixup"}
     assert {(t.batch_size, t.mixup_alpha) for t in depth} == {(b, a) for b in (128, 8192) for a in (0.0, 1.0)}
 
 

@@ -101,6 +101,13 @@ def test_what_a_reader_relies_on_is_drawn(tmp_path: Path) -> None:
         [*flags, "--window-size=1300,4000", "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120
     ).stdout
 
+    # The answer comes first: the findings table is the report's first section, and with one completed
+    # seed per condition it resolves nothing and says why.
+    assert re.search(r"<section id=\"(\w+)\"", dom).group(1) == "findings"
+    findings = section(dom, "findings")
+    assert "mixup a=1 raises test accuracy at batch 128" in findings and "one seed: no interval" in findings
+    assert "supported</td>" not in findings.replace("not resolved", "")
+
     # Every completed trial's curves are drawn beside the failed ones, each a connected line through the
     # evaluated epochs (4 trials x train/test x accuracy/loss), not isolated points between gaps.
     curves = section(dom, "learning_curves")

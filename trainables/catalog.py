@@ -14,7 +14,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-MODEL_NAMES = ("vgg9", "resnet20", "resnet56", "preact_resnet18", "wrn16_4")  # trainables/models.py
+MODEL_NAMES = (
+    "vgg9",
+    "resnet20",
+    "resnet56",
+    "preact_resnet18",
+    "preact_resnet18_mixup",
+    "wrn16_4",
+)  # trainables/models.py
 BATCHNORM_MODELS = MODEL_NAMES  # the models with BatchNorm layers: those ghost_batch can act on
 OPTIMIZER_NAMES = ("sgd", "lars", "lamb")  # trainables/optim.py
 DATASET_NAMES = ("cifar10", "cifar100", "imagefolder", "synthetic")  # trainables/data.py
@@ -117,6 +124,7 @@ def state_bytes(arch: str, width: float, num_classes: int) -> int | None:
         "resnet20": ((16,), [(16, 3), (32, 3), (64, 3)], False, True, False),
         "resnet56": ((16,), [(16, 9), (32, 9), (64, 9)], False, True, False),
         "preact_resnet18": ((64,), [(64, 2), (128, 2), (256, 2), (512, 2)], True, False, False),
+        "preact_resnet18_mixup": ((64,), [(64, 2), (128, 2), (256, 2), (512, 2)], True, True, False),
         "wrn16_4": ((16,), [(64, 2), (128, 2), (256, 2)], True, False, True),
     }
     if arch not in resnets:

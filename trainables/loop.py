@@ -83,6 +83,7 @@ def build_model_and_optimizer(
         nesterov=spec.nesterov,
         weight_decay=spec.weight_decay,
         trust_coefficient=spec.trust_coefficient,
+        decayed=spec.decayed,
     )
     return model, optimizer
 

@@ -1,6 +1,7 @@
 """Model registry: VGG9 as in Li et al.'s loss-landscape code (tomgoldstein/loss-landscape), and the deeper
 CIFAR networks the seed paper leaves open: ResNet-20/56 (He et al. 2016, option A shortcuts; Li et al.'s
-landscape network), PreAct ResNet-18 (the mixup paper's CIFAR-10 model) and WideResNet-16-4 (Zagoruyko &
+landscape network), PreAct ResNet-18 (the mixup paper's CIFAR-10 model, `preact_resnet18_mixup`, and
+kuangliu/pytorch-cifar's, `preact_resnet18`) and WideResNet-16-4 (Zagoruyko &
 Komodakis 2016). Every model takes `width` (a channel multiplier; 0.25 for CPU tests) and `num_classes`.
 """
 
@@ -256,11 +257,23 @@ def resnet56(width: float = 1.0, num_classes: int = 10) -> ResNet:
     return cifar_resnet(9, width, num_classes)
 
 
+def preact_resnet18_stages(width: float) -> list[tuple[int, int]]:
+    return [(scaled_channels(n, width), 2) for n in (64, 128, 256, 512)]  # [2, 2, 2, 2] blocks of 64..512
+
+
 @register_model("preact_resnet18")
 def preact_resnet18(width: float = 1.0, num_classes: int = 10) -> ResNet:
-    # As facebookresearch/mixup-cifar10's PreActResNet18: [2, 2, 2, 2] blocks of 64..512, no last BN.
-    c = [scaled_channels(n, width) for n in (64, 128, 256, 512)]
-    return ResNet(PreActBlock, c[0], [(n, 2) for n in c], num_classes, stem_bn=False, head_bn=False)
+    # kuangliu/pytorch-cifar's PreActResNet18: a bare stem convolution, no last BN (11,171,146 parameters).
+    stages = preact_resnet18_stages(width)
+    return ResNet(PreActBlock, stages[0][0], stages, num_classes, stem_bn=False, head_bn=False)
+
+
+@register_model("preact_resnet18_mixup")
+def preact_resnet18_mixup(width: float = 1.0, num_classes: int = 10) -> ResNet:
+    # facebookresearch/mixup-cifar10's ResNet18, the mixup paper's CIFAR-10 model: the same pre-activation
+    # blocks, but BN-ReLU after the stem convolution (11,171,274 parameters), so a different function.
+    stages = preact_resnet18_stages(width)
+    return ResNet(PreActBlock, stages[0][0], stages, num_classes, stem_bn=True, head_bn=False)
 
 
 @register_model("wrn16_4")

@@ -1,8 +1,11 @@
 """Optimizers by name: SGD (torch's), LARS (You et al. 2017) and LAMB (You et al. 2019).
 
-The two layer-wise ones follow the common large-batch recipe: the trust ratio and weight decay apply
-to the weights of convolutions and linear layers; BatchNorm parameters and biases (every parameter
-with fewer than 2 dimensions) get neither, as in You et al.'s and Goyal et al.'s large-batch setups.
+The two layer-wise ones apply the trust ratio to the weights of convolutions and linear layers only;
+BatchNorm parameters and biases (every parameter with fewer than 2 dimensions) take the plain step, as
+in You et al.'s setups. Which parameters weight decay applies to is one setting for every optimizer
+(`decayed`): "all" (torch's SGD, Li et al.'s and the seed paper's training) or "weights" (conv and
+linear weights only, You et al.'s and Goyal et al.'s large-batch recipe), so that comparing two
+optimizers changes one thing.
 """
 
 from __future__ import annotations
@@ -25,9 +28,27 @@ def wide(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
+DECAYED = ("all", "weights")  # which parameters weight decay applies to (trainables/trial.py: decayed)
+
+
 def adapted(param: torch.Tensor) -> bool:
-    """Whether a parameter gets the trust ratio and weight decay: conv and linear weights, not BN or biases."""
+    """Whether a parameter is a conv or linear weight (the trust ratio's layers), not a BN parameter or bias."""
     return param.ndim >= 2
+
+
+def decay_groups(model: nn.Module, weight_decay: float, decayed: str) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: every parameter decayed ("all"), or only conv and linear weights
+    ("weights"; BatchNorm parameters and biases in a group of weight decay 0)."""
+    if decayed not in DECAYED:
+        raise ValueError(f"decayed must be one of {DECAYED}, not {decayed!r}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decayed == "all":
+        return [{"params": params, "weight_decay": weight_decay}]
+    groups = [
+        {"params": [p for p in params if adapted(p)], "weight_decay": weight_decay},
+        {"params": [p for p in params if not adapted(p)], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 def trust_ratio(weight_norm: torch.Tensor, update_norm: torch.Tensor, coefficient: float) -> torch.Tensor:
@@ -42,8 +63,9 @@ class LARS(torch.optim.Optimizer):
 
     For an adapted layer with weights w and gradient g: local rate l = eta ||w|| / (||g|| + wd ||w||),
     v = m v + lr l (g + wd w), w -= v; the global rate lr sits inside the momentum as in the paper
-    (with Nesterov: w -= m v + lr l (g + wd w)). Other parameters: the same with l = 1 and no weight
-    decay.
+    (torch-style implementations, timm's among them, put it outside: v = m v + l (g + wd w), w -= lr v;
+    the two differ only while lr changes). With Nesterov: w -= m v + lr l (g + wd w). Other parameters
+    (BN, biases): the same with l = 1, and wd their group's (0 unless every parameter is decayed).
     """
 
     def __init__(
@@ -73,7 +95,7 @@ class LARS(torch.optim.Optimizer):
                     w_norm, g_norm = torch.linalg.vector_norm(w), torch.linalg.vector_norm(d)
                     d = (d + wd * w) * (lr * trust_ratio(w_norm, g_norm + wd * w_norm, eta))
                 else:
-                    d = d * lr
+                    d = (d + wd * w) * lr if wd else d * lr
                 if momentum > 0:
                     state = self.state[p]
                     if "momentum_buffer" not in state:
@@ -91,7 +113,7 @@ class LAMB(torch.optim.Optimizer):
 
     m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, both bias-corrected; r = m_hat / (sqrt(v_hat) + eps);
     for an adapted layer u = r + wd w and w -= lr (||w|| / ||u||) u (phi the identity); other parameters
-    take w -= lr r (Adam, no weight decay).
+    take w -= lr (r + wd w), wd their group's (0 unless every parameter is decayed): no trust ratio.
     """
 
     def __init__(
@@ -125,8 +147,9 @@ class LAMB(torch.optim.Optimizer):
                 m_hat = state["exp_avg"] / (1 - beta1**t)
                 v_hat = state["exp_avg_sq"] / (1 - beta2**t)
                 update = m_hat / (v_hat.sqrt() + eps)
-                if adapted(p):
+                if wd:
                     update = update + wd * wide(p)
+                if adapted(p):
                     update = update * trust_ratio(
                         torch.linalg.vector_norm(wide(p)), torch.linalg.vector_norm(update), 1.0
                     )
@@ -135,35 +158,39 @@ class LAMB(torch.optim.Optimizer):
 
 
 def make_sgd(
-    model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float, **_: Any
+    model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float, decayed: str, **_: Any
 ) -> torch.optim.SGD:
     on_cuda = next(model.parameters()).device.type == "cuda"
     return torch.optim.SGD(
-        model.parameters(),
+        decay_groups(model, weight_decay, decayed),
         lr=lr,
         momentum=momentum,
         nesterov=nesterov and momentum > 0,
-        weight_decay=weight_decay,
         fused=on_cuda or None,  # one kernel for the whole update on CUDA
     )
 
 
 def make_lars(
-    model: nn.Module, lr: float, momentum: float, nesterov: bool, weight_decay: float, trust_coefficient: float
+    model: nn.Module,
+    lr: float,
+    momentum: float,
+    nesterov: bool,
+    weight_decay: float,
+    decayed: str,
+    trust_coefficient: float,
 ) -> LARS:
     return LARS(
-        model.parameters(),
+        decay_groups(model, weight_decay, decayed),
         lr=lr,
         momentum=momentum,
         nesterov=nesterov and momentum > 0,
-        weight_decay=weight_decay,
         trust_coefficient=trust_coefficient,
     )
 
 
-def make_lamb(model: nn.Module, lr: float, weight_decay: float, **_: Any) -> LAMB:
+def make_lamb(model: nn.Module, lr: float, weight_decay: float, decayed: str, **_: Any) -> LAMB:
     # momentum and nesterov are SGD's; LAMB's moments are its published betas.
-    return LAMB(model.parameters(), lr=lr, weight_decay=weight_decay)
+    return LAMB(decay_groups(model, weight_decay, decayed), lr=lr)
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {"sgd": make_sgd, "lars": make_lars, "lamb": make_lamb}
@@ -180,6 +207,7 @@ def build_optimizer(
     nesterov: bool,
     weight_decay: float,
     trust_coefficient: float,
+    decayed: str = "all",
 ) -> torch.optim.Optimizer:
     if name not in OPTIMIZERS:
         raise KeyError(f"unknown optimizer {name!r}; known: {sorted(OPTIMIZERS)}")
@@ -189,5 +217,6 @@ def build_optimizer(
         momentum=momentum,
         nesterov=nesterov,
         weight_decay=weight_decay,
+        decayed=decayed,
         trust_coefficient=trust_coefficient,
     )

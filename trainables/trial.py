@@ -21,8 +21,9 @@ forget it (`KeyInfo`, read with `key_info`):
   label; lr_scaling: the curve name) or replicates (seed).
 - tag: how the trial id shows a value other than `untagged` (by default `unchanged`) ("-ghost{value}");
   "" shows none (the id's digest tells trials apart all the same).
-- unchanged: the value every study ran with before the key existed: at it, the key is left out of the
-  id's digest, so those studies resume with the same trial ids.
+- unchanged: the value every study ran with before the key existed (or a function of the trial's other
+  values that gives it, where it depended on them): at it, the key is left out of the id's digest, so
+  those studies resume with the same trial ids.
 - between: whether 1-D interpolation may pair trials along the key (no straight line joins two
   architectures).
 """
@@ -147,6 +148,9 @@ class TrialSpec:
     momentum: float = fixed()
     nesterov: bool = fixed()
     trust_coefficient: float = fixed(unchanged=0.001)  # lars
+    # which parameters weight decay applies to (trainables/optim.py): all | weights. Before it was a
+    # setting, SGD decayed all and LARS/LAMB weights only: those trials keep their ids.
+    decayed: str = fixed(unchanged=lambda values: "weights" if values["optimizer"] in ("lars", "lamb") else "all")
     decay: str = fixed()  # step | cosine | constant
     gamma: float = fixed()
     eval_every_epochs: int = fixed()
@@ -263,6 +267,11 @@ def key_info(name: str) -> KeyInfo:
         meta.get("untagged", NOTHING),
         bool(meta.get("between", True)),
     )
+
+
+def unchanged_value(unchanged: Any, values: dict[str, Any]) -> Any:
+    """A key's `unchanged` value for a trial of these values (it may depend on them)."""
+    return unchanged(values) if callable(unchanged) else unchanged
 
 
 def unchanged_values() -> dict[str, Any]:

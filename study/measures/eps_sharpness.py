@@ -71,6 +71,7 @@ def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
         "algorithm": result.method,
         "steps": result.steps,
         "converged": result.converged,
+        "first_order_gap": result.gap,
         "loss": result.loss,
         "max_loss": result.max_loss,
     }

@@ -13,6 +13,8 @@ from study.measures.base import Cost, Job, Measure, Shown, TaskInputs, progress,
 from study.measures.common import training_loss
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from study.config import StudyConfig
 
 
@@ -159,7 +161,10 @@ def krylov_rows(job: Job, f: Any, settings: dict[str, Any]) -> list[dict[str, An
         rel_error=settings["trace_rel_error"],
         max_products=settings["trace_max_draws"],
         generator=f.generator,
-        on_product=lambda n, phase: progress(n, expected, "products", images, f"{phase} {n} products"),
+        on_product=lambda n, phase: (
+            progress(n, expected, "products", images, f"Lanczos {n} products") if phase == "lanczos" else None
+        ),
+        on_draw=trace_progress(f, settings["trace_rel_error"], 0, expected),
     )
     algorithm = (
         "Lanczos with full reorthogonalization from a Rademacher start: Ritz values, converged when the "
@@ -196,12 +201,10 @@ def eigenvalue_rows(
     ]
 
 
-def trace_row(f: Any, settings: dict[str, Any], before: int = 0, expected: float | None = None) -> dict[str, Any]:
-    """The trace's row; `before` products were spent on the eigenvalues of the same job (for progress)."""
-    from trainables.sharpness import hessian_trace, hessian_trace_by
-
-    method = settings.get("trace_method", "hutchinson")
-    target = settings["trace_rel_error"]
+def trace_progress(f: Any, target: float, before: int, expected: float | None) -> Callable[[Any], None]:
+    """What a trace estimator tells after each draw (a TraceEstimate so far), as progress: products done,
+    the standard error against its target, and the products still needed if it keeps falling as
+    1/sqrt(draws); `before` products of the same job came first (its eigenvalues)."""
 
     def said(running: Any) -> None:
         if running.samples == 0:  # Hutch++'s sketch
@@ -214,12 +217,21 @@ def trace_row(f: Any, settings: dict[str, Any], before: int = 0, expected: float
             )
             return
         error = running.std_error / abs(running.value) if running.value and running.samples > 1 else math.inf
-        # products still needed if the standard error keeps falling as 1/sqrt(draws)
         more = running.samples * max(0.0, (error / target) ** 2 - 1) if math.isfinite(error) else math.nan
         done = before + running.products
         total = done + more if math.isfinite(more) else expected
         se = f"s.e. {error:.1%} -> {target:.0%}" if math.isfinite(error) else "s.e. ?"
         progress(done, total, "products", f.row["n_samples"], f"trace {running.products} products, {se}")
+
+    return said
+
+
+def trace_row(f: Any, settings: dict[str, Any], before: int = 0, expected: float | None = None) -> dict[str, Any]:
+    """The trace's row; `before` products were spent on the eigenvalues of the same job (for progress)."""
+    from trainables.sharpness import hessian_trace, hessian_trace_by
+
+    method = settings.get("trace_method", "hutchinson")
+    said = trace_progress(f, settings["trace_rel_error"], before, expected)
 
     if method == "hutchinson":
         trace = hessian_trace(

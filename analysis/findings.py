@@ -1,0 +1,323 @@
+"""The seed paper's claims, each tested on the study's trials: an estimate, its 95% interval over seeds
+and a verdict, so the report answers the question instead of leaving it to the reader's eye.
+
+The paper (mixup at batch 128 and 8192) claims that mixup raises test accuracy at both batch sizes,
+narrows the generalization gap, and flattens the large-batch minimum, which is sharper than the
+small-batch one. Here "mixup" is every augmentation arm against the study's `none` arm, "small" and
+"large" the smallest and largest batch size, within each combination of the other compared conditions
+(the record's legends: model, optimizer, ..., and the learning-rate rule). A claim is `supported` when
+its 95% interval lies on the claimed side of 0, `contradicted` when it lies on the other, and `not
+resolved` whenever it contains 0 or there is no interval (one seed).
+
+Arms with the same seeds are paired by seed (a t-interval over the per-seed differences); otherwise
+Welch's unequal-variance t-interval. Each finding says which, and its n.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.summarize import t_quantile, with_labels
+
+SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolved"
+END_POINTS = 5  # interpolation points nearest each end that the curvature's quadratic is fitted to
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    low: float  # NaN: no interval
+    high: float
+    n: str  # "3 seeds, paired" / "2 vs 3 seeds" / "1 seed"
+    test: str
+
+    @property
+    def has_interval(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+
+@dataclass(frozen=True)
+class Finding:
+    context: str  # the other compared conditions ("" when nothing else varies)
+    claim: str
+    quantity: str  # what the estimate is a difference of, with its unit
+    estimate: Estimate
+    verdict: str
+
+
+def verdict(estimate: Estimate, claimed_sign: int) -> str:
+    """`claimed_sign` +1: the claim says the difference is > 0; -1: < 0."""
+    if not estimate.has_interval:
+        return UNRESOLVED
+    low, high = sorted((claimed_sign * estimate.low, claimed_sign * estimate.high))
+    return SUPPORTED if low > 0 else CONTRADICTED if high < 0 else UNRESOLVED
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = t_quantile(len(values) - 1) * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def contrast(arms: list[dict[int, float]], weights: list[float]) -> Estimate:
+    """sum_i weights_i x mean(arm_i), arms given as seed -> value: paired by seed where every arm has the
+    same seeds (2 or more), else Welch's t-interval (Welch-Satterthwaite degrees of freedom)."""
+    seeds = set(arms[0])
+    if len(seeds) >= 2 and all(set(arm) == seeds for arm in arms):
+        per_seed = [sum(w * arm[s] for w, arm in zip(weights, arms)) for s in sorted(seeds)]
+        mean, low, high = t_interval(per_seed)
+        return Estimate(mean, low, high, f"{len(seeds)} seeds, paired", "paired t over seeds")
+    values = [np.array(list(arm.values()), dtype=float) for arm in arms]
+    mean = float(sum(w * v.mean() for w, v in zip(weights, values)))
+    sizes = " vs ".join(str(len(v)) for v in values)
+    if min(len(v) for v in values) < 2:
+        seeds_said = "1 seed" if max(len(v) for v in values) == 1 else f"{sizes} seeds"
+        return Estimate(mean, math.nan, math.nan, seeds_said, "one seed: no interval")
+    parts = [w * w * float(v.var(ddof=1)) / len(v) for w, v in zip(weights, values)]
+    variance = sum(parts)
+    if variance == 0:
+        return Estimate(mean, mean, mean, f"{sizes} seeds", "Welch t (no spread)")
+    df = variance**2 / sum(p * p / (len(v) - 1) for p, v in zip(parts, values))
+    half = t_quantile(max(1, int(math.floor(df)))) * math.sqrt(variance)
+    return Estimate(mean, mean - half, mean + half, f"{sizes} seeds", "Welch t")
+
+
+def arm_of(label: str) -> str:
+    """The augmentation arm of a condition label ('resnet20, lars: mixup a=1' -> 'mixup a=1')."""
+    return label.rsplit(": ", 1)[-1]
+
+
+def context_of(label: str, rule: str) -> str:
+    prefix = label.rsplit(": ", 1)[0] if ": " in label else ""
+    return ", ".join(part for part in (prefix, f"lr {rule}" if rule != "none" else "") if part)
+
+
+def by_seed(rows: pd.DataFrame, column: str) -> dict[int, float]:
+    """seed -> the value (the mean over a seed's trials, should one condition have run twice)."""
+    values = rows.dropna(subset=[column]).groupby("seed")[column].mean()
+    return {int(seed): float(value) for seed, value in values.items()}
+
+
+def paper_findings(trials: pd.DataFrame, sharpness: pd.DataFrame, landscape: pd.DataFrame) -> list[Finding]:
+    """Every claim the study's trials can test (none without a `none` arm and another augmentation)."""
+    done = with_labels(trials)
+    done = done[done["status"] == "completed"] if "status" in done else done
+    if "phase" in done:
+        done = done[done["phase"] != "sample"]
+    if done.empty or "augmentation" not in done:
+        return []
+    done = done.assign(
+        arm=done["augmentation_label"].astype(str).map(arm_of),
+        context=[context_of(str(a), str(r)) for a, r in zip(done["augmentation_label"], done["lr_scaling"])],
+    )
+    measures = measure_values(done, sharpness)
+    findings: list[Finding] = []
+    for context, rows in done.groupby("context", sort=True):
+        base = rows[rows["augmentation"] == "none"]
+        if base.empty:
+            continue
+        sizes = sorted(rows["batch_size"].unique())
+        small, large = int(sizes[0]), int(sizes[-1])
+        for arm, treated in rows[rows["augmentation"] != "none"].groupby("arm", sort=True):
+            findings += arm_findings(str(context), str(arm), base, treated, small, large, measures)
+    findings += curvature_findings(done, landscape)
+    return findings
+
+
+def measure_values(trials: pd.DataFrame, sharpness: pd.DataFrame) -> dict[str, tuple[str, str, pd.DataFrame]]:
+    """measure -> (title, which way is flatter, the trials with its value as column `value`), for the
+    measures that rank flatness (each row names its own: the measure's plug-in wrote it)."""
+    from analysis.figures import measures_shown
+
+    out = {}
+    if sharpness.empty:
+        return out
+    for measure, title, _ in measures_shown(sharpness):
+        rows = sharpness[sharpness["measure"] == measure]
+        flatter = str(rows["flatter"].dropna().iloc[-1]) if "flatter" in rows and rows["flatter"].notna().any() else ""
+        if flatter not in ("lower", "higher"):
+            continue
+        values = rows.groupby("trial_id")["value"].mean().rename("value")
+        out[measure] = (title.split(" (")[0], flatter, trials.merge(values, left_on="trial_id", right_index=True))
+    return out
+
+
+def arm_findings(
+    context: str,
+    arm: str,
+    base: pd.DataFrame,
+    treated: pd.DataFrame,
+    small: int,
+    large: int,
+    measures: dict[str, tuple[str, str, pd.DataFrame]],
+) -> list[Finding]:
+    out = []
+
+    def at(rows: pd.DataFrame, batch: int) -> pd.DataFrame:
+        return rows[rows["batch_size"] == batch]
+
+    def add(
+        claim: str, quantity: str, arms: list[dict[int, float]], weights: list[float], sign: int, scale: float = 1.0
+    ) -> None:
+        if all(arms):
+            estimate = contrast([{s: scale * v for s, v in arm.items()} for arm in arms], weights)
+            out.append(Finding(context, claim, quantity, estimate, verdict(estimate, sign)))
+
+    batches = [small, large] if large != small else [small]
+    for batch in batches:
+        b, t = at(base, batch), at(treated, batch)
+        add(
+            f"{arm} raises test accuracy at batch {batch}",
+            "final test accuracy (percentage points), with minus without",
+            [by_seed(b, "final_test_acc"), by_seed(t, "final_test_acc")],
+            [-1.0, 1.0],
+            +1,
+            scale=100.0,
+        )
+        for column, name, gap, scale in (
+            ("gap_acc", "accuracy", "train - test accuracy (percentage points)", 100.0),
+            ("gap_loss", "loss", "test - train loss", 1.0),
+        ):
+            add(
+                f"{arm} narrows the generalization gap ({name}) at batch {batch}",
+                f"{gap}, with minus without",
+                [by_seed(b, column), by_seed(t, column)],
+                [-1.0, 1.0],
+                -1,
+                scale=scale,
+            )
+    if large == small:
+        return out
+    for title, flatter, values in measures.values():
+        sharper = 1 if flatter == "lower" else -1  # the sign of "sharper" in this measure's units
+        for arm_name, rows in ((f"without {arm}", base), (arm, treated)):
+            rows = values[values["trial_id"].isin(rows["trial_id"])]
+            add(
+                f"the large-batch minimum is sharper than the small-batch one ({title}, {arm_name})",
+                f"{title}: batch {large} minus batch {small}",
+                [by_seed(at(rows, small), "value"), by_seed(at(rows, large), "value")],
+                [-1.0, 1.0],
+                sharper,
+            )
+        b = values[values["trial_id"].isin(base["trial_id"])]
+        t = values[values["trial_id"].isin(treated["trial_id"])]
+        add(
+            f"{arm} flattens the large-batch minimum ({title})",
+            f"{title} at batch {large}: with minus without",
+            [by_seed(at(b, large), "value"), by_seed(at(t, large), "value")],
+            [-1.0, 1.0],
+            -sharper,
+        )
+        add(
+            f"{arm} flattens the large-batch minimum by more than the small-batch one ({title})",
+            f"{title}: (with - without at batch {large}) - (with - without at batch {small})",
+            [
+                by_seed(at(b, large), "value"),
+                by_seed(at(t, large), "value"),
+                by_seed(at(b, small), "value"),
+                by_seed(at(t, small), "value"),
+            ],
+            [-1.0, 1.0, 1.0, -1.0],
+            -sharper,
+        )
+    return out
+
+
+def end_curvature(x: np.ndarray, loss: np.ndarray, end: float) -> tuple[float, float, int]:
+    """(d^2 loss / d a^2 at a = end, its standard error, points used): a least-squares quadratic over the
+    END_POINTS points nearest `end`; NaN error with fewer than 4 points (no residual to judge it by)."""
+    order = np.argsort(np.abs(x - end), kind="stable")[:END_POINTS]
+    xs, ys = x[order] - end, loss[order]
+    if len(xs) < 3:
+        return math.nan, math.nan, len(xs)
+    if len(xs) == 3:
+        return float(2 * np.polyfit(xs, ys, 2)[0]), math.nan, 3
+    design = np.vander(xs, 3)  # columns a^2, a, 1
+    coefficients = np.linalg.lstsq(design, ys, rcond=None)[0]
+    residual = ys - design @ coefficients
+    covariance = float(residual @ residual) / (len(xs) - 3) * np.linalg.inv(design.T @ design)
+    return float(2 * coefficients[0]), float(2 * math.sqrt(covariance[0, 0])), len(xs)
+
+
+def curvature_findings(trials: pd.DataFrame, landscape: pd.DataFrame) -> list[Finding]:
+    """The paper's figure 5 as a number: the loss's curvature along the interpolation line at its
+    large-batch end minus at its small-batch end, per interpolated pair (train loss where measured).
+    Points where interpolated BatchNorm variances went negative (clamped to 0) are left out: the loss
+    there (1e7 past a = 1 in a small study) is not of a network on the line."""
+    if landscape.empty or "kind" not in landscape:
+        return []
+    batch = dict(zip(trials["trial_id"], trials["batch_size"]))
+    label = dict(zip(trials["trial_id"], trials["augmentation_label"].astype(str)))
+    out = []
+    lines = landscape[landscape["kind"] == "interp1d"]
+    for (a, b), rows in lines.groupby(["trial_a", "trial_b"], sort=True):
+        if a not in batch or b not in batch or batch[a] == batch[b]:
+            continue
+        split = "train" if (rows["split"] == "train").any() else "test"
+        rows = rows[(rows["split"] == split) & np.isfinite(rows["loss"].astype(float))]
+        if "bn_clamped" in rows:  # past an end, clamped BatchNorm variances make a network no solution is
+            rows = rows[rows["bn_clamped"].fillna(0) == 0]
+        x, loss = rows["x"].to_numpy(dtype=float), rows["loss"].to_numpy(dtype=float)
+        ends = {0.0: end_curvature(x, loss, 0.0), 1.0: end_curvature(x, loss, 1.0)}
+        large_end, small_end = (1.0, 0.0) if batch[b] > batch[a] else (0.0, 1.0)
+        (c_large, se_large, n_large), (c_small, se_small, n_small) = ends[large_end], ends[small_end]
+        value = c_large - c_small
+        half = 1.96 * math.hypot(se_large, se_small)
+        smaller, larger = sorted((int(batch[a]), int(batch[b])))
+        estimate = Estimate(
+            value,
+            value - half,
+            value + half,
+            f"{n_small} + {n_large} points",
+            f"quadratic fits' errors (curvature {c_small:.3g} at batch {smaller}, {c_large:.3g} at batch {larger})",
+        )
+        out.append(
+            Finding(
+                label.get(a, a) if label.get(a) == label.get(b) else f"{label.get(a, a)} to {label.get(b, b)}",
+                "the large-batch end of the interpolation line is sharper",
+                f"{split} loss curvature d2L/da2 along the line: large-batch end minus small-batch end",
+                estimate,
+                verdict(estimate, +1),
+            )
+        )
+    return out
+
+
+def number(x: float) -> str:
+    return f"{x:.3g}" if math.isfinite(x) else "-"
+
+
+def findings_html(findings: list[Finding]) -> str:
+    """The findings table, first in the report: each claim, its estimate and interval, n, test and verdict."""
+    if not findings:
+        return (
+            "<h2>Findings</h2><p>No claim of the seed paper can be tested yet: it needs completed trials with "
+            "and without an augmentation (sweep.mixup_alpha with 0), at two batch sizes for the sharpness ones.</p>"
+        )
+    colors = {SUPPORTED: "#1a7f37", CONTRADICTED: "#b42318", UNRESOLVED: "#6e6e6e"}
+    rows = []
+    for f in findings:
+        e = f.estimate
+        interval = f"[{number(e.low)}, {number(e.high)}]" if e.has_interval else "no interval"
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(f.context) or '-'}</td>"
+            f"<td>{html.escape(f.claim)}<br><small>{html.escape(f.quantity)}</small></td>"
+            f"<td>{number(e.value)} {interval}</td><td>{html.escape(e.n)}</td><td>{html.escape(e.test)}</td>"
+            f"<td style='color:{colors[f.verdict]};font-weight:600'>{f.verdict}</td>"
+            "</tr>"
+        )
+    return (
+        "<h2>Findings</h2><p>The seed paper's claims tested on this study's completed trials: each an estimate "
+        "with its 95% interval; <b>supported</b> or <b>contradicted</b> when the interval lies on one side of "
+        "0, <b>not resolved</b> when it contains 0 or there is none (one seed).</p>"
+        "<table class='findings'><tr><th>conditions</th><th>claim (quantity)</th><th>estimate [95% interval]</th>"
+        "<th>n</th><th>test</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
+    )

@@ -1,0 +1,155 @@
+"""The findings table on results sets built with a known effect, and with none."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.findings import (
+    CONTRADICTED,
+    SUPPORTED,
+    UNRESOLVED,
+    contrast,
+    findings_html,
+    paper_findings,
+)
+
+SEEDS = [0, 1, 2, 3, 4]
+JITTER = [0.004, -0.002, 0.001, -0.004, 0.001]  # per-seed noise shared by the arms (what pairing removes)
+ZERO_MEAN = [0.01, -0.01, 0.02, -0.02, 0.0]  # a per-seed difference whose mean is exactly 0
+OWN = [0.002, -0.001, 0.0, 0.001, -0.002]  # the treated arm's own noise (mean 0): pairing cannot remove it
+
+
+def results(effect: bool, seeds: list[int] = SEEDS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Trials at batch 128 and 8192, without and with mixup; with `effect`, mixup adds 3 points of test
+    accuracy at both sizes, narrows the gap by 2 points, and halves the large-batch top eigenvalue
+    (100 -> 50) while barely touching the small-batch one (20 -> 19). Without it, every difference
+    between the arms averages exactly 0 over seeds."""
+    trials, sharpness = [], []
+    for batch in (128, 8192):
+        for mixup in (False, True):
+            for i, seed in enumerate(seeds):
+                noise = JITTER[i]
+                wiggle = ZERO_MEAN[i] if mixup and not effect else OWN[i] if mixup else 0.0
+                acc = 0.9 - 0.05 * (batch > 128) + noise + 0.03 * (mixup and effect) + wiggle
+                gap = 0.08 + noise - 0.02 * (mixup and effect) - wiggle
+                eig = (100.0 if batch > 128 else 20.0) * (1 + noise)
+                if effect and mixup:
+                    eig = (50.0 if batch > 128 else 19.0) * (1 + noise)
+                elif mixup:
+                    eig *= 1 + wiggle
+                trial_id = f"b{batch}-{'a1' if mixup else 'a0'}-s{seed}"
+                trials.append(
+                    {
+                        "trial_id": trial_id,
+                        "status": "completed",
+                        "batch_size": batch,
+                        "augmentation": "mixup" if mixup else "none",
+                        "augmentation_label": "mixup a=1" if mixup else "none",
+                        "lr_scaling": "none",
+                        "seed": seed,
+                        "final_test_acc": acc,
+                        "gap_acc": gap,
+                        "gap_loss": gap * 2,
+                    }
+                )
+                sharpness.append(
+                    {
+                        "trial_id": trial_id,
+                        "measure": "hessian_eig1",
+                        "value": eig,
+                        "title": "Hessian top eigenvalue",
+                        "unit": "lambda",
+                        "flatter": "lower",
+                    }
+                )
+    return pd.DataFrame(trials), pd.DataFrame(sharpness)
+
+
+NO_LINES = pd.DataFrame({"kind": pd.Series(dtype=str)})
+
+
+def verdicts(findings) -> dict[str, str]:
+    return {f.claim: f.verdict for f in findings}
+
+
+def test_a_known_effect_is_found_with_its_size_and_the_paired_test() -> None:
+    trials, sharpness = results(effect=True)
+    found = paper_findings(trials, sharpness, NO_LINES)
+    said = verdicts(found)
+    for batch in (128, 8192):
+        assert said[f"mixup a=1 raises test accuracy at batch {batch}"] == SUPPORTED
+        assert said[f"mixup a=1 narrows the generalization gap (accuracy) at batch {batch}"] == SUPPORTED
+    top = "Hessian top eigenvalue"
+    assert said[f"the large-batch minimum is sharper than the small-batch one ({top}, without mixup a=1)"] == SUPPORTED
+    assert said[f"mixup a=1 flattens the large-batch minimum ({top})"] == SUPPORTED
+    interaction = next(f for f in found if "by more than" in f.claim)
+    assert interaction.verdict == SUPPORTED
+    # (50 - 100) - (19 - 20) = -49, up to the shared per-seed noise, which pairing cancels in part
+    assert interaction.estimate.value == pytest.approx(-49.0, abs=0.5)
+    accuracy = next(f for f in found if f.claim == "mixup a=1 raises test accuracy at batch 128")
+    assert accuracy.estimate.value == pytest.approx(3.0, abs=1e-9)  # points; OWN averages 0
+    assert accuracy.estimate.test == "paired t over seeds" and accuracy.estimate.n == "5 seeds, paired"
+    assert accuracy.estimate.low < 3.0 < accuracy.estimate.high
+
+
+def test_no_effect_is_not_resolved_never_supported() -> None:
+    trials, sharpness = results(effect=False)
+    found = paper_findings(trials, sharpness, NO_LINES)
+    about_mixup = [f for f in found if f.claim.startswith("mixup a=1")]
+    assert about_mixup and all(f.verdict == UNRESOLVED for f in about_mixup), [
+        (f.claim, f.estimate) for f in about_mixup if f.verdict != UNRESOLVED
+    ]
+    for f in about_mixup:
+        assert f.estimate.low < 0 < f.estimate.high or f.estimate.low <= 0 <= f.estimate.high
+
+
+def test_one_seed_says_so_and_resolves_nothing() -> None:
+    trials, sharpness = results(effect=True, seeds=[0])
+    found = paper_findings(trials, sharpness, NO_LINES)
+    assert found and all(f.verdict == UNRESOLVED for f in found)
+    assert {f.estimate.test for f in found} == {"one seed: no interval"}
+    assert all(f.estimate.n == "1 seed" and math.isnan(f.estimate.low) for f in found)
+    assert "no interval" in findings_html(found)
+
+
+def test_arms_with_different_seeds_use_welch_and_a_contradiction_is_called_one() -> None:
+    # mixup lowers accuracy by 0.05 with spread: unpaired (seeds 0-2 vs 10-12), Welch's interval < 0
+    with_, without = [0.80, 0.81, 0.79], [0.85, 0.86, 0.84]
+    estimate = contrast([dict(zip([0, 1, 2], without)), dict(zip([10, 11, 12], with_))], [-1.0, 1.0])
+    assert estimate.test == "Welch t" and estimate.n == "3 vs 3 seeds"
+    assert estimate.value == pytest.approx(-0.05)
+    # two groups of 3 with sd 0.01: s.e. sqrt(2 x 0.01^2 / 3), df 4, t 2.776
+    assert estimate.high - estimate.value == pytest.approx(2.776 * math.sqrt(2e-4 / 3), rel=1e-6)
+    from analysis.findings import verdict
+
+    assert verdict(estimate, +1) == CONTRADICTED and verdict(estimate, -1) == SUPPORTED
+
+
+def test_the_interpolation_curvature_is_the_known_second_derivative_at_each_end() -> None:
+    """L(a) = 4/3 a^3 + a^2: L'' is 2 at a = 0 (small batch) and 10 at a = 1 (large batch); a quadratic over
+    the 5 points around each end fits it exactly there. A point whose BatchNorm variances were clamped
+    (its loss that of no network on the line) is left out."""
+    trials, sharpness = results(effect=True, seeds=[0])
+    x = np.append(np.linspace(-0.5, 1.5, 9), 1.0)
+    loss = np.append(4 / 3 * x[:9] ** 3 + x[:9] ** 2, 1e7)
+    lines = pd.DataFrame(
+        {
+            "kind": "interp1d",
+            "trial_a": "b128-a0-s0",
+            "trial_b": "b8192-a0-s0",
+            "x": x,
+            "split": "train",
+            "loss": loss,
+            "bn_clamped": [0] * 9 + [12],
+        }
+    )
+    found = [f for f in paper_findings(trials, sharpness, lines) if "interpolation" in f.claim]
+    assert len(found) == 1
+    f = found[0]
+    assert f.estimate.value == pytest.approx(8.0, abs=1e-9)
+    assert "curvature 2 at batch 128, 10 at batch 8192" in f.estimate.test
+    assert f.verdict == SUPPORTED and f.context == "none"
