@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -488,7 +489,33 @@ def hessian_density_figure(spectrum: pd.DataFrame, trials: pd.DataFrame) -> go.F
     return fig
 
 
-def random_direction_figures(landscape: pd.DataFrame, trials: pd.DataFrame) -> list[go.Figure]:
+@dataclass(frozen=True)
+class DirectionAxes:
+    """Which landscape slices a set of figures draws, and how it names their axes."""
+
+    kind: str  # the landscape kinds `<kind>1d` and `<kind>2d`
+    one: str  # "a filter-normalized random direction"
+    two: str  # "two filter-normalized random directions"
+    title: str  # the 1-D figure's title
+
+
+FILTER_NORMALIZED = DirectionAxes(
+    "random",
+    "step along a filter-normalized random direction",
+    "two filter-normalized random directions",
+    "Random-direction 1-D slices of the training loss",
+)
+HESSIAN_EIGENVECTORS = DirectionAxes(
+    "eigen",
+    "distance along the Hessian's top eigenvector (parameter units)",
+    "the Hessian's top two eigenvectors (parameter units)",
+    "The training loss along each trial's sharpest direction (its Hessian's top eigenvector)",
+)
+
+
+def random_direction_figures(
+    landscape: pd.DataFrame, trials: pd.DataFrame, axes: DirectionAxes = FILTER_NORMALIZED
+) -> list[go.Figure]:
     """1-D slices (all trials in one figure) and one 2-D contour figure per trial."""
     figures = []
     info = with_labels(trials).set_index("trial_id")
@@ -496,7 +523,7 @@ def random_direction_figures(landscape: pd.DataFrame, trials: pd.DataFrame) -> l
     def label(trial_id: str) -> str:
         return trial_label(info, trial_id)
 
-    one = landscape[(landscape["kind"] == "random1d") & (landscape["split"] == "train")]
+    one = landscape[(landscape["kind"] == f"{axes.kind}1d") & (landscape["split"] == "train")]
     if len(one):
         fig = go.Figure()
         for i, (trial_id, curve) in enumerate(one.groupby("trial_a")):
@@ -510,13 +537,13 @@ def random_direction_figures(landscape: pd.DataFrame, trials: pd.DataFrame) -> l
                     line=dict(color=PALETTE[i % len(PALETTE)]),
                 )
             )
-        fig.update_xaxes(title_text="step along a filter-normalized random direction")
+        fig.update_xaxes(title_text=axes.one)
         fig.update_yaxes(title_text="train loss")
-        fig.update_layout(title="Random-direction 1-D slices of the training loss", **LAYOUT)
+        fig.update_layout(title=axes.title, **LAYOUT)
         figures.append(fig)
-    two = landscape[(landscape["kind"] == "random2d") & (landscape["split"] == "train")]
+    two = landscape[(landscape["kind"] == f"{axes.kind}2d") & (landscape["split"] == "train")]
     if len(two):
-        figures.append(surfaces_grid(two, info))
+        figures.append(surfaces_grid(two, info, axes.two))
         figures.append(surfaces_3d(two, info))
     return figures
 
@@ -619,7 +646,7 @@ def surfaces_3d(two: pd.DataFrame, info: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def surfaces_grid(two: pd.DataFrame, info: pd.DataFrame) -> go.Figure:
+def surfaces_grid(two: pd.DataFrame, info: pd.DataFrame, along: str = FILTER_NORMALIZED.two) -> go.Figure:
     """Every 2-D random-direction surface in one grid (the seed paper's figures 1-4: small and large batch,
     without and with augmentation), each panel square, all on one log-spaced set of contour levels from
     the lowest loss to 100 times it and one colour bar, so that basins compare at a glance."""
@@ -653,7 +680,7 @@ def surfaces_grid(two: pd.DataFrame, info: pd.DataFrame) -> go.Figure:
         )
         fig.update_xaxes(constrain="domain", title_text="direction 1", row=i // cols + 1, col=i % cols + 1)
     fig.update_layout(
-        title="2-D loss surfaces along two filter-normalized random directions (one colour scale, log-spaced levels)",
+        title=f"2-D loss surfaces along {along} (one colour scale, log-spaced levels)",
         coloraxis=loss_coloraxis(low, high),
         height=120 + 480 * rows,
         **{**LAYOUT, "legend": {}},

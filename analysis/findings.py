@@ -132,8 +132,9 @@ def paper_findings(trials: pd.DataFrame, sharpness: pd.DataFrame, landscape: pd.
 
 
 def measure_values(trials: pd.DataFrame, sharpness: pd.DataFrame) -> dict[str, tuple[str, str, pd.DataFrame]]:
-    """measure -> (title, which way is flatter, the trials with its value as column `value`), for the
-    measures that rank flatness (each row names its own: the measure's plug-in wrote it)."""
+    """measure -> (title with whether it survives a change of axes, which way is flatter, the trials with
+    its value as column `value`), for the measures that rank flatness (each row names its own: the
+    measure's plug-in wrote it)."""
     from analysis.figures import measures_shown
 
     out = {}
@@ -145,7 +146,10 @@ def measure_values(trials: pd.DataFrame, sharpness: pd.DataFrame) -> dict[str, t
         if flatter not in ("lower", "higher"):
             continue
         values = rows.groupby("trial_id")["value"].mean().rename("value")
-        out[measure] = (title.split(" (")[0], flatter, trials.merge(values, left_on="trial_id", right_index=True))
+        said = rows["invariance"].dropna() if "invariance" in rows else pd.Series(dtype=str)
+        invariance = str(said.iloc[-1]).split(":")[0] if len(said) else "invariance not recorded"
+        name = f"{title.split(' (')[0]}, {invariance} under rescaling"
+        out[measure] = (name, flatter, trials.merge(values, left_on="trial_id", right_index=True))
     return out
 
 
@@ -282,7 +286,8 @@ def curvature_findings(trials: pd.DataFrame, landscape: pd.DataFrame) -> list[Fi
             Finding(
                 label.get(a, a) if label.get(a) == label.get(b) else f"{label.get(a, a)} to {label.get(b, b)}",
                 "the large-batch end of the interpolation line is sharper",
-                f"{split} loss curvature d2L/da2 along the line: large-batch end minus small-batch end",
+                f"{split} loss curvature d2L/da2 along the line: large-batch end minus small-batch end "
+                "(changes under rescaling: a rescaled layer of one solution moves the line)",
                 estimate,
                 verdict(estimate, +1),
             )
@@ -317,7 +322,9 @@ def findings_html(findings: list[Finding]) -> str:
     return (
         "<h2>Findings</h2><p>The seed paper's claims tested on this study's completed trials: each an estimate "
         "with its 95% interval; <b>supported</b> or <b>contradicted</b> when the interval lies on one side of "
-        "0, <b>not resolved</b> when it contains 0 or there is none (one seed).</p>"
+        "0, <b>not resolved</b> when it contains 0 or there is none (one seed). Each sharpness measure says "
+        "whether it is <i>invariant</i> under rescaling a layer that feeds a BatchNorm (the same function, "
+        "Dinh et al. 2017) or <i>changes</i>: only an invariant one can say that a minimum is flatter.</p>"
         "<table class='findings'><tr><th>conditions</th><th>claim (quantity)</th><th>estimate [95% interval]</th>"
         "<th>n</th><th>test</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
     )

@@ -77,6 +77,10 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
     shown += [(f"random_directions_{i + 1}", fig) for i, fig in enumerate(slices)]
     if not slices:
         notes.append("Random-direction slices: not measured (measure.random_directions).")
+    along = figures.random_direction_figures(landscape, trials, figures.HESSIAN_EIGENVECTORS) if len(landscape) else []
+    shown += [(f"hessian_directions_{i + 1}", fig) for i, fig in enumerate(along)]
+    if not along:
+        notes.append("Landscapes along the Hessian's top eigenvectors: not measured (measure.hessian_directions).")
     target = target if target is not None else (default_target(completed) if len(completed) else math.nan)
     if len(completed) and len(epochs) and completed["batch_size"].nunique() > 1 and not math.isnan(target):
         shown.append(("steps_to_target", figures.steps_to_target_figure(completed, epochs, target, sharpness)))

@@ -182,6 +182,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("title", STR),
             ("unit", STR),
             ("flatter", STR),
+            # whether the value survives rescaling a layer before a BatchNorm ("invariant: ..." / "changes: ...")
+            ("invariance", STR),
             *WHERE,
         ]
     ),

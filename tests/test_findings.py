@@ -64,6 +64,7 @@ def results(effect: bool, seeds: list[int] = SEEDS) -> tuple[pd.DataFrame, pd.Da
                         "title": "Hessian top eigenvalue",
                         "unit": "lambda",
                         "flatter": "lower",
+                        "invariance": "changes: a layer rescaled by c moves its block of the Hessian by 1/c^2",
                     }
                 )
     return pd.DataFrame(trials), pd.DataFrame(sharpness)
@@ -83,7 +84,7 @@ def test_a_known_effect_is_found_with_its_size_and_the_paired_test() -> None:
     for batch in (128, 8192):
         assert said[f"mixup a=1 raises test accuracy at batch {batch}"] == SUPPORTED
         assert said[f"mixup a=1 narrows the generalization gap (accuracy) at batch {batch}"] == SUPPORTED
-    top = "Hessian top eigenvalue"
+    top = "Hessian top eigenvalue, changes under rescaling"
     assert said[f"the large-batch minimum is sharper than the small-batch one ({top}, without mixup a=1)"] == SUPPORTED
     assert said[f"mixup a=1 flattens the large-batch minimum ({top})"] == SUPPORTED
     interaction = next(f for f in found if "by more than" in f.claim)

@@ -39,7 +39,7 @@ def plan(study, trials, config):
 def run(job, inputs, part):
     state = load_model_state(inputs.checkpoints[job.trials[0]])
     norm = sum(float((v.double() ** 2).sum()) for k, v in state.items() if v.is_floating_point()) ** 0.5
-    shown = Shown("toy parameter norm", "norm (weights)", "lower").columns()
+    shown = Shown("toy parameter norm", "norm (weights)", "lower", "changes: it scales with the weights").columns()
     return [{"trial_id": job.trials[0], "measure": "toy_norm", "value": job.settings["scale"] * norm, **shown}]
 
 

@@ -215,6 +215,7 @@ class KrylovSpectrum:
     trace: TraceEstimate | None  # None when the trace was not asked for
     steps: int  # Lanczos steps (one product each), shared by both
     bounds: list[float]  # each eigenvalue's residual bound |beta_m s_mi| >= its distance to the spectrum
+    vectors: list[torch.Tensor] | None = None  # the Ritz vectors (unit, flat), where asked for
 
 
 def krylov_spectrum(
@@ -234,6 +235,7 @@ def krylov_spectrum(
     device: torch.device | str = "cpu",
     on_product: Callable[[int, str], None] | None = None,
     on_draw: Callable[[TraceEstimate], None] | None = None,
+    ritz_vectors: bool = False,
 ) -> KrylovSpectrum:
     """The `top_k` eigenvalues largest in magnitude and the trace of a symmetric operator, sharing one
     Krylov space: Lanczos with full reorthogonalization from a Rademacher start, until every top-k Ritz
@@ -245,7 +247,8 @@ def krylov_spectrum(
     and unbiased, so their standard error is the estimate's (coverage is tested). Power iteration plus
     Hutch++ spends products on the eigenvalues and again on a sketch; here the eigenvalues' products are
     the sketch. `on_product(products, phase)` is told after every product, `on_draw(the trace so far)`
-    after every residual draw as well."""
+    after every residual draw as well. `ritz_vectors`: also the top-k Ritz vectors Q s_i (unit length; the sign
+    that makes the largest-magnitude entry positive, so that a direction is the same on every run)."""
     products = 0
 
     def product(v: torch.Tensor, phase: str) -> torch.Tensor:
@@ -289,9 +292,16 @@ def krylov_spectrum(
         [steps] * len(order),
         [exhausted or c for c in converged],
     )
-    if not trace:
-        return KrylovSpectrum(eigen, None, steps, bounds)
     basis = torch.stack(rows)
+    ritz = None
+    if ritz_vectors:
+        ritz = []
+        for i in order:
+            v = basis.T @ torch.as_tensor(vectors[:, i], dtype=basis.dtype, device=basis.device)
+            v = v / torch.linalg.vector_norm(v)
+            ritz.append(v if float(v[int(torch.argmax(v.abs()))]) > 0 else -v)
+    if not trace:
+        return KrylovSpectrum(eigen, None, steps, bounds, ritz)
     exact = float(sum(diagonal))
     draws: list[float] = []
     mean = std_error = 0.0
@@ -309,7 +319,7 @@ def krylov_spectrum(
             complete = True
     reached = complete or (len(draws) >= min_samples and std_error <= rel_error * abs(exact + mean))
     estimate = TraceEstimate(exact + mean, std_error, len(draws), reached, products, "krylov", steps)
-    return KrylovSpectrum(eigen, estimate, steps, bounds)
+    return KrylovSpectrum(eigen, estimate, steps, bounds, ritz)
 
 
 def flat_hessian(
@@ -415,8 +425,48 @@ def eps_sharpness(
     the box (scipy). y = 0 is in the box, so the value is >= 0. Params are restored.
     `on_step(evaluations so far)` is told after every loss-and-gradient evaluation.
     """
+    f0, best, steps, converged, gap = box_maximum(
+        loss_fn, batches, params, lambda x: eps * (x.abs() + 1), method, max_steps, tolerance, on_step
+    )
+    return EpsSharpness(100.0 * (best - f0) / (1.0 + f0), f0, best, steps, converged, method, gap)
+
+
+def adaptive_sharpness(
+    loss_fn: LossFn,
+    batches: Sequence[Batch],
+    params: Vector,
+    rho: float,
+    *,
+    method: str = "sign_ascent",
+    max_steps: int = 100,
+    tolerance: float = 1e-4,
+    on_step: Callable[[int], None] | None = None,
+) -> EpsSharpness:
+    """Adaptive sharpness (Kwon et al. 2021, ASAM), its l-infinity form with eta = 0:
+    max f(x + y) - f(x) over |y_i| <= rho |x_i|. The box scales with each weight, so rescaling a layer
+    whose output a BatchNorm normalizes (x -> c x, the same function) maps the box onto itself and leaves
+    the value unchanged: it survives the change of axes that moves Hessian eigenvalues by 1/c^2
+    (Dinh et al. 2017). Keskar's box eps (|x_i| + 1) does not (the +1). Maximized as eps_sharpness."""
+    f0, best, steps, converged, gap = box_maximum(
+        loss_fn, batches, params, lambda x: rho * x.abs(), method, max_steps, tolerance, on_step
+    )
+    return EpsSharpness(best - f0, f0, best, steps, converged, method, gap)
+
+
+def box_maximum(
+    loss_fn: LossFn,
+    batches: Sequence[Batch],
+    params: Vector,
+    half_width: Callable[[torch.Tensor], torch.Tensor],
+    method: str,
+    max_steps: int,
+    tolerance: float,
+    on_step: Callable[[int], None] | None,
+) -> tuple[float, float, int, bool, float | None]:
+    """(f(x), max f over the box |y| <= half_width(x), evaluations, converged, first-order gap) by
+    `method` (sign_ascent or lbfgsb, as eps_sharpness says); params are restored."""
     originals = [p.detach().clone() for p in params]
-    bounds = [eps * (x.abs() + 1) for x in originals]
+    bounds = [half_width(x) for x in originals]
     evaluations = 0
 
     def at(offsets: Vector) -> tuple[float, Vector]:
@@ -430,17 +480,14 @@ def eps_sharpness(
         return result
 
     try:
-        gap = None
         if method == "lbfgsb":
-            f0, best, steps, converged = _lbfgsb(at, originals, bounds, max_steps)
-        elif method == "sign_ascent":
-            f0, best, steps, converged, gap = _sign_ascent(at, originals, bounds, max_steps, tolerance)
-        else:
-            raise ValueError(f"unknown eps-sharpness method {method!r}; use sign_ascent or lbfgsb")
+            return (*_lbfgsb(at, originals, bounds, max_steps), None)
+        if method == "sign_ascent":
+            return _sign_ascent(at, originals, bounds, max_steps, tolerance)
+        raise ValueError(f"unknown eps-sharpness method {method!r}; use sign_ascent or lbfgsb")
     finally:
         for p, x in zip(params, originals):
             p.data.copy_(x)
-    return EpsSharpness(100.0 * (best - f0) / (1.0 + f0), f0, best, steps, converged, method, gap)
 
 
 def first_order_gap(offsets: Vector, bounds: Vector, grads: Vector) -> float:

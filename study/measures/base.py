@@ -57,9 +57,13 @@ class Shown:
     title: str  # panel title
     unit: str  # y-axis title, with units
     flatter: str  # "lower" or "higher" where the value ranks flatness, "" where it does not (noise scale)
+    # Whether the value survives rescaling a layer whose output a BatchNorm normalizes (w -> c w: the
+    # same function; Dinh et al. 2017), "invariant: ..." or "changes: ...", with why: what the paper's
+    # question can rest on (tests/test_invariance.py checks each claim on a BatchNorm network).
+    invariance: str
 
     def columns(self) -> dict[str, str]:
-        return {"title": self.title, "unit": self.unit, "flatter": self.flatter}
+        return {"title": self.title, "unit": self.unit, "flatter": self.flatter, "invariance": self.invariance}
 
 
 def sample(asked: int | None, available: int | None) -> int:

@@ -70,7 +70,7 @@ def job_points(job: Job) -> list[tuple[float, float | None]]:
 
     low, high = job.settings["range"]
     axis = np.linspace(low, high, job.settings["points"]).tolist()
-    if job.kind == "random2d":
+    if job.kind.endswith("2d"):  # random2d, eigen2d
         return [(x, y) for y in axis for x in axis]
     return [(x, None) for x in axis]
 

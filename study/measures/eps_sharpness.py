@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from study.errors import MAX_BATCH, MAX_IMAGES, check, ranged
 from study.measures.base import Cost, Job, Measure, Shown, TaskInputs, progress, register, sample, trial_ids
@@ -25,7 +25,12 @@ class EpsSharpnessConfig:
     batch: int = ranged(512, 1, MAX_BATCH)
 
 
-SHOWN = Shown("epsilon-sharpness", "100 (max f - f) / (1 + f)  (%)", "lower")
+SHOWN = Shown(
+    "epsilon-sharpness",
+    "100 (max f - f) / (1 + f)  (%)",
+    "lower",
+    "changes: the box eps (|x| + 1) does not scale with a rescaled layer's weights (the + 1)",
+)
 
 
 def validate(study: StudyConfig, config: EpsSharpnessConfig, s: str) -> None:
@@ -50,12 +55,20 @@ def cost(job: Job, part: Any, sizes: tuple[int | None, int | None]) -> Cost:
 def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
     from trainables.sharpness import eps_sharpness
 
+    return box_rows(job, inputs, eps_sharpness, job.settings["eps"], "eps_sharpness", SHOWN)
+
+
+def box_rows(
+    job: Job, inputs: TaskInputs, compute: Callable[..., Any], size: float, measure: str, shown: Shown
+) -> list[dict[str, Any]]:
+    """The row of a box-maximum sharpness (`compute`: trainables.sharpness.eps_sharpness or
+    adaptive_sharpness, of box size `size`) of the job's trial, with how its maximization ended."""
     f, settings = training_loss(job, inputs), job.settings
-    result = eps_sharpness(
+    result = compute(
         f.loss,
         f.batches,
         f.params,
-        settings["eps"],
+        size,
         method=settings["method"],
         max_steps=settings["max_steps"],
         on_step=lambda steps: progress(
@@ -75,15 +88,7 @@ def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
         "loss": result.loss,
         "max_loss": result.max_loss,
     }
-    return [
-        {
-            **f.row,
-            **SHOWN.columns(),
-            "measure": "eps_sharpness",
-            "value": result.value,
-            "settings": json.dumps(recorded),
-        }
-    ]
+    return [{**f.row, **shown.columns(), "measure": measure, "value": result.value, "settings": json.dumps(recorded)}]
 
 
 register(

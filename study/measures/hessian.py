@@ -53,13 +53,16 @@ class HessianConfig:
 
 
 UNIT = "loss / weight^2"
+# a layer rescaled by c (the same function) has its Hessian block moved to D^-1 H D^-1: that block by 1/c^2
+HESSIAN_CHANGES = "changes: a layer rescaled by c moves its block of the Hessian by 1/c^2"
 
 
 def eigenvalue_shown(i: int) -> Shown:
-    return Shown("Hessian top eigenvalue" if i == 1 else f"Hessian eigenvalue {i}", f"lambda_{i} ({UNIT})", "lower")
+    title = "Hessian top eigenvalue" if i == 1 else f"Hessian eigenvalue {i}"
+    return Shown(title, f"lambda_{i} ({UNIT})", "lower", HESSIAN_CHANGES)
 
 
-TRACE = Shown("Hessian trace", f"trace ({UNIT})", "lower")
+TRACE = Shown("Hessian trace", f"trace ({UNIT})", "lower", HESSIAN_CHANGES)
 
 
 def validate(study: StudyConfig, config: HessianConfig, s: str) -> None:

@@ -27,7 +27,12 @@ class NoiseScaleConfig:
 
 
 # Not a flatness measure: the batch size beyond which larger batches stop paying (the critical batch).
-SHOWN = Shown("gradient noise scale B_simple", "B_simple (examples)", "")
+SHOWN = Shown(
+    "gradient noise scale B_simple",
+    "B_simple (examples)",
+    "",
+    "changes: a rescaled layer's gradients shrink by 1/c, its share of tr(Sigma) and |G|^2 by 1/c^2",
+)
 
 
 def validate(study: StudyConfig, config: NoiseScaleConfig, s: str) -> None:
