@@ -94,39 +94,86 @@ def arm_of(label: str) -> str:
     return label.rsplit(": ", 1)[-1]
 
 
-def context_of(label: str, rule: str) -> str:
-    prefix = label.rsplit(": ", 1)[0] if ": " in label else ""
-    return ", ".join(part for part in (prefix, f"lr {rule}" if rule != "none" else "") if part)
-
-
 def by_seed(rows: pd.DataFrame, column: str) -> dict[int, float]:
     """seed -> the value (the mean over a seed's trials, should one condition have run twice)."""
     values = rows.dropna(subset=[column]).groupby("seed")[column].mean()
     return {int(seed): float(value) for seed, value in values.items()}
 
 
-def paper_findings(trials: pd.DataFrame, sharpness: pd.DataFrame, landscape: pd.DataFrame) -> list[Finding]:
-    """Every claim the study's trials can test (none without a `none` arm and another augmentation)."""
+AUGMENTATION = "augmentation"  # the augmentation arm (augmentation, alpha, cutout size) as one compared key
+NOT_COMPARED = {"batch_size", "seed", "augmentation", "augmentation_alpha", "cutout_size"}
+
+
+def value_text(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def compared_keys(trials: pd.DataFrame, roles: dict[str, tuple[str, bool]] | None) -> list[str]:
+    """The keys whose effect the table tests: the augmentation arm, then every other swept key of the
+    record (`roles`, from the store) that takes more than one value among the trials (batch size is the
+    axis each effect is tested at, seeds the replicates)."""
+    swept = [k for k, (role, _) in (roles or {}).items() if role == "swept"] or ["lr_scaling"]
+    others = [k for k in swept if k not in NOT_COMPARED and k in trials and trials[k].map(value_text).nunique() > 1]
+    return [AUGMENTATION, *others]
+
+
+def reference_value(trials: pd.DataFrame, key: str, sweep: dict) -> str:
+    """What the other values of `key` are compared against: no augmentation, else the first value the
+    study file lists for the key (its baseline), else the most common one."""
+    if key == AUGMENTATION:
+        return "none"
+    present = set(trials[key].map(value_text))
+    listed = [value_text(v) for v in (sweep.get(key) or []) if value_text(v) in present]
+    return listed[0] if listed else str(trials[key].map(value_text).mode().iloc[0])
+
+
+def paper_findings(
+    trials: pd.DataFrame,
+    sharpness: pd.DataFrame,
+    landscape: pd.DataFrame,
+    roles: dict[str, tuple[str, bool]] | None = None,
+) -> list[Finding]:
+    """Every claim the study's trials can test: for each compared key (the augmentation arm first, then
+    every other swept key that varies) each value's effect against the reference, at the smallest and
+    largest batch, within each combination of the other compared keys; whether the large-batch minimum
+    is sharper, within each combination of all of them; the interpolation lines' end curvatures."""
+    from analysis.summarize import stored_config
+
     done = with_labels(trials)
     done = done[done["status"] == "completed"] if "status" in done else done
     if "phase" in done:
         done = done[done["phase"] != "sample"]
     if done.empty or "augmentation" not in done:
         return []
-    done = done.assign(
-        arm=done["augmentation_label"].astype(str).map(arm_of),
-        context=[context_of(str(a), str(r)) for a, r in zip(done["augmentation_label"], done["lr_scaling"])],
-    )
+    keys = compared_keys(done, roles)
+    text = {k: done[k].map(value_text) for k in keys if k != AUGMENTATION}
+    text[AUGMENTATION] = done["augmentation_label"].astype(str).map(arm_of)
+    sweep = stored_config(done).get("sweep") or {}
+
+    def context(without: str | None) -> list[str]:
+        parts = [[f"{k} {v}" if k != AUGMENTATION else v for v in text[k]] for k in keys if k != without]
+        return [", ".join(p for p in row) for row in zip(*parts)] if parts else [""] * len(done)
+
     measures = measure_values(done, sharpness)
     findings: list[Finding] = []
-    for context, rows in done.groupby("context", sort=True):
-        base = rows[rows["augmentation"] == "none"]
-        if base.empty:
-            continue
-        sizes = sorted(rows["batch_size"].unique())
-        small, large = int(sizes[0]), int(sizes[-1])
-        for arm, treated in rows[rows["augmentation"] != "none"].groupby("arm", sort=True):
-            findings += arm_findings(str(context), str(arm), base, treated, small, large, measures)
+    for key in keys:
+        reference = reference_value(done, key, sweep)
+        framed = done.assign(arm=text[key].to_numpy(), context=context(key))
+        for where, rows in framed.groupby("context", sort=True):
+            base = rows[rows["arm"] == reference]
+            sizes = sorted(rows["batch_size"].unique())
+            if base.empty or not sizes:
+                continue
+            for arm, treated in rows[rows["arm"] != reference].groupby("arm", sort=True):
+                name = str(arm) if key == AUGMENTATION else f"{key} {arm} (vs {reference})"
+                versus = "with minus without" if key == AUGMENTATION else f"{arm} minus {reference}"
+                findings += arm_findings(
+                    str(where), name, versus, base, treated, int(sizes[0]), int(sizes[-1]), measures
+                )
+    for where, rows in done.assign(context=context(None)).groupby("context", sort=True):
+        findings += sharper_findings(str(where), rows, measures)
     findings += curvature_findings(done, landscape)
     return findings
 
@@ -156,12 +203,14 @@ def measure_values(trials: pd.DataFrame, sharpness: pd.DataFrame) -> dict[str, t
 def arm_findings(
     context: str,
     arm: str,
+    versus: str,
     base: pd.DataFrame,
     treated: pd.DataFrame,
     small: int,
     large: int,
     measures: dict[str, tuple[str, str, pd.DataFrame]],
 ) -> list[Finding]:
+    """The claims about one value (`arm`) of a compared key against the reference value (`base`)."""
     out = []
 
     def at(rows: pd.DataFrame, batch: int) -> pd.DataFrame:
@@ -179,7 +228,7 @@ def arm_findings(
         b, t = at(base, batch), at(treated, batch)
         add(
             f"{arm} raises test accuracy at batch {batch}",
-            "final test accuracy (percentage points), with minus without",
+            f"final test accuracy (percentage points), {versus}",
             [by_seed(b, "final_test_acc"), by_seed(t, "final_test_acc")],
             [-1.0, 1.0],
             +1,
@@ -191,7 +240,7 @@ def arm_findings(
         ):
             add(
                 f"{arm} narrows the generalization gap ({name}) at batch {batch}",
-                f"{gap}, with minus without",
+                f"{gap}, {versus}",
                 [by_seed(b, column), by_seed(t, column)],
                 [-1.0, 1.0],
                 -1,
@@ -201,27 +250,18 @@ def arm_findings(
         return out
     for title, flatter, values in measures.values():
         sharper = 1 if flatter == "lower" else -1  # the sign of "sharper" in this measure's units
-        for arm_name, rows in ((f"without {arm}", base), (arm, treated)):
-            rows = values[values["trial_id"].isin(rows["trial_id"])]
-            add(
-                f"the large-batch minimum is sharper than the small-batch one ({title}, {arm_name})",
-                f"{title}: batch {large} minus batch {small}",
-                [by_seed(at(rows, small), "value"), by_seed(at(rows, large), "value")],
-                [-1.0, 1.0],
-                sharper,
-            )
         b = values[values["trial_id"].isin(base["trial_id"])]
         t = values[values["trial_id"].isin(treated["trial_id"])]
         add(
             f"{arm} flattens the large-batch minimum ({title})",
-            f"{title} at batch {large}: with minus without",
+            f"{title} at batch {large}: {versus}",
             [by_seed(at(b, large), "value"), by_seed(at(t, large), "value")],
             [-1.0, 1.0],
             -sharper,
         )
         add(
             f"{arm} flattens the large-batch minimum by more than the small-batch one ({title})",
-            f"{title}: (with - without at batch {large}) - (with - without at batch {small})",
+            f"{title}: ({versus} at batch {large}) - ({versus} at batch {small})",
             [
                 by_seed(at(b, large), "value"),
                 by_seed(at(t, large), "value"),
@@ -231,6 +271,27 @@ def arm_findings(
             [-1.0, 1.0, 1.0, -1.0],
             -sharper,
         )
+    return out
+
+
+def sharper_findings(
+    context: str, rows: pd.DataFrame, measures: dict[str, tuple[str, str, pd.DataFrame]]
+) -> list[Finding]:
+    """'The large-batch minimum is sharper than the small-batch one', per measure, for trials that differ
+    only in batch size (and seed)."""
+    sizes = sorted(rows["batch_size"].unique())
+    if len(sizes) < 2:
+        return []
+    small, large = int(sizes[0]), int(sizes[-1])
+    out = []
+    for title, flatter, values in measures.values():
+        measured = values[values["trial_id"].isin(rows["trial_id"])]
+        arms = [by_seed(measured[measured["batch_size"] == b], "value") for b in (small, large)]
+        if all(arms):
+            estimate = contrast(arms, [-1.0, 1.0])
+            claim = f"the large-batch minimum is sharper than the small-batch one ({title})"
+            quantity = f"{title}: batch {large} minus batch {small}"
+            out.append(Finding(context, claim, quantity, estimate, verdict(estimate, 1 if flatter == "lower" else -1)))
     return out
 
 

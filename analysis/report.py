@@ -126,7 +126,7 @@ def header(results: StudyResults) -> str:
 def render(results: StudyResults, target: float | None = None) -> str:
     shown, notes = build_figures(results, target)
     # The answer first: the seed paper's claims with intervals, then the figures they rest on.
-    findings = paper_findings(results.trials, results.sharpness, results.landscape)
+    findings = paper_findings(results.trials, results.sharpness, results.landscape, results.trial_roles)
     parts = [header(results), f'<section id="findings">{findings_html(findings)}</section>']
     for i, (name, fig) in enumerate(shown):
         # plotly.js inlined once, in the first figure: the file opens with no network.
