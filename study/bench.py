@@ -67,12 +67,13 @@ class Setting:
     batch_sizes: tuple[int, ...]
     epochs: int
     data_note: str
+    model: str = "vgg9"
 
     def train_images(self, batch: int) -> int:
         return STEPS_PER_EPOCH * batch
 
 
-def setting(quick: bool, scratch: Path) -> Setting:
+def setting(quick: bool, scratch: Path, model: str = "vgg9", width: float | None = None) -> Setting:
     """Small sizes on a CPU (VGG9 width 0.25), the paper's on a GPU; CIFAR-10 where this machine has enough
     of it for STEPS_PER_EPOCH steps at the largest batch, otherwise random images of its size and format
     written to `scratch` (no download; speed does not depend on the pixels)."""
@@ -80,8 +81,8 @@ def setting(quick: bool, scratch: Path) -> Setting:
     batches = (128, 1024, 8192) if on_gpu else ((128, 512) if quick else (128, 512, 2048))
     dataset, root, note = full_size_data(scratch, images=STEPS_PER_EPOCH * max(batches))
     if on_gpu:
-        return Setting(torch.device("cuda"), 1.0, dataset, root, 10_000, batches, 3, note)
-    return Setting(torch.device("cpu"), 0.25, dataset, root, 1000, batches, 2, note)
+        return Setting(torch.device("cuda"), width or 1.0, dataset, root, 10_000, batches, 3, note, model)
+    return Setting(torch.device("cpu"), width or 0.25, dataset, root, 1000, batches, 2, note, model)
 
 
 def full_size_data(
@@ -118,7 +119,7 @@ def spec_for(s: Setting, batch: int) -> TrialSpec:
             "train_subset": s.train_images(batch),
             "test_subset": s.test_subset,
         },
-        model={"width": s.width},
+        model={"arch": s.model, "width": s.width},
         sweep={"batch_size": batch, "mixup_alpha": 1.0},
         schedule={"epochs": s.epochs, "decay": "constant", "milestones": []},
         resources={"max_micro_batch": batch},
@@ -275,18 +276,28 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m study.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (CPU only), for a first look")
+    parser.add_argument("--model", default="vgg9", help="the model to measure (a study's model.arch; default vgg9)")
+    parser.add_argument(
+        "--width", type=float, default=None, help="its width (a study's model.width; default 0.25 on a CPU, 1 on a GPU)"
+    )
     args = parser.parse_args(argv)
+    from trainables.catalog import MODEL_NAMES
+
+    if args.model not in MODEL_NAMES:
+        parser.error(f"--model: unknown {args.model!r}; known: {', '.join(MODEL_NAMES)}")
+    if args.width is not None and not 0 < args.width <= 16:
+        parser.error("--width: a channel multiplier in (0, 16]")
     import ray
 
     from study.cluster import TRIAL_RESOURCE, TRIAL_RESOURCE_AMOUNT
     from trainables.ray_train import device_name
 
     scratch = tempfile.TemporaryDirectory()
-    s = setting(args.quick, Path(scratch.name))
+    s = setting(args.quick, Path(scratch.name), args.model, args.width)
     name = device_name(s.device)
     table = Table(
         f"device: {name}; torch {torch.__version__}; ray {ray.__version__}; {os.cpu_count()} CPUs; "
-        f"vgg9 width {s.width:g}; data: {s.data_note}; {s.epochs} epochs per run, the fastest after the first"
+        f"{s.model} width {s.width:g}; data: {s.data_note}; {s.epochs} epochs per run, the fastest after the first"
         + (f"; training at {TRAIN_THREADS_ON_CPU} thread per trial" if s.device.type == "cpu" else "")
     )
     # The loops without Ray first, before Ray's own processes share the machine: the baseline the
@@ -294,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     bare = bare_loops(s)
     ray.init(resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False, log_to_driver=False)
     wait_until_quiet()
-    startups = training_through_ray(s, bare, table)
+    startups, via_ray = training_through_ray(s, bare, table)
     input_pipeline(s, table)
     point_rate = landscape(s, args.quick, table)
     table.add(
@@ -305,12 +316,12 @@ def main(argv: list[str] | None = None) -> None:
     table.add(
         "",
         f"(5) evaluation {eval_rate:,.0f} images/s; projected for the paper on this device "
-        f"(vgg9 width {s.width:g}; {PAPER_EPOCHS} epochs of {PAPER_TRAIN_IMAGES:,} images, "
+        f"({s.model} width {s.width:g}; {PAPER_EPOCHS} epochs of {PAPER_TRAIN_IMAGES:,} images, "
         f"{PAPER_EVAL_IMAGES:,} evaluated per epoch):",
         *projection(train_rates, eval_rate),
     )
     if s.device.type != "cuda" or peak_flops(name) is None:
-        model = build_model("vgg9", width=s.width)
+        model = build_model(s.model, width=s.width)
         table.add(
             "",
             f"MFU: no peak FLOP/s known for {name}; FLOPs per image: forward "
@@ -322,12 +333,12 @@ def main(argv: list[str] | None = None) -> None:
     measure = {**measurement_rates(s, samples), "points": point_rate}
     table.add(
         "",
-        f"(7) measurements, one task, vgg9 width {s.width:g}, {samples} images: Hessian-vector products "
+        f"(7) measurements, one task, {s.model} width {s.width:g}, {samples} images: Hessian-vector products "
         f"{measure['products'] / samples:.2f}/s ({measure['products']:,.0f} images/s); loss-and-gradient steps "
         f"{measure['steps'] / samples:.2f}/s ({measure['steps']:,.0f} images/s); landscape points "
         f"{measure['points']:,.0f} images/s",
     )
-    record = write_bench_record(name, s.width, train_rates, eval_rate, measure)
+    record = write_bench_record(name, s.width, train_rates, eval_rate, measure, via_ray, s.model)
     table.add("", f"rates recorded in {record} (run_sweep --dry-run turns a study's images into hours with them)")
     table.print()
     scratch.cleanup()
@@ -351,8 +362,11 @@ def bare_loops(s: Setting) -> dict[int, tuple[dict, float, float]]:
     return bare
 
 
-def training_through_ray(s: Setting, bare: dict[int, tuple[dict, float, float]], table: Table) -> dict[str, float]:
-    """(1) the swept trial through Ray beside the bare loop and plain torch; returns the start-up times seen."""
+def training_through_ray(
+    s: Setting, bare: dict[int, tuple[dict, float, float]], table: Table
+) -> tuple[dict[str, float], dict[int, float]]:
+    """(1) the swept trial through Ray beside the bare loop and plain torch; returns the start-up times seen
+    and the via-Ray images/s per batch (what --dry-run's hours use)."""
     table.add(
         "",
         f"(1) training: {STEPS_PER_EPOCH} steps per epoch; images/s over the steps (MFU where the device's peak "
@@ -362,11 +376,13 @@ def training_through_ray(s: Setting, bare: dict[int, tuple[dict, float, float]],
         f"{'epoch+ Ray':>10} {'plain torch':>11} {'ours/plain':>10}",
     )
     startups: dict[str, float] = {}
+    via_ray: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as storage:
         for batch in s.batch_sizes:
             (epoch, overhead, plain), (row, ray_epoch) = bare[batch], through_ray(s, batch, storage)
             startups.setdefault("1 worker (in the Tune trial)", startup_parts(row))
             loop_rate, ray_rate = epoch["images_per_s"], ray_epoch["images_per_s"]
+            via_ray[batch] = ray_rate
             mfu_text = f"{100 * epoch['mfu']:.1f}%" if epoch.get("mfu") else "-"
             table.add(
                 f"{batch:>6} {loop_rate:>10,.0f} {mfu_text:>6} {ray_rate:>10,.0f} {ray_rate / loop_rate:>9.2f} "
@@ -375,7 +391,7 @@ def training_through_ray(s: Setting, bare: dict[int, tuple[dict, float, float]],
         if s.device.type == "cpu":
             two, _ = through_ray(s, s.batch_sizes[0], storage, workers=2)
             startups["2 workers (TorchTrainer)"] = startup_parts(two)
-    return startups
+    return startups, via_ray
 
 
 def input_pipeline(s: Setting, table: Table) -> None:
@@ -408,7 +424,7 @@ def measurement_rates(s: Setting, samples: int, repeats: int = 3) -> dict[str, f
     threads = torch.get_num_threads()
     if s.device.type == "cpu":
         torch.set_num_threads(1)
-    model = build_model("vgg9", width=s.width).to(s.device).eval()
+    model = build_model(s.model, width=s.width).to(s.device).eval()
     piece = CPU_BATCH if s.device.type == "cpu" else 512
     images = torch.randn(samples, 3, 32, 32, device=s.device)
     labels = torch.randint(0, 10, (samples,), device=s.device)
@@ -452,7 +468,7 @@ def landscape(s: Setting, quick: bool, table: Table) -> float:
     most = 2 if s.device.type == "cpu" else torch.cuda.device_count()
     counts = [1, most] if most > 1 else [1]
     samples = 2000 if s.device.type == "cpu" else 10_000
-    rates = points_per_second(s.width, samples, 4 if quick else 8, counts)
+    rates = points_per_second(s.width, samples, 4 if quick else 8, counts, s.model)
     table.add(
         "",
         f"(3) 1-D landscape, {samples} images per point",

@@ -28,7 +28,9 @@ from trainables.checkpoint import save_checkpoint
 from trainables.models import build_model
 
 
-def points_per_second(width: float, samples: int, points: int, worker_counts: list[int]) -> dict[int, float]:
+def points_per_second(
+    width: float, samples: int, points: int, worker_counts: list[int], model: str = "vgg9"
+) -> dict[int, float]:
     """Interpolation points/s for each worker count, on the connected Ray (one CPU or GPU per worker)."""
     on_gpu = torch.cuda.is_available()
     if SHARED_CIFAR.exists():
@@ -38,7 +40,7 @@ def points_per_second(width: float, samples: int, points: int, worker_counts: li
     spec = plan_one(
         "bench",
         data={"dataset": dataset, "root": root},
-        model={"width": width},
+        model={"arch": model, "width": width},
         sweep={"batch_size": 128, "mixup_alpha": 0.0},
     )
     task = ray.remote(run_job).options(**({"num_gpus": 1} if on_gpu else {"num_cpus": 1}))
@@ -46,7 +48,7 @@ def points_per_second(width: float, samples: int, points: int, worker_counts: li
         checkpoints = {}
         for i, name in enumerate(("a", "b")):
             torch.manual_seed(i)
-            state = {"model": build_model("vgg9", width=width).state_dict()}
+            state = {"model": build_model(model, width=width).state_dict()}
             checkpoints[name] = save_checkpoint(state, str(Path(tmp) / name), epoch=1)
         inputs = TaskInputs({name: json.dumps(spec.to_dict()) for name in checkpoints}, checkpoints)
         job = Job(

@@ -3,10 +3,14 @@ a study with results is continued only on purpose. They answer in about a second
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
-from analysis.store import ResultsStore, join
+import pyarrow.fs as pafs
+
+from analysis.store import ResultsStore, join, resolve, write_atomic
 from study.config import StudyConfig
 from study.plan import local_path
 
@@ -36,11 +40,110 @@ def check_storage(study: StudyConfig) -> None:
         ) from None
 
 
+# The settings that make a study what it is, beside its sweep: a resumed study with any of them changed
+# would train new trials next to the old ones, and the figures would pool the two as seeds. Left out:
+# where the data lies (data.root: the same images moved) and whether torch.compile runs (speed only);
+# the sweep (more values add trials), resources, measurements and search are free to change.
+IDENTITY_SECTIONS = ("data", "model", "optim", "schedule", "eval")
+NOT_IDENTITY = {"data.root", "model.compile"}
+IDENTITY_FILE = "study.json"
+
+
+def study_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """'section.key' -> value of a resolved study file's identity settings (config: StudyConfig.to_dict())."""
+    return {
+        f"{section}.{key}": value
+        for section in IDENTITY_SECTIONS
+        for key, value in (config.get(section) or {}).items()
+        if f"{section}.{key}" not in NOT_IDENTITY
+    }
+
+
+def stored_identity(study: StudyConfig, store: ResultsStore) -> dict[str, Any] | None:
+    """The identity the study's first run recorded (study.json), else that of its newest trial row's
+    resolved study file (stores from before study.json); None when neither exists."""
+    fs, path = resolve(join(study_root(study), IDENTITY_FILE))
+    try:
+        with fs.open_input_stream(path) as stream:
+            return json.loads(stream.read().decode())["identity"]
+    except (FileNotFoundError, KeyError, ValueError):
+        pass
+    except OSError as error:  # pyarrow says "not found" in words on some filesystems
+        if "not found" not in str(error).lower() and "no such file" not in str(error).lower():
+            raise
+    trials = store.read("trials")
+    configs = trials["config"].dropna() if "config" in trials else []
+    return study_identity(json.loads(configs.iloc[-1])) if len(configs) else None
+
+
+def record_identity(study: StudyConfig) -> None:
+    """Write study.json on a study's first run (never over an existing one: it is what --resume checks)."""
+    fs, path = resolve(join(study_root(study), IDENTITY_FILE))
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        body = {"study": study.name, "identity": study_identity(study.to_dict())}
+        write_atomic(join(study_root(study), IDENTITY_FILE), json.dumps(body, indent=1, sort_keys=True).encode())
+
+
 def check_fresh(study: StudyConfig, resume: bool) -> None:
-    """A study with results is continued only on purpose (--resume): said before Ray starts."""
+    """A study with results is continued only on purpose (--resume), and only with the settings it was
+    started with: said before Ray starts."""
     store = ResultsStore.for_study(local_path(study.storage), study.name)
-    if store.is_store() and not resume:
+    if not store.is_store():
+        return
+    if not resume:
         raise SweepError(
             f"study {study.name!r} already has results in {store.root}; pass --resume to continue it, "
             "or change name (or --storage) to start a new one"
         )
+    before = stored_identity(study, store)
+    now = study_identity(study.to_dict())
+    changed = sorted(k for k in set(before or {}) | set(now) if before is not None and before.get(k) != now.get(k))
+    if changed:
+        said = "; ".join(f"{k}: {json.dumps((before or {}).get(k))} -> {json.dumps(now.get(k))}" for k in changed)
+        raise SweepError(
+            f"--resume: study {study.name!r} was started with other settings ({said}); resuming would train "
+            "new trials beside the old ones and pool them. Undo the change to continue it, or give the "
+            "changed study a new name (or --storage) to start it anew"
+        )
+
+
+def nothing_left(study: StudyConfig, planned: list[str]) -> str | None:
+    """On --resume, what to say when the study is done (every planned trial finished, every measurement
+    its completed trials ask for written), from the store alone: no Ray started for it. None: work left."""
+    from study.measures.base import plan_measure_jobs
+
+    store = ResultsStore.for_study(local_path(study.storage), study.name)
+    if not store.is_store() or not set(planned) <= store.finished_trials():
+        return None
+    trials = store.read("trials")
+    if "phase" in trials:  # a search's samples only choose the winners: not measured
+        trials = trials[trials["phase"] != "sample"]
+    jobs = plan_measure_jobs(study, trials[trials["status"] == "completed"].to_dict("records"))
+    written = {table: store.keys(table) for table in {job.table for job in jobs}}
+    if any(job.key not in written[job.table] for job in jobs):
+        return None
+    report = join(study_root(study), "report.html")
+    return (
+        f"{study.name}: nothing to do: all {len(planned)} trials finished and all {len(jobs)} measurements written "
+        f"(report: {report}; python -m analysis.report {store.root} builds it again)"
+    )
+
+
+def folders_to_create(study: StudyConfig) -> list[Path]:
+    """The study folder and those above it that do not exist yet (local storage), deepest first: what a
+    run that fails its checks removes again (when empty: never a file, never a folder that was there)."""
+    if "://" in study.storage:
+        return []
+    missing, folder = [], Path(study_root(study)).absolute()
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_created(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; rmdir removes only an empty folder
+        try:
+            folder.rmdir()
+        except OSError:
+            return

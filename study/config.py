@@ -318,13 +318,18 @@ def parse_study(text: str, *, source: str = "<study>", overrides: list[str] | tu
 
 
 def blame(file_only: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str) -> str:
-    """Who to blame for a mistake: the study file, or the `--set` overrides when the file alone is valid."""
+    """Who to blame for a mistake: the study file, or, when the file alone is valid, the first `--set`
+    override that makes it invalid (applied in order, as the command line gives them)."""
     if not overrides:
         return source
-    try:
-        validate(build(StudyConfig, file_only, ""), "")
-    except ConfigError:
-        return source
+    raw = copy.deepcopy(file_only)
+    for override in (None, *overrides):
+        if override is not None:
+            apply_override(raw, override)
+        try:
+            validate(build(StudyConfig, copy.deepcopy(raw), ""), "")
+        except ConfigError:
+            return source if override is None else f"--set {override}"
     return f"--set {' '.join(overrides)}"
 
 

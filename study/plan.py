@@ -193,6 +193,47 @@ def check_against_plan(study: StudyConfig, trials: list[TrialSpec], source: str 
             measure.check_plan(study, records, settings, f"{source}: ")
 
 
+def coinciding_line(trials: list[TrialSpec]) -> str | None:
+    """Trials that train exactly alike though their labels differ: every learning-rate rule gives the
+    base rate at the base batch size, so `none`, `linear` and `sqrt` trials there are one training run
+    three times. Said in the plan (each still runs, under its own label), with its share of the cost."""
+    groups: dict[str, list[TrialSpec]] = {}
+    for t in trials:
+        same = {k: v for k, v in dataclasses.asdict(t).items() if k not in ("trial_id", "lr_scaling")}
+        groups.setdefault(json.dumps(same, sort_keys=True, default=str), []).append(t)
+    repeats = [g for g in groups.values() if len(g) > 1]
+    if not repeats:
+        return None
+    extra = sum(len(g) - 1 for g in repeats)
+    share = sum(t.epochs for g in repeats for t in g[1:]) / max(1, sum(t.epochs for t in trials))
+    example = repeats[0]
+    rules = "/".join(t.lr_scaling for t in example)
+    return (
+        f"note: {extra} trial(s) train exactly as another does ({len(repeats)} group(s); e.g. batch "
+        f"{example[0].batch_size} with lr rules {rules}: peak lr {example[0].peak_lr:g} for all); each runs under "
+        f"its own label, {share:.1%} of the training cost"
+    )
+
+
+def stand_in_finals(study: StudyConfig, samples: list[TrialSpec]) -> list[TrialSpec]:
+    """For --dry-run's cost: the final trials a search will run, each group's first sample standing in
+    for its winner (the same epochs and images; the learning rate does not change the cost)."""
+    from study.config import searched_keys
+
+    assert study.search is not None
+    groups = {group_key(study, p): p for p in grid_points(study, seeds=study.sweep.seed[:1])}
+    first: dict[str, TrialSpec] = {}
+    for sample in samples:
+        first.setdefault(sample.search_group, sample)
+    keys = searched_keys(study.search)
+    return [
+        make_trial(study, {**groups[group], **{k: getattr(t, k) for k in keys}, "seed": seed}, Phase.FINAL, group)
+        for group, t in first.items()
+        if group in groups
+        for seed in study.search.final_seeds
+    ]
+
+
 def plan_finals(study: StudyConfig, trials: pd.DataFrame, epochs: pd.DataFrame | None = None) -> list[TrialSpec]:
     """The best sample of every group (its searched values) with each of search.final_seeds."""
     from study.search import final_points
@@ -235,8 +276,14 @@ def format_plan(study: StudyConfig, trials: list[TrialSpec]) -> str:
             f"{' (ASHA stops the weak ones early)' if study.search.asha else ''}, then {groups} winner(s) x "
             f"{len(study.search.final_seeds)} seeds = {finals} final trials (planned from the samples' results)"
         )
-    lines.append(cost_line(study, trials))
-    measuring = measurement_cost_line(study, trials)
+    repeated = coinciding_line(trials)
+    if repeated:
+        lines.append(repeated)
+    # A search trains its samples (at most: ASHA stops some early) and then its finals, and measures only
+    # the finals: those are priced with each group's first sample standing in for its winner.
+    finals = stand_in_finals(study, trials) if study.search is not None else []
+    lines.append(cost_line(study, trials + finals))
+    measuring = measurement_cost_line(study, finals if study.search is not None else trials)
     if measuring:
         lines.append(measuring)
     if study.measure.trajectory is not None:
@@ -254,21 +301,54 @@ def write_bench_record(
     train: dict[int, float],
     evaluation: float,
     measure: dict[str, float] | None = None,
+    train_via_ray: dict[int, float] | None = None,
+    model: str = "vgg9",
 ) -> Path:
-    """What `python -m study.bench` measured on this machine, for --dry-run's estimate of hours; `measure`:
-    the measurement phase's rates in images/s by unit of work (products, steps, points: study.measures)."""
+    """What `python -m study.bench` measured on this machine, for --dry-run's estimate of hours, kept per
+    model and width (`--model`, `--width`: each its own entry, the others kept); `measure`: the
+    measurement phase's rates in images/s by unit of work (products, steps, points: study.measures);
+    `train_via_ray`: training images/s of the trial swept through Ray, what a study gets (the bare loop
+    was 1.4x faster: hours from it were optimistic)."""
     path = bench_record_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {
+    records = bench_records()
+    records[bench_key(model, width)] = {
         "device": device,
+        "model": model,
         "width": width,
         "measured_at": time.strftime("%Y-%m-%d", time.gmtime()),
         "train_images_per_s": {str(b): r for b, r in train.items()},
+        "train_via_ray_images_per_s": {str(b): r for b, r in (train_via_ray or {}).items()},
         "eval_images_per_s": evaluation,
         "measure_images_per_s": measure or {},
     }
-    path.write_text(json.dumps(record, indent=1))
+    path.write_text(json.dumps({"records": records}, indent=1))
     return path
+
+
+def bench_key(model: str, width: float) -> str:
+    return f"{model}@{width:g}"
+
+
+def bench_records() -> dict[str, dict[str, Any]]:
+    """Every bench record of this machine, by 'model@width' (a file of one record, as written before
+    records were kept per model and width, reads as its VGG9 entry)."""
+    with contextlib.suppress(OSError, ValueError):
+        stored = json.loads(bench_record_path().read_text())
+        if "records" in stored:
+            return dict(stored["records"])
+        if "width" in stored:
+            return {bench_key(stored.get("model", "vgg9"), stored["width"]): stored}
+    return {}
+
+
+def bench_record(model: str, width: float) -> dict[str, Any] | None:
+    return bench_records().get(bench_key(model, width))
+
+
+def missing_bench(models: list[str], width: float) -> str:
+    """What to run so that --dry-run can say hours: the bench of each model at the study's width."""
+    return "; ".join(f"python -m study.bench --model {m} --width {width:g}" for m in models)
 
 
 def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
@@ -280,21 +360,31 @@ def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
         return "cost: training images unknown until the image folder is read (set data.train_subset to know)"
     total = sum(t.epochs for t in trials) * per_epoch
     line = f"cost: {total:,} training images ({len(trials)} trials x {epochs_text(trials)} epochs x {per_epoch:,})"
-    path = bench_record_path()
-    if not path.exists():
-        return line + "; python -m study.bench records this machine's rates, then this says hours"
-    record = json.loads(path.read_text())
-    if record["width"] != study.model.width:
-        return line + f"; the bench record ({path}) is at width {record['width']:g}, this study {study.model.width:g}"
-    rates = {int(b): r for b, r in record["train_images_per_s"].items()}
+    samples = sum(t.phase == Phase.SAMPLE for t in trials)
+    if samples:
+        line += f", of which {len(trials) - samples} finals and {samples} samples (at most: ASHA stops some early)"
+    models = sorted({t.model for t in trials})
+    records = {m: bench_record(m, study.model.width) for m in models}
+    missing = [m for m, r in records.items() if r is None]
+    if missing:
+        return line + f"; for hours on this machine: {missing_bench(missing, study.model.width)}"
     evaluated = (study.eval.train_eval_samples or per_epoch) + (test_images or 0)
-    seconds = 0.0
+    seconds, bare = 0.0, False
     for trial in trials:
+        record = records[trial.model]
+        assert record is not None
+        via_ray = record.get("train_via_ray_images_per_s") or {}
+        bare = bare or not via_ray
+        rates = {int(b): r for b, r in (via_ray or record["train_images_per_s"]).items()}
         nearest = min(rates, key=lambda b: abs(math.log2(b) - math.log2(trial.batch_size)))
         evaluations = trial.epochs / trial.eval_every_epochs
         seconds += trial.epochs * per_epoch / rates[nearest] + evaluations * evaluated / record["eval_images_per_s"]
+    record = records[models[0]]
+    assert record is not None
+    rate = "bare-loop rates, optimistic: study.bench again records the via-Ray ones" if bare else "via-Ray rates"
     return line + (
-        f"; about {seconds / 3600:.1f} h one trial at a time on {record['device']} (bench of {record['measured_at']})"
+        f"; about {seconds / 3600:.1f} h one trial at a time on {record['device']} "
+        f"(bench of {record['measured_at']}, {rate})"
     )
 
 
@@ -311,14 +401,9 @@ WORK_NAMES = {"products": "Hessian-vector products", "steps": "loss-and-gradient
 
 def bench_measure_rates(study: StudyConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """(images/s by measurement unit, the bench record) as `python -m study.bench` measured this machine
-    at the study's width; no rates where it has not (another width costs differently)."""
-    path = bench_record_path()
-    with contextlib.suppress(OSError, ValueError):
-        record = json.loads(path.read_text())
-        if record.get("width") == study.model.width:
-            return dict(record.get("measure_images_per_s", {})), record
-        return {}, record
-    return {}, {}
+    for the study's model and width; no rates where it has not (another width costs differently)."""
+    record = bench_record(study.model.arch, study.model.width)
+    return (dict(record.get("measure_images_per_s", {})), record) if record else ({}, {})
 
 
 def measurement_cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str | None:
@@ -346,7 +431,7 @@ def measurement_cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str | 
         device, day = record["device"], record["measured_at"]
         line += f"; about {seconds / 3600:.1f} h one task at a time on {device} (bench of {day})"
     elif work:
-        line += f"; python -m study.bench at width {study.model.width:g} records the rates that say hours"
+        line += f"; for hours on this machine: {missing_bench([study.model.arch], study.model.width)}"
     return line + " (typical counts where an algorithm stops adaptively: study/measures/)"
 
 

@@ -108,15 +108,30 @@ def run_command(argv: list[str]) -> int:
     if args.dry_run:  # the plan needs neither pandas nor ray
         print(format_plan(study, trials))
         return 0
-    from study.checks import SweepError, check_fresh, check_storage, study_root
+    from study.checks import (
+        SweepError,
+        check_fresh,
+        check_storage,
+        folders_to_create,
+        nothing_left,
+        record_identity,
+        remove_created,
+        study_root,
+    )
     from study.lock import StudyLocked, object_store_lock, study_lock
 
     exit_at_once_on_ctrl_c(argv)  # for the rest of this process, its exit included
+    created = folders_to_create(study)  # removed again if a check fails before anything is written
     try:
         check_storage(study)
         check_fresh(study, args.resume)
+        done = nothing_left(study, [t.trial_id for t in trials]) if args.resume else None
     except SweepError as error:  # said before torch and Ray load
+        remove_created(created)
         return user_error(error)
+    if done:  # answered from the store, in a second: no Ray started to find it out
+        print(done, flush=True)
+        return 0
     from study.cluster import connect_ray
     from study.sweep import check_data, run_study
     from trainables.data import DataError
@@ -132,11 +147,13 @@ def run_command(argv: list[str]) -> int:
             else:
                 print(f"note: {study.storage}: the study is not locked there; run one driver per study", flush=True)
             check_data(study)
+            record_identity(study)  # what a later --resume is checked against
             dashboard = connect_ray(args.address, verbose=args.verbose)
             if dashboard:
                 print(dashboard_line(dashboard), flush=True)
             result = run_study(study, resume=args.resume, dashboard_url=dashboard, verbose=args.verbose)
     except (ConfigError, SweepError, DataError, StudyLocked) as error:
+        remove_created(created)  # only folders this run made and left empty: a failed check leaves no trace
         return user_error(error)
     except Exception as error:  # a full disk anywhere in the driver's writing: one line, and how to go on
         if not storage_full(error):

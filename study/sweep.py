@@ -129,10 +129,31 @@ def make_progress_callback(
 
     class Progress(ray.tune.Callback):
         def __init__(self) -> None:
-            self.study = SweepProgress({t.trial_id: t.epochs for t in todo}, time.time())
+            self.study = SweepProgress({t.trial_id: t.epochs for t in todo}, time.time(), concurrency=concurrency)
             self.said_at = time.time()
+            # The line comes on a timer of its own: Tune calls back only when something happens, and it
+            # was silent for a minute between epochs. The lock keeps the ticker and the callbacks apart.
+            self.lock = threading.RLock()
+            self.ticking = threading.Event()
             if measurements is not None:
                 measurements.reserved = self.reserved
+
+        def setup(self, **info: Any) -> None:
+            self.ticking.set()
+            threading.Thread(target=self.tick, name="study-progress", daemon=True).start()
+
+        def tick(self) -> None:
+            while self.ticking.is_set():
+                time.sleep(1.0)
+                with contextlib.suppress(Exception):  # a line missed is better than a driver stopped
+                    self.say_progress()
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            self.ticking.clear()
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            with self.lock:
+                self.study.start(trial_name(trial), time.time())
 
         def reserved(self) -> float:
             """Measurement slots the unfinished trials of this run hold or will take (training first)."""
@@ -141,23 +162,26 @@ def make_progress_callback(
 
         def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
             if measurements is not None:
-                measurements.poll()
+                with self.lock:
+                    measurements.poll()
             self.say_progress()  # every PROGRESS_EVERY_S, epochs or not
 
         def say_progress(self, force: bool = False) -> None:
             """The study's line, on a timer and whenever a trial ends; measurements running beside are said
             in the same line."""
-            if force or time.time() - self.said_at >= PROGRESS_EVERY_S:
-                line = self.study.line(time.time())
-                if measurements is not None and measurements.jobs:
-                    line += "; " + measurements.line().replace("measure: ", "measurements: ", 1)
-                print(line, flush=True)
-                self.said_at = time.time()
+            with self.lock:
+                if force or time.time() - self.said_at >= PROGRESS_EVERY_S:
+                    line = self.study.line(time.time())
+                    if measurements is not None and measurements.jobs:
+                        line += "; " + measurements.line().replace("measure: ", "measurements: ", 1)
+                    print(line, flush=True)
+                    self.said_at = time.time()
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             trial_id = trial_name(trial)
             if result.get("kind") == "epoch":
-                self.study.epoch(trial_id, int(result["epoch"]))
+                with self.lock:
+                    self.study.epoch(trial_id, int(result["epoch"]), time.time())
                 print(
                     f"[{trial_id}] epoch {result['epoch']}/{planned(trial).spec.epochs}: "
                     f"train loss {result['train_loss']:.4f}, test acc {result['test_acc']:.4f}, "
@@ -166,9 +190,10 @@ def make_progress_callback(
                 )
                 self.say_progress()
             elif result.get("kind") == "final":
-                self.study.end(trial_id)
-                if measurements is not None and result.get("status") == Status.COMPLETED:
-                    measurements.plan()  # its own measurements, and the pairs it completes
+                with self.lock:
+                    self.study.end(trial_id)
+                    if measurements is not None and result.get("status") == Status.COMPLETED:
+                        measurements.plan()  # its own measurements, and the pairs it completes
                 seconds, epochs = result["startup_s"], result["epochs"]
                 # A trial that failed in training does not report when its first step was: unknown, not NaN s.
                 known = seconds is not None and math.isfinite(seconds)
@@ -186,7 +211,8 @@ def make_progress_callback(
             row = trial_row(spec.to_dict(), history, outcome, worker_provenance(prov))
             store.write("trials", spec.trial_id, [row], TRIALS_SCHEMA)
             print(f"[{spec.trial_id}] {status}: {error}", flush=True)
-            self.study.end(spec.trial_id)
+            with self.lock:
+                self.study.end(spec.trial_id)
             self.say_progress(force=True)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -228,3 +229,65 @@ def test_storage_and_existing_results_are_checked_before_torch_or_ray_load(tmp_p
     (tmp_path / "smoke" / "results" / "trials" / "t.parquet").write_bytes(b"")
     existing = run_sweep_without("torch,ray", "studies/smoke.yaml", "--storage", str(tmp_path))
     assert existing.returncode == 2 and "already has results" in existing.stderr, existing.stderr[-2000:]
+
+
+def test_resume_refuses_a_study_whose_settings_changed_before_torch_or_ray_load(tmp_path: Path) -> None:
+    """--resume with schedule.epochs edited used to train 4 new trials beside the 4 old ones, and the
+    figures pooled 2- and 3-epoch trials as seeds. Now: exit 2 before Ray, naming each changed key."""
+    import dataclasses
+
+    from study.checks import record_identity
+    from study.config import load_study
+
+    study = dataclasses.replace(load_study("studies/smoke.yaml", []), storage=str(tmp_path))
+    record_identity(study)  # as the first run writes it
+    (tmp_path / "smoke" / "results" / "trials").mkdir(parents=True)
+    (tmp_path / "smoke" / "results" / "trials" / "t.parquet").write_bytes(b"")
+    common = ["studies/smoke.yaml", "--storage", str(tmp_path), "--resume"]
+    changed = run_sweep_without("torch,ray", *common, "--set", "schedule.epochs=3", "--set", "model.width=0.5")
+    assert changed.returncode == 2, changed.stderr[-2000:]
+    said = changed.stderr.strip()
+    assert said.count("\n") == 0 and "schedule.epochs: 2 -> 3" in said and "model.width: 0.25 -> 0.5" in said
+    assert "new name" in said
+    # The sweep, resources and measurements may change; where the data lies too.
+    from study.checks import check_fresh
+
+    moved = dataclasses.replace(study, sweep=dataclasses.replace(study.sweep, seed=(0, 1)))
+    check_fresh(dataclasses.replace(moved, data=dataclasses.replace(study.data, root="/elsewhere")), resume=True)
+    # A store from before study.json: the newest trial row's resolved study file is the reference.
+    (tmp_path / "smoke" / "study.json").unlink()
+    import pandas as pd
+
+    row = pd.DataFrame({"trial_id": ["t"], "status": ["completed"], "config": [json.dumps(study.to_dict())]})
+    row.to_parquet(tmp_path / "smoke" / "results" / "trials" / "t.parquet")
+    old = run_sweep_without("torch,ray", *common, "--set", "schedule.epochs=3")
+    assert old.returncode == 2 and "schedule.epochs: 2 -> 3" in old.stderr, old.stderr[-2000:]
+
+
+def test_resume_of_a_finished_study_answers_from_the_store_without_ray(tmp_path: Path) -> None:
+    """--resume on a finished study used to start Ray for 44 s to find nothing to do."""
+    from conftest import tiny_study_yaml
+
+    from analysis.store import ResultsStore, trial_schema
+    from study.checks import nothing_left
+    from study.config import parse_study
+    from study.plan import plan_study
+    from trainables.trial import TrialSpec
+
+    text = tiny_study_yaml("done", tmp_path)
+    (tmp_path / "done.yaml").write_text(text)
+    study = parse_study(text)
+    planned = plan_study(study)
+    store = ResultsStore.for_study(str(tmp_path), "done")
+    for spec in planned[:-1]:
+        store.write("trials", spec.trial_id, [{**spec.to_dict(), "status": "completed"}], trial_schema(TrialSpec))
+    ids = [t.trial_id for t in planned]
+    assert nothing_left(study, ids) is None  # one trial still to train
+    last = planned[-1]
+    store.write("trials", last.trial_id, [{**last.to_dict(), "status": "completed"}], trial_schema(TrialSpec))
+    answer = run_sweep_without("torch,ray", str(tmp_path / "done.yaml"), "--resume")
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    assert f"done: nothing to do: all {len(ids)} trials finished and all 0 measurements written" in answer.stdout
+    # A measurement asked for and not written is work left (then Ray starts for it).
+    measured = parse_study(text + "measure:\n  eps_sharpness: {samples: 64}\n")
+    assert nothing_left(measured, ids) is None

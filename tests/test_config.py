@@ -221,6 +221,9 @@ def test_a_set_mistake_is_blamed_on_set_not_on_the_file(tmp_path: Path) -> None:
         load_study(path, overrides=["schedule.epoch=3"])
     with pytest.raises(ConfigError, match=r"^--set schedule\.epochs=0: .*schedule\.epochs"):
         load_study(path, overrides=["schedule.epochs=0"])
+    # Among several, the one at fault is named, not all of them as a prefix.
+    with pytest.raises(ConfigError, match=r"^--set model\.width=abc: model\.width: expected a number"):
+        load_study(path, overrides=["schedule.epochs=2", "model.width=abc", "sweep.seed=[1]"])
     path.write_text(MINIMAL + "model: {width: -1}\n")
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: .*model\.width"):
         load_study(path, overrides=["schedule.epochs=2"])  # the file's own mistake stays the file's

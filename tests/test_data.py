@@ -112,6 +112,31 @@ def test_missing_cifar_without_download_says_what_to_do(tmp_path: Path) -> None:
         load_dataset("cifar10", tmp_path / "nowhere", download=False)
 
 
+def test_an_image_archive_given_to_cifar10_is_one_line_with_the_whole_fix(tmp_path: Path) -> None:
+    """The offline path the download error suggests used to end in a 24-line FileExistsError."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    archive = tmp_path / "cifar10-jpeg.tar.gz"
+    archive.write_bytes(b"not read")
+    with pytest.raises(DataError, match="--set data.dataset=imagefolder --set data.root=") as raised:
+        load_dataset("cifar10", archive, download=True)
+    assert "is a file" in str(raised.value) and "\n" not in str(raised.value)
+    run = subprocess.run(
+        [sys.executable, "-m", "study.run_sweep", "studies/smoke.yaml", "--storage", str(tmp_path / "out")]
+        + ["--set", f"data.root={archive}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and run.stderr.strip().count("\n") == 0, run.stderr[-2000:]
+    assert "data.dataset=imagefolder" in run.stderr
+    assert not (tmp_path / "out").exists()  # the failed check left no empty study folder behind
+
+
 def write_image_tree(root: Path, per_class: int = 3) -> None:
     rng = np.random.default_rng(1)
     for split in ("train", "test"):

@@ -54,15 +54,28 @@ def test_dry_run_cost_in_hours_from_this_machines_bench_record(tmp_path, monkeyp
         "eval: {train_eval_samples: 600, every_epochs: 2}"
     )
     trials = plan_study(study)
-    assert cost_line(study, trials).endswith("python -m study.bench records this machine's rates, then this says hours")
+    assert cost_line(study, trials).endswith("for hours on this machine: python -m study.bench --model vgg9 --width 0.25")
     write_bench_record("cpu (test)", 0.25, {128: 1000.0, 1024: 500.0}, 1000.0)
     # batch 128 at 1000 images/s, 2048 at the nearest measured (1024) 500/s: 1080 s + 2160 s of training;
     # 150 evaluations of 600 + 400 images at 1000/s = 150 s per trial: 3540 s in all, 0.98 h
     expected = (300 * 3600 / 1000 + 300 * 3600 / 500 + 2 * 150 * 1000 / 1000) / 3600
     assert f"{expected:.1f}" == "1.0"
     assert f"about {expected:.1f} h one trial at a time on cpu (test)" in cost_line(study, trials)
+    assert "bare-loop rates, optimistic" in cost_line(study, trials)
+    # The via-Ray rates, where the bench recorded them, are what a study gets: half the speed, twice the hours
+    write_bench_record("cpu (test)", 0.25, {128: 1000.0, 1024: 500.0}, 1000.0, None, {128: 500.0, 1024: 250.0})
+    slower = (300 * 3600 / 500 + 300 * 3600 / 250 + 2 * 150 * 1000 / 1000) / 3600
+    assert f"about {slower:.1f} h one trial at a time on cpu (test) (bench of" in cost_line(study, trials)
+    assert "via-Ray rates)" in cost_line(study, trials)
     wide = parse_study("name: c\ndata: {dataset: synthetic}\nsweep: {batch_size: [128], mixup_alpha: 0}")
-    assert "is at width 0.25, this study 1" in cost_line(wide, plan_study(wide))
+    assert cost_line(wide, plan_study(wide)).endswith("python -m study.bench --model vgg9 --width 1")
+    # Records are kept per model and width: the bench of another one adds to them.
+    write_bench_record("cpu (test)", 1.0, {128: 100.0}, 100.0, None, {128: 100.0})
+    assert "about" in cost_line(wide, plan_study(wide)) and "about" in cost_line(study, trials)
+    models = parse_study(
+        "name: c\ndata: {dataset: synthetic}\nsweep: {batch_size: [128], mixup_alpha: 0, model: [vgg9, resnet20]}"
+    )
+    assert cost_line(models, plan_study(models)).endswith("python -m study.bench --model resnet20 --width 1")
 
 
 def test_dry_run_costs_the_measurements_in_work_and_hours(tmp_path, monkeypatch) -> None:
@@ -85,8 +98,31 @@ def test_dry_run_costs_the_measurements_in_work_and_hours(tmp_path, monkeypatch)
         f"measure: 14 jobs, ~200 loss-and-gradient steps (100,000 images), ~{products:,} Hessian-vector products "
         f"({products * 500:,} images), ~18 landscape points (25,200 images)"
     ), line
-    assert "python -m study.bench at width 0.25 records the rates" in line
+    assert "for hours on this machine: python -m study.bench --model vgg9 --width 0.25" in line
     write_bench_record("cpu (test)", 0.25, {128: 1000.0}, 1000.0, {"products": 100.0, "steps": 1000.0, "points": 500.0})
     hours = (products * 500 / 100 + 100_000 / 1000 + 25_200 / 500) / 3600
     assert f"about {hours:.1f} h one task at a time on cpu (test)" in measurement_cost_line(study, trials)
     assert measurement_cost_line(parse_study("name: c\nsweep: {batch_size: [128]}"), []) is None
+
+
+def test_dry_run_counts_a_searchs_finals_and_says_which_trials_coincide() -> None:
+    """tuned.yaml: 8 groups x 12 samples, then 8 winners x 3 seeds; only the finals are measured.
+    scaling.yaml: at batch 128 the none, linear and sqrt rules all give lr 0.1: 18 trials repeat others."""
+    from study.config import load_study
+
+    tuned = load_study("studies/tuned.yaml")
+    plan = format_plan(tuned, plan_study(tuned))
+    cost = next(line for line in plan.splitlines() if line.startswith("cost:"))
+    assert cost.startswith("cost: 1,200,000,000 training images (120 trials x 200 epochs x 50,000), of which 24 finals")
+    measure = next(line for line in plan.splitlines() if line.startswith("measure:"))
+    from study.measures.base import plan_measure_jobs
+    from study.plan import stand_in_finals
+
+    finals = stand_in_finals(tuned, plan_study(tuned))
+    assert len(finals) == 24 and {t.phase for t in finals} == {"final"}
+    assert measure.startswith(f"measure: {len(plan_measure_jobs(tuned, [t.__dict__ for t in finals]))} jobs")
+    scaling = load_study("studies/scaling.yaml")
+    note = next(x for x in format_plan(scaling, plan_study(scaling)).splitlines() if x.startswith("note:"))
+    assert note.startswith("note: 18 trial(s) train exactly as another does (9 group(s)") and "9.5%" in note
+    smoke = load_study("studies/smoke.yaml")
+    assert not any(x.startswith("note:") for x in format_plan(smoke, plan_study(smoke)).splitlines())

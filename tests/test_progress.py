@@ -19,3 +19,36 @@ def test_progress_counts_trials_and_epochs_including_resumed_ones() -> None:
     progress.epoch("b", 4)
     progress.end("b")
     assert "1/3 trials ended, 1 running, 1 pending; 3/10 epochs" in progress.line(30.0)
+
+
+def test_the_eta_follows_per_trial_rates_and_converges_on_a_scripted_study() -> None:
+    """3 trials of 4 epochs, 2 at a time; each starts up for 5 s, then 10 s an epoch: a and b end at
+    45 s, c (started then) at 90 s. The old ETA (epochs so far over elapsed, start-up included) said
+    2m15s at 25 s; the truth is 65 s."""
+    progress = SweepProgress({"a": 4, "b": 4, "c": 4}, started_at=0.0, concurrency=2)
+    events = []
+    for trial, start in (("a", 0.0), ("b", 0.0), ("c", 45.0)):
+        events += [(start, "start", trial, 0)] + [(start + 5 + 10 * e, "epoch", trial, e) for e in range(1, 5)]
+    events.sort(key=lambda e: (e[0], e[1] != "start"))
+    said = {}
+    for now, what, trial, epoch in events:
+        if what == "start":
+            progress.start(trial, now)
+        else:
+            progress.epoch(trial, epoch, now)
+            if epoch == 4:
+                progress.end(trial)
+        said[now] = progress.seconds_left(now)
+    assert "ETA ?" in SweepProgress({"a": 1}, 0.0).line(3.0)  # nothing reported: no guess
+    assert said[15.0] > 90 - 15  # first epochs only: start-up counted as epoch time, too long
+    for now in (25.0, 35.0, 45.0, 60.0, 70.0, 80.0, 90.0):  # from the second epoch on: exact
+        assert said[now] == 90.0 - now, (now, said[now])
+    # Between reports the ETA counts down on the timer; the running count is the started trials.
+    progress = SweepProgress({"a": 4, "b": 4, "c": 4}, started_at=0.0, concurrency=2)
+    for trial in ("a", "b"):
+        progress.start(trial, 0.0)
+    assert "0 running" not in progress.line(1.0) and "2 running, 1 pending" in progress.line(1.0)
+    for trial in ("a", "b"):
+        progress.epoch(trial, 1, 15.0)
+        progress.epoch(trial, 2, 25.0)
+    assert progress.seconds_left(30.0) == 60.0 and progress.line(30.0).endswith("ETA 1m00s")

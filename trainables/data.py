@@ -220,6 +220,12 @@ def _ensure_torchvision_download(root: Path, folder: Path, download: bool, name:
     """Download through torchvision (which verifies checksums) unless the extracted folder exists; an
     existing folder's files are checked against the published md5s (a mismatch is said, once per load:
     such files are read with the restricted unpickler, as every file is)."""
+    if root.exists() and not root.is_dir():  # an image archive given to cifar10: mkdir would fail deep inside
+        archive = root.name.endswith((".tar", ".tar.gz", ".tgz"))
+        raise DataError(
+            f"data.root: {root} is a file; {name} wants a folder (holding {folder.name}/, or to download into)"
+            + (f"; for an archive of images: --set data.dataset=imagefolder --set data.root={root}" if archive else "")
+        )
     if folder.is_dir():
         published = _published_md5(tv_class)
         missing = [n for n in published if not (folder / n).is_file()]
@@ -247,8 +253,9 @@ def _ensure_torchvision_download(root: Path, folder: Path, download: bool, name:
                 getattr(torchvision.datasets, tv_class)(str(root), train=True, download=True)
             except Exception as error:  # network errors come in many types
                 raise DataError(
-                    f"{name}: download into {root} failed ({error}); "
-                    f"copy {folder.name}/ there or set data.root to a local copy"
+                    f"{name}: download into {root} failed ({error}); copy {folder.name}/ there or set data.root "
+                    "to a local copy; offline with the images as a .tar.gz of train/<class>/ and test/<class>/: "
+                    "--set data.dataset=imagefolder --set data.root=<the archive>"
                 ) from error
 
 
