@@ -80,7 +80,8 @@ def record_identity(study: StudyConfig) -> None:
     """Write study.json on a study's first run (never over an existing one: it is what --resume checks)."""
     fs, path = resolve(join(study_root(study), IDENTITY_FILE))
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
-        body = {"study": study.name, "identity": study_identity(study.to_dict())}
+        # the whole resolved study file too: study.status plans the trials from it before any has ended
+        body = {"study": study.name, "identity": study_identity(study.to_dict()), "config": study.to_dict()}
         write_atomic(join(study_root(study), IDENTITY_FILE), json.dumps(body, indent=1, sort_keys=True).encode())
 
 

@@ -54,7 +54,8 @@ def test_dry_run_cost_in_hours_from_this_machines_bench_record(tmp_path, monkeyp
         "eval: {train_eval_samples: 600, every_epochs: 2}"
     )
     trials = plan_study(study)
-    assert cost_line(study, trials).endswith("for hours on this machine: python -m study.bench --model vgg9 --width 0.25")
+    hint = "for hours on this machine: python -m study.bench --model vgg9 --width 0.25"
+    assert cost_line(study, trials).endswith(hint)
     write_bench_record("cpu (test)", 0.25, {128: 1000.0, 1024: 500.0}, 1000.0)
     # batch 128 at 1000 images/s, 2048 at the nearest measured (1024) 500/s: 1080 s + 2160 s of training;
     # 150 evaluations of 600 + 400 images at 1000/s = 150 s per trial: 3540 s in all, 0.98 h

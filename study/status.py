@@ -1,0 +1,176 @@
+"""Where a study stands, read from its store alone (no Ray, no torch): from another terminal, on this
+machine or over s3://, while it runs or after.
+
+    python -m study.status STUDY_DIR_OR_URI [--watch [SECONDS]]
+
+STUDY_DIR is `<storage>/<name>` (or its `results` folder). It prints the trials by status, the epochs
+done of all, each running trial's last epoch and how long ago it came, the measurements written,
+failed and missing, and an ETA from the recorded epoch times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from analysis.store import ResultsStore, join, parent, resolve
+from study.progress import duration
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    name: str
+    root: str
+    planned: dict[str, int]  # trial id -> epochs it trains (empty: the study file is not known yet)
+    statuses: dict[str, str]  # trial id -> its final status, for trials that ended
+    last_epoch: dict[str, int]  # trial id -> last epoch recorded
+    age_s: dict[str, float]  # trial id -> seconds since its last epoch was written
+    epoch_s: float  # mean training seconds of an epoch recorded so far (NaN: none)
+    concurrency: int
+    measurements: tuple[int, int, int] | None  # (written, failed, missing); None: no measure section
+
+    def lines(self) -> list[str]:
+        ended = len(self.statuses)
+        running = [t for t in self.last_epoch if t not in self.statuses]
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(_count(self.statuses.values()).items())) or "none ended"
+        if self.planned:
+            total = sum(self.planned.values())
+            done = sum(
+                self.planned[t] if t in self.statuses else min(self.last_epoch.get(t, 0), self.planned[t])
+                for t in self.planned
+            )
+            waiting = len(set(self.planned) - set(self.statuses) - set(running))
+            head = (
+                f"study {self.name}: {len(self.planned)} trials: {counts}; {len(running)} running, {waiting} not "
+                f"started; {done}/{total} epochs"
+            )
+        else:
+            head = f"study {self.name}: {ended} trials ended ({counts}), {len(running)} running; plan not recorded yet"
+        out = [head + f" ({self.root})"]
+        for t in sorted(running):
+            of = f"/{self.planned[t]}" if t in self.planned else ""
+            out.append(f"  running {t}: epoch {self.last_epoch[t]}{of}, {duration(self.age_s.get(t, 0.0))} ago")
+        if self.measurements is not None:
+            written, failed, missing = self.measurements
+            out.append(f"measurements: {written} written, {failed} failed, {missing} to do")
+        if self.planned and self.epoch_s == self.epoch_s:  # not NaN
+            left = sum(n - min(self.last_epoch.get(t, 0), n) for t, n in self.planned.items() if t not in self.statuses)
+            at_once = max(1, min(self.concurrency, len(set(self.planned) - set(self.statuses)) or 1))
+            out.append(
+                f"ETA ~{duration(left * self.epoch_s / at_once)} of training ({left} epochs at {self.epoch_s:.1f} s "
+                f"each as recorded, {at_once} at a time; evaluation and measurements not included)"
+            )
+        return out
+
+
+def _count(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for v in values:
+        counts[str(v)] = counts.get(str(v), 0) + 1
+    return counts
+
+
+def study_config(store: ResultsStore, study_dir: str) -> dict[str, Any] | None:
+    """The resolved study file: study.json (written by the first run), else the newest trial row's."""
+    fs, path = resolve(join(study_dir, "study.json"))
+    try:
+        with fs.open_input_stream(path) as stream:
+            recorded = json.loads(stream.read().decode())
+        if "config" in recorded:
+            return recorded["config"]
+    except (OSError, ValueError):
+        pass
+    trials = store.read("trials")
+    configs = trials["config"].dropna() if "config" in trials else []
+    return json.loads(configs.iloc[-1]) if len(configs) else None
+
+
+def read_status(location: str) -> StudyStatus:
+    """The study at `location` (its folder or its results folder), from the files alone."""
+    study_dir = parent(location) if location.rstrip("/").endswith("/results") else location
+    store = ResultsStore(join(study_dir, "results"))
+    if not store.is_store():
+        raise FileNotFoundError(
+            f"{location}: no study results there (no results/trials or results/epochs); pass <storage>/<name>"
+        )
+    trials, epochs = store.read("trials"), store.read("epochs")
+    config = study_config(store, study_dir)
+    planned: dict[str, int] = {}
+    concurrency = 1
+    measurements = None
+    if config is not None:
+        from study.config import parse_study
+        from study.measures.base import plan_measure_jobs
+        from study.plan import plan_study
+
+        study = parse_study(json.dumps(config), source=f"{study_dir}: the recorded study file")
+        planned = {t.trial_id: t.epochs for t in plan_study(study)}
+        concurrency = study.resources.max_concurrent_trials or 0
+        completed = trials[trials["status"] == "completed"] if len(trials) else trials
+        if "phase" in completed:
+            completed = completed[completed["phase"] != "sample"]
+        jobs = plan_measure_jobs(study, completed.to_dict("records"))
+        if any(getattr(study.measure, name) is not None for name in study.measure.__dataclass_fields__):
+            failed = set(store.read("measure_errors")["job"]) if store.keys("measure_errors") else set()
+            written = {table: store.keys(table) for table in {j.table for j in jobs}}
+            done = sum(j.key in written[j.table] for j in jobs)
+            bad = sum(j.key in failed and j.key not in written[j.table] for j in jobs)
+            measurements = (done, bad, len(jobs) - done - bad)
+    statuses = dict(zip(trials["trial_id"], trials["status"])) if len(trials) else {}
+    last = epochs.groupby("trial_id")["epoch"].max().to_dict() if len(epochs) else {}
+    ages = {}
+    now = time.time()
+    for trial_id in last:
+        if trial_id not in statuses:
+            info = store.fs.get_file_info(join(store.table_dir("epochs"), f"{trial_id}.parquet"))
+            if info.mtime is not None:
+                ages[trial_id] = now - info.mtime.timestamp()
+    times = epochs["epoch_time_s"].dropna() if "epoch_time_s" in epochs else []
+    epoch_s = float(times.mean()) if len(times) else float("nan")
+    running = len(set(last) - set(statuses))
+    name = str(config["name"]) if config else study_dir.rstrip("/").rsplit("/", 1)[-1]
+    return StudyStatus(
+        name,
+        study_dir,
+        planned,
+        {str(k): str(v) for k, v in statuses.items()},
+        {str(k): int(v) for k, v in last.items()},
+        ages,
+        epoch_s,
+        concurrency or max(1, running),
+        measurements,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m study.status", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("study_dir", help="a study's folder, <storage>/<name> (a path or a URI such as s3://...)")
+    parser.add_argument(
+        "--watch", nargs="?", const=10.0, type=float, metavar="SECONDS", help="refresh every SECONDS (10) until Ctrl-C"
+    )
+    args = parser.parse_args(argv)
+    while True:
+        try:
+            lines = read_status(args.study_dir).lines()
+        except (FileNotFoundError, OSError, ValueError) as error:
+            print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+            return 2
+        if args.watch:
+            print("\033[2J\033[H", end="")  # clear the screen: the status replaces the last one
+        print("\n".join(lines), flush=True)
+        if not args.watch:
+            return 0
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
