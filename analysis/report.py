@@ -193,8 +193,8 @@ def export_figures(figures_: list[tuple[str, go.Figure]], export: Export) -> lis
     """Write each figure as export.format; kaleido (and the Chromium it drives) missing is one ReportError."""
     if importlib.util.find_spec("kaleido") is None:
         raise ReportError(
-            f"--{export.format} export needs kaleido: pip install kaleido (it also needs a Chromium: "
-            "plotly_get_chrome, or apt-get install chromium); the HTML report needs neither"
+            f"--png {export.folder} (--format {export.format}) needs kaleido: pip install kaleido (it also needs a "
+            "Chromium: plotly_get_chrome, or apt-get install chromium); the HTML report needs neither"
         )
     folder = Path(export.folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -206,7 +206,7 @@ def export_figures(figures_: list[tuple[str, go.Figure]], export: Export) -> lis
             styled.write_image(path, format=export.format, width=export.width, height=export.height)
         except Exception as error:  # kaleido's errors (no Chromium, ...) come in many types
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ReportError(f"figure export failed ({first}); the HTML report was written") from None
+            raise ReportError(f"figure export failed ({first})") from None
         written.append(path)
     return written
 
@@ -235,7 +235,10 @@ def write_report(
         )
     write_atomic(str(out.resolve()), render(results, target).encode())
     if export is not None:
-        export_figures(build_figures(results, target)[0], export)
+        try:
+            export_figures(build_figures(results, target)[0], export)
+        except ReportError as error:  # the HTML is written: say so, and where
+            raise ReportError(f"{error}; the HTML report was written: {out}") from None
     return out
 
 

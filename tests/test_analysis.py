@@ -456,7 +456,9 @@ def test_figure_export_without_kaleido_is_one_line_and_the_html_is_still_written
     store.write("trials", "t0", make_trials().iloc[:1].assign(study="s"), trial_schema(TrialSpec))
     assert main([store.root, "--png", str(tmp_path / "figures"), "--format", "svg"]) == 2  # before: a traceback
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "--svg export needs kaleido: pip install kaleido" in err
+    # The flags it names exist, and it says that the HTML was written, and where.
+    assert err.count("\n") == 0 and f"--png {tmp_path / 'figures'} (--format svg) needs kaleido" in err
+    assert f"the HTML report was written: {tmp_path / 's' / 'report.html'}" in err
     assert (tmp_path / "s" / "report.html").exists()
 
 
