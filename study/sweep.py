@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from analysis.store import ResultsStore, begin_run, join, trial_row
+from analysis.store import ResultsStore, begin_run, join, parent, trial_row
 from study.checks import SweepError, check_fresh, study_root
 from study.cluster import TRIAL_RESOURCE, alive_nodes, autoscaled_node_types, autoscaling, nodes_not_seeing
 from study.config import StudyConfig
@@ -28,6 +28,7 @@ from study.measure import Measurements, slot_resource
 from study.plan import local_path, plan_finals, plan_study
 from study.progress import PROGRESS_EVERY_S, SweepProgress
 from study.search import make_grouped_asha
+from study.tensorboard import EpochBoard
 from trainables.data import DataError, load_dataset
 from trainables.trial import Status, TrialRun, TrialSpec
 
@@ -135,6 +136,9 @@ def make_progress_callback(
             # was silent for a minute between epochs. The lock keeps the ticker and the callbacks apart.
             self.lock = threading.RLock()
             self.ticking = threading.Event()
+            # TensorBoard by epoch, one run per trial (local storage: tensorboardX writes files)
+            local = "://" not in store.uri
+            self.board = EpochBoard(join(parent(store.uri), "tensorboard") if local else None)
             if measurements is not None:
                 measurements.reserved = self.reserved
 
@@ -150,6 +154,7 @@ def make_progress_callback(
 
         def on_experiment_end(self, trials: list, **info: Any) -> None:
             self.ticking.clear()
+            self.board.close()
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             with self.lock:
@@ -182,6 +187,7 @@ def make_progress_callback(
             if result.get("kind") == "epoch":
                 with self.lock:
                     self.study.epoch(trial_id, int(result["epoch"]), time.time())
+                self.board.epoch(trial_id, result)
                 print(
                     f"[{trial_id}] epoch {result['epoch']}/{planned(trial).spec.epochs}: "
                     f"train loss {result['train_loss']:.4f}, test acc {result['test_acc']:.4f}, "
@@ -190,6 +196,7 @@ def make_progress_callback(
                 )
                 self.say_progress()
             elif result.get("kind") == "final":
+                self.board.close(trial_id)
                 with self.lock:
                     self.study.end(trial_id)
                     if measurements is not None and result.get("status") == Status.COMPLETED:
@@ -419,7 +426,8 @@ def run_trials(study: StudyConfig, store: ResultsStore, run: TrainingRun, prov: 
             callbacks=[
                 make_progress_callback(
                     store, todo, prov, run.measurements, measurement_slots(study, use_gpu), concurrency
-                )
+                ),
+                no_tune_tensorboard(),
             ],
             failure_config=ray.tune.FailureConfig(max_failures=study.resources.max_failures),
             verbose=1 if verbose else 0,  # Tune's own tables only when asked (--verbose)
@@ -427,6 +435,29 @@ def run_trials(study: StudyConfig, store: ResultsStore, run: TrainingRun, prov: 
     )
     with quiet_tune(verbose):
         return fit_unless_interrupted(tuner)
+
+
+def no_tune_tensorboard() -> Any:
+    """Stands in for Tune's TensorBoard logger, which Tune adds unless one is given: its steps are Tune
+    iterations, which start again at 1 on a resume. The driver writes TensorBoard by epoch instead
+    (study/tensorboard.py)."""
+    from ray.tune.logger import TBXLoggerCallback
+
+    class NoTuneTensorBoard(TBXLoggerCallback):
+        def __init__(self) -> None:  # no SummaryWriter: nothing is written
+            self._trial_writer = {}
+            self._trial_result = {}
+
+        def log_trial_start(self, trial: Any) -> None:
+            pass
+
+        def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+            pass
+
+        def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+            pass
+
+    return NoTuneTensorBoard()
 
 
 class _NoRestoreHint(logging.Filter):
