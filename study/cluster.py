@@ -29,7 +29,10 @@ def connect_ray(address: str | None, verbose: bool = False) -> str | None:
     else:
         # Ray 2.60 serves gRPC on every interface (it resolves 127.0.0.1 to the reachable address), so
         # what guards a local study is Ray's token authentication, on by default: nothing here turns it
-        # off. The dashboard listens on 127.0.0.1 (ray.init's default).
+        # off. The dashboard listens on 127.0.0.1 (ray.init's default). Asking for it by name (the
+        # token Ray generates where there is none, as by default) spares every run Ray's WARNING that
+        # it is on; the dashboard line says how to get the token. An explicit RAY_AUTH_MODE is kept.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
         context = ray.init(
             address="local",
             resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT},
