@@ -73,6 +73,8 @@ def test_a_toy_sweep_key_added_in_two_places_flows_through_every_stage(tmp_path:
 
     sweep = run_copy(copy, "-m", "study.run_sweep", str(study_file))
     assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+    # a fresh local Ray: token auth on, without Ray's WARNING on every run (the dashboard line says it)
+    assert "Token authentication is enabled" not in sweep.stdout + sweep.stderr
     results = tmp_path / "results" / "toy" / "results"
     trials = pd.read_parquet(results / "trials")
     assert sorted(trials["toy"]) == [1, 2] and set(trials["status"]) == {"completed"}
