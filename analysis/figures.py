@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +56,24 @@ LAYOUT = dict(
 )
 
 
+def setting_colours(trials: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """One colour per setting (augmentation label x lr rule) of the study's trials, the same in every
+    figure that draws settings: assigned in the settings' sorted order over all trials, not per figure
+    (a figure missing one setting would otherwise shift every colour after it)."""
+    labelled = with_labels(trials)
+    if labelled.empty or "lr_scaling" not in labelled:
+        return {}
+    settings = sorted(set(zip(labelled["augmentation_label"].astype(str), labelled["lr_scaling"].astype(str))))
+    return {setting: PALETTE[i % len(PALETTE)] for i, setting in enumerate(settings)}
+
+
 def curve_label(augmentation: str, rule: str) -> str:
-    return f"{augmentation}, lr {rule}"
+    """'mixup a=1, linear LR scaling'; 'no augmentation, no LR scaling' rather than 'none, lr none'
+    (other compared conditions lead the augmentation label: 'lars: no augmentation, ...')."""
+    prefix, _, arm = augmentation.rpartition(": ")
+    arm = "no augmentation" if arm == "none" else arm
+    rule_text = "no LR scaling" if rule == "none" else f"{rule} LR scaling"
+    return f"{prefix + ': ' if prefix else ''}{arm}, {rule_text}"
 
 
 def _batch_axis(fig: go.Figure, batch_sizes: list[int], **where: int) -> None:
@@ -74,9 +91,10 @@ def accuracy_and_gap_vs_batch(trials: pd.DataFrame) -> go.Figure:
         horizontal_spacing=0.12,
     )
     done = with_labels(trials[trials["status"] == "completed"])
+    colours = setting_colours(trials)
     for col, value in ((1, "final_test_acc"), (2, "gap_acc")):
         stats = aggregate_over_seeds(done, value)
-        for i, ((aug, rule), curve) in enumerate(stats.groupby(["augmentation_label", "lr_scaling"], sort=True)):
+        for (aug, rule), curve in stats.groupby(["augmentation_label", "lr_scaling"], sort=True):
             curve = curve.sort_values("batch_size")
             has_ci = curve["n"].gt(1).any()
             fig.add_trace(
@@ -87,7 +105,7 @@ def accuracy_and_gap_vs_batch(trials: pd.DataFrame) -> go.Figure:
                     name=curve_label(aug, rule),
                     legendgroup=f"{aug}-{rule}",
                     showlegend=col == 1,
-                    line=dict(color=PALETTE[i % len(PALETTE)]),
+                    line=dict(color=colours.get((aug, rule), PALETTE[0])),
                     error_y=dict(
                         type="data",
                         symmetric=False,
@@ -105,10 +123,9 @@ def accuracy_and_gap_vs_batch(trials: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="test accuracy (%)", row=1, col=1)
     fig.update_yaxes(title_text="gap (percentage points)", row=1, col=2)
     n_seeds = int(done.groupby(GROUP)["seed"].nunique().max()) if len(done) else 0
-    fig.update_layout(
-        title=f"Accuracy and generalization gap against batch size (mean, 95% interval, up to {n_seeds} seed(s))",
-        **LAYOUT,
-    )
+    # The title promises an interval only where one is drawn (two seeds or more).
+    spread = f"mean and 95% interval over up to {n_seeds} seeds" if n_seeds > 1 else "one seed: no interval"
+    fig.update_layout(title=f"Accuracy and generalization gap against batch size ({spread})", **LAYOUT)
     return fig
 
 
@@ -194,9 +211,17 @@ def interpolation_figure(landscape: pd.DataFrame, trials: pd.DataFrame, trial_a:
             secondary_y=True,
         )
     info = with_labels(trials).set_index("trial_id")
+    xs = curve["x"].to_numpy(dtype=float)
     for x, trial in ((0.0, trial_a), (1.0, trial_b)):
         label = f"batch {info.loc[trial, 'batch_size']}" if trial in info.index else trial
-        fig.add_vline(x=x, line=dict(color="gray", dash="dot"), annotation_text=label, annotation_position="top")
+        on_grid = bool(np.isclose(xs, x).any())
+        # A solution the grid has no point at is not on the curve: its line says so, fainter.
+        fig.add_vline(
+            x=x,
+            line=dict(color="gray" if on_grid else "#bbbbbb", dash="dot"),
+            annotation_text=label if on_grid else f"{label} (no grid point here)",
+            annotation_position="top",
+        )
     fig.update_xaxes(title_text="interpolation coefficient a: (1-a) A + a B")
     fig.update_yaxes(title_text="loss", color=LOSS_BLUE, secondary_y=False)
     fig.update_yaxes(
@@ -211,13 +236,24 @@ def interpolation_figure(landscape: pd.DataFrame, trials: pd.DataFrame, trial_a:
     bn = curve["bn"].dropna().unique() if "bn" in curve else []
     bn_text = f", BN statistics {bn[0]}" if len(bn) == 1 else ""
     notes = _mark_unusual_points(fig, curve)
-    xs = curve["x"].to_numpy(dtype=float)
     if not (np.isclose(xs, 0.0).any() and np.isclose(xs, 1.0).any()):
         notes.append("the grid has no point at a = 0 or a = 1: the solutions themselves are not on the curve")
     pair = f"A = {trial_label(info, trial_a)} vs B = {trial_label(info, trial_b)}"
-    subtitle = "<br><sup>" + "; ".join([pair + bn_text, *notes]) + "</sup>"
-    fig.update_layout(title=f"1-D interpolation between two solutions{subtitle}", **LAYOUT)
+    # Every caveat on lines of its own, wrapped to the figure: a subtitle that runs off the edge hides
+    # exactly them.
+    fig.update_layout(**titled("1-D interpolation between two solutions", [pair + bn_text, *notes]))
     return fig
+
+
+SUBTITLE_CHARS = 110  # a subtitle line's characters at most (small print across a 1,200-px figure)
+
+
+def titled(title: str, notes: list[str]) -> dict[str, Any]:
+    """The layout of a figure titled `title` with `notes` below it, each wrapped to the figure's width on
+    lines of its own (a subtitle that ran off the edge hid exactly its caveats), the top margin fitted."""
+    lines = [line for note in notes for line in textwrap.wrap(note, SUBTITLE_CHARS)]
+    subtitle = "".join(f"<br><sup>{html.escape(line)}</sup>" for line in lines)
+    return {**LAYOUT, "title": title + subtitle, "margin": {**LAYOUT["margin"], "t": 60 + 18 * len(lines)}}
 
 
 def _mark_unusual_points(fig: go.Figure, curve: pd.DataFrame) -> list[str]:
@@ -245,8 +281,23 @@ def _mark_unusual_points(fig: go.Figure, curve: pd.DataFrame) -> list[str]:
         unclamped = curve.loc[~clamped_mask & finite, "loss"]
         highest = curve.loc[clamped_mask & finite, "loss"].max()
         if len(unclamped) and highest > 10 * unclamped.max():
-            fig.update_yaxes(range=[0, 1.2 * unclamped.max()], secondary_y=False)
-            notes.append(f"clamped points above the axis reach loss {highest:.3g}")
+            top = 1.2 * unclamped.max()
+            fig.update_yaxes(range=[0, top], secondary_y=False)
+            # Above the axis, a clamped point is a hollow marker at its edge with its value, and the
+            # loss lines stop before it: drawn off the axis, the line read as a vertical blow-up.
+            above = clamped[clamped["loss"].astype(float) > top]
+            for trace in fig.data:
+                if trace.name in ("train loss", "test loss"):
+                    ys = np.array(trace.y, dtype=float)
+                    ys[np.isin(np.array(trace.x, dtype=float), above["x"].to_numpy(dtype=float))] = np.nan
+                    trace.y = ys
+            fig.data[-1].update(
+                y=np.where(clamped["loss"].astype(float) > top, top, clamped["loss"].astype(float)),
+                text=[f"{v:.3g}" for v in clamped["loss"].astype(float)],
+                hovertemplate="a %{x}: loss %{text} (BN variances clamped)<extra></extra>",
+                cliponaxis=False,
+            )
+            notes.append(f"clamped points above the axis (at its top edge) reach loss {highest:.3g}")
     missing = curve[~finite]
     if not missing.empty:
         xs = ", ".join(f"{x:g}" for x in sorted(missing["x"].unique()))
@@ -269,6 +320,7 @@ def sharpness_vs_batch(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figu
     """Each sharpness measure against batch size, one line per augmentation x lr rule (mean over seeds)."""
     table = sharpness_table(trials, sharpness)
     measures = measures_shown(table)
+    colours = setting_colours(trials)
     fig = make_subplots(
         rows=1, cols=max(1, len(measures)), subplot_titles=[t for _, t, _ in measures], horizontal_spacing=0.08
     )
@@ -280,7 +332,7 @@ def sharpness_vs_batch(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figu
         )
         if np.isinf(stats["ci_high"]).any():
             unbounded.append(measure)
-        for i, ((aug, rule), curve) in enumerate(stats.groupby(["augmentation_label", "lr_scaling"], sort=True)):
+        for (aug, rule), curve in stats.groupby(["augmentation_label", "lr_scaling"], sort=True):
             curve = curve.sort_values("batch_size")
             upper = (curve["ci_high"] - curve["mean"]).replace(np.inf, np.nan)
             fig.add_trace(
@@ -291,7 +343,7 @@ def sharpness_vs_batch(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figu
                     name=curve_label(aug, rule),
                     legendgroup=f"{aug}-{rule}",
                     showlegend=col == 1,
-                    line=dict(color=PALETTE[i % len(PALETTE)]),
+                    line=dict(color=colours.get((aug, rule), PALETTE[0])),
                     customdata=curve[["interval"]],
                     hovertemplate="%{y:.4g} (%{customdata[0]})",
                     error_y=dict(
@@ -689,36 +741,45 @@ def surfaces_grid(two: pd.DataFrame, info: pd.DataFrame, along: str = FILTER_NOR
 
 
 def steps_to_target_figure(
-    trials: pd.DataFrame, epochs: pd.DataFrame, target: float, sharpness: pd.DataFrame | None = None
+    trials: pd.DataFrame,
+    epochs: pd.DataFrame,
+    target: float,
+    sharpness: pd.DataFrame | None = None,
+    target_rule: str | None = None,
 ) -> go.Figure:
     """Optimizer steps to reach `target` test accuracy against batch size, log-log, with perfect scaling and,
     where the gradient noise scale was measured, McCandlish et al.'s prediction S = S_min (1 + B_crit / B)
-    with B_crit ~ B_simple (S_min from the smallest batch), B_crit marked on the axis."""
+    with B_crit ~ B_simple (S_min from the smallest batch), B_crit marked and labelled on the axis.
+    `target_rule` says how the target was chosen (the subtitle)."""
     reached = steps_to_target(trials, epochs, target)
     stats = aggregate_over_seeds(reached, "steps_to_target")
     noise = pd.DataFrame()
     if sharpness is not None and len(sharpness):
         noise = with_labels(trials).merge(sharpness[sharpness["measure"] == "noise_scale"], on="trial_id")
     fig = go.Figure()
+    colours = setting_colours(trials)
+    drawn: dict[tuple, list[str]] = {}  # each curve's points -> the settings drawn there (overlaps said)
+    ys: list[float] = []
     for i, ((aug, rule), curve) in enumerate(stats.groupby(["augmentation_label", "lr_scaling"], sort=True)):
         curve = curve.sort_values("batch_size")
-        color = PALETTE[i % len(PALETTE)]
+        color = colours.get((aug, rule), PALETTE[i % len(PALETTE)])
+        name = curve_label(aug, rule)
+        drawn.setdefault(tuple(zip(curve["batch_size"], curve["mean"].round(9))), []).append(name)
+        ys += list(curve["mean"])
         fig.add_trace(
-            go.Scatter(
-                x=curve["batch_size"],
-                y=curve["mean"],
-                mode="lines+markers",
-                name=curve_label(aug, rule),
-                line=dict(color=color),
-            )
+            go.Scatter(x=curve["batch_size"], y=curve["mean"], mode="lines+markers", name=name, line=dict(color=color))
         )
         first = curve.iloc[0]
+        perfect = first["mean"] * first["batch_size"] / curve["batch_size"]
+        ys += list(perfect)
         fig.add_trace(
             go.Scatter(
                 x=curve["batch_size"],
-                y=first["mean"] * first["batch_size"] / curve["batch_size"],
+                y=perfect,
                 mode="lines",
-                name=f"perfect scaling from batch {first['batch_size']}",
+                name="perfect scaling (dotted, from each curve's smallest batch)",
+                legendgroup="perfect",
+                showlegend=i == 0,  # one legend entry per meaning
                 line=dict(color=color, dash="dot"),
                 opacity=0.6,
             )
@@ -733,36 +794,78 @@ def steps_to_target_figure(
                     x=batches,
                     y=s_min * (1 + b_crit / batches),
                     mode="lines",
-                    name=f"noise-scale prediction, B_crit ~ B_simple = {b_crit:.0f}",
+                    name=f"{name}: noise-scale prediction, B_crit ~ B_simple = {b_crit:.0f}",
                     line=dict(color=color, dash="dash"),
                     opacity=0.8,
                 )
             )
-            fig.add_vline(x=b_crit, line=dict(color=color, dash="dash", width=1))
+            fig.add_vline(
+                x=b_crit,
+                line=dict(color=color, dash="dash", width=1),
+                annotation_text=f"B_crit {b_crit:.0f}",
+                annotation_position="bottom right",
+                annotation_font_color=color,
+            )
     _batch_axis(fig, list(trials["batch_size"]))
-    fig.update_yaxes(type="log", dtick=1, title_text="optimizer steps to target")  # labels at decades only
-    fig.update_layout(title=f"Steps to {100 * target:.0f}% test accuracy (Shallue et al. 2018)", **LAYOUT)
+    fig.update_yaxes(type="log", title_text="optimizer steps to target", **log_ticks(ys))
+    notes = [target_rule] if target_rule else []
+    notes += [
+        f"{' and '.join(names)} coincide (one line drawn over the other)" for names in drawn.values() if len(names) > 1
+    ]
+    fig.update_layout(**titled(f"Steps to {100 * target:.0f}% test accuracy (Shallue et al. 2018)", notes))
     return fig
+
+
+def log_ticks(values: list[float]) -> dict[str, Any]:
+    """Tick values at clean numbers across a log axis's range: 1, 2, 5 x 10^k, or every digit where the
+    range spans less than that gives three of (a decade-only axis showed one label, '10')."""
+    finite = [v for v in values if np.isfinite(v) and v > 0]
+    if not finite:
+        return {}
+    low, high = min(finite), max(finite)
+    decades = range(int(np.floor(np.log10(low))), int(np.floor(np.log10(high))) + 1)
+    for mantissas in ((1, 2, 5), tuple(range(1, 10))):
+        ticks = [m * 10.0**d for d in decades for m in mantissas if low / 1.05 <= m * 10.0**d <= high * 1.05]
+        if len(ticks) >= 3:
+            break
+    if len(ticks) < 3:  # a range inside one digit step: its ends and middle
+        ticks = sorted({low, float(np.sqrt(low * high)), high})
+    return {"tickvals": ticks, "ticktext": [f"{t:.3g}" for t in ticks]}
 
 
 STATUS_COLORS = {"completed": "#e8f5e9", "diverged": "#fff3e0", "failed": "#ffebee"}
 
 
-OUTCOME_SHOWN = ["epochs_completed", "final_test_acc", "gap_acc", "train_time_s", "device", "host", "error"]
+RESULTS_SHOWN = ["final_test_acc", "gap_acc", "epochs_completed", "train_time_s"]  # right after the id
+WHERE_SHOWN = ["device", "host"]
 
 
 def trial_table_columns(trials: pd.DataFrame, roles: dict[str, tuple[str, bool]]) -> list[str]:
-    """The trial record's shown fields (its roles travel in the Parquet schema): the swept ones that differ
-    between trials (batch size always), every derived one; then the outcome."""
-
-    def varies(name: str) -> bool:
-        return trials[name].astype(str).nunique() > 1 or name == "batch_size"
-
+    """The trial record's shown fields (its roles travel in the Parquet schema): the id and status, the
+    results, then the swept and derived values and where it ran, each only where it differs between
+    trials (batch size always): a value every trial shares is said once above the table instead."""
     # a grid study's phase ('grid') and search group ('') say nothing: left out
     shown = [n for n, (role, show) in roles.items() if show and n in trials and not trials[n].isin(["", "grid"]).all()]
-    swept = [n for n in shown if roles[n][0] == "swept" and varies(n)]
-    conditions = swept + [n for n in shown if roles[n][0] == "derived"]
-    return ["trial_id", "status", *conditions, *(c for c in OUTCOME_SHOWN if c in trials)]
+    conditions = [n for n in shown if roles[n][0] in ("swept", "derived") and (varies(trials, n) or n == "batch_size")]
+    where = [c for c in (*WHERE_SHOWN, *DATA_COLUMNS) if c in trials and varies(trials, c)]
+    results = [c for c in RESULTS_SHOWN if c in trials]
+    errors = ["error"] if "error" in trials and trials["error"].fillna("").astype(str).str.len().gt(0).any() else []
+    return ["trial_id", "status", *results, *conditions, *where, *errors]
+
+
+def varies(trials: pd.DataFrame, name: str) -> bool:
+    return trials[name].map(lambda v: "-" if v is None or v != v else str(v)).nunique() > 1
+
+
+def shared_values(trials: pd.DataFrame, roles: dict[str, tuple[str, bool]]) -> list[tuple[str, Any]]:
+    """(column, value) of the shown conditions and places every trial shares: the line above the table."""
+    names = [n for n, (role, show) in roles.items() if show and role in ("swept", "derived") and n in trials]
+    names += [c for c in (*WHERE_SHOWN, *DATA_COLUMNS) if c in trials]
+    return [
+        (n, trials[n].iloc[0])
+        for n in names
+        if n != "batch_size" and len(trials) and not varies(trials, n) and not trials[n].isin(["", "grid"]).all()
+    ]
 
 
 DATA_COLUMNS = ["dataset", "data_root", "train_subset", "test_subset"]  # the same in a study: said in the header too
@@ -787,7 +890,8 @@ def trials_table_html(trials: pd.DataFrame, roles: dict[str, tuple[str, bool]]) 
     """Every trial in an HTML table: full ids, sortable by any column (click its header), errors folded;
     diverged and failed trials stay visible and coloured."""
     columns = trial_table_columns(trials, roles)
-    columns = [c for c in columns if c != "error"] + [c for c in DATA_COLUMNS if c in trials] + ["error"]
+    shared = shared_values(trials, roles)
+    every = "; ".join(f"{c.replace('_', ' ')} {_cell(c, v)[0]}" for c, v in shared)
     order = [c for c in ("batch_size", "augmentation_label", "lr_scaling", "seed") if c in trials]
     shown = with_labels(trials).sort_values(order) if order else with_labels(trials)
     head = "".join(f"<th onclick='sortTrials(this)'>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
@@ -807,8 +911,9 @@ def trials_table_html(trials: pd.DataFrame, roles: dict[str, tuple[str, bool]]) 
             cells.append(f"<td data-key='{html.escape(key)}'>{html.escape(text)}</td>")
         color = STATUS_COLORS.get(str(row.get("status")), "white")
         rows.append(f"<tr style='background:{color}'>{''.join(cells)}</tr>")
+    said = f"<p>Every trial: {html.escape(every)}.</p>" if every else ""
     return (
-        f"<h2>All {len(trials)} trials</h2><table class='trials'><thead><tr>{head}</tr></thead>"
+        f"<h2>All {len(trials)} trials</h2>{said}<table class='trials'><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>{SORT_SCRIPT}"
     )
 

@@ -81,9 +81,14 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
     shown += [(f"hessian_directions_{i + 1}", fig) for i, fig in enumerate(along)]
     if not along:
         notes.append("Landscapes along the Hessian's top eigenvectors: not measured (measure.hessian_directions).")
+    rule = f"target {100 * target:.0f}% set with --target-acc" if target is not None else None
     target = target if target is not None else (default_target(completed) if len(completed) else math.nan)
+    rule = rule or (
+        f"target {100 * target:.0f}%: 95% of the lowest best test accuracy over the batch sizes, rounded down "
+        "(so that every batch size can reach it); --target-acc sets another"
+    )
     if len(completed) and len(epochs) and completed["batch_size"].nunique() > 1 and not math.isnan(target):
-        shown.append(("steps_to_target", figures.steps_to_target_figure(completed, epochs, target, sharpness)))
+        shown.append(("steps_to_target", figures.steps_to_target_figure(completed, epochs, target, sharpness, rule)))
     else:
         notes.append("Steps to target: needs completed trials at two or more batch sizes.")
     for path, why in sorted(results.unreadable.items()):

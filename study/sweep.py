@@ -142,6 +142,15 @@ def make_progress_callback(
             if measurements is not None:
                 measurements.reserved = self.reserved
 
+        def __getstate__(self) -> dict[str, Any]:
+            """Tune pickles its callbacks with the experiment's state: the ticker's lock and event and the
+            TensorBoard writers stay with the live driver."""
+            return {k: v for k, v in self.__dict__.items() if k not in ("lock", "ticking", "board")}
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.__dict__.update(state)
+            self.lock, self.ticking, self.board = threading.RLock(), threading.Event(), EpochBoard(None)
+
         def setup(self, **info: Any) -> None:
             self.ticking.set()
             threading.Thread(target=self.tick, name="study-progress", daemon=True).start()

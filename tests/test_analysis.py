@@ -145,7 +145,7 @@ def test_steps_to_target_takes_the_first_epoch_at_or_above_it() -> None:
 def test_accuracy_figure_has_one_line_per_alpha_rule_on_a_log_batch_axis_in_percent() -> None:
     fig = figures.accuracy_and_gap_vs_batch(make_trials())
     acc = [t for t in fig.data if t.xaxis == "x"]
-    assert len(acc) == 2 and {t.name for t in acc} == {"none, lr none", "mixup a=1, lr none"}
+    assert len(acc) == 2 and {t.name for t in acc} == {"no augmentation, no LR scaling", "mixup a=1, no LR scaling"}
     assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.tickvals) == [128, 1024, 8192]
     assert max(acc[0].y) > 1  # percent, not fraction
     assert acc[0].error_y.visible
@@ -180,7 +180,9 @@ def test_interpolation_figure_colors_axes_and_dashes() -> None:
     fig = figures.interpolation_figure(landscape, trials, "A", "B")
     # The title names the pair; the grid holds a = 0 and 1, so no warning about it.
     title = fig.layout.title.text
-    assert "A = batch 128, mixup a=1, lr none, seed 0 vs B = batch 8192, mixup a=1, lr none, seed 0" in title
+    assert (
+        "A = batch 128, mixup a=1, no LR scaling, seed 0 vs B = batch 8192, mixup a=1, no LR scaling, seed 0" in title
+    )
     assert "no point at a = 0 or a = 1" not in title
     off_grid = figures.interpolation_figure(landscape[landscape["x"] != 0], trials, "A", "B")
     assert "no point at a = 0 or a = 1" in off_grid.layout.title.text
@@ -416,7 +418,7 @@ def test_trajectory_and_density_figures_carry_what_a_reader_needs() -> None:
     )
     density = figures.hessian_density_figure(spectrum, trials)
     assert density.layout.yaxis.type == "log" and min(density.data[0].y) >= 1e-8
-    assert density.data[0].name == "batch 128, none, lr none, seed 0"
+    assert density.data[0].name == "batch 128, no augmentation, no LR scaling, seed 0"
 
 
 def test_the_report_never_overwrites_a_file_it_did_not_write(tmp_path) -> None:
@@ -482,8 +484,8 @@ def test_two_d_surfaces_share_one_square_grid_one_colour_scale_and_log_levels() 
         yaxis = fig.layout[f"yaxis{i + 1 if i else ''}"]
         assert yaxis.scaleanchor == (f"x{i + 1}" if i else "x") and yaxis.scaleratio == 1
     assert [a.text for a in fig.layout.annotations][:2] == [
-        "batch 128, none, lr none, seed 0",
-        "batch 128, mixup a=1, lr none, seed 0",
+        "batch 128, no augmentation, no LR scaling, seed 0",
+        "batch 128, mixup a=1, no LR scaling, seed 0",
     ]
     # The 3-D view: the same panels in the same order, one colour scale, every box a cube on the same
     # log height range, from the lowest level to the highest loss of any panel (nothing clipped).
@@ -522,7 +524,9 @@ def test_two_studies_in_one_report_are_kept_apart_and_labelled_by_study(tmp_path
     }
     fig = figures.accuracy_and_gap_vs_batch(both.trials)
     assert {t.name for t in fig.data if t.showlegend} == {
-        f"{study}: {label}, lr none" for study in ("cpu-run", "gpu-run") for label in ("none", "mixup a=1")
+        f"{study}: {label}, no LR scaling"
+        for study in ("cpu-run", "gpu-run")
+        for label in ("no augmentation", "mixup a=1")
     }
     out = tmp_path / "both.html"
     assert main([*folders, "-o", str(out)]) == 0
@@ -606,14 +610,20 @@ def test_the_by_model_view_has_a_column_per_model_and_one_colour_per_setting() -
     # Rows: test accuracy, gap, and the one sharpness measure; 4 settings per panel; 2 models.
     assert len(fig.data) == 3 * 2 * 4
     assert sorted(t.name for t in fig.data if t.showlegend) == sorted(
-        f"{o}: {a}, lr none" for o in ("sgd, plain BN", "lars, ghost BN 128") for a in ("none", "mixup a=1")
+        f"{o}: {a}, no LR scaling"
+        for o in ("sgd, plain BN", "lars, ghost BN 128")
+        for a in ("no augmentation", "mixup a=1")
     )
     colours: dict[str, set[str]] = {}
     for trace in fig.data:
         colours.setdefault(trace.name, set()).add(trace.line.color)
     assert all(len(c) == 1 for c in colours.values()) and len({c.pop() for c in colours.values()}) == 4
     # The panels hold each model's own numbers: ResNet-20's accuracy is 3 points above VGG9's.
-    acc = {t.xaxis: t for t in fig.data if t.name == "sgd, plain BN: none, lr none" and t.yaxis in ("y", "y2")}
+    acc = {
+        t.xaxis: t
+        for t in fig.data
+        if t.name == "sgd, plain BN: no augmentation, no LR scaling" and t.yaxis in ("y", "y2")
+    }
     assert acc["x"].y[0] - acc["x2"].y[0] == pytest.approx(3.0)
     assert fig.layout.yaxis.title.text == "test accuracy (%)"
 

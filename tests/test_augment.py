@@ -107,5 +107,5 @@ def test_a_study_sweeping_three_augmentations_shows_each(ray_session: str, tmp_p
     trials = pd.read_parquet(Path(result.results_dir) / "trials")
     assert sorted(trials["augmentation"]) == ["cutmix", "cutout", "none"] and set(trials["status"]) == {"completed"}
     page = Path(result.report).read_text()
-    for label in ("none, lr none", "cutmix a=1, lr none", "cutout 8, lr none"):
+    for label in ("no augmentation, no LR scaling", "cutmix a=1, no LR scaling", "cutout 8, no LR scaling"):
         assert label in page, label

@@ -87,7 +87,7 @@ def test_a_toy_sweep_key_added_in_two_places_flows_through_every_stage(tmp_path:
     table = re.search(r'id="trials_table".*?</table>', page, re.S)
     assert table and ">toy</th>" in table.group(0)
     # Its values are compared conditions: a curve each, named by the record's default legend.
-    assert "toy 1: none, lr none" in page and "toy 2: none, lr none" in page
+    assert "toy 1: no augmentation, no LR scaling" in page and "toy 2: no augmentation, no LR scaling" in page
     # The toy measurement: its rows in sharpness/, named as it says, drawn in the sharpness figure.
     sharpness = pd.read_parquet(results / "sharpness")
     assert set(sharpness["measure"]) == {"toy_norm"} and set(sharpness["trial_id"]) == set(trials["trial_id"])
