@@ -80,3 +80,12 @@ def test_after_training_parts_wait_for_slots_unless_the_cluster_grows(
     m = measurements(tmp_path)
     m.autoscaled = autoscaled
     assert m.free_slots() == expected
+
+
+def test_the_longest_queued_part_goes_first(tmp_path: Path) -> None:
+    """Longest first: the cheap parts fill the slots at the end, no Hessian job runs alone at the tail."""
+    m = measurements(tmp_path)
+    eps = Job("sharpness", "eps_sharpness", ("a",), {"samples": 500, "max_steps": 20}, "eps_sharpness")
+    hessian = Job("sharpness", "hessian", ("a",), HESSIAN, "hessian")
+    m.queue = [(eps, None), (hessian, None), (eps, None)]
+    assert m.queue[m.longest()][0] is hessian

@@ -137,3 +137,62 @@ def test_what_a_reader_relies_on_is_drawn(tmp_path: Path) -> None:
     for trial_id in completed:
         assert f">{trial_id}<" in table
     assert table.count("<tr style=") == 8 and "<summary>DataError: the data root is gone</summary>" in table
+
+
+MEASURE_SCRIPT = """<script>
+window.addEventListener('load', () => setTimeout(() => {
+  const wide = [];
+  document.querySelectorAll('section').forEach(sec => {
+    const svg = sec.querySelector('svg.main-svg');
+    if (!svg) return;
+    const box = svg.getBoundingClientRect();
+    sec.querySelectorAll('svg text').forEach(t => {
+      const r = t.getBoundingClientRect();
+      if (r.width > 0 && (r.right > box.right + 1 || r.left < box.left - 1))
+        wide.push([sec.id, t.textContent.slice(0, 80)]);
+    });
+  });
+  const heads = Array.from(document.querySelectorAll('table.trials th'));
+  const visible = heads.filter(h => h.getBoundingClientRect().right <= window.innerWidth).map(h => h.textContent);
+  const ticks = Array.from(document.querySelectorAll('#steps_to_target .ytick text')).map(t => t.textContent);
+  const pre = document.createElement('pre');
+  pre.id = 'measured';
+  pre.textContent = JSON.stringify({wide, visible, ticks});
+  document.body.appendChild(pre);
+}, 500));
+</script>"""
+
+
+def test_every_figure_reads_right_on_a_1280_px_screen(tmp_path: Path) -> None:
+    """No text wider than its figure (an interpolation whose caveats are long: clamped points far above
+    the axis, no grid point at a = 1), steps-to-target ticks at clean values, and the trial table's key
+    columns (id, status, results) visible without scrolling at 1280 px."""
+    import json
+
+    flags = chromium_flags(tmp_path)
+    store, completed = write_study(tmp_path)
+    line = np.linspace(-0.5, 1.4, 20)  # no point at a = 1
+    points = [
+        {"job": "j", "kind": "interp1d", "trial_a": completed[1], "trial_b": completed[3], "x": x, "split": split}
+        | {"loss": 4.1e4 if x > 1.15 else 0.3 + (x - 0.4) ** 2, "acc": 0.8, "bn_clamped": 3 if x > 1.15 else 0}
+        | {"bn": "interpolated"}
+        for x in line
+        for split in ("train", "test")
+    ]
+    store.write("landscape", "interp-clamped", points)
+    report = write_report(store.root)
+    page = report.read_text().replace("</body>", MEASURE_SCRIPT + "</body>")
+    measured_page = tmp_path / "measured.html"
+    measured_page.write_text(page)
+    dom = subprocess.run(
+        [*flags, "--window-size=1280,3000", "--dump-dom", measured_page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    found = json.loads(re.search(r'<pre id="measured">(.*?)</pre>', dom, re.S).group(1).replace("&quot;", '"'))
+    assert found["wide"] == [], found["wide"]
+    assert len(found["ticks"]) >= 3, found["ticks"]
+    assert {"trial id", "status", "final test acc", "gap acc"} <= set(found["visible"]), found["visible"]
+    interpolation = section(dom, "interpolation_2")
+    assert "no grid point here" in interpolation and "at its top edge" in interpolation
