@@ -220,10 +220,14 @@ def table_header_and_rows(page: str) -> tuple[list[str], list[list[str]]]:
 
 def test_trials_table_shows_the_swept_keys_that_vary_and_every_derived_one() -> None:
     header, _ = table_header_and_rows(figures.trials_table_html(make_trials(), TABLE_ROLES))
-    # lr_scaling is the same for every trial: no column; seed varies; mixup_alpha is shown by its label
-    assert header[:4] == ["trial id", "status", "batch size", "seed"]
+    # The results right after the id; then what differs: lr_scaling is the same for every trial (said
+    # above the table, not a column), seed varies, mixup_alpha is shown by its label.
+    assert header[:5] == ["trial id", "status", "final test acc", "gap acc", "epochs completed"]
+    assert header.index("batch size") < header.index("seed")
     assert "lr scaling" not in header and "mixup alpha" not in header and "augmentation label" in header
-    assert {"peak lr", "workers", "micro batch", "accumulation steps", "final test acc"} <= set(header)
+    assert {"micro batch", "final test acc"} <= set(header)
+    page = figures.trials_table_html(make_trials(), TABLE_ROLES)
+    assert "<p>Every trial: " in page and "lr scaling none" in page and "peak lr 0.1" in page
 
 
 def test_trials_table_keeps_diverged_and_failed_trials_with_full_ids_and_folded_errors() -> None:
@@ -546,10 +550,11 @@ def test_steps_to_target_draws_the_noise_scale_prediction_of_the_critical_batch(
     )
     sharpness = pd.DataFrame({"trial_id": trials["trial_id"], "measure": "noise_scale", "value": 1024.0})
     fig = figures.steps_to_target_figure(trials, epochs, 0.9, sharpness)
-    (prediction,) = [t for t in fig.data if t.name.startswith("noise-scale prediction")]
+    (prediction,) = [t for t in fig.data if "noise-scale prediction" in t.name]
     assert "B_crit ~ B_simple = 1024" in prediction.name
     assert prediction.y[0] == pytest.approx(300.0) and prediction.y[-1] == pytest.approx(300 / 9 * 1.125)
     assert any(shape.x0 == 1024.0 for shape in fig.layout.shapes)  # B_crit marked
+    assert any(a.text == "B_crit 1024" for a in fig.layout.annotations)  # and labelled
 
 
 def remedies_trials() -> pd.DataFrame:
@@ -630,5 +635,9 @@ def test_the_by_model_view_has_a_column_per_model_and_one_colour_per_setting() -
 
 def test_the_trial_table_says_where_each_trial_ran() -> None:
     trials = make_trials().assign(host="gpu-a", node_id="1a2b")
+    page = figures.trials_table_html(trials, {"batch_size": ("swept", True)})
+    header, _ = table_header_and_rows(page)
+    assert "host" not in header and "host gpu-a" in page  # one host: said once above the table
+    trials.loc[trials.index[0], "host"] = "gpu-b"
     header, _ = table_header_and_rows(figures.trials_table_html(trials, {"batch_size": ("swept", True)}))
     assert "host" in header

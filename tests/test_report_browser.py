@@ -171,7 +171,7 @@ def test_every_figure_reads_right_on_a_1280_px_screen(tmp_path: Path) -> None:
 
     flags = chromium_flags(tmp_path)
     store, completed = write_study(tmp_path)
-    line = np.linspace(-0.5, 1.4, 20)  # no point at a = 1
+    line = np.linspace(-0.45, 1.45, 20)  # no grid point at a = 0 or 1
     points = [
         {"job": "j", "kind": "interp1d", "trial_a": completed[1], "trial_b": completed[3], "x": x, "split": split}
         | {"loss": 4.1e4 if x > 1.15 else 0.3 + (x - 0.4) ** 2, "acc": 0.8, "bn_clamped": 3 if x > 1.15 else 0}
