@@ -72,6 +72,32 @@ def measured_trials(store: ResultsStore) -> pd.DataFrame:
     return trials[trials["phase"] != Phase.SAMPLE] if "phase" in trials else trials
 
 
+def measured_another_training(store: ResultsStore, job: Job, identity: dict[str, str | None]) -> bool:
+    """Whether the job's file records a training of its trials other than `identity` (trial id -> the
+    trial row's finished_at); a file from before trainings were recorded counts as current."""
+    recorded = store.read(job.table, job.key)
+    if "trained_at" not in recorded or recorded["trained_at"].isna().all():
+        return False
+    return json.loads(recorded["trained_at"].dropna().iloc[0]) != identity
+
+
+def jobs_to_do(study: StudyConfig, store: ResultsStore) -> tuple[list[Job], list[Job]]:
+    """(every job the completed trials ask for, those not written or stale), from the store alone: what
+    study.measure answers before it starts Ray."""
+    trials = measured_trials(store)
+    completed = trials[trials["status"] == Status.COMPLETED]
+    trained_at = {t: stamp(f) for t, f in zip(completed["trial_id"], completed.get("finished_at", []))}
+    jobs = plan_jobs(study, trials)
+    existing = {table: store.keys(table) for table in {j.table for j in jobs}}
+    todo = [
+        j
+        for j in jobs
+        if j.key not in existing[j.table]
+        or measured_another_training(store, j, {t: trained_at.get(t) for t in j.trials})
+    ]
+    return jobs, todo
+
+
 def run_measurements(study: StudyConfig, store: ResultsStore) -> MeasureOutcome:
     """Run every missing measurement job of the study, all at once (its training is over). A job that
     fails is recorded in `measure_errors/` with its error's last line and the others go on; a job that
@@ -172,10 +198,7 @@ class Measurements:
     def stale(self, job: Job, identity: dict[str, str | None]) -> bool:
         """Whether the job's file measured another training of its trials than the one on record now (a
         file written before trainings were recorded with it counts as current); a stale file is set aside."""
-        recorded = self.store.read(job.table, job.key)
-        if "trained_at" not in recorded or recorded["trained_at"].isna().all():
-            return False
-        if json.loads(recorded["trained_at"].dropna().iloc[0]) == identity:
+        if not measured_another_training(self.store, job, identity):
             return False
         path = join(self.store.table_dir(job.table), f"{job.key}.parquet")
         kept = self.store.set_aside(path, "superseded")
@@ -438,6 +461,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    # Nothing to measure is said from the store, in about a second, in words that say why: Ray started
+    # for 25 s to print "0 jobs written" whether nothing was asked or everything was done.
+    if all(getattr(study.measure, name) is None for name in MEASURES):
+        print(f"measure: nothing to do: the study file asks for no measurements (no measure section; {store.root})")
+        return 0
+    jobs, todo = jobs_to_do(study, store)
+    if not todo:
+        print(f"measure: nothing to do: all {len(jobs)} measurements of the completed trials written ({store.root})")
+        return 0
     connect_ray(args.address)
     outcome = run_measurements(study, store)
     print(f"{outcome.summary()} (results in {store.root})")

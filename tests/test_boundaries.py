@@ -291,3 +291,32 @@ def test_resume_of_a_finished_study_answers_from_the_store_without_ray(tmp_path:
     # A measurement asked for and not written is work left (then Ray starts for it).
     measured = parse_study(text + "measure:\n  eps_sharpness: {samples: 64}\n")
     assert nothing_left(measured, ids) is None
+
+
+def test_study_measure_with_nothing_to_do_answers_from_the_store_without_ray(tmp_path: Path) -> None:
+    """It used to start Ray for 25 s and print 'measure: 0 jobs written' either way."""
+    import json
+
+    from conftest import tiny_study_yaml
+
+    from analysis.store import ResultsStore, trial_schema
+    from study.config import parse_study
+    from study.plan import plan_study
+    from trainables.trial import TrialSpec
+
+    study = parse_study(tiny_study_yaml("plain", tmp_path))
+    store = ResultsStore.for_study(str(tmp_path), "plain")
+    for spec in plan_study(study):
+        row = {**spec.to_dict(), "status": "completed", "config": json.dumps(study.to_dict())}
+        store.write("trials", spec.trial_id, [row], trial_schema(TrialSpec))
+    blocker = TORCH_BLOCKER.replace("study.run_sweep", "study.measure")
+    answer = subprocess.run(
+        [sys.executable, "-c", blocker, store.root],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "BLOCKED": "torch,ray"},
+    )
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    assert "measure: nothing to do: the study file asks for no measurements" in answer.stdout
