@@ -29,10 +29,9 @@ def connect_ray(address: str | None, verbose: bool = False) -> str | None:
     else:
         # Ray 2.60 serves gRPC on every interface (it resolves 127.0.0.1 to the reachable address), so
         # what guards a local study is Ray's token authentication, on by default: nothing here turns it
-        # off. The dashboard listens on 127.0.0.1 (ray.init's default). Asking for it by name (the
-        # token Ray generates where there is none, as by default) spares every run Ray's WARNING that
-        # it is on; the dashboard line says how to get the token. An explicit RAY_AUTH_MODE is kept.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        # off. The dashboard listens on 127.0.0.1 (ray.init's default). Ray's WARNING that it is on
+        # (before every run) is left out: the dashboard line says it, and how to get the token.
+        quiet_token_notice()
         context = ray.init(
             address="local",
             resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT},
@@ -40,6 +39,20 @@ def connect_ray(address: str | None, verbose: bool = False) -> str | None:
         )
     url = getattr(context, "dashboard_url", None) if context is not None else None
     return f"http://{url}" if url and not url.startswith("http") else url
+
+
+class _TokenNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
+def quiet_token_notice() -> None:
+    """Drop Ray's 'Token authentication is enabled' WARNING (only that one: a token missing or refused
+    still says so). Setting Ray's auth-mode variable to "token" instead would change how Ray starts: its
+    client reads the mode once, so a local start then failed with InvalidAuthToken."""
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _TokenNotice) for f in logger.filters):
+        logger.addFilter(_TokenNotice())
 
 
 def alive_nodes() -> list[dict[str, float]]:

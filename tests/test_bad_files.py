@@ -218,10 +218,7 @@ def test_no_code_turns_rays_token_authentication_off() -> None:
     for package in ("study", "trainables", "analysis"):
         for path in (ROOT / package).glob("*.py"):
             text = path.read_text()
-            assert "dashboard_host" not in text, path
-            for line in text.splitlines():  # asking for token auth by name (it is on by default) is all
-                if "RAY_AUTH_MODE" in line and not line.strip().startswith("#"):
-                    assert '"RAY_AUTH_MODE", "token"' in line, (path, line)
+            assert "RAY_AUTH_MODE" not in text and "dashboard_host" not in text, path
 
 
 def test_cifar_files_missing_are_exit_2_on_the_driver_before_ray(tmp_path: Path) -> None:
