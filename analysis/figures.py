@@ -253,7 +253,17 @@ def titled(title: str, notes: list[str]) -> dict[str, Any]:
     lines of its own (a subtitle that ran off the edge hid exactly its caveats), the top margin fitted."""
     lines = [line for note in notes for line in textwrap.wrap(note, SUBTITLE_CHARS)]
     subtitle = "".join(f"<br><sup>{html.escape(line)}</sup>" for line in lines)
-    return {**LAYOUT, "title": title + subtitle, "margin": {**LAYOUT["margin"], "t": 60 + 18 * len(lines)}}
+    # The title block hangs from the top of the figure and the plot starts below it: each small-print
+    # line takes about 22 px (plotly's line height for <sup>), so margin and height grow with them.
+    return {
+        **LAYOUT,
+        "title": {"text": title + subtitle, "y": 0.98, "yanchor": "top", "yref": "container", "pad": {"t": 14}},
+        "margin": {**LAYOUT["margin"], "t": 70 + SUBTITLE_LINE_PX * len(lines)},
+        "height": 450 + SUBTITLE_LINE_PX * len(lines),
+    }
+
+
+SUBTITLE_LINE_PX = 22
 
 
 def _mark_unusual_points(fig: go.Figure, curve: pd.DataFrame) -> list[str]:
@@ -799,12 +809,17 @@ def steps_to_target_figure(
                     opacity=0.8,
                 )
             )
-            fig.add_vline(
-                x=b_crit,
-                line=dict(color=color, dash="dash", width=1),
-                annotation_text=f"B_crit {b_crit:.0f}",
-                annotation_position="bottom right",
-                annotation_font_color=color,
+            fig.add_vline(x=b_crit, line=dict(color=color, dash="dash", width=1))
+            fig.add_annotation(  # on a log axis an annotation's x is log10 of the value (a shape's is not)
+                x=float(np.log10(b_crit)),
+                y=0,
+                xref="x",
+                yref="y domain",
+                text=f"B_crit {b_crit:.0f}",
+                showarrow=False,
+                xanchor="left",
+                yanchor="bottom",
+                font=dict(color=color),
             )
     _batch_axis(fig, list(trials["batch_size"]))
     fig.update_yaxes(type="log", title_text="optimizer steps to target", **log_ticks(ys))

@@ -373,7 +373,9 @@ class Measurements:
         timed = [x for x in left if math.isfinite(x)]
         untimed = len(left) - len(timed)
         # parts of a unit neither this run nor study.bench has timed: the ETA says it leaves them out
-        eta = f"ETA {duration(sum(timed) / slots)}" if timed or not left else "ETA ?"
+        # nothing timed yet but untimed parts (an ETA of 0 s would be a guess): it does not know
+        known = timed and (sum(timed) > 0 or not untimed)
+        eta = f"ETA {duration(sum(timed) / slots)}" if known or not left else "ETA ?"
         if timed and untimed:
             eta += f" + {untimed} untimed part{'s' if untimed > 1 else ''}"
         detail = f" ({'; '.join(said)})" if said else ""
