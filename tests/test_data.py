@@ -189,3 +189,15 @@ def test_shared_cifar10_jpegs_decode_to_the_full_dataset(shared_cifar: Path) -> 
     assert ds.classes[:3] == ("airplane", "automobile", "bird")
     assert ds.train.labels.bincount().tolist() == [5000] * 10
     assert imagefolder_cache(shared_cifar).exists()
+
+
+def test_decoding_an_image_folder_says_how_far_it_is(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A first run decoded CIFAR-10's archive for a silent minute; now it says how far it is."""
+    import trainables.data as data
+
+    write_image_tree(tmp_path / "images", per_class=3)
+    monkeypatch.setenv("LBSTUDY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "DECODE_PROGRESS_EVERY_S", 0.0)
+    load_dataset("imagefolder", tmp_path / "images")
+    out = capsys.readouterr().out
+    assert "imagefolder: read 12 images in" in out and "imagefolder: decoded 1/12 images (8%)" in out
