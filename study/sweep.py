@@ -470,10 +470,13 @@ def no_tune_tensorboard() -> Any:
 
 
 class _NoRestoreHint(logging.Filter):
-    """Tune's 'Resume experiment with: Tuner.restore(...)' is not how a study continues (run_sweep --resume is)."""
+    """Tune's 'Resume experiment with: Tuner.restore(...)' is not how a study continues (run_sweep --resume
+    is); and its 'Failed to fetch metrics ... FileNotFoundError' after a Ctrl-C before any trial reported
+    is about Tune's own result files, which the study never reads (its rows are in the store)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tuner.restore" not in record.getMessage()
+        message = record.getMessage()
+        return "Tuner.restore" not in message and "Failed to fetch metrics" not in message
 
 
 @contextlib.contextmanager
@@ -513,15 +516,19 @@ def fit_unless_interrupted(tuner: Any) -> bool:
             previous(signum, frame)
         raise KeyboardInterrupt
 
-    tune_logger, hint = logging.getLogger("ray.tune.tune"), _NoRestoreHint()
+    # filters act on the logger a record starts at, not on its parents: each logger gets it
+    loggers = [logging.getLogger(n) for n in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")]
+    hint = _NoRestoreHint()
     signal.signal(signal.SIGINT, second_interrupt)
-    tune_logger.addFilter(hint)
+    for tune_logger in loggers:
+        tune_logger.addFilter(hint)
     try:
         tuner.fit()
     finally:
         interrupted = signal.getsignal(signal.SIGINT) is second_interrupt
         signal.signal(signal.SIGINT, previous)
-        tune_logger.removeFilter(hint)
+        for tune_logger in loggers:
+            tune_logger.removeFilter(hint)
     return not interrupted
 
 

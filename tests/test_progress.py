@@ -52,3 +52,19 @@ def test_the_eta_follows_per_trial_rates_and_converges_on_a_scripted_study() -> 
         progress.epoch(trial, 1, 15.0)
         progress.epoch(trial, 2, 25.0)
     assert progress.seconds_left(30.0) == 60.0 and progress.line(30.0).endswith("ETA 1m00s")
+
+
+def test_tunes_notices_about_its_own_files_are_left_out() -> None:
+    """After a Ctrl-C before any trial reported, Tune warned 'Failed to fetch metrics ...
+    FileNotFoundError' (three lines) about result files the study never reads."""
+    import logging
+
+    from study.sweep import _NoRestoreHint
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("ray.tune", logging.WARNING, __file__, 1, message, None, None)
+
+    keep = _NoRestoreHint()
+    assert not keep.filter(record("Failed to fetch metrics for 1 trial(s):\n- b64: FileNotFoundError('x')"))
+    assert not keep.filter(record("Resume experiment with: Tuner.restore(path=...)"))
+    assert keep.filter(record("Trial b64 errored"))  # everything else passes
