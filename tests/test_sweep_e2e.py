@@ -306,6 +306,7 @@ def test_a_second_ctrl_c_exits_at_once(ray_session: str, tmp_path: Path) -> None
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 130 and time.time() - started < 60, output[-3000:]
     assert "--resume" in output.splitlines()[-1] and "Traceback" not in output and "Exception ignored" not in output
+    assert "Failed to fetch metrics" not in output
 
 
 def test_a_study_sweeping_models_and_remedies_trains_and_measures_each(ray_session: str, tmp_path: Path) -> None:
