@@ -420,6 +420,7 @@ def run_trials(study: StudyConfig, store: ResultsStore, run: TrainingRun, prov: 
     configs = [trial_config(study, t, use_gpu, prov, generation) for t in todo]
     # A new Tune run per attempt: nothing of an earlier one is overwritten.
     run_name = "run-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    progress = make_progress_callback(store, todo, prov, run.measurements, measurement_slots(study, use_gpu), concurrency)
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(tune_trial, trial_resources),
         param_space={"trial": ray.tune.grid_search(configs)},
@@ -432,18 +433,16 @@ def run_trials(study: StudyConfig, store: ResultsStore, run: TrainingRun, prov: 
         run_config=ray.tune.RunConfig(
             name=run_name,
             storage_path=join(study_root(study), "tune"),
-            callbacks=[
-                make_progress_callback(
-                    store, todo, prov, run.measurements, measurement_slots(study, use_gpu), concurrency
-                ),
-                no_tune_tensorboard(),
-            ],
+            callbacks=[progress, no_tune_tensorboard()],
             failure_config=ray.tune.FailureConfig(max_failures=study.resources.max_failures),
             verbose=1 if verbose else 0,  # Tune's own tables only when asked (--verbose)
         ),
     )
-    with quiet_tune(verbose):
-        return fit_unless_interrupted(tuner)
+    try:
+        with quiet_tune(verbose):
+            return fit_unless_interrupted(tuner)
+    finally:  # the ticker and the TensorBoard writers end with the fit, however it ended
+        progress.on_experiment_end([])
 
 
 def no_tune_tensorboard() -> Any:
