@@ -420,7 +420,9 @@ def run_trials(study: StudyConfig, store: ResultsStore, run: TrainingRun, prov: 
     configs = [trial_config(study, t, use_gpu, prov, generation) for t in todo]
     # A new Tune run per attempt: nothing of an earlier one is overwritten.
     run_name = "run-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    progress = make_progress_callback(store, todo, prov, run.measurements, measurement_slots(study, use_gpu), concurrency)
+    progress = make_progress_callback(
+        store, todo, prov, run.measurements, measurement_slots(study, use_gpu), concurrency
+    )
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(tune_trial, trial_resources),
         param_space={"trial": ray.tune.grid_search(configs)},
