@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--width: a channel multiplier in (0, 16]")
     import ray
 
-    from study.cluster import TRIAL_RESOURCE, TRIAL_RESOURCE_AMOUNT
+    from study.cluster import TRIAL_RESOURCE, TRIAL_RESOURCE_AMOUNT, quiet_token_notice
     from trainables.ray_train import device_name
 
     scratch = tempfile.TemporaryDirectory()
@@ -303,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     # The loops without Ray first, before Ray's own processes share the machine: the baseline the
     # swept trial is held to is the loop on a quiet machine.
     bare = bare_loops(s)
+    quiet_token_notice()
     ray.init(resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False, log_to_driver=False)
     wait_until_quiet()
     startups, via_ray = training_through_ray(s, bare, table)
