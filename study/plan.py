@@ -326,6 +326,11 @@ def write_bench_record(
     return path
 
 
+def time_text(seconds: float) -> str:
+    """'0.98 h' from an hour on, '12 min' below (a small study's '0.0 h' said nothing)."""
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(1, round(seconds / 60))} min"
+
+
 def bench_key(model: str, width: float) -> str:
     return f"{model}@{width:g}"
 
@@ -383,7 +388,7 @@ def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
     assert record is not None
     rate = "bare-loop rates, optimistic: study.bench again records the via-Ray ones" if bare else "via-Ray rates"
     return line + (
-        f"; about {seconds / 3600:.1f} h one trial at a time on {record['device']} "
+        f"; about {time_text(seconds)} one trial at a time on {record['device']} "
         f"(bench of {record['measured_at']}, {rate})"
     )
 
@@ -429,7 +434,7 @@ def measurement_cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str | 
     if work and set(work) <= set(rates):
         seconds = sum(images / rates[unit] for unit, (_, images) in work.items())
         device, day = record["device"], record["measured_at"]
-        line += f"; about {seconds / 3600:.1f} h one task at a time on {device} (bench of {day})"
+        line += f"; about {time_text(seconds)} one task at a time on {device} (bench of {day})"
     elif work:
         line += f"; for hours on this machine: {missing_bench([study.model.arch], study.model.width)}"
     return line + " (typical counts where an algorithm stops adaptively: study/measures/)"

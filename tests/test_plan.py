@@ -59,14 +59,17 @@ def test_dry_run_cost_in_hours_from_this_machines_bench_record(tmp_path, monkeyp
     write_bench_record("cpu (test)", 0.25, {128: 1000.0, 1024: 500.0}, 1000.0)
     # batch 128 at 1000 images/s, 2048 at the nearest measured (1024) 500/s: 1080 s + 2160 s of training;
     # 150 evaluations of 600 + 400 images at 1000/s = 150 s per trial: 3540 s in all, 0.98 h
-    expected = (300 * 3600 / 1000 + 300 * 3600 / 500 + 2 * 150 * 1000 / 1000) / 3600
-    assert f"{expected:.1f}" == "1.0"
-    assert f"about {expected:.1f} h one trial at a time on cpu (test)" in cost_line(study, trials)
+    expected = 300 * 3600 / 1000 + 300 * 3600 / 500 + 2 * 150 * 1000 / 1000
+    assert expected == 3540
+    assert "about 59 min one trial at a time on cpu (test)" in cost_line(study, trials)  # 3540 s
     assert "bare-loop rates, optimistic" in cost_line(study, trials)
     # The via-Ray rates, where the bench recorded them, are what a study gets: half the speed, twice the hours
     write_bench_record("cpu (test)", 0.25, {128: 1000.0, 1024: 500.0}, 1000.0, None, {128: 500.0, 1024: 250.0})
     slower = (300 * 3600 / 500 + 300 * 3600 / 250 + 2 * 150 * 1000 / 1000) / 3600
     assert f"about {slower:.1f} h one trial at a time on cpu (test) (bench of" in cost_line(study, trials)
+    from study.plan import time_text
+
+    assert [time_text(s) for s in (20, 3540, 3600, 9000)] == ["1 min", "59 min", "1.0 h", "2.5 h"]
     assert "via-Ray rates)" in cost_line(study, trials)
     wide = parse_study("name: c\ndata: {dataset: synthetic}\nsweep: {batch_size: [128], mixup_alpha: 0}")
     assert cost_line(wide, plan_study(wide)).endswith("python -m study.bench --model vgg9 --width 1")
@@ -101,8 +104,10 @@ def test_dry_run_costs_the_measurements_in_work_and_hours(tmp_path, monkeypatch)
     ), line
     assert "for hours on this machine: python -m study.bench --model vgg9 --width 0.25" in line
     write_bench_record("cpu (test)", 0.25, {128: 1000.0}, 1000.0, {"products": 100.0, "steps": 1000.0, "points": 500.0})
-    hours = (products * 500 / 100 + 100_000 / 1000 + 25_200 / 500) / 3600
-    assert f"about {hours:.1f} h one task at a time on cpu (test)" in measurement_cost_line(study, trials)
+    from study.plan import time_text
+
+    seconds = products * 500 / 100 + 100_000 / 1000 + 25_200 / 500
+    assert f"about {time_text(seconds)} one task at a time on cpu (test)" in measurement_cost_line(study, trials)
     assert measurement_cost_line(parse_study("name: c\nsweep: {batch_size: [128]}"), []) is None
 
 

@@ -213,9 +213,10 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path: Path) -> None:
         timeout=60,
     )
     lines = process.stdout.splitlines()
-    # The header, what every trial shares, the column names, one line per trial, the cost.
-    assert process.returncode == 0 and "peak_lr 0.05" in lines[1] and len(lines) == 1 + 1 + 1 + 4 + 1
-    assert lines[-1].startswith("cost: 20,480 training images (4 trials x 2 epochs x 2,560)")
+    # The header, what every trial shares, the column names, one line per trial, the cost, the measurements'.
+    assert process.returncode == 0 and "peak_lr 0.05" in lines[1] and len(lines) == 1 + 1 + 1 + 4 + 1 + 1
+    assert lines[-2].startswith("cost: 20,480 training images (4 trials x 2 epochs x 2,560)")
+    assert lines[-1].startswith("measure: ")
     assert not any(tmp_path.iterdir())
     # It needs neither ray, pandas nor torch (a fast answer): nothing of theirs was imported.
     probe = (
