@@ -116,6 +116,10 @@ def nothing_left(study: StudyConfig, planned: list[str]) -> str | None:
     store = ResultsStore.for_study(local_path(study.storage), study.name)
     if not store.is_store() or not set(planned) <= store.finished_trials():
         return None
+    # a trial's epoch rows missing or unreadable is work too: run_study restores them from its checkpoint
+    epochs = store.read("epochs")
+    if store.unreadable or not set(planned) <= set(epochs["trial_id"]):
+        return None
     trials = store.read("trials")
     if "phase" in trials:  # a search's samples only choose the winners: not measured
         trials = trials[trials["phase"] != "sample"]

@@ -268,23 +268,31 @@ def test_resume_of_a_finished_study_answers_from_the_store_without_ray(tmp_path:
     """--resume on a finished study used to start Ray for 44 s to find nothing to do."""
     from conftest import tiny_study_yaml
 
-    from analysis.store import ResultsStore, trial_schema
+    from analysis.store import ResultsStore, epoch_schema, trial_schema
     from study.checks import nothing_left
     from study.config import parse_study
     from study.plan import plan_study
-    from trainables.trial import TrialSpec
+    from trainables.trial import EpochMetrics, TrialSpec
 
     text = tiny_study_yaml("done", tmp_path)
     (tmp_path / "done.yaml").write_text(text)
     study = parse_study(text)
     planned = plan_study(study)
     store = ResultsStore.for_study(str(tmp_path), "done")
-    for spec in planned[:-1]:
+
+    def finished(spec: TrialSpec) -> None:
         store.write("trials", spec.trial_id, [{**spec.to_dict(), "status": "completed"}], trial_schema(TrialSpec))
+        row = {"trial_id": spec.trial_id, "epoch": 1, "step": 1}
+        store.write("epochs", spec.trial_id, [row], epoch_schema(EpochMetrics))
+
+    for spec in planned[:-1]:
+        finished(spec)
     ids = [t.trial_id for t in planned]
     assert nothing_left(study, ids) is None  # one trial still to train
     last = planned[-1]
     store.write("trials", last.trial_id, [{**last.to_dict(), "status": "completed"}], trial_schema(TrialSpec))
+    assert nothing_left(study, ids) is None  # its epoch rows are missing: run_study restores them
+    finished(last)
     answer = run_sweep_without("torch,ray", str(tmp_path / "done.yaml"), "--resume")
     assert answer.returncode == 0, answer.stderr[-2000:]
     assert f"done: nothing to do: all {len(ids)} trials finished and all 0 measurements written" in answer.stdout
