@@ -60,6 +60,8 @@ class StudyStatus:
         if self.planned and self.epoch_s == self.epoch_s:  # not NaN
             left = sum(n - min(self.last_epoch.get(t, 0), n) for t, n in self.planned.items() if t not in self.statuses)
             at_once = max(1, min(self.concurrency, len(set(self.planned) - set(self.statuses)) or 1))
+            if left == 0:  # every planned epoch trained: no ETA to give
+                return out
             out.append(
                 f"ETA ~{duration(left * self.epoch_s / at_once)} of training ({left} epochs at {self.epoch_s:.1f} s "
                 f"each as recorded, {at_once} at a time; evaluation and measurements not included)"
