@@ -68,3 +68,27 @@ def test_tunes_notices_about_its_own_files_are_left_out() -> None:
     assert not keep.filter(record("Failed to fetch metrics for 1 trial(s):\n- b64: FileNotFoundError('x')"))
     assert not keep.filter(record("Resume experiment with: Tuner.restore(path=...)"))
     assert keep.filter(record("Trial b64 errored"))  # everything else passes
+
+
+def test_the_progress_line_comes_on_a_timer_with_no_event(tmp_path, monkeypatch, capsys) -> None:
+    """Before, the line came only with an epoch report: silent gaps of 51 and 61 s in a 3-minute run.
+    The driver's ticker says it every PROGRESS_EVERY_S (here 0.5 s) with nothing reported at all."""
+    import time
+
+    import study.sweep as sweep
+    from analysis.store import ResultsStore
+    from study.config import parse_study
+    from study.plan import plan_study
+
+    monkeypatch.setattr(sweep, "PROGRESS_EVERY_S", 0.5)
+    study = parse_study("name: t\nsweep: {batch_size: [64, 128]}\n")
+    todo = plan_study(study)
+    progress = sweep.make_progress_callback(ResultsStore(str(tmp_path / "r")), todo, {})
+    progress.setup()
+    try:
+        time.sleep(3.5)  # the ticker wakes every second
+    finally:
+        progress.on_experiment_end([])
+    said = capsys.readouterr().out.splitlines()
+    lines = [line for line in said if line.startswith(f"study: 0/{len(todo)} trials ended")]
+    assert len(lines) >= 2, lines
