@@ -111,7 +111,7 @@ def check_fresh(study: StudyConfig, resume: bool) -> None:
 def nothing_left(study: StudyConfig, planned: list[str]) -> str | None:
     """On --resume, what to say when the study is done (every planned trial finished, every measurement
     its completed trials ask for written), from the store alone: no Ray started for it. None: work left."""
-    from study.measures.base import plan_measure_jobs
+    from study.measure import jobs_to_do
 
     store = ResultsStore.for_study(local_path(study.storage), study.name)
     if not store.is_store() or not set(planned) <= store.finished_trials():
@@ -120,12 +120,8 @@ def nothing_left(study: StudyConfig, planned: list[str]) -> str | None:
     epochs = store.read("epochs")
     if store.unreadable or not set(planned) <= set(epochs["trial_id"]):
         return None
-    trials = store.read("trials")
-    if "phase" in trials:  # a search's samples only choose the winners: not measured
-        trials = trials[trials["phase"] != "sample"]
-    jobs = plan_measure_jobs(study, trials[trials["status"] == "completed"].to_dict("records"))
-    written = {table: store.keys(table) for table in {job.table for job in jobs}}
-    if any(job.key not in written[job.table] for job in jobs):
+    jobs, todo = jobs_to_do(study, store)  # study.measure's own answer: missing or stale ones are work
+    if todo:
         return None
     report = join(study_root(study), "report.html")
     return (
