@@ -59,13 +59,13 @@ def study_identity(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def stored_identity(study: StudyConfig, store: ResultsStore) -> dict[str, Any] | None:
-    """The identity the study's first run recorded (study.json), else that of its newest trial row's
-    resolved study file (stores from before study.json); None when neither exists."""
-    fs, path = resolve(join(study_root(study), IDENTITY_FILE))
+def recorded_study(study_dir: str, store: ResultsStore, key: str) -> dict[str, Any] | None:
+    """`key` ("identity" or "config") of what the study's first run recorded in study.json, else of its
+    newest trial row's resolved study file (stores from before study.json); None when neither exists."""
+    fs, path = resolve(join(study_dir, IDENTITY_FILE))
     try:
         with fs.open_input_stream(path) as stream:
-            return json.loads(stream.read().decode())["identity"]
+            return json.loads(stream.read().decode())[key]
     except (FileNotFoundError, KeyError, ValueError):
         pass
     except OSError as error:  # pyarrow says "not found" in words on some filesystems
@@ -73,7 +73,15 @@ def stored_identity(study: StudyConfig, store: ResultsStore) -> dict[str, Any] |
             raise
     trials = store.read("trials")
     configs = trials["config"].dropna() if "config" in trials else []
-    return study_identity(json.loads(configs.iloc[-1])) if len(configs) else None
+    if not len(configs):
+        return None
+    config = json.loads(configs.iloc[-1])
+    return study_identity(config) if key == "identity" else config
+
+
+def stored_identity(study: StudyConfig, store: ResultsStore) -> dict[str, Any] | None:
+    """The identity the study was started with (`recorded_study`)."""
+    return recorded_study(study_root(study), store, "identity")
 
 
 def record_identity(study: StudyConfig) -> None:

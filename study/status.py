@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from analysis.store import ResultsStore, join, parent, resolve
+from analysis.store import ResultsStore, join, parent
+from study.checks import recorded_study
 from study.progress import duration
 
 
@@ -76,21 +77,6 @@ def _count(values: Any) -> dict[str, int]:
     return counts
 
 
-def study_config(store: ResultsStore, study_dir: str) -> dict[str, Any] | None:
-    """The resolved study file: study.json (written by the first run), else the newest trial row's."""
-    fs, path = resolve(join(study_dir, "study.json"))
-    try:
-        with fs.open_input_stream(path) as stream:
-            recorded = json.loads(stream.read().decode())
-        if "config" in recorded:
-            return recorded["config"]
-    except (OSError, ValueError):
-        pass
-    trials = store.read("trials")
-    configs = trials["config"].dropna() if "config" in trials else []
-    return json.loads(configs.iloc[-1]) if len(configs) else None
-
-
 def read_status(location: str) -> StudyStatus:
     """The study at `location` (its folder or its results folder), from the files alone."""
     study_dir = parent(location) if location.rstrip("/").endswith("/results") else location
@@ -100,7 +86,7 @@ def read_status(location: str) -> StudyStatus:
             f"{location}: no study results there (no results/trials or results/epochs); pass <storage>/<name>"
         )
     trials, epochs = store.read("trials"), store.read("epochs")
-    config = study_config(store, study_dir)
+    config = recorded_study(study_dir, store, "config")
     planned: dict[str, int] = {}
     concurrency = 1
     measurements = None
