@@ -3,8 +3,10 @@ a study with results is continued only on purpose. They answer in about a second
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +61,33 @@ def study_identity(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def recorded_study(study_dir: str, store: ResultsStore, key: str) -> dict[str, Any] | None:
-    """`key` ("identity" or "config") of what the study's first run recorded in study.json, else of its
-    newest trial row's resolved study file (stores from before study.json); None when neither exists."""
+def study_json(study_dir: str) -> dict[str, Any] | None:
+    """What the study's first run wrote to study.json; None where there is none (or it cannot be read)."""
     fs, path = resolve(join(study_dir, IDENTITY_FILE))
     try:
         with fs.open_input_stream(path) as stream:
-            return json.loads(stream.read().decode())[key]
-    except (FileNotFoundError, KeyError, ValueError):
-        pass
+            return json.loads(stream.read().decode())
+    except (FileNotFoundError, ValueError):
+        return None
     except OSError as error:  # pyarrow says "not found" in words on some filesystems
         if "not found" not in str(error).lower() and "no such file" not in str(error).lower():
             raise
+        return None
+
+
+def study_uid(study_dir: str) -> str:
+    """This study's own id, minted on its first run: a tracker's run of a trial belongs to this study, not to
+    an earlier one of the same name whose results were deleted. Stores from before it: their folder's."""
+    recorded = study_json(study_dir) or {}
+    return str(recorded.get("uid") or hashlib.sha1(study_dir.encode()).hexdigest()[:16])
+
+
+def recorded_study(study_dir: str, store: ResultsStore, key: str) -> dict[str, Any] | None:
+    """`key` ("identity" or "config") of what the study's first run recorded in study.json, else of its
+    newest trial row's resolved study file (stores from before study.json); None when neither exists."""
+    recorded = study_json(study_dir)
+    if recorded is not None and key in recorded:
+        return recorded[key]
     trials = store.read("trials")
     configs = trials["config"].dropna() if "config" in trials else []
     if not len(configs):
@@ -89,7 +106,12 @@ def record_identity(study: StudyConfig) -> None:
     fs, path = resolve(join(study_root(study), IDENTITY_FILE))
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         # the whole resolved study file too: study.status plans the trials from it before any has ended
-        body = {"study": study.name, "identity": study_identity(study.to_dict()), "config": study.to_dict()}
+        body = {
+            "study": study.name,
+            "uid": uuid.uuid4().hex[:16],  # study_uid
+            "identity": study_identity(study.to_dict()),
+            "config": study.to_dict(),
+        }
         write_atomic(join(study_root(study), IDENTITY_FILE), json.dumps(body, indent=1, sort_keys=True).encode())
 
 

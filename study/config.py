@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import importlib.util
 import json
 import math
 import re
@@ -225,6 +226,34 @@ MeasureConfig = dataclasses.make_dataclass(
 
 
 @dataclass(frozen=True)
+class MlflowConfig:
+    """MLflow: one run per trial in `experiment` (the study's name when null) on `tracking_uri` (null:
+    MLflow's own default, MLFLOW_TRACKING_URI or ./mlruns)."""
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    """Weights & Biases: one run per trial in `project`, grouped by the study's name; offline runs are
+    files under <storage>/<name>/wandb/ (local storage) to `wandb sync` later."""
+
+    project: str = "lbstudy"
+    entity: str | None = None  # a team or user; null: the logged-in user's default
+    mode: Literal["online", "offline"] = "online"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment trackers the driver writes to besides the Parquet results (TensorBoard always, where
+    storage is local). A tracker that fails warns once and is dropped: it never stops a trial."""
+
+    mlflow: MlflowConfig | None = None
+    wandb: WandbConfig | None = None
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     name: str
     storage: str = "~/lbstudy-results"
@@ -237,6 +266,7 @@ class StudyConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     search: SearchConfig | None = None
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists, as YAML would write them
@@ -582,6 +612,7 @@ def validate(study: StudyConfig, source: str = "<study>") -> None:
         validate_batches,
         validate_regimes,
         validate_measure,
+        validate_tracking,
     ):
         step(study, s)
     if study.search is not None:
@@ -940,3 +971,32 @@ def validate_measure(study: StudyConfig, s: str) -> None:
         settings = getattr(study.measure, name)
         if settings is not None:
             measure.validate(study, settings, s)
+
+
+# W&B refuses these in a project name (its own check, said here before Ray starts instead of at a run)
+WANDB_PROJECT_FORBIDDEN = set("/\\#?%:")
+
+
+def validate_tracking(study: StudyConfig, s: str) -> None:
+    """Each tracker's names, and its client installed: a missing extra is said before Ray starts."""
+    mlflow, wandb = study.tracking.mlflow, study.tracking.wandb
+    if mlflow is not None:
+        for key in ("tracking_uri", "experiment"):
+            value = getattr(mlflow, key)
+            _check(value is None or value.strip() != "", f"{s}tracking.mlflow.{key}: empty; give one, or null")
+        _check(
+            importlib.util.find_spec("mlflow") is not None,
+            f"{s}tracking.mlflow: MLflow is not installed; pip install -e '.[mlflow]', or remove tracking.mlflow",
+        )
+    if wandb is not None:
+        project = wandb.project
+        _check(
+            project.strip() != "" and len(project) <= 128 and not set(project) & WANDB_PROJECT_FORBIDDEN,
+            f"{s}tracking.wandb.project: {wandb.project!r} is not a W&B project name; use at most 128 characters "
+            "without / \\ # ? % :",
+        )
+        _check(wandb.entity is None or wandb.entity.strip(), f"{s}tracking.wandb.entity: empty; give one, or null")
+        _check(
+            importlib.util.find_spec("wandb") is not None,
+            f"{s}tracking.wandb: W&B (wandb) is not installed; pip install -e '.[wandb]', or remove tracking.wandb",
+        )

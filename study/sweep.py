@@ -20,15 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from analysis.store import ResultsStore, begin_run, join, parent, trial_row
-from study.checks import SweepError, check_fresh, study_root
+from analysis.store import ResultsStore, begin_run, join, trial_row
+from study.checks import SweepError, check_fresh, study_root, study_uid
 from study.cluster import TRIAL_RESOURCE, alive_nodes, autoscaled_node_types, autoscaling, nodes_not_seeing
 from study.config import StudyConfig
 from study.measure import Measurements, slot_resource
 from study.plan import local_path, plan_finals, plan_study
 from study.progress import PROGRESS_EVERY_S, SweepProgress
 from study.search import make_grouped_asha
-from study.tensorboard import EpochBoard
+from study.tracking import Tracking, study_tracking
 from trainables.data import DataError, load_dataset
 from trainables.trial import Status, TrialRun, TrialSpec
 
@@ -120,10 +120,12 @@ def make_progress_callback(
     measurements: Measurements | None = None,
     slots_per_trial: float = 1.0,
     concurrency: int = 1,
+    tracking: Tracking | None = None,
 ) -> Any:
     """The driver's part: print each trial's epochs and the study's progress with an ETA, record a trial
     that failed (a trial writes its own rows, but one that raised cannot say so), and measure each trial
-    that completed while the others train (`measurements`, given the slots a trial holds)."""
+    that completed while the others train (`measurements`, given the slots a trial holds); tell the
+    experiment trackers (`tracking`) each epoch and outcome."""
     import ray.tune
 
     from trainables.ray_train import TRIALS_SCHEMA, worker_provenance
@@ -136,20 +138,18 @@ def make_progress_callback(
             # was silent for a minute between epochs. The lock keeps the ticker and the callbacks apart.
             self.lock = threading.RLock()
             self.ticking = threading.Event()
-            # TensorBoard by epoch, one run per trial (local storage: tensorboardX writes files)
-            local = "://" not in store.uri
-            self.board = EpochBoard(join(parent(store.uri), "tensorboard") if local else None)
+            self.tracking = tracking or Tracking([])
             if measurements is not None:
                 measurements.reserved = self.reserved
 
         def __getstate__(self) -> dict[str, Any]:
             """Tune pickles its callbacks with the experiment's state: the ticker's lock and event and the
-            TensorBoard writers stay with the live driver."""
-            return {k: v for k, v in self.__dict__.items() if k not in ("lock", "ticking", "board")}
+            trackers' clients stay with the live driver."""
+            return {k: v for k, v in self.__dict__.items() if k not in ("lock", "ticking", "tracking")}
 
         def __setstate__(self, state: dict[str, Any]) -> None:
             self.__dict__.update(state)
-            self.lock, self.ticking, self.board = threading.RLock(), threading.Event(), EpochBoard(None)
+            self.lock, self.ticking, self.tracking = threading.RLock(), threading.Event(), Tracking([])
 
         def setup(self, **info: Any) -> None:
             self.ticking.set()
@@ -163,7 +163,6 @@ def make_progress_callback(
 
         def on_experiment_end(self, trials: list, **info: Any) -> None:
             self.ticking.clear()
-            self.board.close()
 
         def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             with self.lock:
@@ -196,7 +195,7 @@ def make_progress_callback(
             if result.get("kind") == "epoch":
                 with self.lock:
                     self.study.epoch(trial_id, int(result["epoch"]), time.time())
-                self.board.epoch(trial_id, result)
+                self.tracking.epoch(planned(trial).spec, result)
                 print(
                     f"[{trial_id}] epoch {result['epoch']}/{planned(trial).spec.epochs}: "
                     f"train loss {result['train_loss']:.4f}, test acc {result['test_acc']:.4f}, "
@@ -205,7 +204,7 @@ def make_progress_callback(
                 )
                 self.say_progress()
             elif result.get("kind") == "final":
-                self.board.close(trial_id)
+                self.tell_trackers(planned(trial).spec)
                 with self.lock:
                     self.study.end(trial_id)
                     if measurements is not None and result.get("status") == Status.COMPLETED:
@@ -220,12 +219,20 @@ def make_progress_callback(
                 )
                 self.say_progress(force=True)
 
+        def tell_trackers(self, spec: TrialSpec) -> None:
+            """A trial's outcome, from the row it wrote (none: the trackers hear nothing, the store has it)."""
+            with contextlib.suppress(Exception):
+                rows = store.read("trials", spec.trial_id).to_dict("records")
+                if rows:
+                    self.tracking.ended(spec, rows[0])
+
         def record_end(self, spec: TrialSpec, status: str, error: str) -> None:
             """The row of a trial that could not write its own (stopped by ASHA, or raised), from its epochs."""
             history = store.read("epochs", spec.trial_id).drop(columns="trial_id").to_dict("records")
             outcome = {"status": status, "error": error, "checkpoint": None}
             row = trial_row(spec.to_dict(), history, outcome, worker_provenance(prov))
             store.write("trials", spec.trial_id, [row], TRIALS_SCHEMA)
+            self.tracking.ended(spec, row)
             print(f"[{spec.trial_id}] {status}: {error}", flush=True)
             with self.lock:
                 self.study.end(spec.trial_id)
@@ -330,23 +337,32 @@ def run_study(
     measurements = Measurements(study, store, autoscaled=scales) if study_has_measurements(study) else None
     if measurements is not None:
         measurements.plan()  # trials completed by earlier runs
-    while phases:
-        label, plan = phases.pop(0)
-        scheduler = make_grouped_asha(study) if study.search and study.search.asha and label != "finals" else None
-        run = TrainingRun(label, plan, use_gpu, fits, generation, scheduler, measurements)
-        if not run_trials(study, store, run, prov, verbose):
-            # Stopped (Ctrl-C): no measurements, no report; the caller says how to continue.
-            unfinished = tuple(t.trial_id for t in done + plan if t.trial_id not in store.finished_trials())
-            return SweepResult(study, store.uri, [], dashboard_url, interrupted=True, unfinished=unfinished)
-        done += plan
-        if study.search and label != "finals":
-            phases.append(("finals", plan_finals(study, store.read("trials"), store.read("epochs"))))
-    if measurements is not None:
-        measurements.plan()
-        outcome = measurements.finish()
-        if outcome.failed:
-            print(outcome.summary(), file=sys.stderr)
-    trials = store.read("trials")
+    history = lambda trial_id: store.read("epochs", trial_id).to_dict("records")  # noqa: E731
+    tracking = study_tracking(study, study_root(study), study_uid(study_root(study)), history)
+    try:
+        while phases:
+            label, plan = phases.pop(0)
+            asha = study.search and study.search.asha and label != "finals"
+            scheduler = make_grouped_asha(study) if asha else None
+            run = TrainingRun(label, plan, use_gpu, fits, generation, scheduler, measurements, tracking)
+            if not run_trials(study, store, run, prov, verbose):
+                # Stopped (Ctrl-C): no measurements, no report; the caller says how to continue.
+                unfinished = tuple(t.trial_id for t in done + plan if t.trial_id not in store.finished_trials())
+                return SweepResult(study, store.uri, [], dashboard_url, interrupted=True, unfinished=unfinished)
+            done += plan
+            if study.search and label != "finals":
+                phases.append(("finals", plan_finals(study, store.read("trials"), store.read("epochs"))))
+        if measurements is not None:
+            measurements.plan()
+            outcome = measurements.finish()
+            if outcome.failed:
+                print(outcome.summary(), file=sys.stderr)
+        trials = store.read("trials")
+        specs = {t.trial_id: t for t in done}
+        tracking.caught_up(specs, trials[trials["trial_id"].isin(list(specs))])  # what a killed driver never told
+        tracking.measured(specs, trials, store.read("sharpness"))
+    finally:  # every tracker's runs end with the driver run, however it ended
+        tracking.close()
     rows = trials[trials["trial_id"].isin([t.trial_id for t in done])].to_dict("records")
     from analysis.report import ReportError, write_report
 
@@ -389,6 +405,7 @@ class TrainingRun:
     generation: int = 0  # the driver run's (analysis.store.begin_run)
     scheduler: Any = None  # ASHA for a search's samples
     measurements: Measurements | None = None
+    tracking: Tracking | None = None  # TensorBoard, MLflow, W&B (study/tracking.py)
 
 
 def run_trials(study: StudyConfig, store: ResultsStore, run: TrainingRun, prov: dict[str, Any], verbose: bool) -> bool:
@@ -421,7 +438,7 @@ def run_trials(study: StudyConfig, store: ResultsStore, run: TrainingRun, prov: 
     # A new Tune run per attempt: nothing of an earlier one is overwritten.
     run_name = "run-" + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     progress = make_progress_callback(
-        store, todo, prov, run.measurements, measurement_slots(study, use_gpu), concurrency
+        store, todo, prov, run.measurements, measurement_slots(study, use_gpu), concurrency, run.tracking
     )
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(tune_trial, trial_resources),

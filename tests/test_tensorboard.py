@@ -5,7 +5,11 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from study.tensorboard import SCALARS, EpochBoard
+from conftest import tiny_study_yaml
+
+from study.config import parse_study
+from study.plan import plan_study
+from study.tracking import EPOCH_METRICS, study_tracking
 
 
 def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
@@ -37,28 +41,38 @@ def epoch(e: int, evaluated: bool) -> dict:
 
 
 def test_a_resumed_trial_is_one_run_whose_steps_are_its_epochs(tmp_path: Path) -> None:
-    first = EpochBoard(str(tmp_path / "tensorboard"))
+    study = parse_study(tiny_study_yaml("tb", tmp_path))
+    spec = plan_study(study)[0]
+    first = study_tracking(study, str(tmp_path), uid="u")
     for e in (1, 2):
-        first.epoch("b128-a0", epoch(e, evaluated=e == 2))
+        first.epoch(spec, epoch(e, evaluated=e == 2))
     first.close()  # the driver was killed here; the study resumed from epoch 2's checkpoint
-    second = EpochBoard(str(tmp_path / "tensorboard"))
-    for e in (3, 4):
-        second.epoch("b128-a0", epoch(e, evaluated=True))
+    second = study_tracking(study, str(tmp_path), uid="u")
+    for e in (2, 3, 4):  # epoch 2 reported again (its checkpoint was the newest): logged once
+        second.epoch(spec, epoch(e, evaluated=True))
     second.close()
     runs = [p.name for p in (tmp_path / "tensorboard").iterdir()]
-    assert runs == ["b128-a0"]  # one run per trial, not one per driver run
-    found = scalars(tmp_path / "tensorboard" / "b128-a0")
+    assert runs == [spec.trial_id]  # one run per trial, not one per driver run
+    found = scalars(tmp_path / "tensorboard" / spec.trial_id)
     assert [step for step, _ in found["train_loss"]] == [1, 2, 3, 4]  # each step once: one curve
     assert abs(found["train_loss"][3][1] - 0.5) < 1e-6
     assert [step for step, _ in found["test_acc"]] == [2, 3, 4]  # an epoch not evaluated has no point
     assert "noise_scale" not in found  # a tag exists only once measured
-    assert {"train_loss", "test_acc", "lr", "noise_scale", "clean_train_acc"} <= set(SCALARS)
+    assert {"train_loss", "test_acc", "lr", "noise_scale", "clean_train_acc"} <= set(EPOCH_METRICS)
 
 
-def test_a_failing_writer_warns_once_and_never_raises(tmp_path: Path, capsys) -> None:
-    blocker = tmp_path / "tensorboard"
-    blocker.write_text("a file where the folder should be")
-    board = EpochBoard(str(blocker))
-    board.epoch("t", epoch(1, True))
-    board.epoch("t", epoch(2, True))
-    assert capsys.readouterr().err.count("warning: TensorBoard files not written") == 1
+def test_an_epoch_a_killed_driver_never_logged_comes_from_the_store(tmp_path: Path) -> None:
+    """The trial wrote epoch 3's row and the driver was killed before it heard of it: the resumed driver
+    logs epoch 3 from the store's rows before the trial's next report (epoch 4)."""
+    study = parse_study(tiny_study_yaml("tb", tmp_path))
+    spec = plan_study(study)[0]
+    first = study_tracking(study, str(tmp_path), uid="u")
+    for e in (1, 2):
+        first.epoch(spec, epoch(e, evaluated=True))
+    stored = [epoch(e, evaluated=True) for e in (1, 2, 3)]
+    second = study_tracking(study, str(tmp_path), uid="u", history=lambda trial_id: stored)
+    second.epoch(spec, epoch(4, evaluated=True))
+    second.ended(spec, {"status": "completed", "epochs_completed": 4, "finished_at": "t"})
+    second.close()
+    found = scalars(tmp_path / "tensorboard" / spec.trial_id)
+    assert [step for step, _ in found["train_loss"]] == [1, 2, 3, 4]
