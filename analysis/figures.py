@@ -139,50 +139,64 @@ def epoch_axis(fig: go.Figure, last_epoch: int, **where: int) -> None:
 
 
 def learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame, batch_sizes: list[int] | None = None) -> go.Figure:
-    """Train and test accuracy/loss against epoch, per batch size, with and without mixup (figure 6).
+    """Train and test accuracy/loss against epoch, a row per batch size, with and without mixup (figure 6).
 
     Completed and diverged trials only (a failed trial never takes a completed one's place); points are
     the evaluated epochs, connected (with eval.every_epochs > 1 the others have no value); a diverged
-    trial says at which epoch."""
+    trial says at which epoch. A setting has its colour of every figure (setting_colours); the batch
+    size is the row."""
     drawn = trials[trials["status"].isin(DRAWN_STATUSES)]
     sizes = sorted(drawn["batch_size"].unique())
-    chosen = sorted(batch_sizes or sizes[:: max(1, len(sizes) - 1)])
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "loss"), horizontal_spacing=0.1)
+    chosen = sorted(batch_sizes or sizes[:: max(1, len(sizes) - 1)]) or [None]
+    titles = [f"batch {b}: {what}" for b in chosen for what in ("accuracy", "loss")]
+    fig = make_subplots(rows=len(chosen), cols=2, subplot_titles=titles, horizontal_spacing=0.1, vertical_spacing=0.12)
+    colours = setting_colours(trials)
     picked = with_labels(drawn[drawn["batch_size"].isin(chosen)])
     picked = picked.assign(failed_first=picked["status"] != "completed").sort_values(
         ["batch_size", "augmentation_label", "failed_first", "seed"]
     )
     picked = picked.drop_duplicates(["batch_size", "augmentation_label", "lr_scaling"])  # one trial of each
-    last_epoch = 1
+    last_epoch, in_legend = 1, set()
     for i, (_, trial) in enumerate(picked.iterrows()):
+        row = chosen.index(trial["batch_size"]) + 1
         curve = epochs[epochs["trial_id"] == trial["trial_id"]].sort_values("epoch")
-        label = f"batch {trial['batch_size']}, {curve_label(trial['augmentation_label'], trial['lr_scaling'])}"
+        setting = (str(trial["augmentation_label"]), str(trial["lr_scaling"]))
+        label = curve_label(*setting)
         if trial["status"] == "diverged":
-            label += f" (diverged at epoch {int(curve['epoch'].max()) if len(curve) else '?'})"
+            at = int(curve["epoch"].max()) if len(curve) else "?"
+            label += f" (batch {trial['batch_size']} diverged at epoch {at})"
         last_epoch = max(last_epoch, int(curve["epoch"].max()) if len(curve) else 1)
-        color = PALETTE[i % len(PALETTE)]
+        color = colours.get(setting, PALETTE[i % len(PALETTE)])
         for split, column, dash in (("train", "clean_train", "solid"), ("test", "test", "dash")):
             for col, metric, scale in ((1, "acc", 100.0), (2, "loss", 1.0)):
                 evaluated = curve[np.isfinite(curve[f"{column}_{metric}"].astype(float))]
+                name = f"{label} ({split})"
                 fig.add_trace(
                     go.Scatter(
                         x=evaluated["epoch"],
                         y=scale * evaluated[f"{column}_{metric}"],
                         mode="lines+markers" if len(evaluated) < 30 else "lines",
                         marker=dict(size=5),
-                        name=f"{label} ({split})",
+                        name=name,
                         legendgroup=label,
-                        showlegend=col == 1,
+                        showlegend=col == 1 and name not in in_legend,
                         line=dict(color=color, dash=dash),
                     ),
-                    row=1,
+                    row=row,
                     col=col,
                 )
-    for col in (1, 2):
-        epoch_axis(fig, last_epoch, row=1, col=col)
-    fig.update_yaxes(title_text="accuracy (%)", row=1, col=1)
-    fig.update_yaxes(title_text="cross-entropy", row=1, col=2)
-    fig.update_layout(title="Learning curves: train (solid, clean) and test (dashed), evaluated epochs", **LAYOUT)
+                if col == 1:
+                    in_legend.add(name)
+    for row in range(1, len(chosen) + 1):
+        for col in (1, 2):
+            epoch_axis(fig, last_epoch, row=row, col=col)
+        fig.update_yaxes(title_text="accuracy (%)", row=row, col=1)
+        fig.update_yaxes(title_text="cross-entropy", row=row, col=2)
+    fig.update_layout(
+        title="Learning curves: train (solid, clean) and test (dashed), evaluated epochs; a row per batch size",
+        height=330 * len(chosen) + 220,
+        **LAYOUT,
+    )
     return fig
 
 

@@ -264,8 +264,8 @@ def test_learning_curves_draw_every_completed_trial_even_beside_failed_ones() ->
         ]
     )
     fig = figures.learning_curves(trials, epochs, batch_sizes=[128, 8192])
-    drawn = {t.name.rsplit(" (", 1)[0] for t in fig.data if len(t.x)}
-    assert len(drawn) == 4  # batch 128 and 8192, with and without mixup
+    drawn = {(t.xaxis, t.name.rsplit(" (", 1)[0]) for t in fig.data if len(t.x)}  # a row per batch size
+    assert len({name for axis, name in drawn if axis == "x"}) == 2 and len(drawn) == 8  # 2 rows x 2 panels x 2
 
 
 def test_learning_curves_connect_epochs_evaluated_every_five() -> None:

@@ -196,3 +196,36 @@ def test_every_figure_reads_right_on_a_1280_px_screen(tmp_path: Path) -> None:
     assert {"trial id", "status", "final test acc", "gap acc"} <= set(found["visible"]), found["visible"]
     interpolation = section(dom, "interpolation_2")
     assert "no grid point here" in interpolation and "at its top edge" in interpolation
+
+
+def legend_colours(sec: str) -> dict[str, str]:
+    """Legend entry text -> the colour of its line, as drawn."""
+    entries = re.findall(r'<g class="traces"[^>]*>(.*?)</g></g>', sec, re.S)
+    colours = {}
+    for entry in entries:
+        text = re.search(r'class="legendtext"[^>]*>([^<]+)<', entry)
+        stroke = re.search(r'class="js-line"[^>]*style="[^"]*stroke: (rgb\([^)]*\))', entry)
+        if text and stroke:
+            colours[text.group(1)] = stroke.group(1)
+    return colours
+
+
+def test_the_accuracy_figure_promises_only_what_it_draws(tmp_path: Path) -> None:
+    """One completed seed per condition: the accuracy/gap figure's title says there is no interval (not
+    "95% interval"), its legend names settings in words ("no augmentation, no LR scaling"), and a setting
+    has the same colour there as in the learning curves."""
+    flags = chromium_flags(tmp_path)
+    store, _ = write_study(tmp_path)
+    report = write_report(store.root)
+    dom = subprocess.run(
+        [*flags, "--window-size=1300,4000", "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    accuracy = section(dom, "accuracy_gap_vs_batch")
+    title = re.search(r'class="gtitle"[^>]*>(.*?)</text>', accuracy, re.S).group(1)
+    assert "one seed: no interval" in title and "95%" not in title, title
+    colours = legend_colours(accuracy)
+    assert "no augmentation, no LR scaling" in colours, colours
+    assert not any("lr none" in label or label.startswith("none,") for label in colours), colours
+    curves = legend_colours(section(dom, "learning_curves"))  # "<setting> (train)" / "(test)": one per meaning
+    assert len(curves) == 2 * len(colours), curves
+    assert all(curves[f"{label} ({split})"] == c for label, c in colours.items() for split in ("train", "test"))
