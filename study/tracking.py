@@ -63,7 +63,7 @@ def run_parameters(spec: TrialSpec) -> dict[str, str]:
 
 
 def swept_tags(spec: TrialSpec) -> dict[str, str]:
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in spec.to_dict().items() if k in SWEEP_FIELDS}
+    return {k: v for k, v in run_parameters(spec).items() if k in SWEEP_FIELDS}
 
 
 class Tracking:
@@ -84,14 +84,13 @@ class Tracking:
         self.state_file = state_file
         self.history = history  # trial id -> its epoch rows, from the results store
         self.asked: set[tuple[str, str]] = set()  # (tracker, trial) whose last epoch this driver run asked
-        self.state: dict[str, dict[str, Any]] = {}  # what each tracker was given
         self.saved: dict[str, dict[str, Any]] = {}  # ... and what it surely holds: tracking.json
         if state_file is not None:
             with contextlib.suppress(Exception):  # no file (a first run) or an unreadable one: nothing held
                 fs, path = resolve(state_file)
                 with fs.open_input_stream(path) as stream:
                     self.saved = json.loads(stream.read().decode())
-        self.state = json.loads(json.dumps(self.saved))
+        self.state: dict[str, dict[str, Any]] = json.loads(json.dumps(self.saved))  # what each was given
 
     def held(self, tracker: Tracker) -> dict[str, Any]:
         held = self.state.setdefault(key_of(tracker), {})
@@ -114,7 +113,6 @@ class Tracking:
         for tracker in list(self.trackers):
             try:
                 call(tracker)
-                self.save()  # right after each: a kill between a write and its record is a short window
             except Exception as error:  # a tracker is a view: it never stops a study
                 self.trackers.remove(tracker)
                 said = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
@@ -124,7 +122,7 @@ class Tracking:
                     file=sys.stderr,
                     flush=True,
                 )
-                self.save()
+        self.save()  # once per call: a tracker that can say what it holds (last_epoch) needs no finer record
 
     def _epochs_up_to(self, tracker: Tracker, spec: TrialSpec, last: int, rows: list[dict[str, Any]]) -> None:
         """Log the epochs after the last one `tracker` holds, up to `last`, from `rows` (the store's)."""

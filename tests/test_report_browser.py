@@ -87,6 +87,13 @@ def write_study(root: Path) -> tuple[ResultsStore, list[str]]:
     return store, completed
 
 
+def rendered_dom(flags: list[str], report: Path) -> str:
+    """The report's DOM after Chromium ran its scripts, in a 1300-px-wide window."""
+    return subprocess.run(
+        [*flags, "--window-size=1300,4000", "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+
+
 def section(dom: str, name: str) -> str:
     match = re.search(rf'<section id="{name}">(.*?)</section>', dom, re.S)
     assert match, f"no section {name}"
@@ -96,10 +103,7 @@ def section(dom: str, name: str) -> str:
 def test_what_a_reader_relies_on_is_drawn(tmp_path: Path) -> None:
     flags = chromium_flags(tmp_path)
     store, completed = write_study(tmp_path)
-    report = write_report(store.root)
-    dom = subprocess.run(
-        [*flags, "--window-size=1300,4000", "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120
-    ).stdout
+    dom = rendered_dom(flags, write_report(store.root))
 
     # The answer comes first: the findings table is the report's first section, and with one completed
     # seed per condition it resolves nothing and says why.
@@ -216,10 +220,7 @@ def test_the_accuracy_figure_promises_only_what_it_draws(tmp_path: Path) -> None
     has the same colour there as in the learning curves."""
     flags = chromium_flags(tmp_path)
     store, _ = write_study(tmp_path)
-    report = write_report(store.root)
-    dom = subprocess.run(
-        [*flags, "--window-size=1300,4000", "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120
-    ).stdout
+    dom = rendered_dom(flags, write_report(store.root))
     accuracy = section(dom, "accuracy_gap_vs_batch")
     title = re.search(r'class="gtitle"[^>]*>(.*?)</text>', accuracy, re.S).group(1)
     assert "one seed: no interval" in title and "95%" not in title, title
