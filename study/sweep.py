@@ -448,6 +448,8 @@ def run_trials(study: StudyConfig, store: ResultsStore, run: TrainingRun, prov: 
             trial_name_creator=trial_name,
             trial_dirname_creator=trial_name,
             scheduler=run.scheduler,
+            # A finished trial's process, torch already imported, starts the next one (start-up 2.0 -> 0.9 s here).
+            reuse_actors=True,
         ),
         run_config=ray.tune.RunConfig(
             name=run_name,

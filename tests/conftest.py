@@ -14,6 +14,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
+# Tiers are derived from what a test uses, so a new test cannot land in the wrong one by a forgotten mark.
+SLOW_FIXTURES = {"ray_session", "shared_cifar"}  # a local Ray; the 60,000 real images
+CLUSTER_FIXTURES = {"s3_environment", "mlflow_server"}  # servers of their own
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by them
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if CLUSTER_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.cluster)
+        if item.get_closest_marker("cluster") or SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Decoded-image caches go to a per-session folder unless the caller chose one (CI may reuse it).

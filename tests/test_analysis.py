@@ -303,6 +303,7 @@ def test_steps_to_target_figure_is_log_log_with_perfect_scaling() -> None:
     assert any(t.name.startswith("perfect scaling") for t in fig.data)
 
 
+@pytest.mark.slow
 def test_analysis_imports_neither_torch_nor_ray() -> None:
     code = "import analysis.report, analysis.figures, sys; print(sorted({'torch', 'ray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -34,7 +34,7 @@ def test_an_autoscaling_cluster_waits_for_its_nodes_and_auto_counts_the_gpus_the
     assert autoscaled_node_types("/nonexistent/bootstrap.yaml") == {}
 
 
-@pytest.mark.slow
+@pytest.mark.cluster
 def test_trials_on_a_fake_autoscaling_cluster_start_worker_nodes_that_leave_when_idle(tmp_path: Path) -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"

@@ -100,6 +100,7 @@ def test_a_decompression_bomb_is_named_not_a_traceback(tmp_path: Path, monkeypat
         load_dataset("imagefolder", tmp_path / "imgs")
 
 
+@pytest.mark.slow
 def test_a_bad_archive_is_exit_2_before_ray_starts(tmp_path: Path) -> None:
     archive = tmp_path / "junk.tar.gz"
     archive.write_bytes(os.urandom(5000))
@@ -221,6 +222,7 @@ def test_no_code_turns_rays_token_authentication_off() -> None:
             assert "RAY_AUTH_MODE" not in text and "dashboard_host" not in text, path
 
 
+@pytest.mark.slow
 def test_cifar_files_missing_are_exit_2_on_the_driver_before_ray(tmp_path: Path) -> None:
     """Before: each trial tried to load (and download) the data itself, three times, then exit 0."""
     (tmp_path / "cifar" / "cifar-10-batches-py").mkdir(parents=True)  # the folder, not its files: no download
@@ -229,6 +231,7 @@ def test_cifar_files_missing_are_exit_2_on_the_driver_before_ray(tmp_path: Path)
     assert "lacks data_batch_1" in process.stderr
 
 
+@pytest.mark.slow
 def test_a_study_in_which_no_trial_completed_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     from study.run_sweep import exit_status
 

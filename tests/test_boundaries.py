@@ -90,6 +90,7 @@ runpy.run_module("analysis.report", run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_the_report_builds_where_torch_ray_study_and_trainables_cannot_be_imported(tmp_path: Path) -> None:
     from analysis.store import ResultsStore, epoch_schema, trial_schema
     from trainables.trial import EpochMetrics, TrialSpec
@@ -264,6 +265,7 @@ def test_resume_refuses_a_study_whose_settings_changed_before_torch_or_ray_load(
     assert old.returncode == 2 and "schedule.epochs: 2 -> 3" in old.stderr, old.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_study_answers_from_the_store_without_ray(tmp_path: Path) -> None:
     """--resume on a finished study used to start Ray for 44 s to find nothing to do."""
     from conftest import tiny_study_yaml
@@ -301,6 +303,7 @@ def test_resume_of_a_finished_study_answers_from_the_store_without_ray(tmp_path:
     assert nothing_left(measured, ids) is None
 
 
+@pytest.mark.slow
 def test_study_measure_with_nothing_to_do_answers_from_the_store_without_ray(tmp_path: Path) -> None:
     """It used to start Ray for 25 s and print 'measure: 0 jobs written' either way."""
     import json

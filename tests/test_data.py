@@ -112,6 +112,7 @@ def test_missing_cifar_without_download_says_what_to_do(tmp_path: Path) -> None:
         load_dataset("cifar10", tmp_path / "nowhere", download=False)
 
 
+@pytest.mark.slow
 def test_an_image_archive_given_to_cifar10_is_one_line_with_the_whole_fix(tmp_path: Path) -> None:
     """The offline path the download error suggests used to end in a 24-line FileExistsError."""
     import subprocess

@@ -53,6 +53,7 @@ def test_a_stale_lock_is_taken_over_and_released_after(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+@pytest.mark.slow
 def test_a_second_driver_exits_2_naming_the_holder_before_ray_starts(tmp_path: Path) -> None:
     study_file = tmp_path / "locked.yaml"
     study_file.write_text(tiny_study_yaml("locked", tmp_path / "storage"))

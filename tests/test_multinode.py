@@ -11,7 +11,7 @@ from conftest import ROOT, tiny_study_yaml
 
 from study.cluster import TRIAL_RESOURCE
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT, alive_node_ids, cluster_env, free_port, start_head, stop_cluster, tiny_study_yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.cluster
 
 
 def node(address: str) -> tuple[subprocess.Popen, str]:

@@ -21,7 +21,7 @@ import yaml
 from conftest import ROOT, free_port, tiny_study_yaml
 from hosts import Host, Hosts, HostsUnavailable, missing_tools
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.cluster
 
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 

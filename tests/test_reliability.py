@@ -212,6 +212,7 @@ def test_bad_input_is_one_line_and_status_2(name: str, ray_session: str, tmp_pat
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_corrupt_image_is_named_before_any_ray_work(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -223,6 +224,7 @@ def test_corrupt_image_is_named_before_any_ray_work(tmp_path: Path) -> None:
     assert process.returncode == 2 and "broken.png" in process.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_imagefolder_batch_larger_than_the_data_is_refused_before_ray(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -236,6 +238,7 @@ def test_imagefolder_batch_larger_than_the_data_is_refused_before_ray(tmp_path: 
     assert "sweep.batch_size: [8] exceed the 6 training images" in process.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_report_cli_rejects_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
     process = subprocess.run(
         [sys.executable, "-m", "analysis.report", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60
@@ -331,6 +334,7 @@ def test_yaml_and_checkpoints_are_loaded_safely() -> None:
             assert "weights_only=True" in call, (path, call)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("storage", ["a-file", "/proc/lbstudy-x"])
 def test_storage_that_cannot_be_written_is_one_line_before_ray_starts(tmp_path: Path, storage: str) -> None:
     """main raised FileNotFoundError / NotADirectoryError from the Tuner, after Ray had started."""

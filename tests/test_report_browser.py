@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import chromium_flags
 
 from analysis.report import write_report
@@ -17,6 +18,8 @@ from analysis.store import ResultsStore, epoch_schema, trial_schema
 from study.config import parse_study
 from study.plan import plan_study
 from trainables.trial import EpochMetrics, TrialSpec
+
+pytestmark = pytest.mark.slow  # Chromium
 
 STUDY = """
 name: reader

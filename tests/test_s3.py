@@ -17,7 +17,7 @@ from conftest import ROOT, tiny_study_yaml
 
 from analysis.store import ResultsStore
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.cluster
 
 
 def bucket(env: dict[str, str]) -> pafs.S3FileSystem:

@@ -47,6 +47,7 @@ def epoch_rows(trial_id: str, epochs: int) -> list[dict]:
     ]
 
 
+@pytest.mark.slow
 def test_status_of_a_study_in_progress_and_of_a_finished_one(tmp_path: Path) -> None:
     text = tiny_study_yaml("watched", tmp_path) + "measure:\n  eps_sharpness: {samples: 64}\n"
     study = parse_study(text)

@@ -242,6 +242,7 @@ def assert_one_line_naming_a_key(message: str) -> None:
     assert named & KEY_NAMES, message
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(study_files())
 def test_a_drawn_study_file_is_refused_in_one_line_or_trains_its_first_step(raw: dict[str, Any]) -> None:
@@ -264,6 +265,7 @@ def test_a_drawn_study_file_is_refused_in_one_line_or_trains_its_first_step(raw:
     assert isinstance(loss, float)  # NaN is allowed: a huge learning rate diverges, which a trial records
 
 
+@pytest.mark.slow
 def test_checking_a_study_file_imports_neither_ray_nor_torch() -> None:
     code = (
         "import sys; from study.config import load_study; from study.plan import check_against_plan, plan_study; "
@@ -363,6 +365,7 @@ def test_4_nonsense_measure_settings_are_refused(extra: str, fragment: str) -> N
     assert fragment in refused(text)
 
 
+@pytest.mark.slow
 def test_4_an_interpolation_pair_across_two_grids_names_the_pair(tmp_path: Path) -> None:
     text = TINY + "measure: {interpolate: {pairs: [[32, 128]]}}\n"
     text = text.replace("mixup_alpha: [0.0]}", "mixup_alpha: [0.0], also: [{batch_size: 128, optimizer: lars}]}")
@@ -462,6 +465,7 @@ def test_12_other_accepted_values_are_refused(text: str, fragment: str) -> None:
     assert time.perf_counter() - started < 2
 
 
+@pytest.mark.slow
 def test_7_odd_results_folders_build_a_report_or_say_what_is_missing(tmp_path: Path) -> None:
     """A results folder with trials/ but no epochs/, or with every epochs file unreadable, builds a report
     of what exists that says what it lacks; study.measure on unreadable trials is one line, exit 2."""

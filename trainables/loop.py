@@ -98,6 +98,9 @@ def compiled(model: nn.Module, spec: TrialSpec, device: torch.device) -> nn.Modu
     if not use:
         return model
     mode = "reduce-overhead" if device.type == "cuda" and spec.micro_batch <= 256 else "default"
+    # Tune reuses a trial's process for the next trial: each trial compiles afresh, so an earlier trial's
+    # shapes neither count toward dynamo's recompile limit nor turn this trial's shapes dynamic.
+    torch.compiler.reset()
     return torch.compile(model, mode=mode)
 
 
