@@ -26,6 +26,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
         if item.get_closest_marker("cluster") or SLOW_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
+        if "shared_cifar" in item.fixturenames:  # one pytest-xdist worker decodes the images once, into its cache
+            item.add_marker(pytest.mark.xdist_group("cifar"))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -14,13 +14,13 @@ from conftest import ROOT, tiny_study_yaml
 pytestmark = pytest.mark.slow
 
 
-def sweep(study_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+def sweep(study_file: Path, address: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAY_ADDRESS": address}
     command = [sys.executable, "-m", "study.run_sweep", str(study_file), *extra]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_a_full_disk_is_one_line_and_the_study_resumes_once_space_is_freed(tmp_path: Path) -> None:
+def test_a_full_disk_is_one_line_and_the_study_resumes_once_space_is_freed(ray_session: str, tmp_path: Path) -> None:
     disk = tmp_path / "disk"
     disk.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
@@ -29,7 +29,7 @@ def test_a_full_disk_is_one_line_and_the_study_resumes_once_space_is_freed(tmp_p
     try:
         study_file = tmp_path / "full.yaml"
         study_file.write_text(tiny_study_yaml("full", disk).replace("mixup_alpha: [0.0, 1.0]", "mixup_alpha: [0.0]"))
-        full = sweep(study_file)
+        full = sweep(study_file, ray_session)
         assert full.returncode == 2, full.stdout[-3000:] + full.stderr[-3000:]
         ours = [line for line in full.stderr.splitlines() if "WARNING" not in line]
         assert len(ours) == 1 and "Traceback" not in full.stderr + full.stdout, full.stderr[-3000:]
@@ -38,7 +38,7 @@ def test_a_full_disk_is_one_line_and_the_study_resumes_once_space_is_freed(tmp_p
         assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp")]  # no half-written file left
 
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)  # space freed
-        resumed = sweep(study_file, "--resume")
+        resumed = sweep(study_file, ray_session, "--resume")
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
         trials = pd.read_parquet(disk / "full" / "results" / "trials")
         epochs = pd.read_parquet(disk / "full" / "results" / "epochs")

@@ -64,9 +64,15 @@ def test_killed_train_worker_restarts_from_its_checkpoint(ray_session: str, tmp_
     results = tmp_path / "fault" / "results"
     process = sweep_cli(study_file, ray_session)
     wait_for(lambda: epochs_of(results)["epoch"].max() >= 2 if len(epochs_of(results)) else False, process)
-    # Ray titles each actor's process after its class: find the two Train workers.
+    # Ray titles each actor's process after its class: find the two Train workers of this test's Ray (their
+    # raylet names its session; a parallel test's Ray has workers of its own).
+    import ray
+
+    session = ray._private.worker._global_node.session_name
     workers = [
-        p for p in psutil.process_iter(["cmdline"]) if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or []) and session in " ".join(p.parent().cmdline())
     ]
     assert len(workers) == 2, [p.info["cmdline"] for p in workers]
     os.kill(workers[1].pid, signal.SIGKILL)  # a real signal to a real worker process
@@ -130,27 +136,6 @@ def test_sigkilled_driver_resumes_with_each_row_once(ray_session: str, tmp_path:
     # Measurements ran once: one row per trial and measure.
     assert not sharpness.duplicated(["trial_id", "measure"]).any()
     assert sharpness.groupby("measure")["trial_id"].nunique().to_dict() == {"hessian_eig1": 2, "noise_scale": 2}
-
-
-@pytest.mark.slow
-def test_divergence_is_recorded_and_the_study_goes_on(ray_session: str, tmp_path: Path) -> None:
-    study = parse_study(
-        tiny_study_yaml("diverge", tmp_path)
-        .replace("epochs: 2,", "epochs: 3,")
-        .replace(
-            "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
-            "sweep: {batch_size: [128], mixup_alpha: [0.0], base_lr: [0.05, 1000.0]}",
-        )
-    )
-    result = run_study(study)
-    trials = pd.DataFrame(result.trials).set_index("base_lr")
-    assert trials.loc[0.05, "status"] == "completed" and trials.loc[1000.0, "status"] == "diverged"
-    assert trials.loc[1000.0, "epochs_completed"] == 1
-    assert "not finite" in trials.loc[1000.0, "error"] or "exploded" in trials.loc[1000.0, "error"]  # the reason
-    epochs = pd.read_parquet(Path(result.results_dir) / "epochs")
-    assert (epochs["trial_id"] == trials.loc[1000.0, "trial_id"]).sum() == 1  # its epochs so far are kept
-    page = Path(result.report).read_text()
-    assert "diverged" in page and 'id="trials_table"' in page
 
 
 @pytest.mark.slow

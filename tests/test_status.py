@@ -72,36 +72,3 @@ def test_status_of_a_study_in_progress_and_of_a_finished_one(tmp_path: Path) -> 
     assert status(str(tmp_path / "watched" / "results")).stdout.splitlines()[0] == out.splitlines()[0]
     wrong = status(str(tmp_path))
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "no study results there" in wrong.stderr
-
-
-@pytest.mark.slow
-def test_status_of_a_study_that_is_running_in_this_test(ray_session: str, tmp_path: Path) -> None:
-    """A real sweep trains (one trial at a time, 6 epochs); status, with Ray and torch unimportable,
-    sees it mid-run and again when it has ended."""
-    study_file = tmp_path / "live.yaml"
-    study_file.write_text(
-        tiny_study_yaml("live", tmp_path).replace("epochs: 2,", "epochs: 6,").replace("[0.0, 1.0]", "[0.0]")
-        + "resources: {max_concurrent_trials: 1}\n"
-    )
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "study.run_sweep", str(study_file)],
-        cwd=ROOT,
-        env={**os.environ, "RAY_ADDRESS": ray_session},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 300
-        while not (tmp_path / "live" / "results" / "epochs").exists():
-            assert sweep.poll() is None and time.time() < deadline
-            time.sleep(0.5)
-        mid = status(str(tmp_path / "live"))
-        assert mid.returncode == 0, mid.stderr[-2000:]
-        assert "study live: 2 trials:" in mid.stdout and "1 running" in mid.stdout and "epochs" in mid.stdout
-        assert "  running " in mid.stdout and " ago" in mid.stdout
-        assert sweep.wait(timeout=600) == 0
-    finally:
-        if sweep.poll() is None:
-            sweep.kill()
-    end = status(str(tmp_path / "live"))
-    assert "2 trials: 2 completed; 0 running, 0 not started; 12/12 epochs" in end.stdout, end.stdout

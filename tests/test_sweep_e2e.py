@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import ROOT, tiny_study_yaml
+from test_status import status
 
 from analysis.store import trial_schema
 from study.config import parse_study
@@ -97,6 +98,11 @@ def test_tiny_sweep_writes_one_row_per_trial_and_epoch(ray_session: str, tmp_pat
     for row in trials.to_dict("records"):
         assert json.loads(row["spec"]) == planned[row["trial_id"]].to_dict()
         assert (row["peak_lr"], row["bn_batch_size"]) == (planned[row["trial_id"]].peak_lr, row["micro_batch"])
+    # Existing results are never overwritten: the same study again, without --resume, is refused.
+    from study.sweep import SweepError
+
+    with pytest.raises(SweepError, match="--resume"):
+        run_study(study)
 
 
 def test_two_worker_trainer_equals_one_worker_accumulating(ray_session: str, tmp_path: Path) -> None:
@@ -177,6 +183,8 @@ def test_interrupted_sweep_resumes_without_retraining_or_duplicates(ray_session:
     assert trials.set_index("trial_id").loc[first_id, "finished_at"] == finished["finished_at"][0]
     assert (results / "epochs" / f"{first_id}.parquet").stat().st_mtime_ns == first_epochs_mtime
     assert f"results: {results}" in output
+    end = status(str(tmp_path / "resume"))  # from the store alone, once the study has ended
+    assert "2 trials: 2 completed; 0 running, 0 not started; 8/8 epochs" in end.stdout, end.stdout
 
 
 def test_cli_errors_are_one_line_with_status_2(ray_session: str, tmp_path: Path) -> None:
@@ -193,15 +201,6 @@ def test_cli_errors_are_one_line_with_status_2(ray_session: str, tmp_path: Path)
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 2, output
     assert output.strip().splitlines()[-1].startswith("error: resources: one trial needs 1 worker(s)")
-
-
-def test_existing_results_are_never_overwritten_without_resume(ray_session: str, tmp_path: Path) -> None:
-    study = parse_study(tiny_study_yaml("keep", tmp_path).replace("[64, 128]", "[128]").replace("[0.0, 1.0]", "[0.0]"))
-    run_study(study)
-    from study.sweep import SweepError
-
-    with pytest.raises(SweepError, match="--resume"):
-        run_study(study)
 
 
 def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path: Path) -> None:
@@ -269,7 +268,8 @@ def test_without_an_address_a_fresh_local_ray_starts_even_beside_a_running_one(r
 
 
 def test_the_console_is_quiet_with_progress_and_says_what_went_wrong(ray_session: str, tmp_path: Path) -> None:
-    """Before: 369 of 508 lines of a smoke run were Tune's tables. Now: our lines only, unless --verbose."""
+    """Before: 369 of 508 lines of a smoke run were Tune's tables. Now: our lines only, unless --verbose.
+    Two of its trials diverge (base lr 1000): recorded as such, and the study goes on."""
     study_file = tmp_path / "quiet.yaml"
     study_file.write_text(
         tiny_study_yaml("quiet", tmp_path).replace(
@@ -288,18 +288,37 @@ def test_the_console_is_quiet_with_progress_and_says_what_went_wrong(ray_session
     assert "2 of 4 trials did not complete:" in output
     assert sum(1 for line in lines if "diverged: train loss" in line) == 2
     assert len(lines) < 45, f"{len(lines)} lines:\n{output}"
+    # Divergence is recorded and the study goes on: each diverged trial's row says why, after its first epoch,
+    # its epochs so far are kept, and the report lists it.
+    results = tmp_path / "quiet" / "results"
+    trials = pd.read_parquet(results / "trials")
+    epochs = pd.read_parquet(results / "epochs")
+    for base_lr, rows in trials.groupby("base_lr"):
+        assert set(rows["status"]) == ({"completed"} if base_lr == 0.05 else {"diverged"}), rows
+    diverged = trials[trials["status"] == "diverged"]
+    assert set(diverged["epochs_completed"]) == {1}
+    assert diverged["error"].str.contains("not finite|exploded").all()  # the reason
+    assert epochs["trial_id"].isin(diverged["trial_id"]).sum() == 2  # one epoch row each, kept
+    page = (tmp_path / "quiet" / "report.html").read_text()
+    assert "diverged" in page and 'id="trials_table"' in page
 
 
 def test_a_second_ctrl_c_exits_at_once(ray_session: str, tmp_path: Path) -> None:
+    """Also `study.status` (Ray and torch unimportable) on this study while it trains, one trial at a time."""
     study_file = tmp_path / "twice.yaml"
     study_file.write_text(
         tiny_study_yaml("twice", tmp_path).replace("epochs: 2,", "epochs: 200,").replace("[0.0, 1.0]", "[0.0]")
+        + "resources: {max_concurrent_trials: 1}\n"
     )
     process = run_cli(str(study_file), address=ray_session)
     deadline = time.time() + 300
     while not (tmp_path / "twice" / "results" / "epochs").exists():  # training has begun
         assert process.poll() is None and time.time() < deadline
         time.sleep(0.3)
+    mid = status(str(tmp_path / "twice"))
+    assert mid.returncode == 0, mid.stderr[-2000:]
+    assert "study twice: 2 trials:" in mid.stdout and "1 running" in mid.stdout and "epochs" in mid.stdout
+    assert "  running " in mid.stdout and " ago" in mid.stdout
     process.send_signal(signal.SIGINT)
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
