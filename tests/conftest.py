@@ -28,6 +28,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
         if "shared_cifar" in item.fixturenames:  # one pytest-xdist worker decodes the images once, into its cache
             item.add_marker(pytest.mark.xdist_group("cifar"))
+    # Slow tests first (in file order): under pytest-xdist the short ones then fill in at the end, instead of
+    # one long test running there alone.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True, scope="session")

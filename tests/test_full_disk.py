@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT, tiny_study_yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.cluster  # a tmpfs mounted as root
 
 
 def sweep(study_file: Path, address: str, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -173,32 +173,3 @@ def test_trajectory_snapshots_are_kept_and_projected(ray_session: str, tmp_path:
     explained = trajectory[["explained_x", "explained_y"]].iloc[0]
     assert explained["explained_x"] >= explained["explained_y"] > 0 and explained.sum() <= 1 + 1e-9
     assert 'id="trajectory_1"' in Path(result.report).read_text()
-
-
-def test_a_failing_measurement_job_is_recorded_and_the_others_finish(ray_session: str, tmp_path: Path) -> None:
-    """A trial whose checkpoint is truncated: its job fails and is recorded, the other trial's is written,
-    an error record of an earlier run is dropped once its job succeeds, and the command exits 1."""
-    from analysis.report import write_report
-    from analysis.store import ResultsStore
-    from study.measure import job_error_row, plan_jobs, study_from_store
-    from study.measure import main as measure_main
-
-    text = tiny_study_yaml("failing", tmp_path).replace("mixup_alpha: [0.0, 1.0]", "mixup_alpha: [0.0]")
-    result = run_study(parse_study(text + "measure:\n  hessian: {top_k: 1, samples: 64, trace: false}\n"))
-    store = ResultsStore(result.results_dir)
-    trials = store.read("trials").set_index("trial_id")
-    broken, healthy = sorted(trials.index)
-    for key in store.keys("sharpness"):  # measure again from scratch
-        store.remove("sharpness", key)
-    state = Path(trials.loc[broken, "checkpoint"])
-    state.write_bytes(state.read_bytes()[:100])
-    jobs = {j.trials[0]: j for j in plan_jobs(study_from_store(store), store.read("trials"))}
-    store.write("measure_errors", jobs[healthy].key, [job_error_row(jobs[healthy], "an earlier failure")])
-    assert measure_main([result.results_dir]) == 1
-    errors = store.read("measure_errors")
-    assert errors["job"].tolist() == [jobs[broken].key] and errors["trials"].tolist() == [broken]
-    assert errors["error"].iloc[0]  # the error's last line, not empty
-    sharpness = store.read("sharpness")
-    assert sharpness["trial_id"].tolist() == [healthy]
-    page = write_report(result.results_dir).read_text()
-    assert f"Measurement {jobs[broken].key} failed ({broken})" in page

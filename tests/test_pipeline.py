@@ -47,7 +47,16 @@ def test_a_finished_trial_is_measured_while_the_last_one_trains(ray_session: str
     assert "measure: " in out  # the study's progress lines said the measurements too
 
 
-def test_a_trial_trained_again_is_measured_again(ray_session: str, tmp_path: Path, capsys) -> None:
+def test_a_trial_trained_again_is_measured_again_and_a_failing_job_is_recorded(
+    ray_session: str, tmp_path: Path, capsys
+) -> None:
+    """A trial trained again (its row set aside) is measured again, the other's measurement stands. Then, on
+    the same study, a trial whose checkpoint is truncated: its job fails and is recorded, the other trial's
+    is written, an error record of an earlier run is dropped once its job succeeds, and the command exits 1."""
+    from analysis.report import write_report
+    from study.measure import job_error_row, plan_jobs, study_from_store
+    from study.measure import main as measure_main
+
     text = tiny_study_yaml("stale", tmp_path).replace("mixup_alpha: [0.0, 1.0]", "mixup_alpha: [0.0]")
     study = parse_study(text + "measure:\n  hessian: {top_k: 1, samples: 64, trace: false}\n")
     store = ResultsStore(run_study(study).results_dir)
@@ -65,3 +74,19 @@ def test_a_trial_trained_again_is_measured_again(ray_session: str, tmp_path: Pat
     stale = [p.name for p in Path(store.table_dir("sharpness")).iterdir() if p.name.endswith(".superseded")]
     assert len(stale) == 1 and again in stale[0]
     assert "measured an earlier training" in capsys.readouterr().out
+
+    # A failing measurement job: measure again from scratch with one trial's checkpoint cut short.
+    for key in store.keys("sharpness"):
+        store.remove("sharpness", key)
+    broken, healthy = again, kept
+    state = Path(trials.loc[broken, "checkpoint"])
+    state.write_bytes(state.read_bytes()[:100])
+    jobs = {j.trials[0]: j for j in plan_jobs(study_from_store(store), store.read("trials"))}
+    store.write("measure_errors", jobs[healthy].key, [job_error_row(jobs[healthy], "an earlier failure")])
+    assert measure_main([store.uri]) == 1
+    errors = store.read("measure_errors")
+    assert errors["job"].tolist() == [jobs[broken].key] and errors["trials"].tolist() == [broken]
+    assert errors["error"].iloc[0]  # the error's last line, not empty
+    assert store.read("sharpness")["trial_id"].tolist() == [healthy]
+    page = write_report(store.uri).read_text()
+    assert f"Measurement {jobs[broken].key} failed ({broken})" in page
