@@ -77,6 +77,20 @@ eval: {{train_eval_samples: 256}}
     return text
 
 
+def smallest(study_yaml: str) -> str:
+    """A tiny study at the smallest model and data that still exercise every path (VGG9 width 0.125, 256
+    training and 128 test images): for tests whose claims hold whatever the model learns and however fast
+    it trains (not the ones that kill a run part-way or compare what a model learned)."""
+    for old, new in (
+        ("model: {width: 0.25}", "model: {width: 0.125}"),
+        ("train_subset: 512, test_subset: 256", "train_subset: 256, test_subset: 128"),
+        ("train_eval_samples: 256", "train_eval_samples: 128"),
+    ):
+        assert study_yaml.count(old) == 1, old
+        study_yaml = study_yaml.replace(old, new)
+    return study_yaml
+
+
 def sweep_without_ray(
     root: Path, batch_sizes: str, tmp_path: Path, dataset: str = "imagefolder"
 ) -> subprocess.CompletedProcess:

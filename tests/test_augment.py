@@ -93,12 +93,12 @@ def test_a_study_sweeping_three_augmentations_shows_each(ray_session: str, tmp_p
     from pathlib import Path
 
     import pandas as pd
-    from conftest import tiny_study_yaml
+    from conftest import smallest, tiny_study_yaml
 
     from study.sweep import run_study
 
     study = parse_study(
-        tiny_study_yaml("augs", tmp_path).replace(
+        smallest(tiny_study_yaml("augs", tmp_path)).replace(
             "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
             "sweep: {batch_size: [128], augmentation: [none, {name: cutmix, alpha: 1.0}, {name: cutout, size: 8}]}",
         )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import tiny_study_yaml
+from conftest import smallest, tiny_study_yaml
 
 from analysis.store import ResultsStore
 from study.config import parse_study
@@ -57,7 +57,7 @@ def test_a_trial_trained_again_is_measured_again_and_a_failing_job_is_recorded(
     from study.measure import job_error_row, plan_jobs, study_from_store
     from study.measure import main as measure_main
 
-    text = tiny_study_yaml("stale", tmp_path).replace("mixup_alpha: [0.0, 1.0]", "mixup_alpha: [0.0]")
+    text = smallest(tiny_study_yaml("stale", tmp_path)).replace("mixup_alpha: [0.0, 1.0]", "mixup_alpha: [0.0]")
     study = parse_study(text + "measure:\n  hessian: {top_k: 1, samples: 64, trace: false}\n")
     store = ResultsStore(run_study(study).results_dir)
     before = store.read("sharpness").set_index("trial_id")

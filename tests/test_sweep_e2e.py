@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, tiny_study_yaml
+from conftest import ROOT, smallest, tiny_study_yaml
 from test_status import status
 
 from analysis.store import trial_schema
@@ -76,7 +76,7 @@ DESIGN_EPOCH_COLUMNS = [
 
 
 def test_tiny_sweep_writes_one_row_per_trial_and_epoch(ray_session: str, tmp_path: Path) -> None:
-    study = parse_study(tiny_study_yaml("grid", tmp_path))
+    study = parse_study(smallest(tiny_study_yaml("grid", tmp_path)))
     result = run_study(study)
     trials = pd.read_parquet(Path(result.results_dir) / "trials")
     epochs = pd.read_parquet(Path(result.results_dir) / "epochs")
@@ -88,7 +88,7 @@ def test_tiny_sweep_writes_one_row_per_trial_and_epoch(ray_session: str, tmp_pat
     for column in ("final_test_acc", "final_clean_train_acc", "best_test_acc"):
         assert trials[column].between(0, 1).all()
     assert epochs[["test_acc", "clean_train_acc"]].stack().between(0, 1).all()
-    assert (trials["steps"] == 2 * 512 // trials["batch_size"]).all()
+    assert (trials["steps"] == 2 * 256 // trials["batch_size"]).all()
     assert trials["startup_s"].gt(0).all() and trials["git_revision"].str.len().gt(6).all()
     assert all(Path(p).exists() for p in trials["checkpoint"])
     # Each table has a fixed schema, so reading the folder keeps every column.
@@ -110,13 +110,11 @@ def test_two_worker_trainer_equals_one_worker_accumulating(ray_session: str, tmp
     The one-worker reference trains in this process (the Tune path of one-worker trials is every other test's)."""
     from trainables.loop import Runtime, train
 
+    grid = "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}"
     common = "sweep: {batch_size: [64], mixup_alpha: [1.0]}\n"
-    two = parse_study(
-        tiny_study_yaml("two", tmp_path).replace("sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}", common)
-        + "resources: {workers: 2}\n"
-    )
+    two = parse_study(smallest(tiny_study_yaml("two", tmp_path)).replace(grid, common) + "resources: {workers: 2}\n")
     one = parse_study(
-        tiny_study_yaml("one", tmp_path).replace("sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}", common)
+        smallest(tiny_study_yaml("one", tmp_path)).replace(grid, common)
         + "resources: {workers: 1, max_micro_batch: 32}\n"
     )
     (row,) = run_study(two).trials
@@ -280,7 +278,7 @@ def test_the_console_is_quiet_with_progress_and_says_what_went_wrong(ray_session
     Two of its trials diverge (base lr 1000): recorded as such, and the study goes on."""
     study_file = tmp_path / "quiet.yaml"
     study_file.write_text(
-        tiny_study_yaml("quiet", tmp_path).replace(
+        smallest(tiny_study_yaml("quiet", tmp_path)).replace(
             "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
             "sweep: {batch_size: [64, 128], mixup_alpha: [0.0], base_lr: [0.05, 1000.0]}",
         )
@@ -347,7 +345,7 @@ def test_a_study_sweeping_models_and_remedies_trains_and_measures_each(ray_sessi
     from analysis.report import build_figures
 
     text = (
-        tiny_study_yaml("depth", tmp_path).replace(
+        smallest(tiny_study_yaml("depth", tmp_path)).replace(
             "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0]}",
             "sweep:\n  batch_size: [64, 128]\n  mixup_alpha: [0.0]\n  model: [vgg9, resnet20]\n"
             "  also: [{batch_size: [128], optimizer: [lars], ghost_batch: [32], base_lr: [2.0]}]",
