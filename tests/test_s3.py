@@ -17,8 +17,6 @@ from conftest import ROOT, tiny_study_yaml
 
 from analysis.store import ResultsStore
 
-pytestmark = pytest.mark.cluster
-
 
 def bucket(env: dict[str, str]) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import chromium_flags, tiny_study_yaml
+from conftest import chromium_flags, smallest, tiny_study_yaml
 
 from analysis.summarize import best_per_group
 from study.config import ConfigError, DistributionConfig, SearchConfig, SearchSpaceConfig, parse_study
@@ -102,12 +102,9 @@ def test_a_search_with_asha_stops_weak_samples_picks_winners_and_runs_their_seed
     from study.sweep import run_study
 
     text = (
-        tiny_study_yaml("search", tmp_path)
+        smallest(tiny_study_yaml("search", tmp_path))  # 12 trials: half the time of width 0.25
         .replace("[0.0, 1.0]", "[0.0]")
         .replace("epochs: 2,", "epochs: 4,")
-        # 12 trials: the smallest model and data that still rank samples (half the time of width 0.25)
-        .replace("width: 0.25", "width: 0.125")
-        .replace("train_subset: 512, test_subset: 256", "train_subset: 256, test_subset: 128")
         + "search: {space: {base_lr: {loguniform: [0.001, 0.5]}}, samples: 4, final_seeds: [0, 1],\n"
         + "         asha: {grace_period: 1, reduction_factor: 2}}\n"
         + "measure: {hessian: {top_k: 1, samples: 64, trace: false}}\n"

@@ -137,7 +137,6 @@ def epoch_result(e: int) -> dict:
     }
 
 
-@pytest.mark.cluster
 def test_two_driver_runs_continue_one_run_per_trial_in_mlflow_and_wandb(mlflow_server: str, tmp_path: Path) -> None:
     """The trackers as the driver calls them, for two trials over a driver run that stopped after epoch 2
     and a second that resumes: the trackers' own servers and files are read back."""
@@ -219,7 +218,6 @@ def test_a_tracker_without_its_client_is_one_line_before_ray(tmp_path: Path) -> 
         parse_study(tiny_study_yaml("x", tmp_path) + "tracking: {neptune: {}}\n")
 
 
-@pytest.mark.cluster
 def test_a_killed_and_resumed_sweep_is_one_run_per_trial_in_every_tracker(
     ray_session: str, mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
