@@ -304,7 +304,9 @@ def main(argv: list[str] | None = None) -> None:
     # swept trial is held to is the loop on a quiet machine.
     bare = bare_loops(s)
     quiet_token_notice()
-    ray.init(resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local", resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False, log_to_driver=False
+    )
     wait_until_quiet()
     startups, via_ray = training_through_ray(s, bare, table)
     input_pipeline(s, table)

@@ -82,7 +82,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--points", type=int, default=8, help="interpolation points")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Ray worker counts to compare")
     args = parser.parse_args(argv)
-    ray.init(num_cpus=max(args.workers) if not on_gpu else None, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",  # a fresh one: a cluster `ray start` left here would refuse num_cpus
+        num_cpus=max(args.workers) if not on_gpu else None,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     rates = points_per_second(args.width, args.samples, args.points, args.workers)
     print(
         f"1-D interpolation: vgg9 width {args.width:g}, {args.samples} images per point, {args.points} points; "

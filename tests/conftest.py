@@ -53,8 +53,14 @@ def ray_session():
 
     from study.cluster import TRIAL_RESOURCE, TRIAL_RESOURCE_AMOUNT
 
+    # address="local": without it ray.init joins the cluster recorded in Ray's temp folder, which a test in
+    # another pytest-xdist process may have just written (and then refuses num_cpus): CI met it.
     ray.init(
-        num_cpus=2, resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False, log_to_driver=False
+        address="local",
+        num_cpus=2,
+        resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT},
+        include_dashboard=False,
+        log_to_driver=False,
     )
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
