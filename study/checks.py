@@ -14,7 +14,8 @@ import pyarrow.fs as pafs
 
 from analysis.store import ResultsStore, join, resolve, write_atomic
 from study.config import StudyConfig
-from study.plan import local_path
+from study.plan import local_path, unmeasurable_note, with_stored_ids
+from trainables.trial import TrialSpec
 
 
 class SweepError(RuntimeError):
@@ -138,13 +139,18 @@ def check_fresh(study: StudyConfig, resume: bool) -> None:
         )
 
 
-def nothing_left(study: StudyConfig, planned: list[str]) -> str | None:
+def nothing_left(study: StudyConfig, plan: list[TrialSpec]) -> str | None:
     """On --resume, what to say when the study is done (every planned trial finished, every measurement
     its completed trials ask for written), from the store alone: no Ray started for it. None: work left."""
     from study.measure import jobs_to_do
 
     store = ResultsStore.for_study(local_path(study.storage), study.name)
-    if not store.is_store() or not set(planned) <= store.finished_trials():
+    if not store.is_store():
+        return None
+    stored = store.read("trials")
+    adopted = with_stored_ids(plan, stored)
+    planned, finished = [t.trial_id for t in adopted], store.finished_trials()
+    if not set(planned) <= finished:
         return None
     # a trial's epoch rows missing or unreadable is work too: run_study restores them from its checkpoint
     epochs = store.read("epochs")
@@ -154,7 +160,8 @@ def nothing_left(study: StudyConfig, planned: list[str]) -> str | None:
     if todo:
         return None
     report = join(study_root(study), "report.html")
-    return (
+    unmeasurable = unmeasurable_note(adopted, stored, finished)
+    return (unmeasurable + "\n" if unmeasurable else "") + (
         f"{study.name}: nothing to do: all {len(planned)} trials finished and all {len(jobs)} measurements written "
         f"(report: {report}; python -m analysis.report {store.root} builds it again)"
     )

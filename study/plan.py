@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import itertools
 import json
 import math
@@ -30,7 +29,7 @@ from trainables.trial import (
     TrialSpec,
     key_info,
     shown_fields,
-    unchanged_value,
+    training_digest,
     unchanged_values,
 )
 
@@ -131,13 +130,10 @@ def make_trial(study: StudyConfig, point: dict[str, Any], phase: str = Phase.GRI
         "phase": str(phase),
         "search_group": group,
     }
-    # Readable and stable: the swept values for people, a digest of everything for uniqueness,
-    # so a resumed study never mistakes a changed trial for a finished one.
-    # Keys added since the first studies ran leave the digest alone at their `unchanged` values: a study
-    # of that time resumes with the same trial ids.
-    unchanged = unchanged_values()
-    hashed = {k: v for k, v in values.items() if k not in unchanged or v != unchanged_value(unchanged[k], values)}
-    digest = hashlib.sha1(json.dumps(hashed, sort_keys=True, default=list).encode()).hexdigest()[:6]
+    # Readable and stable: the swept values for people, a digest of what it trains for uniqueness, so a
+    # resumed study never mistakes a changed trial for a finished one, nor a moved or re-measured one
+    # for a new one.
+    digest = training_digest(values)
     aug: Augmentation = point["augmentation"]
     augmentation = {"none": "a0", "mixup": f"a{aug.alpha:g}", "cutmix": f"cutmix{aug.alpha:g}"}.get(
         aug.name, f"cutout{aug.size}"
@@ -178,6 +174,67 @@ def plan_study(study: StudyConfig) -> list[TrialSpec]:
             for sampled in draw_samples(study.search, group)
         ]
     return trials
+
+
+def stored_spec_values(spec_json: str) -> dict[str, Any] | None:
+    """A stored trial row's `spec` as TrialSpec values; fields added since it was written take their
+    `unchanged` value. None where it lacks one that has none (it cannot be compared)."""
+    stored = json.loads(spec_json)
+    unchanged = unchanged_values()
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(TrialSpec):
+        if f.name in stored:
+            values[f.name] = stored[f.name]
+        elif f.name in unchanged:
+            values[f.name] = unchanged[f.name]
+        else:
+            return None
+    for name, value in values.items():  # the callable `unchanged` ones depend on the others
+        if callable(value):
+            values[name] = value(values)
+    return values
+
+
+def with_stored_ids(plan: list[TrialSpec], stored: pd.DataFrame) -> list[TrialSpec]:
+    """`plan` with every trial whose training the store already holds under that trial's stored id.
+
+    A store written before an id left out paths, measurement settings and speed switches (`trains=False`)
+    holds ids that depended on them (the data folder with HOME expanded, the noise-scale probes): matched
+    by what they train, its trials are resumed and counted as the same trainings, never again as new ones.
+    """
+    if stored.empty or "spec" not in stored:
+        return plan
+    ids: dict[str, str] = {}
+    for trial_id, spec_json in zip(stored["trial_id"], stored["spec"], strict=True):
+        values = stored_spec_values(spec_json) if isinstance(spec_json, str) else None
+        if values is not None:
+            ids.setdefault(training_digest(values), trial_id)
+    return [dataclasses.replace(t, trial_id=ids.get(training_digest(t.to_dict()), t.trial_id)) for t in plan]
+
+
+def unmeasurable_note(plan: list[TrialSpec], stored: pd.DataFrame, finished: set[str]) -> str | None:
+    """What a measurement added on --resume cannot measure: finished trials trained without what it records
+    while training (noise-scale probes, trajectory snapshots). None when nothing is missing."""
+    if stored.empty or "spec" not in stored:
+        return None
+    specs = {
+        trial_id: json.loads(spec_json)
+        for trial_id, spec_json in zip(stored["trial_id"], stored["spec"], strict=True)
+        if trial_id in finished and isinstance(spec_json, str)
+    }
+    gaps = []
+    for field_name, measure in (("noise_probes", "measure.noise_scale"), ("trajectory_every", "measure.trajectory")):
+        missing = [
+            t.trial_id for t in plan if getattr(t, field_name) and specs.get(t.trial_id, {}).get(field_name) == 0
+        ]
+        if missing:
+            gaps.append(f"{len(missing)} finished trials were trained without {measure} (e.g. {missing[0]})")
+    if not gaps:
+        return None
+    return (
+        "note: " + "; ".join(gaps) + ": what it records while training cannot be measured for them afterwards "
+        "(they are not trained again; the trials still to train record it)"
+    )
 
 
 def check_against_plan(study: StudyConfig, trials: list[TrialSpec], source: str = "<study>") -> None:

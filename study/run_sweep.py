@@ -125,7 +125,7 @@ def run_command(argv: list[str]) -> int:
     try:
         check_storage(study)
         check_fresh(study, args.resume)
-        done = nothing_left(study, [t.trial_id for t in trials]) if args.resume else None
+        done = nothing_left(study, trials) if args.resume else None
     except SweepError as error:  # said before torch and Ray load
         remove_created(created)
         return user_error(error)

@@ -93,10 +93,10 @@ def read_status(location: str) -> StudyStatus:
     if config is not None:
         from study.config import parse_study
         from study.measures.base import plan_measure_jobs
-        from study.plan import plan_study
+        from study.plan import plan_study, with_stored_ids
 
         study = parse_study(json.dumps(config), source=f"{study_dir}: the recorded study file")
-        planned = {t.trial_id: t.epochs for t in plan_study(study)}
+        planned = {t.trial_id: t.epochs for t in with_stored_ids(plan_study(study), trials)}
         concurrency = study.resources.max_concurrent_trials or 0
         completed = trials[trials["status"] == "completed"] if len(trials) else trials
         if "phase" in completed:

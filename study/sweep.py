@@ -25,7 +25,7 @@ from study.checks import SweepError, check_fresh, study_root, study_uid
 from study.cluster import TRIAL_RESOURCE, alive_nodes, autoscaled_node_types, autoscaling, nodes_not_seeing
 from study.config import StudyConfig
 from study.measure import Measurements, slot_resource
-from study.plan import local_path, plan_finals, plan_study
+from study.plan import local_path, plan_finals, plan_study, unmeasurable_note, with_stored_ids
 from study.progress import PROGRESS_EVERY_S, SweepProgress
 from study.search import make_grouped_asha
 from study.tracking import Tracking, study_tracking
@@ -331,7 +331,13 @@ def run_study(
     fits = check_fits(study, use_gpu, nodes, scales=scales)
     prov = provenance(study)
     generation = begin_run(study_root(study))  # under the study lock: the trials of older runs stop writing
-    phases = [("search samples" if study.search else "trials", plan_study(study))]
+    # A trial the store holds under another id (a store of an earlier version) keeps that id.
+    stored = store.read("trials")
+    first = with_stored_ids(plan_study(study), stored)
+    unmeasurable = unmeasurable_note(first, stored, store.finished_trials())
+    if unmeasurable:
+        print(unmeasurable, flush=True)
+    phases = [("search samples" if study.search else "trials", first)]
     done: list[TrialSpec] = []
     # Measured as trials complete, beside the training of the others (study/measure.py says the priority).
     measurements = Measurements(study, store, autoscaled=scales) if study_has_measurements(study) else None
@@ -351,7 +357,8 @@ def run_study(
                 return SweepResult(study, store.uri, [], dashboard_url, interrupted=True, unfinished=unfinished)
             done += plan
             if study.search and label != "finals":
-                phases.append(("finals", plan_finals(study, store.read("trials"), store.read("epochs"))))
+                finals = plan_finals(study, store.read("trials"), store.read("epochs"))
+                phases.append(("finals", with_stored_ids(finals, store.read("trials"))))
         if measurements is not None:
             measurements.plan()
             outcome = measurements.finish()

@@ -290,17 +290,17 @@ def test_resume_of_a_finished_study_answers_from_the_store_without_ray(tmp_path:
     for spec in planned[:-1]:
         finished(spec)
     ids = [t.trial_id for t in planned]
-    assert nothing_left(study, ids) is None  # one trial still to train
+    assert nothing_left(study, planned) is None  # one trial still to train
     last = planned[-1]
     store.write("trials", last.trial_id, [{**last.to_dict(), "status": "completed"}], trial_schema(TrialSpec))
-    assert nothing_left(study, ids) is None  # its epoch rows are missing: run_study restores them
+    assert nothing_left(study, planned) is None  # its epoch rows are missing: run_study restores them
     finished(last)
     answer = run_sweep_without("torch,ray", str(tmp_path / "done.yaml"), "--resume")
     assert answer.returncode == 0, answer.stderr[-2000:]
     assert f"done: nothing to do: all {len(ids)} trials finished and all 0 measurements written" in answer.stdout
     # A measurement asked for and not written is work left (then Ray starts for it).
     measured = parse_study(text + "measure:\n  eps_sharpness: {samples: 64}\n")
-    assert nothing_left(measured, ids) is None
+    assert nothing_left(measured, planned) is None
 
 
 @pytest.mark.slow

@@ -113,7 +113,8 @@ def test_roles_and_legends_come_from_the_newest_file_not_the_alphabetically_last
 
 
 def test_trial_ids_stay_those_of_earlier_versions_so_studies_resume() -> None:
-    """Ids of trials planned before the record's metadata named the tags (pinned from that version)."""
+    """Ids pinned on 2026-12-07, when they left paths, measurement settings and speed switches out (a
+    store of the ids before is resumed by what its trials train: test_identity)."""
     study = parse_study(
         STUDY.replace("name: keys", "name: pinned")
         + "sweep: {batch_size: [64, 128], mixup_alpha: [0.0, 1.0], model: [vgg9, resnet20], optimizer: [sgd, lars],"
@@ -121,8 +122,8 @@ def test_trial_ids_stay_those_of_earlier_versions_so_studies_resume() -> None:
     )
     ids = set(t.trial_id for t in plan_study(study))
     assert len(ids) == 128
-    sgd = {"b128-a0-none-ghost32-long-ls0.1-s0-12f7ae", "b64-a1-none-s0-4c1403"}
-    lars = {"resnet20-b64-a1-none-lars-ghost32-long-s0-1a5257", "resnet20-b128-a1-none-lars-ls0.1-s0-686943"}
+    sgd = {"b128-a0-none-ghost32-long-ls0.1-s0-ce71b2", "b64-a1-none-s0-b4950e"}
+    lars = {"resnet20-b64-a1-none-lars-ghost32-long-s0-c07a05", "resnet20-b128-a1-none-lars-ls0.1-s0-0f90f9"}
     # LARS decayed only weights then; decaying every parameter (now the default for all optimizers) is
     # another training, so those trials get new ids, and `decayed: weights` finds the old ones.
     assert sgd <= ids and not lars & ids

@@ -16,15 +16,26 @@ MINIMAL = "name: r\n"
 
 
 def test_studies_planned_before_these_keys_keep_their_trial_ids() -> None:
-    # Ids computed by the planner before optimizer, ghost_batch, budget and label_smoothing existed: a
-    # study of that time resumes without retraining anything.
+    """A store written before optimizer, ghost_batch, budget and label_smoothing existed: its records lack
+    them (and the ids of that planner hashed the data folder), yet each planned trial finds its own."""
+    import json
+
+    import pandas as pd
+
+    from study.plan import with_stored_ids
+
     study = parse_study("name: ids\nsweep: {batch_size: [128, 8192], mixup_alpha: [0.0, 1.0]}")
-    assert [t.trial_id for t in plan_study(study)] == [
-        "b128-a0-none-s0-999188",
-        "b128-a1-none-s0-aec5a1",
-        "b8192-a0-none-s0-36834a",
-        "b8192-a1-none-s0-8ee0f0",
+    then = ["b128-a0-none-s0-999188", "b128-a1-none-s0-aec5a1", "b8192-a0-none-s0-36834a", "b8192-a1-none-s0-8ee0f0"]
+    added = ("optimizer", "ghost_batch", "budget", "label_smoothing", "trust_coefficient", "decayed")
+    records = [
+        {k: v for k, v in {**t.to_dict(), "data_root": "/home/then/.cache/lbstudy/data"}.items() if k not in added}
+        for t in plan_study(study)
     ]
+    stored = pd.DataFrame({"trial_id": then[::-1], "spec": [json.dumps(r) for r in records[::-1]]})
+    assert [t.trial_id for t in with_stored_ids(plan_study(study), stored)] == then
+    # A trial that differs in a key added since (here LARS) is another training: it keeps its own id.
+    lars = parse_study("name: ids\nsweep: {batch_size: [128], mixup_alpha: [0.0], optimizer: [lars]}")
+    assert not {t.trial_id for t in with_stored_ids(plan_study(lars), stored)} & set(then)
 
 
 def test_each_remedy_is_a_sweep_key_with_a_readable_id() -> None:

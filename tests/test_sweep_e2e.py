@@ -75,7 +75,9 @@ DESIGN_EPOCH_COLUMNS = [
 ]
 
 
-def test_tiny_sweep_writes_one_row_per_trial_and_epoch(ray_session: str, tmp_path: Path) -> None:
+def test_tiny_sweep_writes_one_row_per_trial_and_epoch(
+    ray_session: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     study = parse_study(smallest(tiny_study_yaml("grid", tmp_path)))
     result = run_study(study)
     trials = pd.read_parquet(Path(result.results_dir) / "trials")
@@ -103,6 +105,19 @@ def test_tiny_sweep_writes_one_row_per_trial_and_epoch(ray_session: str, tmp_pat
 
     with pytest.raises(SweepError, match="--resume"):
         run_study(study)
+    # Resumed from another HOME with measurements added: main trained all 4 again (their ids hashed the
+    # data folder and the noise-scale probes) and the report pooled 8 trainings as 2 seeds each.
+    monkeypatch.setenv("HOME", str(tmp_path / "another-home"))
+    capsys.readouterr()
+    measure = "measure: {noise_scale: {}, eps_sharpness: {samples: 64, max_steps: 3}}\n"
+    again = run_study(parse_study(smallest(tiny_study_yaml("grid", tmp_path)) + measure), resume=True)
+    said = capsys.readouterr().out
+    assert "grid: 4 trials, 4 already finished, 0 to run" in said, said
+    assert "4 finished trials were trained without measure.noise_scale" in said
+    assert sorted(r["trial_id"] for r in again.trials) == sorted(trials["trial_id"])
+    assert sorted(pd.read_parquet(Path(result.results_dir) / "trials")["trial_id"]) == sorted(trials["trial_id"])
+    sharpness = pd.read_parquet(Path(result.results_dir) / "sharpness")
+    assert sorted(sharpness.loc[sharpness["measure"] == "eps_sharpness", "trial_id"]) == sorted(trials["trial_id"])
 
 
 def test_two_worker_trainer_equals_one_worker_accumulating(ray_session: str, tmp_path: Path) -> None:

@@ -31,6 +31,8 @@ forget it (`KeyInfo`, read with `key_info`):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import typing
 from dataclasses import dataclass, field
@@ -90,8 +92,10 @@ def derived(*, shown: bool = True) -> Any:
     return field(metadata={"role": DERIVED, "shown": shown})
 
 
-def fixed(*, unchanged: Any = NOTHING) -> Any:
-    return field(metadata={"role": FIXED, "shown": False, "unchanged": unchanged})
+def fixed(*, unchanged: Any = NOTHING, trains: bool = True) -> Any:
+    """`trains=False`: the value does not change the trained weights (a path, a measurement taken during
+    training, a speed switch), so it stays out of the trial id (`training_digest`)."""
+    return field(metadata={"role": FIXED, "shown": False, "unchanged": unchanged, "trains": trains})
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,7 @@ class TrialSpec:
     # The same for every trial of the study.
     study: str = fixed()
     dataset: str = fixed()
-    data_root: str = fixed()
+    data_root: str = fixed(trains=False)  # where the images lay for this run: the same images may lie elsewhere
     train_subset: int | None = fixed()
     test_subset: int | None = fixed()
     augment: bool = fixed()  # random crop (pad 4) + horizontal flip
@@ -155,10 +159,12 @@ class TrialSpec:
     gamma: float = fixed()
     eval_every_epochs: int = fixed()
     train_eval_samples: int | None = fixed()
-    noise_probes: int = fixed()  # one-worker trials: pairs of probe batches per epoch for the noise scale
-    noise_probe_batch: int = fixed()  # the probes' small batch (at most the micro-batch); the big one is twice it
-    trajectory_every: int = fixed()  # keep the weights every N epochs (and the last); 0 = never
-    compile: bool | None = fixed()  # torch.compile the training forward/backward; None = on CUDA only
+    noise_probes: int = fixed(trains=False)  # one-worker trials: pairs of probe batches per epoch for the noise scale
+    noise_probe_batch: int = fixed(
+        trains=False
+    )  # the probes' small batch (at most the micro-batch); the big one is twice it
+    trajectory_every: int = fixed(trains=False)  # keep the weights every N epochs (and the last); 0 = never
+    compile: bool | None = fixed(trains=False)  # torch.compile the training forward/backward; None = on CUDA only
 
     def __post_init__(self) -> None:
         if self.workers * self.micro_batch * self.accumulation_steps != self.batch_size:
@@ -272,6 +278,21 @@ def key_info(name: str) -> KeyInfo:
 def unchanged_value(unchanged: Any, values: dict[str, Any]) -> Any:
     """A key's `unchanged` value for a trial of these values (it may depend on them)."""
     return unchanged(values) if callable(unchanged) else unchanged
+
+
+def training_digest(values: dict[str, Any]) -> str:
+    """Six hex digits of what a trial trains (`values`: TrialSpec's fields), the end of its id. Fields with
+    `trains=False` never enter it; a key added since the first studies ran enters it only at a value
+    other than its `unchanged` one. Two trials with one digest are one training."""
+    unchanged = unchanged_values()
+    hashed = {
+        f.name: values[f.name]
+        for f in dataclasses.fields(TrialSpec)
+        if f.name != "trial_id"
+        and f.metadata.get("trains", True)
+        and (f.name not in unchanged or values[f.name] != unchanged_value(unchanged[f.name], values))
+    }
+    return hashlib.sha1(json.dumps(hashed, sort_keys=True, default=list).encode()).hexdigest()[:6]
 
 
 def unchanged_values() -> dict[str, Any]:

@@ -45,10 +45,13 @@ def validate(study: StudyConfig, config: NoiseScaleConfig, s: str) -> None:
 
 def plan(study: StudyConfig, trials: list[dict[str, Any]], config: NoiseScaleConfig) -> list[Job]:
     settings = {"last_epochs": config.last_epochs, "confidence": config.confidence}
+    # Only trials that recorded gradients at two batch sizes: several workers, or one with probes (a trial
+    # trained before measure.noise_scale was added has none, and no job could ever write its value).
+    recorded = [t for t in trials if t.get("workers", 1) > 1 or (t.get("noise_probes") or 0) > 0]
     # Named as the first versions named them, so a resumed study never writes a trial's value twice.
     return [
         Job("sharpness", "noise_scale", (t,), settings, "noise_scale", name=f"noise_scale-{t}")
-        for t in trial_ids(trials)
+        for t in trial_ids(recorded)
     ]
 
 

@@ -1,0 +1,99 @@
+"""A trial's id is what it trains: never where the data lies, what is measured while it trains, or how fast.
+
+The store under tests/data/store-2026-12-07 was made by main of 2026-12-07 (before ids left paths and
+measurement settings out), with HOME=/tmp/homeA: its ids hash that HOME's data folder. It must resume with
+them from any HOME, with measurements added."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from study.config import parse_study
+from study.plan import plan_study, with_stored_ids
+
+ROOT = Path(__file__).resolve().parents[1]
+PINNED = ROOT / "tests" / "data" / "store-2026-12-07"
+PINNED_IDS = {64: "b64-a0-none-s0-c58bf8", 128: "b128-a0-none-s0-224784"}  # as that store holds them
+
+
+def pinned_store(tmp_path: Path) -> Path:
+    """A copy of the 2026-12-07 store and its study file (storage: the copy); returns the study file."""
+    shutil.copytree(PINNED / "pinned", tmp_path / "pinned")
+    study_file = tmp_path / "pinned.yaml"
+    study_file.write_text((PINNED / "pinned.yaml").read_text().replace("STORAGE", str(tmp_path)))
+    return study_file
+
+
+def ids_under(home: str, text: str, monkeypatch: pytest.MonkeyPatch) -> dict[int, str]:
+    monkeypatch.setenv("HOME", home)
+    return {t.batch_size: t.trial_id for t in plan_study(parse_study(text))}
+
+
+def test_paths_measurements_and_speed_switches_leave_the_id_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = "name: i\nsweep: {batch_size: [64, 128]}\nschedule: {epochs: 10, decay: constant}\n"
+    ids = ids_under("/home/a", base, monkeypatch)
+    # The ids of 2026-12-07, pinned: a change to them makes every unfinished trial start again.
+    assert ids == {64: "b64-a1-none-s0-2fa40d", 128: "b128-a1-none-s0-05ff05"}
+    assert ids_under("/home/b", base, monkeypatch) == ids
+    for neutral in (
+        "data: {root: /elsewhere}\n",
+        "model: {compile: true}\n",
+        "measure: {noise_scale: {probe_pairs: 8, probe_batch: 64}}\n",
+        "measure: {trajectory: {every_epochs: 2}}\n",
+    ):
+        assert ids_under("/home/a", base + neutral, monkeypatch) == ids, neutral
+    for training in ("optim: {momentum: 0.5}\n", "data: {train_subset: 5000}\n", "model: {width: 0.5}\n"):
+        changed = ids_under("/home/a", base + training, monkeypatch)
+        assert not set(changed.values()) & set(ids.values()), training
+
+
+def test_a_store_of_an_earlier_version_keeps_its_ids_from_another_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from analysis.store import ResultsStore
+    from study.checks import nothing_left
+    from study.status import read_status
+
+    study_file = pinned_store(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "another-home"))
+    text = study_file.read_text()
+    plain, measured = parse_study(text), parse_study(text + "measure: {noise_scale: {}}\n")
+    store = ResultsStore.for_study(str(tmp_path), "pinned")
+    stored = store.read("trials")
+    assert {t.trial_id for t in plan_study(plain)}.isdisjoint(PINNED_IDS.values())  # today's ids are others
+    for study in (plain, measured):
+        assert {t.batch_size: t.trial_id for t in with_stored_ids(plan_study(study), stored)} == PINNED_IDS
+    answer = nothing_left(plain, plan_study(plain))
+    assert answer is not None and "nothing to do: all 2 trials finished" in answer
+    # The noise scale cannot be measured on trials trained without its probes: said, and not work left.
+    answer = nothing_left(measured, plan_study(measured))
+    assert answer is not None and "nothing to do: all 2 trials finished and all 0 measurements" in answer
+    assert "2 finished trials were trained without measure.noise_scale" in answer
+    status = read_status(str(tmp_path / "pinned"))
+    assert set(status.planned) == set(PINNED_IDS.values())
+    assert sorted(status.statuses.values()) == ["completed", "completed"]
+
+
+def test_measuring_while_training_leaves_the_weights_bit_identical() -> None:
+    """Noise-scale probes (forward and backward passes on their own random stream, BatchNorm restored) and
+    trajectory snapshots (the adapter keeps the weights) train the same weights as without them."""
+    from test_loop import CPU, TINY
+
+    from trainables.loop import train
+
+    def final_weights(**measuring: int) -> dict[str, torch.Tensor]:
+        kept: dict[str, dict] = {}
+        spec = dataclasses.replace(TINY, **measuring)
+        train(spec, CPU, on_epoch=lambda metrics, make: kept.update(state=make()))
+        return kept["state"]["model"]
+
+    plain = final_weights(noise_probes=0, trajectory_every=0)
+    measured = final_weights(noise_probes=3, noise_probe_batch=32, trajectory_every=1)
+    assert plain.keys() == measured.keys()
+    for key, value in plain.items():
+        assert torch.equal(value, measured[key]), key
