@@ -1,21 +1,70 @@
-"""One driver per study: an exclusive lock in the study folder, naming its holder: a file created
-exclusively on a local disk, an object created conditionally (`If-None-Match: *`) on S3."""
+"""One driver per study, on whatever storage holds its results (a local folder, NFS, s3://... with the
+endpoint and region its URI or the environment gives: the same filesystem the results are written to).
+
+A driver that wants the study announces itself: a file of its own in `<study>/.lbstudy-lock/` (host, pid,
+when, a heartbeat, the command that continues the study), written whole. Then it lists the folder, and
+holds the study only if no other announcement there is live; otherwise it withdraws its own. Of two
+drivers that announce at about once, the one that lists second sees the other (a listing shows every
+write made before it), so at most one holds: never two. When all it saw were other announcers, not
+a holder, it withdraws and tries again after a random pause, so one of them wins. Nothing is deleted
+to take over, and no conditional write is needed: the same code is correct on a local disk and on S3.
+
+Live: not released, heard from (its heartbeat) within EXPIRES_S, and, on this host, its process running.
+The holder rewrites its heartbeat every HEARTBEAT_S, so a driver that vanished with its host frees the
+study EXPIRES_S after its last heartbeat (a replaced head node resumes without deleting anything), and
+one on this host that died frees it at once. On release the holder marks its announcement released and
+leaves it: `study.status` reads from it when the study stopped and the command that continues it. The
+next holder removes the announcements that are not live.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
+import random
 import socket
+import threading
 import time
+import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 
-LOCK_FILE = ".lbstudy.lock"
+import pyarrow.fs as pafs
+
+from analysis.store import join, resolve, write_atomic
+
+LOCK_DIR = ".lbstudy-lock"
+HEARTBEAT_S = 15.0
+EXPIRES_S = 120.0  # 8 heartbeats missed: the holder is gone (clocks of a cluster agree far better)
+TRIES = 8  # announcing again after a tie with other announcers
 
 
 class StudyLocked(RuntimeError):
     """Another driver holds the study; the message names it."""
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """One driver's claim on a study (a file in the lock folder)."""
+
+    token: str
+    host: str
+    pid: int
+    since: float  # unix seconds
+    heartbeat: float  # unix seconds of its last rewrite
+    command: str = ""  # what continues the study from where this driver leaves it
+    held: bool = False  # it won: it holds the study (False: still announcing)
+    released: float | None = None  # unix seconds it let go; None while it runs or if it died
+
+    def live(self, now: float, host: str) -> bool:
+        if self.released is not None or now - self.heartbeat > EXPIRES_S:
+            return False
+        return not (self.host == host and not _alive(self.pid))
+
+    def named(self) -> str:
+        return f"pid {self.pid} on {self.host} since {_clock(self.since)}"
 
 
 def _alive(pid: int) -> bool:
@@ -28,116 +77,134 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _holder(path: Path) -> dict[str, object]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # a lock being written, or unreadable: treated as held
+def _clock(unix_s: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix_s))
 
 
-@contextlib.contextmanager
-def study_lock(folder: str | Path) -> Iterator[None]:
-    """Hold `<folder>/.lbstudy.lock` (host, pid, since) while the block runs.
+def lock_dir(study_root: str) -> str:
+    return join(study_root, LOCK_DIR)
 
-    A lock left by a driver that is gone (same host, pid no longer running) is stale and taken
-    over; any other holder raises StudyLocked. Local folders; `object_store_lock` for s3://.
-    """
-    path = Path(folder) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(2):  # a second try after removing a stale lock
+
+def announcements(study_root: str) -> list[Announcement]:
+    """Every announcement in the study's lock folder (none if there is none), oldest first."""
+    fs, folder = resolve(lock_dir(study_root))
+    found = []
+    for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+        if info.type != pafs.FileType.File or info.base_name.startswith(".") or not info.base_name.endswith(".json"):
+            continue  # a write in progress (write_atomic's hidden temporary file)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _holder(path)
-            if not _stale(holder, me):
-                raise _in_use(str(path.parent), holder) from None
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
-        break
-    else:
-        raise StudyLocked(f"could not take {path}: another driver took it at the same moment")
-    try:
-        yield
-    finally:
-        if _holder(path).get("pid") == me["pid"]:
-            path.unlink(missing_ok=True)
+            with fs.open_input_stream(info.path) as stream:
+                values = json.loads(stream.read().decode())
+            found.append(Announcement(**values))
+        except (FileNotFoundError, ValueError, TypeError):
+            continue  # withdrawn while listed, or not ours
+        except OSError as error:
+            if "not found" not in str(error).lower() and "no such file" not in str(error).lower():
+                raise
+    return sorted(found, key=lambda a: a.since)
 
 
-def _stale(holder: dict[str, object], me: dict[str, object]) -> bool:
-    """A lock left by a driver of this host that is no longer running."""
-    pid = holder.get("pid")
-    return holder.get("host") == me["host"] and isinstance(pid, int) and not _alive(pid)
+def holder(study_root: str) -> Announcement | None:
+    """The driver holding the study now, if any."""
+    now, host = time.time(), socket.gethostname()
+    return next((a for a in announcements(study_root) if a.live(now, host) and a.held), None)
 
 
-def _in_use(where: str, holder: dict[str, object]) -> StudyLocked:
+def last_driver(study_root: str) -> Announcement | None:
+    """The newest driver of the study that held it (live, released or gone); None if none is recorded."""
+    held = [a for a in announcements(study_root) if a.held]
+    return max(held, key=lambda a: a.released or a.heartbeat) if held else None
+
+
+def _write(study_root: str, me: Announcement) -> None:
+    write_atomic(join(lock_dir(study_root), f"{me.token}.json"), json.dumps(dataclasses.asdict(me)).encode())
+
+
+def _withdraw(study_root: str, token: str) -> None:
+    fs, path = resolve(join(lock_dir(study_root), f"{token}.json"))
+    with contextlib.suppress(FileNotFoundError):
+        fs.delete_file(path)
+
+
+def _in_use(study_root: str, other: Announcement) -> StudyLocked:
+    expires = _clock(other.heartbeat + EXPIRES_S)
     return StudyLocked(
-        f"study folder {where} is in use by pid {holder.get('pid', '?')} on {holder.get('host', '?')} since "
-        f"{holder.get('since', '?')}; wait for it, or stop it (if that driver is gone, delete {where}/{LOCK_FILE})"
+        f"study {study_root} is in use by {other.named()}; wait for it, or stop it (if that driver is gone, "
+        f"its lock expires at {expires}, {EXPIRES_S:.0f} s after its last heartbeat; run again then)"
     )
 
 
-def s3_location(uri: str) -> tuple[str, str, str | None]:
-    """(bucket, key prefix, region) of an s3:// URI (its `?region=` query, if any)."""
-    from urllib.parse import parse_qs, urlparse
+def take(study_root: str, command: str = "") -> tuple[Announcement, list[Announcement]]:
+    """Announce, and hold the study if no other live announcement is there; returns (mine, the stale ones
+    it replaced). Raises StudyLocked naming a live holder, or after TRIES ties with other announcers."""
+    host, pid = socket.gethostname(), os.getpid()
+    for attempt in range(TRIES):
+        now = time.time()
+        me = Announcement(uuid.uuid4().hex, host, pid, now, now, command)
+        _write(study_root, me)
+        others = [a for a in announcements(study_root) if a.token != me.token]
+        now = time.time()
+        live = [a for a in others if a.live(now, host)]
+        if not live:
+            me = dataclasses.replace(me, held=True)
+            _write(study_root, me)
+            for stale in others:  # the ones judged gone above: the study is ours
+                _withdraw(study_root, stale.token)
+            return me, [a for a in others if a.held and a.released is None]
+        _withdraw(study_root, me.token)
+        holding = next((a for a in live if a.held), None)
+        if holding is not None:
+            raise _in_use(study_root, holding)
+        time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))  # others announcing: one of us will win
+    raise StudyLocked(f"study {study_root}: other drivers kept announcing at the same moment; run again")
 
-    parsed = urlparse(uri)
-    region = parse_qs(parsed.query).get("region", [None])[0]
-    return parsed.netloc, parsed.path.strip("/"), region
+
+def _heartbeat(study_root: str, me: Announcement, stop: threading.Event) -> None:
+    fs, path = resolve(join(lock_dir(study_root), f"{me.token}.json"))
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            if fs.get_file_info(path).type == pafs.FileType.NotFound:
+                return  # judged gone and replaced (this process was stopped past EXPIRES_S): its writes are fenced
+            _write(study_root, dataclasses.replace(me, heartbeat=time.time()))
+        except OSError:
+            continue  # storage unreachable for now: the next beat tries again
+
+
+_held: dict[str, tuple[str, Announcement]] = {}  # token -> (study root, announcement) of the locks this process holds
+
+
+def release(study_root: str, me: Announcement) -> None:
+    """Mark the announcement released (kept for study.status); the storage gone: its heartbeat lets it expire."""
+    if _held.pop(me.token, None) is None:
+        return  # released already
+    with contextlib.suppress(OSError):
+        _write(study_root, dataclasses.replace(me, heartbeat=time.time(), released=time.time()))
+
+
+def release_held() -> None:
+    """Release every lock this process holds: for an exit that skips the `with` blocks' ends (os._exit)."""
+    for study_root, me in list(_held.values()):
+        release(study_root, me)
 
 
 @contextlib.contextmanager
-def object_store_lock(uri: str) -> Iterator[str | None]:
-    """Hold `<uri>/.lbstudy.lock` on S3 while the block runs: created only if absent (a conditional PUT,
-    which S3 and current MinIO honour), removed at the end if still ours; a stale one (this host, its pid
-    gone) is taken over. Yields None while held, or a one-line reason why the study is not locked: boto3
-    is not installed, or the store ignores the condition (a second conditional PUT succeeded)."""
+def study_lock(study_root: str, command: str = "") -> Iterator[str | None]:
+    """Hold the study while the block runs (see the module docstring); yields a note when it took over from a
+    driver that is gone (None otherwise). Raises StudyLocked naming the holder."""
+    me, replaced = take(study_root, command)
+    _held[me.token] = (study_root, me)
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(study_root, me, stop), name="study-lock-heartbeat", daemon=True)
+    beat.start()
+    note = (
+        f"took over study {study_root} from {replaced[-1].named()}, not heard from since "
+        f"{_clock(replaced[-1].heartbeat)}"
+        if replaced
+        else None
+    )
     try:
-        import boto3
-        from botocore.exceptions import ClientError
-    except ImportError:
-        yield "boto3 is not installed (pip install boto3), so the study is not locked: run one driver per study"
-        return
-    bucket, prefix, region = s3_location(uri)
-    key = f"{prefix}/{LOCK_FILE}".lstrip("/")
-    client = boto3.client("s3", region_name=region)  # endpoint and credentials from the environment
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-    body = json.dumps(me).encode()
-
-    def create() -> bool:
-        try:
-            client.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*")
-            return True
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return False
-            raise
-
-    def holder() -> dict[str, object]:
-        try:
-            return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-        except (ClientError, ValueError):
-            return {}
-
-    for _ in range(2):  # a second try after removing a stale lock
-        if create():
-            break
-        found = holder()
-        if not _stale(found, me):
-            raise _in_use(uri, found)
-        client.delete_object(Bucket=bucket, Key=key)
-    else:
-        raise StudyLocked(f"could not take {uri}/{LOCK_FILE}: another driver took it at the same moment")
-    ignored = create()  # the store must refuse this one: otherwise it ignores the condition
-    try:
-        yield (
-            f"{uri} ignores conditional writes (If-None-Match), so the study is not locked: run one driver per study"
-            if ignored
-            else None
-        )
+        yield note
     finally:
-        current = holder()
-        if current.get("pid") == me["pid"] and current.get("host") == me["host"]:
-            client.delete_object(Bucket=bucket, Key=key)
+        stop.set()
+        beat.join()
+        release(study_root, me)

@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(argv: list[str]) -> int:
     """Everything but the way the process ends; the exit status."""
     args = build_parser().parse_args(argv)  # --help answers here, before torch, pandas or ray load
+    # Every continue-with line names the study file absolutely: it is run again from anywhere (study.status
+    # prints the one the lock recorded).
+    argv = [os.path.abspath(a) if a == args.study else a for a in argv]
     started = time.perf_counter()
     from study.config import ConfigError, load_study
     from study.plan import check_against_plan, format_plan, plan_study
@@ -118,7 +121,7 @@ def run_command(argv: list[str]) -> int:
         remove_created,
         study_root,
     )
-    from study.lock import StudyLocked, object_store_lock, study_lock
+    from study.lock import StudyLocked, study_lock
 
     exit_at_once_on_ctrl_c(argv)  # for the rest of this process, its exit included
     created = folders_to_create(study)  # removed again if a check fails before anything is written
@@ -138,14 +141,10 @@ def run_command(argv: list[str]) -> int:
 
     try:
         with contextlib.ExitStack() as held:
-            if "://" not in study.storage:  # one driver per study
-                held.enter_context(study_lock(study_root(study)))
-            elif study.storage.startswith("s3://"):
-                unlocked = held.enter_context(object_store_lock(study_root(study)))
-                if unlocked:
-                    print(f"note: {unlocked}", flush=True)
-            else:
-                print(f"note: {study.storage}: the study is not locked there; run one driver per study", flush=True)
+            # One driver per study; the lock also tells study.status that it runs, and how to continue it.
+            took_over = held.enter_context(study_lock(study_root(study), resume_command(argv)))
+            if took_over:
+                print(f"note: {took_over}", flush=True)
             check_data(study)
             record_identity(study)  # what a later --resume is checked against
             dashboard = connect_ray(args.address, verbose=args.verbose)
@@ -234,6 +233,9 @@ def end_process(code: int) -> NoReturn:
     threading.Timer(10.0, os._exit, (code,)).start()
     sys.stdout.flush()
     sys.stderr.flush()
+    from study.lock import release_held
+
+    release_held()  # study.status then says the study stopped (not that its driver died)
     ray = sys.modules.get("ray")
     with contextlib.suppress(Exception):
         if ray is not None and ray.is_initialized():

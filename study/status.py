@@ -4,8 +4,10 @@ machine or over s3://, while it runs or after.
     python -m study.status STUDY_DIR_OR_URI [--watch [SECONDS]]
 
 STUDY_DIR is `<storage>/<name>` (or its `results` folder). It prints the trials by status, the epochs
-done of all, each running trial's last epoch and how long ago it came, the measurements written,
-failed and missing, and an ETA from the recorded epoch times.
+done of all, each started trial's last epoch and how long ago it came, the measurements written,
+failed and missing. While a driver holds the study (its lock is live: study/lock.py) it names it and
+gives an ETA from the recorded epoch times; otherwise it says when the study stopped and the command
+that continues it. --watch ends when the study has finished or stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from analysis.store import ResultsStore, join, parent
 from study.checks import recorded_study
+from study.lock import Announcement, holder, last_driver
 from study.progress import duration
 
 
@@ -33,10 +36,24 @@ class StudyStatus:
     epoch_s: float  # mean training seconds of an epoch recorded so far (NaN: none)
     concurrency: int
     measurements: tuple[int, int, int] | None  # (written, failed, missing); None: no measure section
+    driver: Announcement | None = None  # the driver holding the study now (study/lock.py); None: none runs
+    last_driver: Announcement | None = None  # the newest that held it, live or not (None: none recorded)
+    last_write_s: float | None = None  # unix seconds of the newest epoch or trial row
+
+    @property
+    def running(self) -> bool:
+        return self.driver is not None
+
+    @property
+    def finished(self) -> bool:
+        """Every planned trial ended and every measurement written (or failed: a resume retries those)."""
+        trained = bool(self.planned) and set(self.planned) <= set(self.statuses)
+        return trained and (self.measurements is None or self.measurements[2] == 0)
 
     def lines(self) -> list[str]:
         ended = len(self.statuses)
-        running = [t for t in self.last_epoch if t not in self.statuses]
+        started = [t for t in self.last_epoch if t not in self.statuses]  # running, or interrupted
+        state = "running" if self.running else "interrupted"
         counts = ", ".join(f"{n} {s}" for s, n in sorted(_count(self.statuses.values()).items())) or "none ended"
         if self.planned:
             total = sum(self.planned.values())
@@ -44,21 +61,26 @@ class StudyStatus:
                 self.planned[t] if t in self.statuses else min(self.last_epoch.get(t, 0), self.planned[t])
                 for t in self.planned
             )
-            waiting = len(set(self.planned) - set(self.statuses) - set(running))
+            waiting = len(set(self.planned) - set(self.statuses) - set(started))
             head = (
-                f"study {self.name}: {len(self.planned)} trials: {counts}; {len(running)} running, {waiting} not "
+                f"study {self.name}: {len(self.planned)} trials: {counts}; {len(started)} {state}, {waiting} not "
                 f"started; {done}/{total} epochs"
             )
         else:
-            head = f"study {self.name}: {ended} trials ended ({counts}), {len(running)} running; plan not recorded yet"
+            head = f"study {self.name}: {ended} trials ended ({counts}), {len(started)} {state}; plan not recorded yet"
         out = [head + f" ({self.root})"]
-        for t in sorted(running):
+        for t in sorted(started):
             of = f"/{self.planned[t]}" if t in self.planned else ""
-            out.append(f"  running {t}: epoch {self.last_epoch[t]}{of}, {duration(self.age_s.get(t, 0.0))} ago")
+            out.append(f"  {state} {t}: epoch {self.last_epoch[t]}{of}, {duration(self.age_s.get(t, 0.0))} ago")
         if self.measurements is not None:
             written, failed, missing = self.measurements
             out.append(f"measurements: {written} written, {failed} failed, {missing} to do")
-        if self.planned and self.epoch_s == self.epoch_s:  # not NaN
+        if self.driver is not None:
+            heard = duration(max(0.0, time.time() - self.driver.heartbeat))
+            out.append(f"driver: {self.driver.named()}, last heard {heard} ago")
+        elif not self.finished:
+            out.append(self.stopped_line())
+        if self.running and self.planned and self.epoch_s == self.epoch_s:  # not NaN
             left = sum(n - min(self.last_epoch.get(t, 0), n) for t, n in self.planned.items() if t not in self.statuses)
             at_once = max(1, min(self.concurrency, len(set(self.planned) - set(self.statuses)) or 1))
             if left == 0:  # every planned epoch trained: no ETA to give
@@ -68,6 +90,21 @@ class StudyStatus:
                 f"each as recorded, {at_once} at a time; evaluation and measurements not included)"
             )
         return out
+
+    def stopped_line(self) -> str:
+        """No driver runs an unfinished study: when it stopped and the command that continues it."""
+        last = self.last_driver
+        if last is None:  # a store of an earlier version, or a driver that never took the lock
+            when = f" at {_clock(self.last_write_s)}" if self.last_write_s else ""
+            return f"no driver runs it; stopped{when}; continue with: python -m study.run_sweep STUDY_FILE --resume"
+        how = "stopped" if last.released is not None else "its driver died or lost its host"
+        at = last.released or max(last.heartbeat, self.last_write_s or 0.0)
+        command = last.command or "python -m study.run_sweep STUDY_FILE --resume"
+        return f"interrupted at {_clock(at)} ({how}: {last.named()}); continue with: {command}"
+
+
+def _clock(unix_s: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(unix_s))
 
 
 def _count(values: Any) -> dict[str, int]:
@@ -117,6 +154,8 @@ def read_status(location: str) -> StudyStatus:
             info = store.fs.get_file_info(join(store.table_dir("epochs"), f"{trial_id}.parquet"))
             if info.mtime is not None:
                 ages[trial_id] = now - info.mtime.timestamp()
+    writes = [store.fs.get_file_info(join(store.table_dir("epochs"), f"{t}.parquet")).mtime for t in last]
+    last_write = max((w.timestamp() for w in writes if w is not None), default=None)
     times = epochs["epoch_time_s"].dropna() if "epoch_time_s" in epochs else []
     epoch_s = float(times.mean()) if len(times) else float("nan")
     running = len(set(last) - set(statuses))
@@ -131,6 +170,9 @@ def read_status(location: str) -> StudyStatus:
         epoch_s,
         concurrency or max(1, running),
         measurements,
+        holder(study_dir),
+        last_driver(study_dir),
+        last_write,
     )
 
 
@@ -140,19 +182,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("study_dir", help="a study's folder, <storage>/<name> (a path or a URI such as s3://...)")
     parser.add_argument(
-        "--watch", nargs="?", const=10.0, type=float, metavar="SECONDS", help="refresh every SECONDS (10) until Ctrl-C"
+        "--watch",
+        nargs="?",
+        const=10.0,
+        type=float,
+        metavar="SECONDS",
+        help="refresh every SECONDS (10) while a driver runs it",
     )
     args = parser.parse_args(argv)
     while True:
         try:
-            lines = read_status(args.study_dir).lines()
+            status = read_status(args.study_dir)
         except (FileNotFoundError, OSError, ValueError) as error:
             print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
             return 2
         if args.watch:
             print("\033[2J\033[H", end="")  # clear the screen: the status replaces the last one
-        print("\n".join(lines), flush=True)
-        if not args.watch:
+        print("\n".join(status.lines()), flush=True)
+        if not args.watch or not status.running:  # finished or stopped: nothing more will change
             return 0
         try:
             time.sleep(args.watch)

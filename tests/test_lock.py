@@ -1,25 +1,33 @@
-"""One driver per study: the lock file names its holder; a lock left by a dead driver is taken over."""
+"""One driver per study (study/lock.py): announcements with a heartbeat, correct under races and host changes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, tiny_study_yaml
 
-from study.lock import LOCK_FILE, StudyLocked, study_lock
+import study.lock as lock
+from study.lock import Announcement, StudyLocked, announcements, study_lock
 
 
-def hold(folder: Path, pid: int, host: str | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
-    path.write_text(json.dumps({"host": host or socket.gethostname(), "pid": pid, "since": "2026-11-28 10:00:00"}))
-    return path
+def announce(root: Path, pid: int, host: str | None = None, heard_s_ago: float = 0.0, **more: object) -> Announcement:
+    """An announcement as another driver would have left it (held, not released unless said)."""
+    now = time.time()
+    found = Announcement(
+        f"other{pid}", host or socket.gethostname(), pid, now - 3600, now - heard_s_ago, "python -m x", True, **more
+    )
+    (root / lock.LOCK_DIR).mkdir(parents=True, exist_ok=True)
+    (root / lock.LOCK_DIR / f"{found.token}.json").write_text(json.dumps(dataclasses.asdict(found)))
+    return found
 
 
 def dead_pid() -> int:
@@ -28,43 +36,92 @@ def dead_pid() -> int:
     return process.pid
 
 
-def test_a_live_holder_keeps_the_study(tmp_path: Path) -> None:
-    path = hold(tmp_path, os.getpid())
-    with pytest.raises(StudyLocked, match=rf"in use by pid {os.getpid()} on {socket.gethostname()}"):
-        with study_lock(tmp_path):
-            pass
-    assert path.exists()  # the holder's lock is left as it is
-
-
-def test_a_holder_on_another_host_is_never_judged_stale(tmp_path: Path) -> None:
-    hold(tmp_path, dead_pid(), host="another-host")
-    with pytest.raises(StudyLocked, match="another-host"):
-        with study_lock(tmp_path):
-            pass
-
-
-def test_a_stale_lock_is_taken_over_and_released_after(tmp_path: Path) -> None:
-    path = hold(tmp_path, dead_pid())
-    with study_lock(tmp_path):
-        assert json.loads(path.read_text())["pid"] == os.getpid()
-        with pytest.raises(StudyLocked):  # held: a second taker is refused
-            with study_lock(tmp_path):
+def test_a_live_holder_keeps_the_study_and_releasing_leaves_how_it_stopped(tmp_path: Path) -> None:
+    with study_lock(str(tmp_path), "python -m study.run_sweep s.yaml --resume") as took_over:
+        assert took_over is None
+        holder = rf"in use by pid {os.getpid()} on {socket.gethostname()} since .*expires"
+        with pytest.raises(StudyLocked, match=holder):
+            with study_lock(str(tmp_path)):
                 pass
-    assert not path.exists()
+        (mine,) = announcements(str(tmp_path))  # the refused one withdrew its own
+        assert mine.held and mine.released is None and mine.live(time.time(), socket.gethostname())
+    (released,) = announcements(str(tmp_path))
+    assert released.released is not None and not released.live(time.time(), socket.gethostname())
+    assert released.command == "python -m study.run_sweep s.yaml --resume"
+    with study_lock(str(tmp_path)):  # the next driver replaces it
+        assert [a.released for a in announcements(str(tmp_path))] == [None]
+
+
+def test_a_driver_of_this_host_that_died_frees_the_study_at_once(tmp_path: Path) -> None:
+    gone = announce(tmp_path, dead_pid())
+    with study_lock(str(tmp_path)) as took_over:
+        assert took_over is not None and f"took over study {tmp_path} from pid {gone.pid} on " in took_over
+        assert [a.pid for a in announcements(str(tmp_path))] == [os.getpid()]
+
+
+def test_a_vanished_host_frees_the_study_when_its_heartbeat_expires(tmp_path: Path) -> None:
+    """A replaced head node: its driver's lock is never released and its pid means nothing here."""
+    announce(tmp_path, 4242, host="old-head", heard_s_ago=lock.EXPIRES_S - 30)
+    with pytest.raises(StudyLocked, match="pid 4242 on old-head .*its lock expires at"):
+        with study_lock(str(tmp_path)):
+            pass
+    announce(tmp_path, 4242, host="old-head", heard_s_ago=lock.EXPIRES_S + 1)  # the same driver, silent longer
+    with study_lock(str(tmp_path)) as took_over:
+        assert took_over is not None and "from pid 4242 on old-head" in took_over
+
+
+def test_the_holder_refreshes_its_heartbeat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lock, "HEARTBEAT_S", 0.1)
+    with study_lock(str(tmp_path)):
+        first = announcements(str(tmp_path))[0].heartbeat
+        time.sleep(0.5)
+        assert announcements(str(tmp_path))[0].heartbeat > first
+
+
+def contend(root: str, start: float, log: str) -> None:
+    """One racing driver: at `start`, take the study; while holding it, note the interval."""
+    time.sleep(max(0.0, start - time.time()))
+    try:
+        with study_lock(root):
+            held_from = time.time()
+            time.sleep(0.2)
+            with open(log, "a") as out:
+                out.write(f"{held_from} {time.time()}\n")
+    except StudyLocked:
+        pass
+
+
+def test_racing_drivers_never_hold_the_study_together(tmp_path: Path) -> None:
+    """Main's lock read, judged stale, deleted and created: two drivers 0-30 ms apart both held it in 1 of 12
+    tries. Here 6 drivers start within 30 ms over a stale lock, 10 times: never two holders at once."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(10):
+        root, log = tmp_path / f"study{round_}", tmp_path / f"held{round_}.log"
+        announce(root, dead_pid())
+        start = time.time() + 0.3
+        racers = [context.Process(target=contend, args=(str(root), start + 0.006 * i, str(log))) for i in range(6)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(timeout=60)
+            assert racer.exitcode == 0
+        held = sorted(tuple(map(float, line.split())) for line in log.read_text().splitlines())
+        assert held, f"round {round_}: nobody took the study"
+        assert all(a[1] <= b[0] for a, b in zip(held, held[1:])), held  # one holder at a time
 
 
 @pytest.mark.slow
 def test_a_second_driver_exits_2_naming_the_holder_before_ray_starts(tmp_path: Path) -> None:
     study_file = tmp_path / "locked.yaml"
     study_file.write_text(tiny_study_yaml("locked", tmp_path / "storage"))
-    hold(tmp_path / "storage" / "locked", os.getpid())
-    result = subprocess.run(
-        [sys.executable, "-m", "study.run_sweep", str(study_file)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    with study_lock(str(tmp_path / "storage" / "locked")):
+        result = subprocess.run(
+            [sys.executable, "-m", "study.run_sweep", str(study_file)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert result.returncode == 2
-    assert result.stderr.startswith("error: study folder") and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: study ") and len(result.stderr.strip().splitlines()) == 1
     assert f"in use by pid {os.getpid()}" in result.stderr and "Ray" not in result.stdout

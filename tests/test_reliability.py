@@ -14,6 +14,7 @@ import yaml
 from conftest import ROOT, smallest, sweep_without_ray, tiny_study_yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_status import status
 
 from study.config import ConfigError, StudyConfig, parse_study
 from study.sweep import run_study
@@ -115,6 +116,10 @@ def test_sigkilled_driver_resumes_with_each_row_once(ray_session: str, tmp_path:
     partial_id = next(t for t in partial["trial_id"].unique() if t != done_id)
     partial_epochs = int(partial.loc[partial["trial_id"] == partial_id, "epoch"].max())
     assert partial_epochs < 5
+    # Its lock names a dead process: main's study.status said "1 running ... ETA".
+    after = status(str(tmp_path / "kill")).stdout
+    assert "1 interrupted" in after and "ETA" not in after and "its driver died" in after, after
+    assert after.strip().endswith(f"continue with: python -m study.run_sweep {study_file} --resume")
     done_mtime = (results / "epochs" / f"{done_id}.parquet").stat().st_mtime_ns
 
     again = sweep_cli(study_file, ray_session, "--resume")

@@ -132,29 +132,39 @@ def test_a_study_on_s3_trains_measures_reports_and_resumes_a_killed_driver(
     assert 'id="interpolation_1"' in page and 'id="sharpness_vs_batch"' in page
 
 
-def test_the_study_lock_on_s3_is_a_conditional_create_and_a_racing_driver_is_refused(
+def test_the_study_lock_on_s3_holds_takes_over_and_follows_the_uris_endpoint(
     s3_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    import dataclasses
     import json
     import socket
 
-    from study.lock import StudyLocked, object_store_lock
+    from study.lock import LOCK_DIR, StudyLocked, announcements, study_lock
 
     for key, value in s3_environment.items():
         monkeypatch.setenv(key, value)
     uri = "s3://lbstudy/locks/one?region=us-east-1"
-    with object_store_lock(uri) as unlocked:
-        assert unlocked is None and objects(s3_environment, "lbstudy/locks") == ["lbstudy/locks/one/.lbstudy.lock"]
+    with study_lock(uri) as took_over:
+        assert took_over is None and len(objects(s3_environment, f"lbstudy/locks/one/{LOCK_DIR}")) == 1
         with pytest.raises(StudyLocked, match=rf"in use by pid {os.getpid()} on {socket.gethostname()}"):
-            with object_store_lock(uri):
+            with study_lock(uri):
                 pass
-    assert objects(s3_environment, "lbstudy/locks") == []  # released
+    (released,) = announcements(uri)  # kept, marked released: study.status reads how the study stopped
+    assert released.released is not None
     # A lock left by a driver of this host that is gone is taken over.
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    with bucket(s3_environment).open_output_stream("lbstudy/locks/one/.lbstudy.lock") as out:
-        out.write(json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout), "since": "then"}).encode())
-    with object_store_lock(uri) as unlocked:
-        assert unlocked is None
+    stale = {**dataclasses.asdict(released), "token": "gone", "pid": int(gone.stdout), "released": None}
+    with bucket(s3_environment).open_output_stream(f"lbstudy/locks/one/{LOCK_DIR}/gone.json") as out:
+        out.write(json.dumps(stale).encode())
+    with study_lock(uri) as took_over:
+        assert took_over is not None and f"pid {int(gone.stdout)}" in took_over
+    # The endpoint given in the URI, as the data path accepts it, with none in the environment: main's lock
+    # went to https://bucket.s3.amazonaws.com instead.
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    endpoint = s3_environment["AWS_ENDPOINT_URL"].removeprefix("http://")
+    in_uri = f"s3://lbstudy/locks/two?endpoint_override={endpoint}&scheme=http&region=us-east-1"
+    with study_lock(in_uri):
+        assert len(objects(s3_environment, f"lbstudy/locks/two/{LOCK_DIR}")) == 1
 
     # Two drivers of one study started together: one trains it, the other is refused with one line.
     study_file = tmp_path / "race.yaml"

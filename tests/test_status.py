@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from conftest import ROOT, tiny_study_yaml
 from analysis.store import ResultsStore, epoch_schema, trial_schema
 from study.checks import record_identity
 from study.config import parse_study
+from study.lock import study_lock
 from study.plan import plan_study
 from trainables.trial import EpochMetrics, TrialSpec
 
@@ -60,15 +62,22 @@ def test_status_of_a_study_in_progress_and_of_a_finished_one(tmp_path: Path) -> 
         store.write("trials", spec.trial_id, [{**spec.to_dict(), "status": status_}], trial_schema(TrialSpec))
     store.write("epochs", running.trial_id, epoch_rows(running.trial_id, 1), epoch_schema(EpochMetrics))
     started = time.perf_counter()
-    answer = status(str(tmp_path / "watched"))
+    command = "python -m study.run_sweep /studies/watched.yaml --resume"
+    with study_lock(str(tmp_path / "watched"), command):  # a driver runs it: this process
+        answer = status(str(tmp_path / "watched"))
     assert answer.returncode == 0, answer.stderr[-2000:]
     out = answer.stdout
     assert "study watched: 4 trials: 1 completed, 1 failed; 1 running, 1 not started; 5/8 epochs" in out
     assert f"running {running.trial_id}: epoch 1/2, " in out and " ago" in out
     assert "measurements: 0 written, 0 failed, 1 to do" in out  # eps-sharpness of the completed trial
+    assert f"driver: pid {os.getpid()} on " in out and re.search(r"last heard \d+ s ago", out), out
     assert "ETA ~12 s of training (3 epochs at 4.0 s each as recorded, 1 at a time" in out
     assert time.perf_counter() - started < 30
+    # The driver let go: nothing runs, whatever the files say; when it stopped and how to go on instead.
+    stopped = status(str(tmp_path / "watched")).stdout
+    assert "1 interrupted, 1 not started; 5/8 epochs" in stopped and "ETA" not in stopped
+    assert f"(stopped: pid {os.getpid()} on " in stopped and stopped.strip().endswith(f"continue with: {command}")
     # The results folder works as well; a folder that is not a study is one line, exit 2.
-    assert status(str(tmp_path / "watched" / "results")).stdout.splitlines()[0] == out.splitlines()[0]
+    assert status(str(tmp_path / "watched" / "results")).stdout.splitlines()[0] == stopped.splitlines()[0]
     wrong = status(str(tmp_path))
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "no study results there" in wrong.stderr

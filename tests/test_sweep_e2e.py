@@ -351,6 +351,14 @@ def test_a_second_ctrl_c_exits_at_once(ray_session: str, tmp_path: Path) -> None
     assert process.returncode == 130 and time.time() - started < 60, output[-3000:]
     assert "--resume" in output.splitlines()[-1] and "Traceback" not in output and "Exception ignored" not in output
     assert "Failed to fetch metrics" not in output
+    # Stopped, nothing runs: main said "1 running ... ETA". Now the status says when and how to go on.
+    command = output.splitlines()[-1].split("ontinue with: ")[-1]  # "stopped: ... Continue with: <command>"
+    assert command == f"python -m study.run_sweep {study_file} --resume", output[-3000:]
+    after = status(str(tmp_path / "twice")).stdout
+    assert "1 interrupted" in after and "running" not in after and "ETA" not in after, after
+    assert f"(stopped: pid {process.pid} on " in after and after.strip().endswith(f"continue with: {command}")
+    watch = status(str(tmp_path / "twice"), "--watch", "1")  # ends: the study is stopped
+    assert watch.returncode == 0 and "interrupted at" in watch.stdout
 
 
 def test_a_study_sweeping_models_and_remedies_trains_and_measures_each(ray_session: str, tmp_path: Path) -> None:
