@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from trainables.trial import Status  # names only (torch-free), as every status check reads them
@@ -134,7 +135,14 @@ def run_command(argv: list[str]) -> int:
         return user_error(error)
     if done:  # answered from the store, in a second: no Ray started to find it out
         print(done, flush=True)
-        return 0
+        from study.tracking import catch_up_study
+
+        try:  # every tracker brought up to the store first (one that was down while the study ran)
+            with study_lock(study_root(study), resume_command(argv)):
+                lines = catch_up_study(study)
+        except StudyLocked as error:
+            return user_error(error)
+        return print_tracking(lines, argv)
     from study.cluster import connect_ray
     from study.sweep import check_data, run_study
     from trainables.data import DataError
@@ -177,6 +185,7 @@ def run_command(argv: list[str]) -> int:
         print(f"report: {result.report}")
     if dashboard and (args.address or os.environ.get("RAY_ADDRESS")):  # a joined cluster outlives this run
         print(dashboard_line(dashboard))
+    print_tracking(result.tracking, argv)
     full = [t for t in result.trials if str(t["error"] or "").startswith("storage full")]
     if full:  # the one cause of every such failure, said once
         reason = str(full[0]["error"]).removeprefix("storage full").strip(" ()")
@@ -187,6 +196,15 @@ def run_command(argv: list[str]) -> int:
     for line in what_went_wrong(result.trials, argv):
         print(line)
     return exit_status(result.trials)
+
+
+def print_tracking(lines: Sequence[str], argv: list[str]) -> int:
+    """What each tracker was sent; where one was dropped, the command that sends it what it lacks."""
+    for line in lines:
+        print(line)
+    if any(line.endswith("was dropped: it lacks what came after") for line in lines):
+        print(f"once it is reachable, send it what it lacks with: {resume_command(argv)}")
+    return 0
 
 
 def storage_full(error: BaseException) -> bool:

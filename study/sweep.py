@@ -28,7 +28,7 @@ from study.measure import Measurements, slot_resource
 from study.plan import local_path, plan_finals, plan_study, unmeasurable_note, with_stored_ids
 from study.progress import PROGRESS_EVERY_S, SweepProgress
 from study.search import make_grouped_asha
-from study.tracking import Tracking, study_tracking
+from study.tracking import Tracking, catch_up, study_tracking
 from trainables.data import DataError, load_dataset
 from trainables.trial import Status, TrialRun, TrialSpec
 
@@ -42,6 +42,7 @@ class SweepResult:
     report: str | None = None
     interrupted: bool = False  # stopped by Ctrl-C: no measurements, no report
     unfinished: tuple[str, ...] = ()  # planned trials without a final row
+    tracking: tuple[str, ...] = ()  # what each tracker was sent, and those dropped (Tracking.summary)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,9 +366,7 @@ def run_study(
             if outcome.failed:
                 print(outcome.summary(), file=sys.stderr)
         trials = store.read("trials")
-        specs = {t.trial_id: t for t in done}
-        tracking.caught_up(specs, trials[trials["trial_id"].isin(list(specs))])  # what a killed driver never told
-        tracking.measured(specs, trials, store.read("sharpness"))
+        catch_up(tracking, {t.trial_id: t for t in done}, trials, store.read("sharpness"))  # a killed driver's too
     finally:  # every tracker's runs end with the driver run, however it ended
         tracking.close()
     rows = trials[trials["trial_id"].isin([t.trial_id for t in done])].to_dict("records")
@@ -378,7 +377,9 @@ def run_study(
         report = write_report(store.uri) if rows else None
     except ReportError as error:
         print(f"report: not written: {error}", file=sys.stderr)
-    return SweepResult(study, store.uri, rows, dashboard_url, str(report) if report else None)
+    return SweepResult(
+        study, store.uri, rows, dashboard_url, str(report) if report else None, tracking=tuple(tracking.summary())
+    )
 
 
 def restore_epoch_rows(study: StudyConfig, store: ResultsStore, trial_id: str) -> None:

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from analysis.store import TRIAL_OUTCOME, join, resolve, write_atomic
@@ -81,6 +82,10 @@ class Tracking:
         history: Callable[[str], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.trackers = list(trackers)
+        self.dropped: list[str] = []  # '<tracker> (<why>)' of each that failed in this driver run
+        self.sent: dict[str, dict[str, int]] = {
+            key_of(t): {"epochs": 0, "outcomes": 0, "measured": 0} for t in trackers
+        }
         self.state_file = state_file
         self.history = history  # trial id -> its epoch rows, from the results store
         self.asked: set[tuple[str, str]] = set()  # (tracker, trial) whose last epoch this driver run asked
@@ -116,6 +121,7 @@ class Tracking:
             except Exception as error:  # a tracker is a view: it never stops a study
                 self.trackers.remove(tracker)
                 said = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+                self.dropped.append(f"{tracker.name} ({type(error).__name__}: {said[:120]})")
                 print(
                     f"warning: {tracker.name}: not written from here on ({type(error).__name__}: {said}); "
                     "training goes on, and the results store has every value",
@@ -137,6 +143,7 @@ class Tracking:
             if held.get(spec.trial_id, 0) < epoch <= last:
                 tracker.epoch(spec, epoch, finite(row, EPOCH_METRICS))
                 held[spec.trial_id] = epoch
+                self.count(tracker, "epochs")
 
     def rows_before(self, spec: TrialSpec, epoch: int) -> list[dict[str, Any]]:
         """The trial's stored epoch rows, where some tracker lacks one before `epoch`."""
@@ -153,9 +160,15 @@ class Tracking:
         rows = [*self.rows_before(spec, epoch), result]
         self._each(lambda t: self._epochs_up_to(t, spec, epoch, rows))
 
+    def count(self, tracker: Tracker, what: str) -> None:
+        sent = self.sent.setdefault(key_of(tracker), {})
+        sent[what] = sent.get(what, 0) + 1
+
     def ended(self, spec: TrialSpec, row: dict[str, Any]) -> None:
-        """A trial's outcome, from its `trials/` row (and any of its epochs a tracker lacks)."""
-        values = finite(row, OUTCOME_VALUES)
+        """A trial's outcome, from its `trials/` row (and any of its epochs a tracker lacks). An outcome named
+        as an epoch metric is the trial's average (images_per_s, mfu): `trial_<name>`, so that the metric has
+        one value per step."""
+        values = {f"trial_{k}" if k in EPOCH_METRICS else k: v for k, v in finite(row, OUTCOME_VALUES).items()}
         tags = {k: str(row[k]) for k in OUTCOME_TAGS if row.get(k) is not None}
         last = int(row.get("epochs_completed") or 0)
         rows = self.rows_before(spec, last + 1)
@@ -166,6 +179,7 @@ class Tracking:
                 self._epochs_up_to(tracker, spec, last, rows)
                 tracker.ended(spec, last, values, tags)
                 ended[spec.trial_id] = str(row.get("finished_at"))
+                self.count(tracker, "outcomes")
 
         self._each(tell)
 
@@ -196,6 +210,7 @@ class Tracking:
                 if new:
                     tracker.measured(spec, step, new)
                     told.update(new)
+                    self.count(tracker, "measurements")
 
             self._each(tell)
 
@@ -204,6 +219,19 @@ class Tracking:
         self._each(lambda t: t.close())
         self.trackers = [t for t in closing if t in self.trackers]  # those that closed cleanly
         self.save(closed=True)
+
+    def summary(self) -> list[str]:
+        """What this driver run sent each tracker (one line each), and the trackers it dropped."""
+        lines = []
+        for tracker in self.trackers:
+            sent = self.sent.get(key_of(tracker), {})
+            parts = [f"{n} {what if n != 1 else what.rstrip('s')}" for what, n in sent.items() if n]
+            lines.append(
+                f"tracking: {tracker.name} ({tracker.where}): "
+                + (", ".join(parts) + " sent" if parts else "up to date")
+            )
+        lines += [f"tracking: {dropped} was dropped: it lacks what came after" for dropped in self.dropped]
+        return lines
 
 
 def key_of(tracker: Tracker) -> str:
@@ -219,14 +247,29 @@ def study_tracking(
 
     local = "://" not in study_dir
     trackers: list[Tracker] = [EpochBoard(join(study_dir, "tensorboard"))] if local else []
-    try:
-        if study.tracking.mlflow is not None:
-            trackers.append(MlflowTracker(study, uid))
-        if study.tracking.wandb is not None:
-            trackers.append(WandbTracker(study, uid, study_dir if local else None))
-    except Exception as error:  # a server down at the start: said, and the study trains
-        print(f"warning: tracking: not written ({type(error).__name__}: {error})", file=sys.stderr, flush=True)
-    return Tracking(trackers, join(study_dir, "tracking.json"), history)
+    dropped = []
+    for name, configured, make in (
+        ("MLflow", study.tracking.mlflow, lambda: MlflowTracker(study, uid)),
+        ("W&B", study.tracking.wandb, lambda: WandbTracker(study, uid, study_dir if local else None)),
+    ):
+        if configured is None:
+            continue
+        try:
+            trackers.append(make())
+        except Exception as error:  # a server down at the start: said, and the study trains
+            said = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
+            dropped.append(f"{name} ({type(error).__name__}: {said})")
+            print(f"warning: {name}: not written ({type(error).__name__}: {said})", file=sys.stderr, flush=True)
+    tracking = Tracking(trackers, join(study_dir, "tracking.json"), history)
+    tracking.dropped += dropped
+    return tracking
+
+
+def catch_up(tracking: Tracking, specs: dict[str, TrialSpec], trials: Any, sharpness: Any) -> None:
+    """Bring every tracker up to what the store holds for the trials of `specs` (frames of the `trials/` and
+    `sharpness/` tables): each ended trial's epochs and outcome a tracker lacks, and its sharpness values."""
+    tracking.caught_up(specs, trials[trials["trial_id"].isin(list(specs))] if len(trials) else trials)
+    tracking.measured(specs, trials, sharpness)
 
 
 class MlflowTracker:
@@ -368,6 +411,17 @@ class WandbTracker:
             self.runs[spec.trial_id] = run
         return run
 
+    def last_epoch(self, spec: TrialSpec) -> int | None:
+        """Offline: the last epoch the run's folders of earlier driver runs hold (W&B's service writes them
+        behind, so a killed driver's tail is missing and is logged again, and nothing else is); online:
+        unknown (None: tracking.json says)."""
+        assert self.config is not None
+        if self.config.mode != "offline" or self.dir is None:
+            return None
+        run_id = self.run_id(spec.trial_id)
+        logs = Path(self.dir, "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")
+        return max((offline_last_epoch(log) for log in logs), default=0)
+
     def epoch(self, spec: TrialSpec, step: int, metrics: dict[str, float]) -> None:
         self.run(spec).log({**metrics, "epoch": step})
 
@@ -385,3 +439,60 @@ class WandbTracker:
         for trial_id, run in self.runs.items():
             run.finish(exit_code=1 if trial_id in self.failed else 0)
         self.runs.clear()
+
+
+def offline_last_epoch(log: Path) -> int:
+    """The largest `epoch` in the history records of a W&B transaction log (`run-<id>.wandb`), as far as
+    it was written whole. The format: a 7-byte header, then records in LevelDB's log framing: 32 KiB
+    blocks of chunks, each with a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, at, parts, last = log.read_bytes(), 32768, 7, b"", 0
+    while at + 7 <= len(data):
+        if block - at % block < 7:  # too little of the block left for a header: padding
+            at += block - at % block
+            continue
+        length, kind = int.from_bytes(data[at + 4 : at + 6], "little"), data[at + 6]
+        if kind == 0:  # zeros: the rest of the block was never written
+            at += block - at % block
+            continue
+        if at + 7 + length > len(data):
+            break  # cut by a kill: the record is not whole
+        parts += data[at + 7 : at + 7 + length]
+        at += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            try:
+                record.ParseFromString(parts)
+            except Exception:  # a damaged record: what came before it stands
+                break
+            parts = b""
+            if record.WhichOneof("record_type") == "history":
+                for item in record.history.item:
+                    if item.key == "epoch":
+                        last = max(last, int(json.loads(item.value_json)))
+    return last
+
+
+def catch_up_study(study: StudyConfig) -> list[str]:
+    """--resume of a study with nothing left to train or measure: every tracker brought up to what the store
+    holds for each of its trials (a tracker that was down while the study ran gets it all now); returns
+    what each was sent (`Tracking.summary`)."""
+    from analysis.store import ResultsStore
+    from study.checks import study_root, study_uid
+    from study.plan import local_path, stored_spec_values
+
+    store = ResultsStore.for_study(local_path(study.storage), study.name)
+    root = study_root(study)
+    trials = store.read("trials")
+    specs = {}
+    for trial_id, spec_json in zip(trials.get("trial_id", []), trials.get("spec", []), strict=True):
+        values = stored_spec_values(spec_json) if isinstance(spec_json, str) else None
+        if values is not None:
+            specs[str(trial_id)] = TrialSpec.from_dict(values)
+    tracking = study_tracking(study, root, study_uid(root), lambda t: store.read("epochs", t).to_dict("records"))
+    try:
+        catch_up(tracking, specs, trials, store.read("sharpness"))
+    finally:
+        tracking.close()
+    return tracking.summary()

@@ -88,7 +88,9 @@ def test_measuring_while_training_leaves_the_weights_bit_identical() -> None:
 
     def final_weights(**measuring: int) -> dict[str, torch.Tensor]:
         kept: dict[str, dict] = {}
-        spec = dataclasses.replace(TINY, **measuring)
+        spec = dataclasses.replace(
+            TINY, width=0.125, train_subset=256, test_subset=128, train_eval_samples=128, **measuring
+        )
         train(spec, CPU, on_epoch=lambda metrics, make: kept.update(state=make()))
         return kept["state"]["model"]
 

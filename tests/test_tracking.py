@@ -265,10 +265,42 @@ def test_a_killed_and_resumed_sweep_is_one_run_per_trial_in_every_tracker(
         assert [step for step, _ in history(mlflow_server, run["run_id"], "train_loss")] == [1, 2, 3, 4, 5]
         assert run["metrics.final_test_acc"] > 0 and run["metrics.sharpness/hessian_eig1"] > 0
 
+    for _, run in runs.iterrows():  # the epoch's rate and the trial's average are two metrics (main: one, twice)
+        assert [step for step, _ in history(mlflow_server, run["run_id"], "images_per_s")] == [1, 2, 3, 4, 5]
+        assert run["metrics.trial_images_per_s"] > 0
+
     wandb_by_id = wandb_runs(tmp_path / "tracked")
     assert sorted(r["name"] for r in wandb_by_id.values()) == trial_ids  # the resumed trial kept its run id
     for run in wandb_by_id.values():
-        # W&B's service writes behind: what a SIGKILL cut is logged again by the resumed driver (an
-        # epoch that did reach its file before the kill may then appear twice, with the same values)
-        assert sorted(set(h["epoch"] for h in run["history"])) == [1, 2, 3, 4, 5]
+        # W&B's service writes behind: what a SIGKILL cut is logged again by the resumed driver, which reads
+        # what the killed one's folder holds, so `wandb sync` of all folders uploads each epoch once.
+        assert sorted(h["epoch"] for h in run["history"]) == [1, 2, 3, 4, 5]
         assert run["summary"]["final_test_acc"] > 0 and run["summary"]["sharpness/hessian_eig1"] > 0
+
+
+def test_a_tracker_down_while_the_study_ran_is_caught_up_by_resume(mlflow_server: str, tmp_path: Path) -> None:
+    """Main: one warning line, then `--resume` said "nothing to do" and MLflow never got the runs."""
+    from test_identity import pinned_store
+
+    study_file = pinned_store(tmp_path)  # a finished study of 2 trials x 2 epochs
+    plain = study_file.read_text()
+
+    def resume(uri: str) -> subprocess.CompletedProcess:
+        study_file.write_text(plain + f"tracking: {{mlflow: {{tracking_uri: '{uri}'}}}}\n")
+        command = [sys.executable, "-m", "study.run_sweep", str(study_file), "--resume"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+
+    down = resume(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert "tracking: MLflow (" in down.stdout and "was dropped: it lacks what came after" in down.stdout
+    assert f"send it what it lacks with: python -m study.run_sweep {study_file} --resume" in down.stdout
+    up = resume(mlflow_server)
+    assert up.returncode == 0, up.stderr[-2000:]
+    assert f"tracking: MLflow ({mlflow_server} " in up.stdout and "4 epochs, 2 outcomes sent" in up.stdout, up.stdout
+    runs = mlflow_runs(mlflow_server, "pinned")
+    assert sorted(runs["tags.mlflow.runName"]) == ["b128-a0-none-s0-224784", "b64-a0-none-s0-c58bf8"]
+    for _, run in runs.iterrows():
+        assert [step for step, _ in history(mlflow_server, run["run_id"], "train_loss")] == [1, 2]
+        assert run["tags.status"] == "completed" and run["status"] == "FINISHED"
+    again = resume(mlflow_server)
+    assert "MLflow" in again.stdout and "up to date" in again.stdout.split("MLflow", 1)[1].splitlines()[0]
