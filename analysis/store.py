@@ -242,7 +242,10 @@ def resolve(uri: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.F
     if filesystem is not None:
         return filesystem, uri
     if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
+        from analysis.remote import retrying
+
+        inner, path = pafs.FileSystem.from_uri(uri)
+        return retrying(inner, uri.split("?", 1)[0]), path
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 

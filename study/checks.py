@@ -27,8 +27,19 @@ def study_root(study: StudyConfig) -> str:
 
 
 def check_storage(study: StudyConfig) -> None:
-    """A local storage folder must take the study's files: said before Ray starts, not as a traceback after."""
+    """The storage must take the study's files: said before Ray starts, not as a traceback after. A remote
+    one must answer now (one try through pyarrow's own few retries; the outage retries are for later)."""
     if "://" in study.storage:
+        root = study_root(study)
+        try:
+            inner, path = pafs.FileSystem.from_uri(root)
+            inner.get_file_info(path)
+        except (OSError, ValueError) as error:
+            said = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise SweepError(
+                f"storage: {root.split('?', 1)[0]} cannot be reached ({said}); check the endpoint (the URI's "
+                "endpoint_override or AWS_ENDPOINT_URL), the credentials and the network, or pass --storage"
+            ) from None
         return
     folder = Path(study_root(study))
     probe = folder / f".write-check-{os.getpid()}"

@@ -163,6 +163,12 @@ def run_command(argv: list[str]) -> int:
         remove_created(created)  # only folders this run made and left empty: a failed check leaves no trace
         return user_error(error)
     except Exception as error:  # a full disk anywhere in the driver's writing: one line, and how to go on
+        from analysis.remote import unreachable
+
+        gone = unreachable(error)
+        if gone is not None:  # an outage longer than the retries: one line, and how to go on
+            print(f"error: {gone}; once it answers, continue with: {resume_command(argv)}", file=sys.stderr)
+            return 1
         if not storage_full(error):
             raise
         return user_error(
