@@ -221,10 +221,14 @@ def write_report(
     out: str | Path | None = None,
     target: float | None = None,
     export: Export | None = None,
-) -> Path:
-    """The report of one study's results folder, or of several studies compared (a list of folders)."""
+) -> Path | str:
+    """The report of one study's results folder, or of several studies compared (a list of folders); `out`
+    may be a URI (s3://...), where it is written as it is."""
     dirs = [results_dir] if isinstance(results_dir, str) else list(results_dir)
     results = load_studies(dirs)
+    if isinstance(out, str) and "://" in out:  # into object storage (a study's own folder there): one upload
+        write_atomic(out, render(results, target).encode())
+        return out
     if out is None:  # beside the results for one local store; in the current folder otherwise
         if len(dirs) > 1:
             out = Path("comparison-report.html")

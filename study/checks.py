@@ -171,10 +171,13 @@ def nothing_left(study: StudyConfig, plan: list[TrialSpec]) -> str | None:
     if todo:
         return None
     report = join(study_root(study), "report.html")
+    fs, path = resolve(report)
+    found = fs.get_file_info(path).type != pafs.FileType.NotFound
     unmeasurable = unmeasurable_note(adopted, stored, finished)
     return (unmeasurable + "\n" if unmeasurable else "") + (
         f"{study.name}: nothing to do: all {len(planned)} trials finished and all {len(jobs)} measurements written "
-        f"(report: {report}; python -m analysis.report {store.root} builds it again)"
+        f"({'report: ' + report + '; ' if found else ''}python -m analysis.report {store.uri} "
+        f"{'builds it again' if found else 'builds the report'})"
     )
 
 

@@ -189,6 +189,8 @@ def run_command(argv: list[str]) -> int:
     print(f"results: {result.results_dir}")
     if result.report:
         print(f"report: {result.report}")
+        if "://" in result.report:  # in the bucket: how to have it here
+            print(f"fetch it: python -m analysis.report {result.results_dir} -o {result.study.name}-report.html")
     if dashboard and (args.address or os.environ.get("RAY_ADDRESS")):  # a joined cluster outlives this run
         print(dashboard_line(dashboard))
     print_tracking(result.tracking, argv)

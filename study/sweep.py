@@ -297,6 +297,8 @@ def provenance(study: StudyConfig) -> dict[str, Any]:
         revision = (revision + ("-dirty" if dirty else "")) if revision else "unknown"
     except (OSError, subprocess.SubprocessError):
         revision = "unknown"
+    if revision == "unknown":  # a copy without .git (`ray job submit --working-dir` uploads one): as submitted
+        revision = os.environ.get("LBSTUDY_GIT_REVISION") or "unknown"
     return {"git_revision": revision, "config": json.dumps(study.to_dict(), sort_keys=True)}
 
 
@@ -374,7 +376,9 @@ def run_study(
 
     report = None
     try:
-        report = write_report(store.uri) if rows else None
+        # A study on object storage keeps its report there too (a `ray job submit` driver's folder is temporary).
+        out = join(study_root(study), "report.html") if "://" in study.storage else None
+        report = write_report(store.uri, out) if rows else None
     except ReportError as error:
         print(f"report: not written: {error}", file=sys.stderr)
     return SweepResult(

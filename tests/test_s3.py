@@ -162,6 +162,9 @@ def test_a_study_on_s3_trains_measures_reports_and_resumes_a_killed_driver(
     output = again.communicate(timeout=600)[0]
     assert again.returncode == 0, output[-3000:]
     assert "not answering" in output and "trying again for up to 180 s" in output, output[-3000:]
+    # The report lands in the study's storage (a job's driver folder is temporary), with how to fetch it.
+    assert "report: s3://lbstudy/studies/ons3/report.html" in output and "fetch it: python -m analysis.report" in output
+    assert "lbstudy/studies/ons3/report.html" in objects(s3_environment, "lbstudy/studies/ons3")
 
     trials, history = read("trials"), read("epochs")
     assert len(trials) == 2 and set(trials["status"]) == {"completed"}
