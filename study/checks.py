@@ -113,8 +113,9 @@ def stored_identity(study: StudyConfig, store: ResultsStore) -> dict[str, Any] |
     return recorded_study(study_root(study), store, "identity")
 
 
-def record_identity(study: StudyConfig) -> None:
-    """Write study.json on a study's first run (never over an existing one: it is what --resume checks)."""
+def record_identity(study: StudyConfig, data_fingerprint: str | None = None) -> None:
+    """Write study.json on a study's first run (never over an existing one: it is what --resume checks);
+    a study.json from before data fingerprints gets the data's, once."""
     fs, path = resolve(join(study_root(study), IDENTITY_FILE))
     if fs.get_file_info(path).type == pafs.FileType.NotFound:
         # the whole resolved study file too: study.status plans the trials from it before any has ended
@@ -123,8 +124,26 @@ def record_identity(study: StudyConfig) -> None:
             "uid": uuid.uuid4().hex[:16],  # study_uid
             "identity": study_identity(study.to_dict()),
             "config": study.to_dict(),
+            "data_fingerprint": data_fingerprint,
         }
-        write_atomic(join(study_root(study), IDENTITY_FILE), json.dumps(body, indent=1, sort_keys=True).encode())
+    else:
+        body = study_json(study_root(study)) or {}
+        if body.get("data_fingerprint") or not data_fingerprint or not body:
+            return
+        body["data_fingerprint"] = data_fingerprint
+    write_atomic(join(study_root(study), IDENTITY_FILE), json.dumps(body, indent=1, sort_keys=True).encode())
+
+
+def check_data_fingerprint(study: StudyConfig, data_fingerprint: str | None) -> None:
+    """--resume on other images than the study was started with (the same folder refilled, another copy)
+    would pool trainings on two datasets as seeds: refused in one line. Where the images lie never counts."""
+    recorded = (study_json(study_root(study)) or {}).get("data_fingerprint")
+    if recorded and data_fingerprint and recorded != data_fingerprint:
+        raise SweepError(
+            f"data: {study.data.root} holds other images than study {study.name!r} was started with (content "
+            f"fingerprint {recorded} -> {data_fingerprint}); point data.root at the images it was started with, "
+            "or give the study a new name (or --storage) to start it anew"
+        )
 
 
 def check_fresh(study: StudyConfig, resume: bool) -> None:

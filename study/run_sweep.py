@@ -114,6 +114,7 @@ def run_command(argv: list[str]) -> int:
         return 0
     from study.checks import (
         SweepError,
+        check_data_fingerprint,
         check_fresh,
         check_storage,
         folders_to_create,
@@ -153,8 +154,9 @@ def run_command(argv: list[str]) -> int:
             took_over = held.enter_context(study_lock(study_root(study), resume_command(argv)))
             if took_over:
                 print(f"note: {took_over}", flush=True)
-            check_data(study)
-            record_identity(study)  # what a later --resume is checked against
+            fingerprint = check_data(study)
+            check_data_fingerprint(study, fingerprint)
+            record_identity(study, fingerprint)  # what a later --resume is checked against
             dashboard = connect_ray(args.address, verbose=args.verbose)
             if dashboard:
                 print(dashboard_line(dashboard), flush=True)

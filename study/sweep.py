@@ -579,10 +579,11 @@ def study_has_measurements(study: StudyConfig) -> bool:
     return any(getattr(m, f.name) is not None for f in dataclasses.fields(m))
 
 
-def check_data(study: StudyConfig) -> None:
+def check_data(study: StudyConfig) -> str | None:
     """Load the data once on the driver before any Ray work: a missing root, a failed download (once, not
     per trial and retry) or a corrupt archive or image is one line and exit 2; downloads and decodes
-    are then cached for the trials on this machine."""
+    are then cached for the trials on this machine. Returns the data's content fingerprint (None: data
+    defined by the code, synthetic, or not on this machine)."""
     if study.data.dataset in FILE_DATASETS and "://" not in study.data.root:
         data = load_dataset(
             study.data.dataset,
@@ -598,6 +599,8 @@ def check_data(study: StudyConfig) -> None:
                 f"sweep.batch_size: {too_big} exceed the {len(data.train)} training images of "
                 f"{study.data.root}; lower the batch sizes or use more images"
             )
+        return data.fingerprint()
+    return None
 
 
 FILE_DATASETS = ("cifar10", "cifar100", "imagefolder")  # what check_data loads on the driver (synthetic: no files)

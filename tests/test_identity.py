@@ -99,3 +99,33 @@ def test_measuring_while_training_leaves_the_weights_bit_identical() -> None:
     assert plain.keys() == measured.keys()
     for key, value in plain.items():
         assert torch.equal(value, measured[key]), key
+
+
+def test_data_is_known_by_its_content_never_by_where_it_lies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study's images moved elsewhere resume it; other images in their place are refused in one line."""
+    import numpy as np
+    from PIL import Image
+    from test_data import write_image_tree
+
+    from study.checks import SweepError, check_data_fingerprint, record_identity
+    from trainables.data import load_dataset
+
+    monkeypatch.setenv("LBSTUDY_CACHE", str(tmp_path / "cache"))
+    write_image_tree(tmp_path / "here" / "images")
+    shutil.copytree(tmp_path / "here", tmp_path / "moved")
+    shutil.copytree(tmp_path / "here", tmp_path / "other")
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(
+        tmp_path / "other" / "images" / "train" / "cat" / "0.png"
+    )
+    here, moved, other = (
+        load_dataset("imagefolder", tmp_path / p / "images").fingerprint() for p in ("here", "moved", "other")
+    )
+    assert here == moved and here != other
+    study = parse_study(
+        f"name: d\nstorage: {tmp_path / 'results'}\n"
+        f"data: {{dataset: imagefolder, root: {tmp_path / 'here' / 'images'}}}\n"
+    )
+    record_identity(study, here)
+    check_data_fingerprint(study, moved)
+    with pytest.raises(SweepError, match=rf"holds other images than study 'd' was started with .*{here} -> {other}"):
+        check_data_fingerprint(study, other)

@@ -71,6 +71,16 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def fingerprint(self) -> str:
+        """What the trials train and test on, by content: a digest of the images and labels of both splits
+        (after subsetting) and the class names; the same wherever the files lie and whatever holds them."""
+        digest = hashlib.sha1(json.dumps([self.name, list(self.classes)]).encode())
+        for split in (self.train, self.test):
+            for tensor in (split.images, split.labels):
+                digest.update(str(tuple(tensor.shape)).encode())
+                digest.update(tensor.contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
 
 @dataclass(frozen=True)
 class RawArrays:
