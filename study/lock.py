@@ -187,6 +187,19 @@ def release_held() -> None:
         release(study_root, me)
 
 
+def forget(study_root: str) -> None:
+    """Remove every announcement of this process (and the lock folder, if that leaves it empty): a run
+    whose checks failed before it wrote anything leaves no trace of itself."""
+    host, pid = socket.gethostname(), os.getpid()
+    for found in announcements(study_root):
+        if found.host == host and found.pid == pid:
+            _withdraw(study_root, found.token)
+    fs, folder = resolve(lock_dir(study_root))
+    with contextlib.suppress(OSError):
+        if not fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+            fs.delete_dir(folder)
+
+
 @contextlib.contextmanager
 def study_lock(study_root: str, command: str = "") -> Iterator[str | None]:
     """Hold the study while the block runs (see the module docstring); yields a note when it took over from a

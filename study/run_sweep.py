@@ -123,7 +123,7 @@ def run_command(argv: list[str]) -> int:
         remove_created,
         study_root,
     )
-    from study.lock import StudyLocked, study_lock
+    from study.lock import StudyLocked, forget, study_lock
 
     exit_at_once_on_ctrl_c(argv)  # for the rest of this process, its exit included
     created = folders_to_create(study)  # removed again if a check fails before anything is written
@@ -162,6 +162,8 @@ def run_command(argv: list[str]) -> int:
                 print(dashboard_line(dashboard), flush=True)
             result = run_study(study, resume=args.resume, dashboard_url=dashboard, verbose=args.verbose)
     except (ConfigError, SweepError, DataError, StudyLocked) as error:
+        if not isinstance(error, StudyLocked):  # its own announcement, not another driver's
+            forget(study_root(study))
         remove_created(created)  # only folders this run made and left empty: a failed check leaves no trace
         return user_error(error)
     except Exception as error:  # a full disk anywhere in the driver's writing: one line, and how to go on

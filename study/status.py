@@ -53,7 +53,7 @@ class StudyStatus:
     def lines(self) -> list[str]:
         ended = len(self.statuses)
         started = [t for t in self.last_epoch if t not in self.statuses]  # running, or interrupted
-        state = "running" if self.running else "interrupted"
+        state = "running" if self.running or not started else "interrupted"
         counts = ", ".join(f"{n} {s}" for s, n in sorted(_count(self.statuses.values()).items())) or "none ended"
         if self.planned:
             total = sum(self.planned.values())

@@ -9,14 +9,62 @@ Both go through pyarrow's filesystems (local paths and s3://, gs:// alike), are 
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import sys
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow.fs as pafs
 import torch
 
-from analysis.store import resolve, write_atomic  # the one atomic writer, retrying on object storage
+# How a remote filesystem is wrapped: the outage retries of object storage live in analysis/remote.py, which
+# the pure core may not import; the Ray adapter and the measurement jobs install them here (`remote_wrapper`).
+_wrappers: list[Callable[[pafs.FileSystem, str], pafs.FileSystem]] = []
+
+
+def remote_wrapper(wrap: Callable[[pafs.FileSystem, str], pafs.FileSystem]) -> None:
+    _wrappers[:] = [wrap]
+
+
+def _remote(filesystem: pafs.FileSystem, where: str) -> pafs.FileSystem:
+    return _wrappers[0](filesystem, where) if _wrappers else filesystem
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+        return _remote(filesystem, uri.split("?", 1)[0]), path
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+
+
+def write_atomic(uri: str, data: bytes) -> str:
+    """Write `data` to `uri` so that no reader sees half a file: on a local disk through a hidden temporary
+    name beside it, then a rename; on an object store in one upload (the object appears whole when it
+    completes; a rename there is a copy plus a delete).
+
+    The one atomic writer of `trainables` (the results store has its own: analysis may not import
+    trainables). Returns `uri`.
+    """
+    fs, path = resolve(uri)
+    folder, name = path.rsplit("/", 1)
+    fs.create_dir(folder, recursive=True)
+    if fs.type_name != "local":
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+        return uri
+    partial = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with fs.open_output_stream(partial) as out:
+            out.write(data)
+        fs.move(partial, path)  # a rename on local disks
+    except BaseException:  # a full disk, Ctrl-C: the half-written temporary file must not stay behind
+        with contextlib.suppress(OSError):
+            fs.delete_file(partial)
+        raise
+    return uri
 
 
 def read_bytes(uri: str) -> bytes:

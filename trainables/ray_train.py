@@ -28,6 +28,7 @@ import ray.train.torch
 import ray.tune
 import torch
 
+from analysis.remote import retrying
 from analysis.store import (
     ResultsStore,
     StaleRun,
@@ -38,10 +39,12 @@ from analysis.store import (
     trial_row,
     trial_schema,
 )
-from trainables.checkpoint import epoch_files, latest_checkpoint, save_checkpoint, save_snapshot
+from trainables.checkpoint import epoch_files, latest_checkpoint, remote_wrapper, save_checkpoint, save_snapshot
 from trainables.data import DataError
 from trainables.loop import Runtime, TrialOutcome, train
 from trainables.trial import EpochMetrics, Status, TrialRun, TrialSpec
+
+remote_wrapper(retrying)  # a trial's checkpoints and snapshots ride out a storage outage like its rows
 
 STORAGE_FULL = "storage full"  # a trial's error when its storage has no room for its rows
 TRIALS_SCHEMA = trial_schema(TrialSpec)

@@ -20,10 +20,17 @@ def task_device() -> Any:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_model_state(uri: str) -> dict[str, Any]:
-    from trainables.checkpoint import load_checkpoint
+def checkpoint_files() -> Any:
+    """trainables.checkpoint, its object storage retrying outages (analysis/remote.py) as the results do."""
+    from analysis.remote import retrying
+    from trainables import checkpoint
 
-    return load_checkpoint(uri)["model"]
+    checkpoint.remote_wrapper(retrying)
+    return checkpoint
+
+
+def load_model_state(uri: str) -> dict[str, Any]:
+    return checkpoint_files().load_checkpoint(uri)["model"]
 
 
 def balanced(split: Any, n: int | None, num_classes: int) -> Any:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from study.errors import MAX_EPOCHS, MAX_IMAGES, check, ranged
 from study.measures.base import Cost, Job, Measure, TaskInputs, progress, register, sample, trial_ids
-from study.measures.common import load_model_state, trial_on_device
+from study.measures.common import checkpoint_files, load_model_state, trial_on_device
 
 if TYPE_CHECKING:
     from study.config import StudyConfig
@@ -55,9 +55,8 @@ def ready(job: Job, inputs: TaskInputs) -> bool:
     import sys
 
     from analysis.store import join
-    from trainables.checkpoint import list_snapshots
 
-    found = len(list_snapshots(join(inputs.snapshots, job.trials[0])))
+    found = len(checkpoint_files().list_snapshots(join(inputs.snapshots, job.trials[0])))
     if found < SNAPSHOTS_NEEDED:
         print(
             f"measure: {job.trials[0]}: {found} trajectory snapshots (the plane needs 4); trajectory skipped - "
@@ -79,8 +78,9 @@ def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
     import torch
 
     from analysis.store import join
-    from trainables.checkpoint import list_snapshots, load_snapshot
     from trainables.landscape import direction_entries, displaced, trajectory_pca
+
+    list_snapshots, load_snapshot = checkpoint_files().list_snapshots, checkpoint_files().load_snapshot
 
     trial_id, settings = job.trials[0], job.settings
     folder = join(inputs.snapshots, trial_id)
