@@ -187,14 +187,24 @@ def run_command(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 130
-    print(summary_table(result.trials))
-    print(nodes_line(result.trials))
-    print(f"wall time: {time.perf_counter() - started:.0f} s")
-    print(f"results: {result.results_dir}")
+    summary = [
+        summary_table(result.trials),
+        nodes_line(result.trials),
+        f"wall time: {time.perf_counter() - started:.0f} s",
+        f"results: {result.results_dir}",
+    ]
     if result.report:
-        print(f"report: {result.report}")
+        summary.append(f"report: {result.report}")
         if "://" in result.report:  # in the bucket: how to have it here
-            print(f"fetch it: python -m analysis.report {result.results_dir} -o {result.study.name}-report.html")
+            summary.append(f"fetch it: python -m analysis.report {result.results_dir} -o {study.name}-report.html")
+    print("\n".join(summary))
+    # Kept beside the results: a job's console (`ray job submit`) is gone with its driver.
+    from analysis.store import join, write_atomic
+
+    summary_file = join(study_root(study), "summary.txt")
+    with contextlib.suppress(OSError):
+        write_atomic(summary_file, ("\n".join(summary) + "\n").encode())
+        print(f"summary: {summary_file}")
     if dashboard and (args.address or os.environ.get("RAY_ADDRESS")):  # a joined cluster outlives this run
         print(dashboard_line(dashboard))
     print_tracking(result.tracking, argv)

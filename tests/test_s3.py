@@ -165,6 +165,9 @@ def test_a_study_on_s3_trains_measures_reports_and_resumes_a_killed_driver(
     # The report lands in the study's storage (a job's driver folder is temporary), with how to fetch it.
     assert "report: s3://lbstudy/studies/ons3/report.html" in output and "fetch it: python -m analysis.report" in output
     assert "lbstudy/studies/ons3/report.html" in objects(s3_environment, "lbstudy/studies/ons3")
+    assert "summary: s3://lbstudy/studies/ons3/summary.txt" in output  # the console's end, kept beside
+    with bucket(s3_environment).open_input_stream("lbstudy/studies/ons3/summary.txt") as stream:
+        assert stream.read().decode().startswith("trial_id")
 
     trials, history = read("trials"), read("epochs")
     assert len(trials) == 2 and set(trials["status"]) == {"completed"}

@@ -301,6 +301,8 @@ def test_the_console_is_quiet_with_progress_and_says_what_went_wrong(ray_session
     process = run_cli(str(study_file), address=ray_session)
     output = process.communicate(timeout=600)[0]
     assert process.returncode == 0, output[-3000:]
+    summary = (tmp_path / "quiet" / "summary.txt").read_text()  # the console's end, kept beside the results
+    assert summary.startswith("trial_id") and f"results: {tmp_path / 'quiet' / 'results'}" in summary
     lines = [line for line in output.splitlines() if line.strip()]
     assert not any("Trial status" in line or "╭" in line or "Tuner.restore" in line for line in lines), output
     assert sum(1 for line in lines if " epoch " in line and line.startswith("[b")) >= 4 + 2  # 2 diverge at once
