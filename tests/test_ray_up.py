@@ -105,7 +105,7 @@ def run_study_on(hosts: list[Host], key: Path, project: Path, shared: Path, name
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
     # The file mounts and setup commands ran on the head: the project synced and installed in its home.
     assert (head.home / "lbstudy" / "pyproject.toml").exists()
-    assert list((head.home / ".local" / "lib").glob("python*/site-packages/*lbstudy*"))
+    assert list((head.home / "lbstudy-venv" / "lib").glob("python*/site-packages/*lbstudy*"))  # into the venv
 
     port = free_port()
     dashboard = f"http://127.0.0.1:{port}"
