@@ -69,7 +69,9 @@ def test_onprem_cluster_passes_rays_launcher_schema_with_every_worker_joining() 
 def test_onprem_servers_install_the_same_project_and_keep_the_dashboard_private() -> None:
     onprem, aws = load_onprem(), load_cluster()
     assert onprem["file_mounts"] == aws["file_mounts"]
-    assert [c.replace(" --user", "") for c in onprem["setup_commands"]] == aws["setup_commands"]
+    # The same pip installs, on-prem into the venv (current Debian and Ubuntu refuse --user installs).
+    installs = [c for c in onprem["setup_commands"] if " -m pip install " in c]
+    assert [c.replace("~/lbstudy-venv/bin/python ", "python3 ") for c in installs] == aws["setup_commands"]
     head = " ".join(onprem["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head and '"lbstudy_trial": 10000' in head
     assert "0.0.0.0" not in (ROOT / "cluster-onprem.yaml").read_text()
