@@ -46,8 +46,8 @@ def test_dashboard_is_not_exposed_publicly() -> None:
     # own default group would open SSH to 0.0.0.0/0. The placeholder fails `ray up` until it is set.
     for node in config["available_node_types"].values():
         assert node["node_config"]["SecurityGroupIds"] == ["sg-CHANGE-ME"]
-    readme = (ROOT / "README.md").read_text()
-    assert "--port 22 --cidr YOUR.ADDRESS/32" in readme and "--source-group lbstudy" in readme
+    clusters = (ROOT / "docs" / "clusters.md").read_text()
+    assert "--port 22 --cidr YOUR.ADDRESS/32" in clusters and "--source-group lbstudy" in clusters
 
 
 def load_onprem() -> dict:
@@ -75,5 +75,6 @@ def test_onprem_servers_install_the_same_project_and_keep_the_dashboard_private(
     head = " ".join(onprem["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head and '"lbstudy_trial": 10000' in head
     assert "0.0.0.0" not in (ROOT / "cluster-onprem.yaml").read_text()
-    readme = (ROOT / "README.md").read_text()
-    assert "ray up cluster-onprem.yaml" in readme and "ray down cluster-onprem.yaml" in readme
+    for page in ("README.md", "docs/clusters.md"):
+        text = (ROOT / page).read_text()
+        assert "ray up cluster-onprem.yaml" in text and "ray down cluster-onprem.yaml" in text, page

@@ -294,7 +294,7 @@ TINY += "schedule: {epochs: 2, decay: constant, milestones: []}\nsweep: {batch_s
 
 @pytest.mark.parametrize("key", SEARCHABLE)
 def test_1_every_searchable_key_plans_and_trains(key: str) -> None:
-    """Each key the README lists as searchable, through the planner (its drawn value in every sample's
+    """Each key docs/study-file.md lists as searchable, through the planner (its drawn value in every sample's
     record) and the first step of a sample."""
     ranges = {"base_lr": [0.01, 0.1], "warmup_epochs": [0.0, 1.0], "momentum": [0.8, 0.99], "weight_decay": [0.0, 0.01]}
     study = parse_study(TINY + f"search: {{space: {{{key}: {{uniform: {ranges[key]}}}}}, samples: 2}}\n")
@@ -302,7 +302,7 @@ def test_1_every_searchable_key_plans_and_trains(key: str) -> None:
     drawn = [getattr(t, key) for t in samples]
     assert len(samples) == 2 and len(set(drawn)) == 2 and all(ranges[key][0] <= v < ranges[key][1] for v in drawn)
     assert math.isfinite(first_step(samples[0]))
-    assert key in (ROOT / "README.md").read_text()
+    assert key in (ROOT / "docs" / "study-file.md").read_text()
 
 
 def billion_laughs(depth: int) -> str:
