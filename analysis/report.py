@@ -14,6 +14,7 @@ import html
 import importlib.util
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,19 +33,34 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
     trials, epochs, sharpness, landscape = results.trials, results.epochs, results.sharpness, results.landscape
     shown: list[tuple[str, go.Figure]] = []
     notes: list[str] = []
+
+    def draw(name: str, make: Callable[[], Any]) -> list[Any] | None:
+        """Figure `name` (a list of them where `make` gives one) from `make`; one that raises is a note and
+        None, and the report is built from the others."""
+        try:
+            made = make()
+        except Exception as error:  # a figure's bug must not cost the reader every other figure
+            said = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+            notes.append(f"Figure {name}: could not be drawn ({type(error).__name__}: {said}); the others are here.")
+            return None
+        if isinstance(made, list):
+            return made
+        shown.append((name, made))
+        return [made]
+
     if "phase" in trials and (trials["phase"] == "sample").any():
         # A search: its samples have their own figures; everything else is about the finals.
-        shown.append(("search", figures.search_figure(trials, epochs)))
+        draw("search", lambda: figures.search_figure(trials, epochs))
         if trials.loc[trials["phase"] == "sample", "base_lr"].nunique() > 1:
-            shown.append(("best_lr_vs_batch", figures.best_lr_figure(trials, epochs)))
+            draw("best_lr_vs_batch", lambda: figures.best_lr_figure(trials, epochs))
         trials = trials[trials["phase"] != "sample"]
     completed = trials[trials["status"] == "completed"] if len(trials) else trials
     if len(completed):
-        shown.append(("accuracy_gap_vs_batch", figures.accuracy_and_gap_vs_batch(trials)))
+        draw("accuracy_gap_vs_batch", lambda: figures.accuracy_and_gap_vs_batch(trials))
     else:
         notes.append("Accuracy and gap against batch size: no completed trial yet.")
     if len(trials) and len(epochs):
-        shown.append(("learning_curves", figures.learning_curves(trials, epochs)))
+        draw("learning_curves", lambda: figures.learning_curves(trials, epochs))
     elif len(trials) and trials["epochs_completed"].fillna(0).sum() > 0:
         notes.append(
             f"Learning curves and steps to target: the trials record {int(trials['epochs_completed'].fillna(0).sum())} "
@@ -54,32 +70,38 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
         notes.append("Learning curves: no epochs recorded yet.")
     pairs = landscape[landscape["kind"] == "interp1d"][["trial_a", "trial_b"]].drop_duplicates()
     for i, (a, b) in enumerate(pairs.itertuples(index=False)):
-        shown.append((f"interpolation_{i + 1}", figures.interpolation_figure(landscape, trials, a, b)))
+        draw(f"interpolation_{i + 1}", lambda a=a, b=b: figures.interpolation_figure(landscape, trials, a, b))
     if pairs.empty:
         notes.append("1-D interpolation: not measured (measure.interpolate) or no matching pair completed.")
     if len(sharpness) and len(trials):
-        shown.append(("sharpness_vs_batch", figures.sharpness_vs_batch(trials, sharpness)))
+        draw("sharpness_vs_batch", lambda: figures.sharpness_vs_batch(trials, sharpness))
     else:
         notes.append("Sharpness against batch size: no per-trial value measured yet (the study's measure section).")
     if len(completed) and "model" in completed and completed["model"].nunique() > 1:
-        shown.append(("by_model", figures.by_model_figure(trials, sharpness)))
+        draw("by_model", lambda: figures.by_model_figure(trials, sharpness))
     if len(results.spectrum) and len(trials):
-        shown.append(("hessian_density", figures.hessian_density_figure(results.spectrum, trials)))
+        draw("hessian_density", lambda: figures.hessian_density_figure(results.spectrum, trials))
     else:
         notes.append("Hessian eigenvalue density: not measured (measure.hessian.density).")
     paths = sorted(results.trajectory["trial_id"].unique()) if len(results.trajectory) else []
-    shown += [
-        (f"trajectory_{i + 1}", figures.trajectory_figure(results.trajectory, trials, t)) for i, t in enumerate(paths)
-    ]
+    for i, t in enumerate(paths):
+        draw(f"trajectory_{i + 1}", lambda t=t: figures.trajectory_figure(results.trajectory, trials, t))
     if not paths:
         notes.append("Optimization trajectories: not measured (measure.trajectory).")
-    slices = figures.random_direction_figures(landscape, trials) if len(landscape) else []
-    shown += [(f"random_directions_{i + 1}", fig) for i, fig in enumerate(slices)]
-    if not slices:
+    slices = (
+        draw("random_directions", lambda: figures.random_direction_figures(landscape, trials)) if len(landscape) else []
+    )
+    shown += [(f"random_directions_{i + 1}", fig) for i, fig in enumerate(slices or [])]
+    if slices == []:
         notes.append("Random-direction slices: not measured (measure.random_directions).")
-    along = figures.random_direction_figures(landscape, trials, figures.HESSIAN_EIGENVECTORS) if len(landscape) else []
-    shown += [(f"hessian_directions_{i + 1}", fig) for i, fig in enumerate(along)]
-    if not along:
+    eigen = figures.HESSIAN_EIGENVECTORS
+    along = (
+        draw("hessian_directions", lambda: figures.random_direction_figures(landscape, trials, eigen))
+        if len(landscape)
+        else []
+    )
+    shown += [(f"hessian_directions_{i + 1}", fig) for i, fig in enumerate(along or [])]
+    if along == []:
         notes.append("Landscapes along the Hessian's top eigenvectors: not measured (measure.hessian_directions).")
     rule = f"target {100 * target:.0f}% set with --target-acc" if target is not None else None
     target = target if target is not None else (default_target(completed) if len(completed) else math.nan)
@@ -88,7 +110,7 @@ def build_figures(results: StudyResults, target: float | None = None) -> tuple[l
         "(so that every batch size can reach it); --target-acc sets another"
     )
     if len(completed) and len(epochs) and completed["batch_size"].nunique() > 1 and not math.isnan(target):
-        shown.append(("steps_to_target", figures.steps_to_target_figure(completed, epochs, target, sharpness, rule)))
+        draw("steps_to_target", lambda: figures.steps_to_target_figure(completed, epochs, target, sharpness, rule))
     else:
         notes.append("Steps to target: needs completed trials at two or more batch sizes.")
     for path, why in sorted(results.unreadable.items()):

@@ -642,3 +642,22 @@ def test_the_trial_table_says_where_each_trial_ran() -> None:
     trials.loc[trials.index[0], "host"] = "gpu-b"
     header, _ = table_header_and_rows(figures.trials_table_html(trials, {"batch_size": ("swept", True)}))
     assert "host" in header
+
+
+def test_a_figure_that_raises_is_a_note_and_the_report_has_the_others(tmp_path, monkeypatch) -> None:
+    """One figure's bug took the whole report down; now the reader gets the rest and is told which is missing."""
+    from analysis import figures
+    from analysis.report import write_report
+    from analysis.store import ResultsStore, trial_schema
+    from trainables.trial import TrialSpec
+
+    store = ResultsStore(str(tmp_path / "s" / "results"))
+    store.write("trials", "t", make_trials().assign(study="s"), trial_schema(TrialSpec))
+
+    def broken(*args: object) -> None:
+        raise KeyError("gap_acc")
+
+    monkeypatch.setattr(figures, "accuracy_and_gap_vs_batch", broken)
+    page = write_report(store.root).read_text()
+    assert "<li>Figure accuracy_gap_vs_batch: could not be drawn (KeyError: &#x27;gap_acc&#x27;)" in page
+    assert 'id="accuracy_gap_vs_batch"' not in page and 'id="trials_table"' in page
