@@ -55,3 +55,18 @@ def test_the_measurements_page_lists_every_registered_measurement() -> None:
     section = section[: section.index("\n## ")] if "\n## " in section else section
     listed = re.findall(r"^- `(\w+)`:", section, re.M)
     assert sorted(listed) == sorted(MEASURES)
+
+
+def test_a_job_planned_without_its_measure_name_gets_it_from_the_registry(monkeypatch) -> None:  # noqa: ANN001
+    """A plug-in's plan that leaves Job.measure out used to end in `KeyError: ''` when its job ran."""
+    import dataclasses
+
+    from study.config import parse_study
+    from study.measures.base import MEASURES, Job, plan_measure_jobs, runner_for
+
+    eps = MEASURES["eps_sharpness"]
+    forgetful = dataclasses.replace(eps, plan=lambda study, trials, config: [Job("sharpness", "eps_sharpness", ("t",))])
+    monkeypatch.setitem(MEASURES, "eps_sharpness", forgetful)
+    study = parse_study("name: m\nmeasure: {eps_sharpness: {}}\n")
+    (job,) = plan_measure_jobs(study, [{"trial_id": "t"}])
+    assert job.measure == "eps_sharpness" and runner_for(job) is not None

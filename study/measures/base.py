@@ -5,6 +5,7 @@ Torch-free and pandas-free at import: the study file's checks read the registry 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -28,7 +29,7 @@ class Job:
     kind: str  # which of its measure's runners computes it: interp1d, hessian, hessian_density, ...
     trials: tuple[str, ...]
     settings: dict[str, Any] = field(default_factory=dict)
-    measure: str = ""  # the registered measure that planned it (not part of the key)
+    measure: str = ""  # the registered measure that planned it, filled in by plan_measure_jobs (not part of the key)
     name: str | None = None  # a fixed key, where files of an earlier version are named so
 
     @property
@@ -119,8 +120,8 @@ def plan_measure_jobs(study: StudyConfig, records: list[dict[str, Any]]) -> list
     jobs = []
     for name, measure in MEASURES.items():
         settings = getattr(study.measure, name)
-        if settings is not None:
-            jobs += measure.plan(study, records, settings)
+        if settings is not None:  # each job names the measure that planned it: its module need not
+            jobs += [dataclasses.replace(job, measure=name) for job in measure.plan(study, records, settings)]
     return jobs
 
 
