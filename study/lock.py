@@ -104,15 +104,15 @@ def announcements(study_root: str) -> list[Announcement]:
     return sorted(found, key=lambda a: a.since)
 
 
-def holder(study_root: str) -> Announcement | None:
-    """The driver holding the study now, if any."""
+def holder(found: list[Announcement]) -> Announcement | None:
+    """Of a study's announcements (`announcements`), the driver holding it now, if any."""
     now, host = time.time(), socket.gethostname()
-    return next((a for a in announcements(study_root) if a.live(now, host) and a.held), None)
+    return next((a for a in found if a.live(now, host) and a.held), None)
 
 
-def last_driver(study_root: str) -> Announcement | None:
-    """The newest driver of the study that held it (live, released or gone); None if none is recorded."""
-    held = [a for a in announcements(study_root) if a.held]
+def last_driver(found: list[Announcement]) -> Announcement | None:
+    """Of a study's announcements, the newest driver that held it (live, released or gone); None if none."""
+    held = [a for a in found if a.held]
     return max(held, key=lambda a: a.released or a.heartbeat) if held else None
 
 

@@ -30,6 +30,7 @@ from trainables.trial import (
     key_info,
     shown_fields,
     training_digest,
+    unchanged_value,
     unchanged_values,
 )
 
@@ -190,9 +191,21 @@ def stored_spec_values(spec_json: str) -> dict[str, Any] | None:
         else:
             return None
     for name, value in values.items():  # the callable `unchanged` ones depend on the others
-        if callable(value):
-            values[name] = value(values)
+        values[name] = unchanged_value(value, values)
     return values
+
+
+def stored_specs(stored: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """trial id -> TrialSpec values of every row of a `trials/` frame whose `spec` can be read
+    (`stored_spec_values`)."""
+    if stored.empty or "spec" not in stored:
+        return {}
+    specs = {}
+    for trial_id, spec_json in zip(stored["trial_id"], stored["spec"], strict=True):
+        values = stored_spec_values(spec_json) if isinstance(spec_json, str) else None
+        if values is not None:
+            specs[str(trial_id)] = values
+    return specs
 
 
 def with_stored_ids(plan: list[TrialSpec], stored: pd.DataFrame) -> list[TrialSpec]:
@@ -202,26 +215,16 @@ def with_stored_ids(plan: list[TrialSpec], stored: pd.DataFrame) -> list[TrialSp
     holds ids that depended on them (the data folder with HOME expanded, the noise-scale probes): matched
     by what they train, its trials are resumed and counted as the same trainings, never again as new ones.
     """
-    if stored.empty or "spec" not in stored:
-        return plan
     ids: dict[str, str] = {}
-    for trial_id, spec_json in zip(stored["trial_id"], stored["spec"], strict=True):
-        values = stored_spec_values(spec_json) if isinstance(spec_json, str) else None
-        if values is not None:
-            ids.setdefault(training_digest(values), trial_id)
+    for trial_id, values in stored_specs(stored).items():
+        ids.setdefault(training_digest(values), trial_id)
     return [dataclasses.replace(t, trial_id=ids.get(training_digest(t.to_dict()), t.trial_id)) for t in plan]
 
 
 def unmeasurable_note(plan: list[TrialSpec], stored: pd.DataFrame, finished: set[str]) -> str | None:
     """What a measurement added on --resume cannot measure: finished trials trained without what it records
     while training (noise-scale probes, trajectory snapshots). None when nothing is missing."""
-    if stored.empty or "spec" not in stored:
-        return None
-    specs = {
-        trial_id: json.loads(spec_json)
-        for trial_id, spec_json in zip(stored["trial_id"], stored["spec"], strict=True)
-        if trial_id in finished and isinstance(spec_json, str)
-    }
+    specs = {trial_id: values for trial_id, values in stored_specs(stored).items() if trial_id in finished}
     gaps = []
     for field_name, measure in (("noise_probes", "measure.noise_scale"), ("trajectory_every", "measure.trajectory")):
         missing = [

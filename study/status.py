@@ -19,9 +19,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from analysis.store import ResultsStore, join, parent
 from study.checks import recorded_study
-from study.lock import Announcement, holder, last_driver
+from study.lock import Announcement, announcements, holder, last_driver
 from study.progress import duration
 
 
@@ -147,19 +149,21 @@ def read_status(location: str) -> StudyStatus:
             measurements = (done, bad, len(jobs) - done - bad)
     statuses = dict(zip(trials["trial_id"], trials["status"])) if len(trials) else {}
     last = epochs.groupby("trial_id")["epoch"].max().to_dict() if len(epochs) else {}
-    ages = {}
+    # When each trial's epochs file was last written: one listing (one request on object storage).
+    listed = store.fs.get_file_info(pafs.FileSelector(store.table_dir("epochs"), allow_not_found=True))
+    written = {
+        i.base_name.removesuffix(".parquet"): i.mtime.timestamp()
+        for i in listed
+        if i.mtime is not None and i.base_name.endswith(".parquet")
+    }
     now = time.time()
-    for trial_id in last:
-        if trial_id not in statuses:
-            info = store.fs.get_file_info(join(store.table_dir("epochs"), f"{trial_id}.parquet"))
-            if info.mtime is not None:
-                ages[trial_id] = now - info.mtime.timestamp()
-    writes = [store.fs.get_file_info(join(store.table_dir("epochs"), f"{t}.parquet")).mtime for t in last]
-    last_write = max((w.timestamp() for w in writes if w is not None), default=None)
+    ages = {t: now - written[t] for t in last if t not in statuses and t in written}
+    last_write = max((written[t] for t in last if t in written), default=None)
     times = epochs["epoch_time_s"].dropna() if "epoch_time_s" in epochs else []
     epoch_s = float(times.mean()) if len(times) else float("nan")
     running = len(set(last) - set(statuses))
     name = str(config["name"]) if config else study_dir.rstrip("/").rsplit("/", 1)[-1]
+    drivers = announcements(study_dir)
     return StudyStatus(
         name,
         study_dir,
@@ -170,8 +174,8 @@ def read_status(location: str) -> StudyStatus:
         epoch_s,
         concurrency or max(1, running),
         measurements,
-        holder(study_dir),
-        last_driver(study_dir),
+        holder(drivers),
+        last_driver(drivers),
         last_write,
     )
 

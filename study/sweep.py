@@ -360,8 +360,8 @@ def run_study(
                 return SweepResult(study, store.uri, [], dashboard_url, interrupted=True, unfinished=unfinished)
             done += plan
             if study.search and label != "finals":
-                finals = plan_finals(study, store.read("trials"), store.read("epochs"))
-                phases.append(("finals", with_stored_ids(finals, store.read("trials"))))
+                stored = store.read("trials")
+                phases.append(("finals", with_stored_ids(plan_finals(study, stored, store.read("epochs")), stored)))
         if measurements is not None:
             measurements.plan()
             outcome = measurements.finish()

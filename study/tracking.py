@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -441,13 +441,15 @@ class WandbTracker:
         self.runs.clear()
 
 
-def offline_last_epoch(log: Path) -> int:
-    """The largest `epoch` in the history records of a W&B transaction log (`run-<id>.wandb`), as far as
-    it was written whole. The format: a 7-byte header, then records in LevelDB's log framing: 32 KiB
+def offline_records(log: Path) -> Iterator[Any]:
+    """The records (W&B's `Record` protos) of a W&B transaction log (`run-<id>.wandb`), as far as it was
+    written whole. The format: a 7-byte header (":W&B", ...), then records in LevelDB's log framing: 32 KiB
     blocks of chunks, each with a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last)."""
     from wandb.proto import wandb_internal_pb2
 
-    data, block, at, parts, last = log.read_bytes(), 32768, 7, b"", 0
+    data, block, at, parts = log.read_bytes(), 32768, 7, b""
+    if not data.startswith(b":W&B"):
+        return
     while at + 7 <= len(data):
         if block - at % block < 7:  # too little of the block left for a header: padding
             at += block - at % block
@@ -457,7 +459,7 @@ def offline_last_epoch(log: Path) -> int:
             at += block - at % block
             continue
         if at + 7 + length > len(data):
-            break  # cut by a kill: the record is not whole
+            return  # cut by a kill: the record is not whole
         parts += data[at + 7 : at + 7 + length]
         at += 7 + length
         if kind in (1, 4):
@@ -465,13 +467,23 @@ def offline_last_epoch(log: Path) -> int:
             try:
                 record.ParseFromString(parts)
             except Exception:  # a damaged record: what came before it stands
-                break
+                return
             parts = b""
-            if record.WhichOneof("record_type") == "history":
-                for item in record.history.item:
-                    if item.key == "epoch":
-                        last = max(last, int(json.loads(item.value_json)))
-    return last
+            yield record
+
+
+def offline_last_epoch(log: Path) -> int:
+    """The largest `epoch` in the history records of a W&B transaction log (0: none)."""
+    return max(
+        (
+            int(json.loads(item.value_json))
+            for record in offline_records(log)
+            if record.WhichOneof("record_type") == "history"
+            for item in record.history.item
+            if item.key == "epoch"
+        ),
+        default=0,
+    )
 
 
 def catch_up_study(study: StudyConfig) -> list[str]:
@@ -480,16 +492,12 @@ def catch_up_study(study: StudyConfig) -> list[str]:
     what each was sent (`Tracking.summary`)."""
     from analysis.store import ResultsStore
     from study.checks import study_root, study_uid
-    from study.plan import local_path, stored_spec_values
+    from study.plan import local_path, stored_specs
 
     store = ResultsStore.for_study(local_path(study.storage), study.name)
     root = study_root(study)
     trials = store.read("trials")
-    specs = {}
-    for trial_id, spec_json in zip(trials.get("trial_id", []), trials.get("spec", []), strict=True):
-        values = stored_spec_values(spec_json) if isinstance(spec_json, str) else None
-        if values is not None:
-            specs[str(trial_id)] = TrialSpec.from_dict(values)
+    specs = {trial_id: TrialSpec.from_dict(values) for trial_id, values in stored_specs(trials).items()}
     tracking = study_tracking(study, root, study_uid(root), lambda t: store.read("epochs", t).to_dict("records"))
     try:
         catch_up(tracking, specs, trials, store.read("sharpness"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from test_tensorboard import scalars
 
 from study.config import ConfigError, parse_study
 from study.plan import plan_study
-from study.tracking import EPOCH_METRICS, Tracking, study_tracking
+from study.tracking import EPOCH_METRICS, Tracking, offline_records, study_tracking
 
 mlflow = pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
 wandb = pytest.importorskip("wandb", reason="the [wandb] extra is not installed")
@@ -57,31 +56,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     process.wait(timeout=30)
 
 
-def wandb_records(path: Path) -> Iterator[object]:
-    """The records of one W&B transaction log (`run-<id>.wandb`): a 7-byte header, then LevelDB-log
-    framing in 32 KiB blocks (crc32, length, type; FULL/FIRST/MIDDLE/LAST chunks) around Record protos."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, block = path.read_bytes(), 32768
-    assert data[:4] == b":W&B", path
-    at, chunks = 7, b""
-    while at + 7 <= len(data):
-        if block - at % block < 7:  # a block's tail too short for a header is padding
-            at += block - at % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[at : at + 7])
-        if length == 0 and kind == 0:
-            at += block - at % block
-            continue
-        chunks += data[at + 7 : at + 7 + length]
-        at += 7 + length
-        if kind in (1, 4):  # FULL or LAST: a record is whole
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(chunks)
-            chunks = b""
-            yield record
-
-
 def key(item: object) -> str:
     """An item's key: W&B writes a key with a "/" (and some others) as its parts."""
     return item.key or "/".join(item.nested_key)
@@ -92,7 +66,8 @@ def wandb_runs(folder: Path) -> dict[str, dict]:
     folded over its offline folders (one per driver run) in the order they were written."""
     runs: dict[str, dict] = {}
     for log in sorted(folder.glob("wandb/offline-run-*/run-*.wandb")):
-        for record in wandb_records(log):
+        assert log.read_bytes().startswith(b":W&B"), log
+        for record in offline_records(log):
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 run = runs.setdefault(record.run.run_id, {"folders": 0, "history": [], "summary": {}})

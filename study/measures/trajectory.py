@@ -80,7 +80,8 @@ def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
     from analysis.store import join
     from trainables.landscape import direction_entries, displaced, trajectory_pca
 
-    list_snapshots, load_snapshot = checkpoint_files().list_snapshots, checkpoint_files().load_snapshot
+    files = checkpoint_files()
+    list_snapshots, load_snapshot = files.list_snapshots, files.load_snapshot
 
     trial_id, settings = job.trials[0], job.settings
     folder = join(inputs.snapshots, trial_id)
