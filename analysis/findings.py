@@ -85,7 +85,7 @@ def contrast(arms: list[dict[int, float]], weights: list[float]) -> Estimate:
     if variance == 0:
         return Estimate(mean, mean, mean, f"{sizes} seeds", "Welch t (no spread)")
     df = variance**2 / sum(p * p / (len(v) - 1) for p, v in zip(parts, values))
-    half = t_quantile(max(1, int(math.floor(df)))) * math.sqrt(variance)
+    half = t_quantile(df) * math.sqrt(variance)  # at the fractional df: its floor widens the interval
     return Estimate(mean, mean - half, mean + half, f"{sizes} seeds", "Welch t")
 
 
@@ -95,8 +95,10 @@ def arm_of(label: str) -> str:
 
 
 def by_seed(rows: pd.DataFrame, column: str) -> dict[int, float]:
-    """seed -> the value (the mean over a seed's trials, should one condition have run twice)."""
-    values = rows.dropna(subset=[column]).groupby("seed")[column].mean()
+    """seed -> the value (the mean over a seed's trials, should one condition have run twice); a non-finite
+    value (a diverged measurement) is left out like a missing one, and the seed count says so."""
+    finite = np.isfinite(pd.to_numeric(rows[column], errors="coerce").astype(float))
+    values = rows[finite].groupby("seed")[column].mean()
     return {int(seed): float(value) for seed, value in values.items()}
 
 

@@ -9,39 +9,6 @@ import numpy as np
 import pandas as pd
 
 GROUP = ["batch_size", "augmentation_label", "lr_scaling"]  # one curve per (augmentation, rule) along batch size
-# Two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30; beyond that the normal 1.96 is close.
-T_975 = [
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
-]
 
 
 def with_labels(trials: pd.DataFrame) -> pd.DataFrame:
@@ -52,8 +19,11 @@ def with_labels(trials: pd.DataFrame) -> pd.DataFrame:
     return trials.assign(augmentation_label=pd.Series(["unrecorded"] * len(trials), index=trials.index, dtype=str))
 
 
-def t_quantile(df: int) -> float:
-    return T_975[df - 1] if 1 <= df <= len(T_975) else 1.96
+def t_quantile(df: float, confidence: float = 0.95) -> float:
+    """The two-sided Student-t quantile at `df` degrees of freedom, fractional ones included (Welch's)."""
+    from scipy.stats import t  # imported here: a study file is checked without loading scipy
+
+    return float(t.ppf(0.5 + confidence / 2, df))
 
 
 def aggregate_over_seeds(frame: pd.DataFrame, value: str, by: list[str] | None = None) -> pd.DataFrame:
@@ -62,7 +32,8 @@ def aggregate_over_seeds(frame: pd.DataFrame, value: str, by: list[str] | None =
     if "augmentation_label" in by:
         frame = with_labels(frame)
     rows = []
-    for key, group in frame.dropna(subset=[value]).groupby(by, sort=True):
+    finite = np.isfinite(pd.to_numeric(frame[value], errors="coerce").astype(float))  # inf: left out, as NaN
+    for key, group in frame[finite].groupby(by, sort=True):
         values = group[value].to_numpy(dtype=float)
         n = len(values)
         mean = float(values.mean())

@@ -123,8 +123,8 @@ def test_arms_with_different_seeds_use_welch_and_a_contradiction_is_called_one()
     estimate = contrast([dict(zip([0, 1, 2], without)), dict(zip([10, 11, 12], with_))], [-1.0, 1.0])
     assert estimate.test == "Welch t" and estimate.n == "3 vs 3 seeds"
     assert estimate.value == pytest.approx(-0.05)
-    # two groups of 3 with sd 0.01: s.e. sqrt(2 x 0.01^2 / 3), df 4, t 2.776
-    assert estimate.high - estimate.value == pytest.approx(2.776 * math.sqrt(2e-4 / 3), rel=1e-6)
+    # two groups of 3 with sd 0.01: s.e. sqrt(2 x 0.01^2 / 3), df 4, t(0.975, 4) = 2.7764451
+    assert estimate.high - estimate.value == pytest.approx(2.7764451 * math.sqrt(2e-4 / 3), rel=1e-6)
     from analysis.findings import verdict
 
     assert verdict(estimate, +1) == CONTRADICTED and verdict(estimate, -1) == SUPPORTED
@@ -182,3 +182,57 @@ def test_any_compared_key_is_tested_against_the_value_the_study_lists_first() ->
         assert small.verdict == UNRESOLVED and "lars minus sgd" in small.quantity
     # the augmentation findings are now within each optimizer
     assert {f.context for f in found if f.claim.startswith("mixup a=1")} == {"optimizer sgd", "optimizer lars"}
+
+
+INTERVAL_CASES = [  # (arm without, arm with): unequal spreads and sizes give Welch a fractional df
+    ([0.85, 0.86, 0.84], [0.80, 0.83, 0.79]),
+    ([0.85, 0.86, 0.84, 0.87], [0.80, 0.83, 0.70]),
+    ([0.1, 0.4], [0.2, 0.25, 0.27, 0.26, 0.3, 0.21]),
+    (list(np.linspace(0.8, 0.9, 40)), list(np.linspace(0.7, 0.95, 17))),
+]
+
+
+@pytest.mark.parametrize("without, with_", INTERVAL_CASES)
+def test_welch_intervals_are_scipys_at_the_fractional_degrees_of_freedom(without, with_) -> None:
+    from scipy import stats
+
+    estimate = contrast([dict(enumerate(without)), {100 + i: v for i, v in enumerate(with_)}], [-1.0, 1.0])
+    expected = stats.ttest_ind(with_, without, equal_var=False).confidence_interval(0.95)
+    assert estimate.test == "Welch t"
+    assert estimate.low == pytest.approx(expected.low, abs=1e-9) and estimate.high == pytest.approx(
+        expected.high, abs=1e-9
+    )
+
+
+@pytest.mark.parametrize("seeds", [2, 3, 5, 31, 40, 200])
+def test_paired_and_seed_intervals_are_scipys_at_any_number_of_seeds(seeds: int) -> None:
+    from scipy import stats
+
+    from analysis.summarize import aggregate_over_seeds
+
+    rng = np.random.default_rng(seeds)
+    without, with_ = rng.normal(0.8, 0.02, seeds), rng.normal(0.82, 0.03, seeds)
+    estimate = contrast([dict(enumerate(without)), dict(enumerate(with_))], [-1.0, 1.0])
+    expected = stats.ttest_1samp(with_ - without, 0.0).confidence_interval(0.95)
+    assert estimate.test == "paired t over seeds"
+    assert estimate.low == pytest.approx(expected.low, abs=1e-9) and estimate.high == pytest.approx(
+        expected.high, abs=1e-9
+    )
+    frame = pd.DataFrame({"batch_size": 128, "augmentation_label": "none", "lr_scaling": "none", "acc": with_})
+    row = aggregate_over_seeds(frame, "acc").iloc[0]
+    low, high = stats.t.interval(0.95, seeds - 1, loc=with_.mean(), scale=stats.sem(with_))
+    assert row["ci_low"] == pytest.approx(low, abs=1e-9) and row["ci_high"] == pytest.approx(high, abs=1e-9)
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+def test_a_non_finite_measurement_is_left_out_and_counted_like_nan_without_warnings(bad: float) -> None:
+    import warnings
+
+    trials, sharpness = results(effect=True)
+    sharpness.loc[sharpness["trial_id"] == "b8192-a1-s0", "value"] = bad  # one seed's large-batch mixup value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's RuntimeWarnings on inf - inf would fail here
+        found = {f.claim: f for f in paper_findings(trials, sharpness, NO_LINES)}
+    flattens = found["mixup a=1 flattens the large-batch minimum (Hessian top eigenvalue, changes under rescaling)"]
+    assert flattens.estimate.n == "5 vs 4 seeds" and flattens.estimate.test == "Welch t"
+    assert math.isfinite(flattens.estimate.low) and flattens.estimate.high < 0 and flattens.verdict == SUPPORTED

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -72,6 +74,20 @@ def test_the_mixup_papers_resnet18_is_its_authors_network_not_the_other_preact_o
     bare.load_state_dict({k: v for k, v in small.state_dict().items() if not k.startswith("stem.1.")})
     x = torch.randn(2, 3, 32, 32)
     assert not torch.allclose(small(x), bare(x))
+
+
+def test_the_mixup_papers_resnet18_computes_its_authors_function() -> None:
+    """Logits of the published ResNet18 (facebookresearch/mixup-cifar10) on weights filled from a seed, made
+    once by tests/golden_mixup_resnet18.py from a checkout of that code: ours on the same weights, float64,
+    agrees in eval and in train mode (BN on the batch). Its identity shortcuts carry relu(bn1(x)), not x."""
+    from golden_mixup_resnet18 import GOLDEN, fill_deterministically, logits
+
+    golden = json.loads(GOLDEN.read_text())
+    ours = fill_deterministically(build_model("preact_resnet18_mixup"))
+    assert len(ours.state_dict()) == golden["state_entries"] == 107
+    for mode, ours_logits in logits(ours).items():
+        expected = torch.tensor(golden["logits"][mode], dtype=torch.float64)
+        assert torch.allclose(torch.tensor(ours_logits, dtype=torch.float64), expected, rtol=1e-9, atol=1e-9), mode
 
 
 @pytest.mark.parametrize("arch", sorted(PUBLISHED_MILLIONS))

@@ -191,8 +191,12 @@ class BasicBlock(nn.Module):
 
 
 class PreActBlock(nn.Module):
-    """BN-ReLU-conv twice (He et al.'s pre-activation), a 1x1 convolution shortcut where the shape changes;
-    `final_bn` is WideResNet's, whose blocks share this shape."""
+    """BN-ReLU-conv twice (He et al.'s pre-activation), a 1x1 convolution shortcut where the shape changes
+    (kuangliu/pytorch-cifar's and WideResNet's blocks): an identity shortcut carries the block's input."""
+
+    # facebookresearch/mixup-cifar10's block differs here only: its identity shortcut (an empty Sequential
+    # applied to the pre-activated tensor) carries relu(bn1(x)), not x. Same weights, another function.
+    identity_carries_preactivation = False
 
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
@@ -204,9 +208,18 @@ class PreActBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(x))
-        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        if self.shortcut is not None:
+            shortcut = self.shortcut(out)
+        else:
+            shortcut = out if self.identity_carries_preactivation else x
         out = self.conv2(torch.relu(self.bn2(self.conv1(out))))
         return out + shortcut
+
+
+class MixupPreActBlock(PreActBlock):
+    """The mixup paper's pre-activation block (facebookresearch/mixup-cifar10, models/resnet.py)."""
+
+    identity_carries_preactivation = True
 
 
 class ResNet(nn.Module):
@@ -271,9 +284,10 @@ def preact_resnet18(width: float = 1.0, num_classes: int = 10) -> ResNet:
 @register_model("preact_resnet18_mixup")
 def preact_resnet18_mixup(width: float = 1.0, num_classes: int = 10) -> ResNet:
     # facebookresearch/mixup-cifar10's ResNet18, the mixup paper's CIFAR-10 model: the same pre-activation
-    # blocks, but BN-ReLU after the stem convolution (11,171,274 parameters), so a different function.
+    # blocks' weights, but BN-ReLU after the stem convolution (11,171,274 parameters) and identity shortcuts
+    # that carry the pre-activated input: a different function.
     stages = preact_resnet18_stages(width)
-    return ResNet(PreActBlock, stages[0][0], stages, num_classes, stem_bn=True, head_bn=False)
+    return ResNet(MixupPreActBlock, stages[0][0], stages, num_classes, stem_bn=True, head_bn=False)
 
 
 @register_model("wrn16_4")

@@ -525,10 +525,8 @@ def _sign_ascent(
 def _lbfgsb(
     at: Callable[[Vector], tuple[float, Vector]], originals: Vector, bounds: Vector, max_steps: int
 ) -> tuple[float, float, int, bool]:
-    try:
-        from scipy.optimize import Bounds, minimize
-    except ImportError as error:  # the study file is checked for this before any work starts
-        raise ImportError("eps_sharpness method lbfgsb needs scipy: pip install scipy") from error
+    from scipy.optimize import Bounds, minimize
+
     shapes = [x.shape for x in originals]
     sizes = [x.numel() for x in originals]
     scale = torch.cat([b.reshape(-1) for b in bounds]).double().cpu().numpy()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 class EpsSharpnessConfig:
     eps: float = ranged(1.0e-3, 0.0, 1.0, low_open=True)  # the box's half-width, relative to each weight
     samples: int = ranged(5000, 1, MAX_IMAGES)
-    method: Literal["sign_ascent", "lbfgsb"] = "sign_ascent"  # lbfgsb: Keskar et al.'s own, needs scipy
+    method: Literal["sign_ascent", "lbfgsb"] = "sign_ascent"  # lbfgsb: Keskar et al.'s own
     # loss-and-gradient evaluations at most; sign_ascent stops at a 1e-4 relative gain
     max_steps: int = ranged(100, 1, 100_000)
     batch: int = ranged(512, 1, MAX_BATCH)
@@ -35,11 +34,6 @@ SHOWN = Shown(
 
 def validate(study: StudyConfig, config: EpsSharpnessConfig, s: str) -> None:
     check(config.max_steps >= 1 and config.batch >= 1, f"{s}measure.eps_sharpness: max_steps and batch must be >= 1")
-    if config.method == "lbfgsb":
-        check(
-            importlib.util.find_spec("scipy") is not None,
-            f"{s}measure.eps_sharpness.method: lbfgsb needs scipy; pip install scipy, or use sign_ascent",
-        )
     check(config.eps > 0 and config.samples >= 1, f"{s}measure.eps_sharpness: eps must be > 0 and samples >= 1")
 
 
