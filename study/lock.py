@@ -170,21 +170,37 @@ def _heartbeat(study_root: str, me: Announcement, stop: threading.Event) -> None
             continue  # storage unreachable for now: the next beat tries again
 
 
-_held: dict[str, tuple[str, Announcement]] = {}  # token -> (study root, announcement) of the locks this process holds
+@dataclasses.dataclass(frozen=True)
+class Held:
+    study_root: str
+    me: Announcement
+    stop: threading.Event  # ends the heartbeat
+    beat: threading.Thread
+
+
+_held: dict[str, Held] = {}  # token -> a lock this process holds
 
 
 def release(study_root: str, me: Announcement) -> None:
-    """Mark the announcement released (kept for study.status); the storage gone: its heartbeat lets it expire."""
-    if _held.pop(me.token, None) is None:
+    """Mark the announcement released (kept for study.status); the storage gone: its heartbeat lets it expire.
+    The heartbeat is stopped (and a beat in flight finished) first, or its rewrite could land after the
+    released record; the lock counts as held until that record is written, so a second Ctrl-C whose handler
+    exits mid-release (end_process) writes it again instead of leaving the study looking abandoned."""
+    held = _held.get(me.token)
+    if held is None:
         return  # released already
+    held.stop.set()
+    if held.beat is not threading.current_thread():
+        held.beat.join(timeout=10)
     with contextlib.suppress(OSError):
         _write(study_root, dataclasses.replace(me, heartbeat=time.time(), released=time.time()))
+    _held.pop(me.token, None)
 
 
 def release_held() -> None:
     """Release every lock this process holds: for an exit that skips the `with` blocks' ends (os._exit)."""
-    for study_root, me in list(_held.values()):
-        release(study_root, me)
+    for held in list(_held.values()):
+        release(held.study_root, held.me)
 
 
 def forget(study_root: str) -> None:
@@ -205,9 +221,9 @@ def study_lock(study_root: str, command: str = "") -> Iterator[str | None]:
     """Hold the study while the block runs (see the module docstring); yields a note when it took over from a
     driver that is gone (None otherwise). Raises StudyLocked naming the holder."""
     me, replaced = take(study_root, command)
-    _held[me.token] = (study_root, me)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(study_root, me, stop), name="study-lock-heartbeat", daemon=True)
+    _held[me.token] = Held(study_root, me, stop, beat)
     beat.start()
     note = (
         f"took over study {study_root} from {replaced[-1].named()}, not heard from since "
@@ -218,6 +234,4 @@ def study_lock(study_root: str, command: str = "") -> Iterator[str | None]:
     try:
         yield note
     finally:
-        stop.set()
-        beat.join()
         release(study_root, me)

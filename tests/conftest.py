@@ -11,6 +11,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist each test process gets one of the cores: torch's own threads (and those of the Ray
+    # workers and drivers it starts, which inherit this) would otherwise oversubscribe them, and OpenMP
+    # threads that spin-wait on a taken core made a test take 2-3x as long beside another as alone.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 

@@ -52,6 +52,45 @@ def test_a_live_holder_keeps_the_study_and_releasing_leaves_how_it_stopped(tmp_p
         assert [a.released for a in announcements(str(tmp_path))] == [None]
 
 
+class Exited(BaseException):
+    """os._exit as the second Ctrl-C's handler ends the process: what the interrupted code was doing is lost."""
+
+
+def test_a_second_ctrl_c_during_the_release_still_leaves_the_study_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The with-block's release is writing the released record when the handler runs (end_process ->
+    # release_held -> os._exit): the handler's release must write it, since the interrupted write never lands.
+    write, interrupted = lock._write, []
+
+    def write_interrupted_once(study_root: str, me: Announcement) -> None:
+        if me.released is not None and not interrupted:
+            interrupted.append(me)
+            lock.release_held()  # the handler, between two bytecodes of this write
+            raise Exited
+        write(study_root, me)
+
+    monkeypatch.setattr(lock, "_write", write_interrupted_once)
+    with pytest.raises(Exited):
+        with study_lock(str(tmp_path), "python -m study.run_sweep s.yaml --resume"):
+            pass
+    (found,) = announcements(str(tmp_path))
+    assert interrupted and found.released is not None and not lock._held
+
+
+def test_the_heartbeat_cannot_overwrite_the_released_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # end_process releases with release_held and exits without leaving the with-block: the heartbeat thread
+    # is still there, and a beat after (or during) the release would rewrite the record unreleased.
+    monkeypatch.setattr(lock, "HEARTBEAT_S", 0.01)
+    held = study_lock(str(tmp_path))
+    held.__enter__()
+    time.sleep(0.1)
+    lock.release_held()
+    time.sleep(0.2)
+    (found,) = announcements(str(tmp_path))
+    assert found.released is not None
+
+
 def test_a_driver_of_this_host_that_died_frees_the_study_at_once(tmp_path: Path) -> None:
     gone = announce(tmp_path, dead_pid())
     with study_lock(str(tmp_path)) as took_over:

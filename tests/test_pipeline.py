@@ -22,7 +22,11 @@ MEASURE = """measure:
 
 def test_a_finished_trial_is_measured_while_the_last_one_trains(ray_session: str, tmp_path: Path, capsys) -> None:
     # One trial at a time on 2 CPUs: training holds one slot, so measurements get the other at once.
-    text = tiny_study_yaml("pipelined", tmp_path, resources="{max_concurrent_trials: 1}")
+    # 4 epochs: the last two trials then train long enough that the first one's measurement (a Ray task that
+    # starts a process and imports torch) ends before them, also beside another test (timestamps are in s).
+    text = tiny_study_yaml("pipelined", tmp_path, resources="{max_concurrent_trials: 1}").replace(
+        "epochs: 2,", "epochs: 4,"
+    )
     text = text.replace(
         "batch_size: [64, 128], mixup_alpha: [0.0, 1.0]", "batch_size: [64, 128, 256], mixup_alpha: [0.0]"
     )

@@ -358,7 +358,7 @@ def test_a_second_ctrl_c_exits_at_once(ray_session: str, tmp_path: Path) -> None
     assert command == f"python -m study.run_sweep {study_file} --resume", output[-3000:]
     after = status(str(tmp_path / "twice")).stdout
     assert "1 interrupted" in after and "running" not in after and "ETA" not in after, after
-    assert f"(stopped: pid {process.pid} on " in after and after.strip().endswith(f"continue with: {command}")
+    assert f"(stopped: pid {process.pid} on " in after and after.strip().endswith(f"continue with: {command}"), after
     watch = status(str(tmp_path / "twice"), "--watch", "1")  # ends: the study is stopped
     assert watch.returncode == 0 and "interrupted at" in watch.stdout
 
