@@ -27,15 +27,18 @@ from analysis.store import ResultsStore, join, parent
 from study.cluster import connect_ray
 from study.config import ConfigError, StudyConfig, build, validate
 from study.measures import MEASURES, Cost, Job, ProgressBoard, TaskInputs, run_job
-from study.measures.base import plan_measure_jobs
+from study.measures.base import as_stored, plan_measure_jobs
 from study.plan import bench_measure_rates, image_counts
 from study.progress import PROGRESS_EVERY_S, duration
 from trainables.trial import Phase, Status
 
 
-def plan_jobs(study: StudyConfig, trials: pd.DataFrame) -> list[Job]:
-    """Every job the study's measure section asks for over its completed trials, each measure planning its own."""
-    return plan_measure_jobs(study, trials[trials["status"] == Status.COMPLETED].to_dict("records"))
+def plan_jobs(study: StudyConfig, trials: pd.DataFrame, store: ResultsStore) -> list[Job]:
+    """Every job the study's measure section asks for over its completed trials, each measure planning its own,
+    as the store holds them (a job measured under an earlier default is that job: `as_stored`)."""
+    return as_stored(
+        plan_measure_jobs(study, trials[trials["status"] == Status.COMPLETED].to_dict("records")), store.keys
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,7 +90,7 @@ def jobs_to_do(study: StudyConfig, store: ResultsStore) -> tuple[list[Job], list
     trials = measured_trials(store)
     completed = trials[trials["status"] == Status.COMPLETED]
     trained_at = {t: stamp(f) for t, f in zip(completed["trial_id"], completed.get("finished_at", []))}
-    jobs = plan_jobs(study, trials)
+    jobs = plan_jobs(study, trials, store)
     existing = {table: store.keys(table) for table in {j.table for j in jobs}}
     todo = [
         j
@@ -168,7 +171,7 @@ class Measurements:
         trials = measured_trials(self.store)
         completed = trials[trials["status"] == Status.COMPLETED]
         trained_at = {t: stamp(f) for t, f in zip(completed["trial_id"], completed.get("finished_at", []))}
-        new = [j for j in plan_jobs(self.study, trials) if j.key not in self.seen]
+        new = [j for j in plan_jobs(self.study, trials, self.store) if j.key not in self.seen]
         existing = {table: self.store.keys(table) for table in {j.table for j in new}}
         queued = 0
         for job in new:

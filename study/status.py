@@ -131,7 +131,7 @@ def read_status(location: str) -> StudyStatus:
     measurements = None
     if config is not None:
         from study.config import parse_study
-        from study.measures.base import plan_measure_jobs
+        from study.measures.base import as_stored, plan_measure_jobs
         from study.plan import plan_study, with_stored_ids
 
         study = parse_study(json.dumps(config), source=f"{study_dir}: the recorded study file")
@@ -140,7 +140,7 @@ def read_status(location: str) -> StudyStatus:
         completed = trials[trials["status"] == "completed"] if len(trials) else trials
         if "phase" in completed:
             completed = completed[completed["phase"] != "sample"]
-        jobs = plan_measure_jobs(study, completed.to_dict("records"))
+        jobs = as_stored(plan_measure_jobs(study, completed.to_dict("records")), store.keys)
         if any(getattr(study.measure, name) is not None for name in study.measure.__dataclass_fields__):
             failed = set(store.read("measure_errors")["job"]) if store.keys("measure_errors") else set()
             written = {table: store.keys(table) for table in {j.table for j in jobs}}

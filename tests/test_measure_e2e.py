@@ -18,7 +18,7 @@ MEASURE = """measure:
   interpolate: {between: batch_size, pairs: [[64, 128]], points: 5, train_samples: 128, bn: recompute,
                 bn_samples: 64, bn_batch: 32}
   random_directions: {dims: 1, points: 3, train_samples: 64, test_samples: 64}
-  hessian: {top_k: 1, samples: 64, trace_max_draws: 10, density: {iterations: 8, bins: 200}}
+  hessian: {top_k: 1, samples: 64, trace_max_draws: 30, density: {iterations: 8, bins: 200}}
   eps_sharpness: {eps: 1.0e-3, samples: 64, max_steps: 10}
   noise_scale: {probe_pairs: 3, probe_batch: 32}
   adaptive_sharpness: {rho: 0.01, samples: 64, max_steps: 10}

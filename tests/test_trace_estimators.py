@@ -75,6 +75,29 @@ def test_known_traces_are_found_within_their_standard_error(name: str, method: s
     assert found.method == method and found.products == found.samples + sketch * found.sketch
 
 
+@pytest.mark.parametrize("budget", [10, 20, 21])
+def test_a_krylov_trace_whose_budget_ends_before_two_residual_draws_has_no_interval(budget: int) -> None:
+    """A product budget the Lanczos run (20 steps) uses up leaves the rest of the trace unmeasured: no
+    interval (main reported the Krylov space's part with a standard error of 0). Two draws give one."""
+    matrix = operator(SPECTRA[next(iter(SPECTRA))])
+    found = krylov_spectrum(
+        lambda v: matrix @ v,
+        matrix.shape[0],
+        max_products=budget,
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+    ).trace
+    assert not found.converged and math.isnan(found.std_error)
+    more = krylov_spectrum(
+        lambda v: matrix @ v,
+        matrix.shape[0],
+        max_products=22,
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+    ).trace
+    assert more.samples == 2 and more.std_error > 0
+
+
 @pytest.mark.parametrize("name", SPECTRA)
 def test_one_krylov_space_gives_the_top_eigenvalues_and_the_trace(name: str) -> None:
     """The top 3 eigenvalues (largest in magnitude) to the residual bound, from the Lanczos products that
@@ -128,13 +151,41 @@ def test_krylov_on_a_small_network_matches_its_exact_hessian() -> None:
     assert found.trace.converged and abs(found.trace.value - truth) <= 4 * found.trace.std_error + 1e-5 * abs(truth)
 
 
-def test_the_hutchinson_default_plans_the_same_jobs_as_before_the_choice_existed() -> None:
-    """A study measured before trace_method existed resumes with the same job keys (its files are found);
-    choosing Hutch++ is a different measurement, with its own key."""
+# The job key main of 2026-12-07 wrote for trial "t" with every hessian setting left out: hutchinson was the
+# default then (the name of the file such a store holds).
+EARLIER_DEFAULT_KEY = "hessian-t-a4473b"
+
+
+def test_a_changed_default_keeps_the_jobs_a_store_measured_under_the_earlier_one(tmp_path) -> None:
+    """Left out, the trace is krylov's. A store whose hessian jobs were measured when hutchinson was the
+    default keeps them (the same key, the method they recorded): nothing is measured twice, and study.measure
+    finds nothing to do. A new store, or a method named in the study file, gets what it asks for."""
+    import pandas as pd
+
+    from analysis.store import ResultsStore
+    from study.config import parse_study
+    from study.measure import jobs_to_do
+    from study.measures.base import as_stored
     from study.measures.hessian import HessianConfig, plan
 
     trials = [{"trial_id": "t"}]
-    (before,) = plan(None, trials, HessianConfig())  # type: ignore[arg-type]
-    assert set(before.settings) == {"top_k", "trace", "samples", "trace_rel_error", "trace_max_draws", "batch"}
+    (default,) = plan(None, trials, HessianConfig())  # type: ignore[arg-type]
+    assert default.settings["trace_method"] == "krylov" and default.key != EARLIER_DEFAULT_KEY
+    (stored,) = as_stored([default], lambda table: {EARLIER_DEFAULT_KEY})
+    assert stored.key == EARLIER_DEFAULT_KEY and "trace_method" not in stored.settings  # hutchinson, as measured
+    assert as_stored([default], lambda table: set()) == [default]  # a new store: the new default
+    (named,) = plan(None, trials, HessianConfig(trace_method="krylov"))  # type: ignore[arg-type]
+    assert named.key == default.key and as_stored([named], lambda table: {EARLIER_DEFAULT_KEY}) == [named]
+    (hutchinson,) = plan(None, trials, HessianConfig(trace_method="hutchinson"))  # type: ignore[arg-type]
+    assert hutchinson.key == EARLIER_DEFAULT_KEY  # named, it is the job it always was
     (sketched,) = plan(None, trials, HessianConfig(trace_method="hutchpp"))  # type: ignore[arg-type]
-    assert sketched.settings["trace_method"] == "hutchpp" and sketched.key != before.key
+    assert sketched.settings["trace_method"] == "hutchpp" and sketched.key not in (default.key, EARLIER_DEFAULT_KEY)
+
+    # Through the store: a finished trial whose hessian job was written under the earlier key: nothing to do.
+    (tmp_path / "results" / "trials").mkdir(parents=True)
+    row = {"trial_id": "t", "status": "completed", "spec": "{}", "checkpoint": ""}
+    pd.DataFrame([row]).to_parquet(tmp_path / "results" / "trials" / "t.parquet")
+    store = ResultsStore(str(tmp_path / "results"))
+    store.write("sharpness", EARLIER_DEFAULT_KEY, [{"trial_id": "t", "measure": "hessian_trace", "value": 1.0}])
+    jobs, todo = jobs_to_do(parse_study("name: s\nmeasure: {hessian: true}\n"), store)
+    assert [j.key for j in jobs] == [EARLIER_DEFAULT_KEY] and todo == []

@@ -318,6 +318,8 @@ def krylov_spectrum(
         if len(draws) >= min_samples and std_error <= rel_error * abs(exact + mean):
             complete = True
     reached = complete or (len(draws) >= min_samples and std_error <= rel_error * abs(exact + mean))
+    if not complete and len(draws) < 2:  # the budget ended in the Lanczos run: the rest of the trace is unknown
+        std_error = math.nan  # no interval, rather than one of width 0 around the Krylov space's part alone
     estimate = TraceEstimate(exact + mean, std_error, len(draws), reached, products, "krylov", steps)
     return KrylovSpectrum(eigen, estimate, steps, bounds, ritz)
 
@@ -543,19 +545,35 @@ def _lbfgsb(
     f0, g0 = loss_and_grad(np.zeros_like(scale))
     factor = 1.0 / max(float(np.abs(g0).mean()), 1e-30)
 
+    # max_steps counts every loss-and-gradient evaluation, f(x) at the start included; scipy's maxfun is
+    # checked between iterations (it overran by one), so the budget is kept here, with the best point seen.
+    evaluations, best = 1, f0
+
     def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
+        nonlocal evaluations, best
+        if evaluations >= max_steps:
+            raise _BudgetSpent
         value, grad = loss_and_grad(z)
+        evaluations, best = evaluations + 1, max(best, value)
         return -factor * value, -factor * grad
 
-    result = minimize(
-        objective,
-        np.zeros_like(scale),
-        jac=True,
-        method="L-BFGS-B",
-        bounds=Bounds(-np.ones_like(scale), np.ones_like(scale)),
-        options={"maxiter": max_steps, "maxfun": 2 * max_steps, "gtol": 1e-12, "ftol": 1e-10},
-    )
-    return f0, max(f0, -float(result.fun) / factor), int(result.nfev) + 1, bool(result.success)
+    try:
+        result = minimize(
+            objective,
+            np.zeros_like(scale),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=Bounds(-np.ones_like(scale), np.ones_like(scale)),
+            options={"maxiter": max_steps, "maxfun": max_steps, "gtol": 1e-12, "ftol": 1e-10},
+        )
+        converged = bool(result.success)
+    except _BudgetSpent:
+        converged = False
+    return f0, best, evaluations, converged
+
+
+class _BudgetSpent(Exception):
+    """L-BFGS-B asked for an evaluation past max_steps."""
 
 
 def batch_noise_factor(batch: float, population: int | None) -> float:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -31,6 +32,9 @@ class Job:
     settings: dict[str, Any] = field(default_factory=dict)
     measure: str = ""  # the registered measure that planned it, filled in by plan_measure_jobs (not part of the key)
     name: str | None = None  # a fixed key, where files of an earlier version are named so
+    # Its settings under a default that has since changed (not part of the key): a store that holds the job
+    # measured so keeps it, with the method it recorded, instead of measuring the trial again (`as_stored`)
+    earlier: tuple[dict[str, Any], ...] = ()
 
     @property
     def key(self) -> str:
@@ -123,6 +127,23 @@ def plan_measure_jobs(study: StudyConfig, records: list[dict[str, Any]]) -> list
         if settings is not None:  # each job names the measure that planned it: its module need not
             jobs += [dataclasses.replace(job, measure=name) for job in measure.plan(study, records, settings)]
     return jobs
+
+
+def as_stored(jobs: list[Job], stored_keys: Callable[[str], Collection[str]]) -> list[Job]:
+    """The jobs as a store holds them: a job not written under its key but under the key of one of its
+    `earlier` settings is that stored job (those settings, that key), so a changed default measures nothing
+    twice. `stored_keys(table)` lists a table's job keys."""
+    keys = {table: set(stored_keys(table)) for table in {j.table for j in jobs if j.earlier}}
+    out = []
+    for job in jobs:
+        if job.earlier and job.key not in keys[job.table]:
+            for settings in job.earlier:
+                variant = dataclasses.replace(job, settings=settings, earlier=())
+                if variant.key in keys[job.table]:
+                    job = variant
+                    break
+        out.append(job)
+    return out
 
 
 def register(measure: Measure) -> Measure:
