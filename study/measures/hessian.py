@@ -170,7 +170,7 @@ def krylov_rows(job: Job, f: Any, settings: dict[str, Any]) -> list[dict[str, An
         f.params,
         top_k=settings["top_k"],
         trace=settings["trace"],
-        min_steps=settings["trace_sketch"],
+        min_steps=settings["trace_sketch"] if settings["trace"] else max(settings["top_k"] + 1, KRYLOV_MIN_STEPS_EIGEN),
         max_steps=KRYLOV_MAX_STEPS,
         tolerance=1e-3,
         rel_error=settings["trace_rel_error"],
@@ -196,6 +196,9 @@ def krylov_rows(job: Job, f: Any, settings: dict[str, Any]) -> list[dict[str, An
 
 
 KRYLOV_MAX_STEPS = 100  # as power iteration's cap (PyHessian's)
+# Without the trace, the space need not be a sketch of trace_sketch vectors: the residual bound decides from
+# this many steps on (the top Ritz values converge first; power iteration stopped after 6-30 products)
+KRYLOV_MIN_STEPS_EIGEN = 10
 
 
 def eigenvalue_rows(
