@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.summarize import t_quantile, with_labels
+from analysis.summarize import finite, t_quantile, with_labels
 
 SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolved"
 END_POINTS = 5  # interpolation points nearest each end that the curvature's quadratic is fitted to
@@ -97,8 +97,7 @@ def arm_of(label: str) -> str:
 def by_seed(rows: pd.DataFrame, column: str) -> dict[int, float]:
     """seed -> the value (the mean over a seed's trials, should one condition have run twice); a non-finite
     value (a diverged measurement) is left out like a missing one, and the seed count says so."""
-    finite = np.isfinite(pd.to_numeric(rows[column], errors="coerce").astype(float))
-    values = rows[finite].groupby("seed")[column].mean()
+    values = rows[finite(rows, column)].groupby("seed")[column].mean()
     return {int(seed): float(value) for seed, value in values.items()}
 
 

@@ -19,6 +19,11 @@ def with_labels(trials: pd.DataFrame) -> pd.DataFrame:
     return trials.assign(augmentation_label=pd.Series(["unrecorded"] * len(trials), index=trials.index, dtype=str))
 
 
+def finite(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Which rows hold a finite number in `column`: NaN, None, +-inf and non-numbers are left out alike."""
+    return pd.Series(np.isfinite(pd.to_numeric(frame[column], errors="coerce").astype(float)), index=frame.index)
+
+
 def t_quantile(df: float, confidence: float = 0.95) -> float:
     """The two-sided Student-t quantile at `df` degrees of freedom, fractional ones included (Welch's)."""
     from scipy.stats import t  # imported here: a study file is checked without loading scipy
@@ -32,8 +37,7 @@ def aggregate_over_seeds(frame: pd.DataFrame, value: str, by: list[str] | None =
     if "augmentation_label" in by:
         frame = with_labels(frame)
     rows = []
-    finite = np.isfinite(pd.to_numeric(frame[value], errors="coerce").astype(float))  # inf: left out, as NaN
-    for key, group in frame[finite].groupby(by, sort=True):
+    for key, group in frame[finite(frame, value)].groupby(by, sort=True):
         values = group[value].to_numpy(dtype=float)
         n = len(values)
         mean = float(values.mean())

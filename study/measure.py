@@ -33,12 +33,13 @@ from study.progress import PROGRESS_EVERY_S, duration
 from trainables.trial import Phase, Status
 
 
-def plan_jobs(study: StudyConfig, trials: pd.DataFrame, store: ResultsStore) -> list[Job]:
+def plan_jobs(study: StudyConfig, trials: pd.DataFrame, store: ResultsStore) -> tuple[list[Job], dict[str, set[str]]]:
     """Every job the study's measure section asks for over its completed trials, each measure planning its own,
-    as the store holds them (a job measured under an earlier default is that job: `as_stored`)."""
-    return as_stored(
-        plan_measure_jobs(study, trials[trials["status"] == Status.COMPLETED].to_dict("records")), store.keys
-    )
+    as the store holds them (a job measured under an earlier default is that job: `as_stored`); and the job
+    keys written in each of their tables (one listing each)."""
+    jobs = plan_measure_jobs(study, trials[trials["status"] == Status.COMPLETED].to_dict("records"))
+    existing = {table: store.keys(table) for table in {j.table for j in jobs}}
+    return as_stored(jobs, existing), existing
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,8 +91,7 @@ def jobs_to_do(study: StudyConfig, store: ResultsStore) -> tuple[list[Job], list
     trials = measured_trials(store)
     completed = trials[trials["status"] == Status.COMPLETED]
     trained_at = {t: stamp(f) for t, f in zip(completed["trial_id"], completed.get("finished_at", []))}
-    jobs = plan_jobs(study, trials, store)
-    existing = {table: store.keys(table) for table in {j.table for j in jobs}}
+    jobs, existing = plan_jobs(study, trials, store)
     todo = [
         j
         for j in jobs
@@ -171,8 +171,8 @@ class Measurements:
         trials = measured_trials(self.store)
         completed = trials[trials["status"] == Status.COMPLETED]
         trained_at = {t: stamp(f) for t, f in zip(completed["trial_id"], completed.get("finished_at", []))}
-        new = [j for j in plan_jobs(self.study, trials, self.store) if j.key not in self.seen]
-        existing = {table: self.store.keys(table) for table in {j.table for j in new}}
+        jobs, existing = plan_jobs(self.study, trials, self.store)
+        new = [j for j in jobs if j.key not in self.seen]
         queued = 0
         for job in new:
             self.seen.add(job.key)

@@ -140,10 +140,11 @@ def read_status(location: str) -> StudyStatus:
         completed = trials[trials["status"] == "completed"] if len(trials) else trials
         if "phase" in completed:
             completed = completed[completed["phase"] != "sample"]
-        jobs = as_stored(plan_measure_jobs(study, completed.to_dict("records")), store.keys)
+        jobs = plan_measure_jobs(study, completed.to_dict("records"))
+        written = {table: store.keys(table) for table in {j.table for j in jobs}}
+        jobs = as_stored(jobs, written)
         if any(getattr(study.measure, name) is not None for name in study.measure.__dataclass_fields__):
             failed = set(store.read("measure_errors")["job"]) if store.keys("measure_errors") else set()
-            written = {table: store.keys(table) for table in {j.table for j in jobs}}
             done = sum(j.key in written[j.table] for j in jobs)
             bad = sum(j.key in failed and j.key not in written[j.table] for j in jobs)
             measurements = (done, bad, len(jobs) - done - bad)

@@ -85,7 +85,7 @@ def test_a_trial_trained_again_is_measured_again_and_a_failing_job_is_recorded(
     broken, healthy = again, kept
     state = Path(trials.loc[broken, "checkpoint"])
     state.write_bytes(state.read_bytes()[:100])
-    jobs = {j.trials[0]: j for j in plan_jobs(study_from_store(store), store.read("trials"), store)}
+    jobs = {j.trials[0]: j for j in plan_jobs(study_from_store(store), store.read("trials"), store)[0]}
     store.write("measure_errors", jobs[healthy].key, [job_error_row(jobs[healthy], "an earlier failure")])
     assert measure_main([store.uri]) == 1
     errors = store.read("measure_errors")

@@ -171,11 +171,11 @@ def test_a_changed_default_keeps_the_jobs_a_store_measured_under_the_earlier_one
     trials = [{"trial_id": "t"}]
     (default,) = plan(None, trials, HessianConfig())  # type: ignore[arg-type]
     assert default.settings["trace_method"] == "krylov" and default.key != EARLIER_DEFAULT_KEY
-    (stored,) = as_stored([default], lambda table: {EARLIER_DEFAULT_KEY})
+    (stored,) = as_stored([default], {"sharpness": {EARLIER_DEFAULT_KEY}})
     assert stored.key == EARLIER_DEFAULT_KEY and "trace_method" not in stored.settings  # hutchinson, as measured
-    assert as_stored([default], lambda table: set()) == [default]  # a new store: the new default
+    assert as_stored([default], {"sharpness": set()}) == [default]  # a new store: the new default
     (named,) = plan(None, trials, HessianConfig(trace_method="krylov"))  # type: ignore[arg-type]
-    assert named.key == default.key and as_stored([named], lambda table: {EARLIER_DEFAULT_KEY}) == [named]
+    assert named.key == default.key and as_stored([named], {"sharpness": {EARLIER_DEFAULT_KEY}}) == [named]
     (hutchinson,) = plan(None, trials, HessianConfig(trace_method="hutchinson"))  # type: ignore[arg-type]
     assert hutchinson.key == EARLIER_DEFAULT_KEY  # named, it is the job it always was
     (sketched,) = plan(None, trials, HessianConfig(trace_method="hutchpp"))  # type: ignore[arg-type]

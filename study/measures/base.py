@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -129,17 +129,16 @@ def plan_measure_jobs(study: StudyConfig, records: list[dict[str, Any]]) -> list
     return jobs
 
 
-def as_stored(jobs: list[Job], stored_keys: Callable[[str], Collection[str]]) -> list[Job]:
+def as_stored(jobs: list[Job], stored: Mapping[str, Collection[str]]) -> list[Job]:
     """The jobs as a store holds them: a job not written under its key but under the key of one of its
     `earlier` settings is that stored job (those settings, that key), so a changed default measures nothing
-    twice. `stored_keys(table)` lists a table's job keys."""
-    keys = {table: set(stored_keys(table)) for table in {j.table for j in jobs if j.earlier}}
+    twice. `stored`: table -> the job keys written there, for every table of `jobs`."""
     out = []
     for job in jobs:
-        if job.earlier and job.key not in keys[job.table]:
+        if job.earlier and job.key not in stored[job.table]:
             for settings in job.earlier:
                 variant = dataclasses.replace(job, settings=settings, earlier=())
-                if variant.key in keys[job.table]:
+                if variant.key in stored[job.table]:
                     job = variant
                     break
         out.append(job)
