@@ -5,12 +5,16 @@ The paper (mixup at batch 128 and 8192) claims that mixup raises test accuracy a
 narrows the generalization gap, and flattens the large-batch minimum, which is sharper than the
 small-batch one. Here "mixup" is every augmentation arm against the study's `none` arm, "small" and
 "large" the smallest and largest batch size, within each combination of the other compared conditions
-(the record's legends: model, optimizer, ..., and the learning-rate rule). A claim is `supported` when
-its 95% interval lies on the claimed side of 0, `contradicted` when it lies on the other, and `not
-resolved` whenever it contains 0 or there is no interval (one seed).
+(the record's legends: model, optimizer, ..., and the learning-rate rule).
 
-Arms with the same seeds are paired by seed (a t-interval over the per-seed differences); otherwise
-Welch's unequal-variance t-interval. Each finding says which, and its n.
+Each finding has one headline in one sign convention: its estimate is positive when it goes the way
+the claim says (the raw difference, whose sign depends on the quantity, stands beside it). A claim is
+`supported` when its 95% interval lies on the claim's side of 0, `contradicted` when it lies on the
+other, `not resolved` when it contains 0; without an interval (one seed, one interpolated pair) the
+finding says which way it leans and that it has no interval, never a verdict. A verdict is about
+trainings, so every interval is over seeds: arms with the same seeds are paired by seed (a t-interval
+over the per-seed differences), otherwise Welch's unequal-variance t-interval. Each finding says which,
+and its n.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import pandas as pd
 from analysis.summarize import finite, t_quantile, with_labels
 
 SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolved"
+# without an interval: which way the estimate leans, no verdict
+LEANS_FOR, LEANS_AGAINST, LEANS_NEITHER = "leans toward the claim", "leans against the claim", "leans neither way"
 END_POINTS = 5  # interpolation points nearest each end that the curvature's quadratic is fitted to
 
 
@@ -45,17 +51,44 @@ class Estimate:
 class Finding:
     context: str  # the other compared conditions ("" when nothing else varies)
     claim: str
-    quantity: str  # what the estimate is a difference of, with its unit
-    estimate: Estimate
-    verdict: str
+    quantity: str  # what the raw estimate is a difference of, with its unit
+    estimate: Estimate  # the raw difference
+    claimed_sign: int  # +1: the claim says the raw difference is > 0; -1: < 0
+    unit: str = ""  # of the headline's number ("points"), "" where the quantity says it
+
+    @property
+    def toward_claim(self) -> Estimate:
+        """The estimate in the one sign convention: positive = the way the claim says."""
+        s, e = self.claimed_sign, self.estimate
+        low, high = sorted((s * e.low, s * e.high)) if e.has_interval else (math.nan, math.nan)
+        return Estimate(s * e.value, low, high, e.n, e.test)
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.estimate, self.claimed_sign)
+
+    def headline(self) -> str:
+        """'mixup a=1 raises test accuracy at batch 2048: +3.1 points [+1.2, +5], 3 seeds, paired: supported'."""
+        e = self.toward_claim
+        amount = f"{signed(e.value)}{' ' + self.unit if self.unit else ''}"
+        if e.has_interval:
+            return f"{self.claim}: {amount} [{signed(e.low)}, {signed(e.high)}], {e.n}: {self.verdict}"
+        return f"{self.claim}: {amount}, {e.n}, no interval: {self.verdict}"
 
 
 def verdict(estimate: Estimate, claimed_sign: int) -> str:
-    """`claimed_sign` +1: the claim says the difference is > 0; -1: < 0."""
+    """`claimed_sign` +1: the claim says the difference is > 0; -1: < 0. Without an interval, the side of 0
+    the estimate is on, which is no verdict."""
     if not estimate.has_interval:
-        return UNRESOLVED
+        if not math.isfinite(estimate.value) or estimate.value == 0:
+            return LEANS_NEITHER
+        return LEANS_FOR if claimed_sign * estimate.value > 0 else LEANS_AGAINST
     low, high = sorted((claimed_sign * estimate.low, claimed_sign * estimate.high))
     return SUPPORTED if low > 0 else CONTRADICTED if high < 0 else UNRESOLVED
+
+
+def signed(x: float) -> str:
+    return f"{x:+.3g}" if math.isfinite(x) else "-"
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
@@ -218,11 +251,17 @@ def arm_findings(
         return rows[rows["batch_size"] == batch]
 
     def add(
-        claim: str, quantity: str, arms: list[dict[int, float]], weights: list[float], sign: int, scale: float = 1.0
+        claim: str,
+        quantity: str,
+        arms: list[dict[int, float]],
+        weights: list[float],
+        sign: int,
+        scale: float = 1.0,
+        unit: str = "",
     ) -> None:
         if all(arms):
             estimate = contrast([{s: scale * v for s, v in arm.items()} for arm in arms], weights)
-            out.append(Finding(context, claim, quantity, estimate, verdict(estimate, sign)))
+            out.append(Finding(context, claim, quantity, estimate, sign, unit))
 
     batches = [small, large] if large != small else [small]
     for batch in batches:
@@ -234,10 +273,11 @@ def arm_findings(
             [-1.0, 1.0],
             +1,
             scale=100.0,
+            unit="points",
         )
-        for column, name, gap, scale in (
-            ("gap_acc", "accuracy", "train - test accuracy (percentage points)", 100.0),
-            ("gap_loss", "loss", "test - train loss", 1.0),
+        for column, name, gap, scale, unit in (
+            ("gap_acc", "accuracy", "train - test accuracy (percentage points)", 100.0, "points"),
+            ("gap_loss", "loss", "test - train loss", 1.0, ""),
         ):
             add(
                 f"{arm} narrows the generalization gap ({name}) at batch {batch}",
@@ -246,6 +286,7 @@ def arm_findings(
                 [-1.0, 1.0],
                 -1,
                 scale=scale,
+                unit=unit,
             )
     if large == small:
         return out
@@ -292,36 +333,32 @@ def sharper_findings(
             estimate = contrast(arms, [-1.0, 1.0])
             claim = f"the large-batch minimum is sharper than the small-batch one ({title})"
             quantity = f"{title}: batch {large} minus batch {small}"
-            out.append(Finding(context, claim, quantity, estimate, verdict(estimate, 1 if flatter == "lower" else -1)))
+            out.append(Finding(context, claim, quantity, estimate, 1 if flatter == "lower" else -1))
     return out
 
 
-def end_curvature(x: np.ndarray, loss: np.ndarray, end: float) -> tuple[float, float, int]:
-    """(d^2 loss / d a^2 at a = end, its standard error, points used): a least-squares quadratic over the
-    END_POINTS points nearest `end`; NaN error with fewer than 4 points (no residual to judge it by)."""
+def end_curvature(x: np.ndarray, loss: np.ndarray, end: float) -> float:
+    """d^2 loss / d a^2 at a = end: a least-squares quadratic over the END_POINTS points nearest `end`
+    (NaN with fewer than 3)."""
     order = np.argsort(np.abs(x - end), kind="stable")[:END_POINTS]
-    xs, ys = x[order] - end, loss[order]
-    if len(xs) < 3:
-        return math.nan, math.nan, len(xs)
-    if len(xs) == 3:
-        return float(2 * np.polyfit(xs, ys, 2)[0]), math.nan, 3
-    design = np.vander(xs, 3)  # columns a^2, a, 1
-    coefficients = np.linalg.lstsq(design, ys, rcond=None)[0]
-    residual = ys - design @ coefficients
-    covariance = float(residual @ residual) / (len(xs) - 3) * np.linalg.inv(design.T @ design)
-    return float(2 * coefficients[0]), float(2 * math.sqrt(covariance[0, 0])), len(xs)
+    if len(order) < 3:
+        return math.nan
+    return float(2 * np.polyfit(x[order] - end, loss[order], 2)[0])
 
 
 def curvature_findings(trials: pd.DataFrame, landscape: pd.DataFrame) -> list[Finding]:
     """The paper's figure 5 as a number: the loss's curvature along the interpolation line at its
-    large-batch end minus at its small-batch end, per interpolated pair (train loss where measured).
-    Points where interpolated BatchNorm variances went negative (clamped to 0) are left out: the loss
-    there (1e7 past a = 1 in a small study) is not of a network on the line."""
+    large-batch end minus at its small-batch end (train loss where measured), one value per interpolated
+    pair, and its interval over the seeds of the pairs of one setting: whether a minimum is sharper is a
+    claim about trainings, so a single pair gives its estimate and no verdict, however well its
+    quadratics fit. Points where interpolated BatchNorm variances went negative (clamped to 0) are left
+    out: the loss there (1e7 past a = 1 in a small study) is not of a network on the line."""
     if landscape.empty or "kind" not in landscape:
         return []
     batch = dict(zip(trials["trial_id"], trials["batch_size"]))
+    seed = dict(zip(trials["trial_id"], trials["seed"]))
     label = dict(zip(trials["trial_id"], trials["augmentation_label"].astype(str)))
-    out = []
+    pairs = []
     lines = landscape[landscape["kind"] == "interp1d"]
     for (a, b), rows in lines.groupby(["trial_a", "trial_b"], sort=True):
         if a not in batch or b not in batch or batch[a] == batch[b]:
@@ -331,27 +368,29 @@ def curvature_findings(trials: pd.DataFrame, landscape: pd.DataFrame) -> list[Fi
         if "bn_clamped" in rows:  # past an end, clamped BatchNorm variances make a network no solution is
             rows = rows[rows["bn_clamped"].fillna(0) == 0]
         x, loss = rows["x"].to_numpy(dtype=float), rows["loss"].to_numpy(dtype=float)
-        ends = {0.0: end_curvature(x, loss, 0.0), 1.0: end_curvature(x, loss, 1.0)}
         large_end, small_end = (1.0, 0.0) if batch[b] > batch[a] else (0.0, 1.0)
-        (c_large, se_large, n_large), (c_small, se_small, n_small) = ends[large_end], ends[small_end]
-        value = c_large - c_small
-        half = 1.96 * math.hypot(se_large, se_small)
+        c_large, c_small = end_curvature(x, loss, large_end), end_curvature(x, loss, small_end)
+        context = label.get(a, a) if label.get(a) == label.get(b) else f"{label.get(a, a)} to {label.get(b, b)}"
         smaller, larger = sorted((int(batch[a]), int(batch[b])))
-        estimate = Estimate(
-            value,
-            value - half,
-            value + half,
-            f"{n_small} + {n_large} points",
-            f"quadratic fits' errors (curvature {c_small:.3g} at batch {smaller}, {c_large:.3g} at batch {larger})",
-        )
+        pairs.append((context, smaller, larger, split, int(seed[a]), c_small, c_large))
+    frame = pd.DataFrame(pairs, columns=["context", "smaller", "larger", "split", "seed", "small", "large"])
+    frame = frame[np.isfinite(frame["small"]) & np.isfinite(frame["large"])]
+    out = []
+    for (context, smaller, larger, split), rows in frame.groupby(["context", "smaller", "larger", "split"], sort=True):
+        per_seed = (rows["large"] - rows["small"]).groupby(rows["seed"]).mean()
+        mean, low, high = t_interval(list(per_seed))
+        n = len(per_seed)
+        small, large = rows["small"].mean(), rows["large"].mean()
+        curvatures = f"mean curvature {small:.3g} at batch {smaller}, {large:.3g} at batch {larger}"
+        test = f"t over seeds ({curvatures})" if n >= 2 else f"one pair: no interval ({curvatures})"
         out.append(
             Finding(
-                label.get(a, a) if label.get(a) == label.get(b) else f"{label.get(a, a)} to {label.get(b, b)}",
+                str(context),
                 "the large-batch end of the interpolation line is sharper",
                 f"{split} loss curvature d2L/da2 along the line: large-batch end minus small-batch end "
                 "(changes under rescaling: a rescaled layer of one solution moves the line)",
-                estimate,
-                verdict(estimate, +1),
+                Estimate(mean, low, high, f"{n} seed{'s' if n != 1 else ''}", test),
+                +1,
             )
         )
     return out
@@ -361,32 +400,96 @@ def number(x: float) -> str:
     return f"{x:.3g}" if math.isfinite(x) else "-"
 
 
+def raw_text(e: Estimate) -> str:
+    return (
+        f"{number(e.value)} [{number(e.low)}, {number(e.high)}]"
+        if e.has_interval
+        else f"{number(e.value)}, no interval"
+    )
+
+
+COLOURS = {
+    SUPPORTED: "#1a7f37",
+    CONTRADICTED: "#b42318",
+    UNRESOLVED: "#6e6e6e",
+    LEANS_FOR: "#6e6e6e",
+    LEANS_AGAINST: "#6e6e6e",
+}
+EXPLAINED = (
+    "Each finding's number is positive when it goes the way the claim says (the raw difference, in the "
+    "quantity's own sign, is beside it), with its 95% interval over seeds; <b>supported</b> or "
+    "<b>contradicted</b> when the interval lies on one side of 0, <b>not resolved</b> when it contains 0. "
+    "Without an interval (one seed, one interpolated pair) a finding only says which way it leans. Each "
+    "sharpness measure says whether it is <i>invariant</i> under rescaling a layer that feeds a BatchNorm "
+    "(the same function, Dinh et al. 2017) or <i>changes</i>: only an invariant one can say that a minimum "
+    "is flatter."
+)
+
+
 def findings_html(findings: list[Finding]) -> str:
-    """The findings table, first in the report: each claim, its estimate and interval, n, test and verdict."""
+    """The findings table, first in the report: one headline per claim (in the claim's direction, its
+    interval and verdict), then its conditions, the raw difference, n and test."""
     if not findings:
         return (
             "<h2>Findings</h2><p>No claim of the seed paper can be tested yet: it needs completed trials with "
             "and without an augmentation (sweep.mixup_alpha with 0), at two batch sizes for the sharpness ones.</p>"
         )
-    colors = {SUPPORTED: "#1a7f37", CONTRADICTED: "#b42318", UNRESOLVED: "#6e6e6e"}
     rows = []
     for f in findings:
-        e = f.estimate
-        interval = f"[{number(e.low)}, {number(e.high)}]" if e.has_interval else "no interval"
+        e = f.toward_claim
+        amount = f"{signed(e.value)}{' ' + f.unit if f.unit else ''}"
+        interval = f" [{signed(e.low)}, {signed(e.high)}]" if e.has_interval else ""
+        style = f"color:{COLOURS.get(f.verdict, '#6e6e6e')};font-weight:{600 if e.has_interval else 400}"
         rows.append(
             "<tr>"
+            f"<td>{html.escape(f.claim)}: <b>{amount}</b>{interval} "
+            f"<span style='{style}'>{html.escape(f.verdict)}</span></td>"
             f"<td>{html.escape(f.context) or '-'}</td>"
-            f"<td>{html.escape(f.claim)}<br><small>{html.escape(f.quantity)}</small></td>"
-            f"<td>{number(e.value)} {interval}</td><td>{html.escape(e.n)}</td><td>{html.escape(e.test)}</td>"
-            f"<td style='color:{colors[f.verdict]};font-weight:600'>{f.verdict}</td>"
+            f"<td>{raw_text(f.estimate)}<br><small>{html.escape(f.quantity)}</small></td>"
+            f"<td>{html.escape(e.n)}<br><small>{html.escape(e.test)}</small></td>"
             "</tr>"
         )
     return (
-        "<h2>Findings</h2><p>The seed paper's claims tested on this study's completed trials: each an estimate "
-        "with its 95% interval; <b>supported</b> or <b>contradicted</b> when the interval lies on one side of "
-        "0, <b>not resolved</b> when it contains 0 or there is none (one seed). Each sharpness measure says "
-        "whether it is <i>invariant</i> under rescaling a layer that feeds a BatchNorm (the same function, "
-        "Dinh et al. 2017) or <i>changes</i>: only an invariant one can say that a minimum is flatter.</p>"
-        "<table class='findings'><tr><th>conditions</th><th>claim (quantity)</th><th>estimate [95% interval]</th>"
-        "<th>n</th><th>test</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
+        f"<h2>Findings</h2><p>{EXPLAINED}</p>"
+        "<table class='findings'><tr><th>finding (positive = as claimed) [95% interval]: verdict</th>"
+        "<th>conditions</th><th>raw difference (quantity)</th><th>n, test</th></tr>" + "".join(rows) + "</table>"
     )
+
+
+def findings_markdown(findings: list[Finding]) -> str:
+    """The same table in Markdown, for a README or an issue."""
+    lines = [
+        "| finding (positive = as claimed) | conditions | raw difference | n, test |",
+        "|---|---|---|---|",
+    ]
+    for f in findings:
+        cells = [
+            f.headline(),
+            f.context or "-",
+            f"{raw_text(f.estimate)}: {f.quantity}",
+            f"{f.estimate.n}, {f.estimate.test}",
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from analysis.load import load_studies
+
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.findings", description="Print a study's findings table as Markdown."
+    )
+    parser.add_argument("results_dirs", nargs="+", help="a study's folder or its results/ (several: pooled)")
+    args = parser.parse_args(argv)
+    results = load_studies(args.results_dirs)
+    print(
+        findings_markdown(paper_findings(results.trials, results.sharpness, results.landscape, results.trial_roles)),
+        end="",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

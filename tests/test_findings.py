@@ -10,10 +10,13 @@ import pytest
 
 from analysis.findings import (
     CONTRADICTED,
+    LEANS_AGAINST,
+    LEANS_FOR,
     SUPPORTED,
     UNRESOLVED,
     contrast,
     findings_html,
+    findings_markdown,
     paper_findings,
 )
 
@@ -108,13 +111,45 @@ def test_no_effect_is_not_resolved_never_supported() -> None:
         assert f.estimate.low < 0 < f.estimate.high or f.estimate.low <= 0 <= f.estimate.high
 
 
-def test_one_seed_says_so_and_resolves_nothing() -> None:
+def test_one_seed_says_which_way_it_leans_and_gives_no_verdict() -> None:
     trials, sharpness = results(effect=True, seeds=[0])
     found = paper_findings(trials, sharpness, NO_LINES)
-    assert found and all(f.verdict == UNRESOLVED for f in found)
+    assert found and {f.verdict for f in found} <= {LEANS_FOR, LEANS_AGAINST}
     assert {f.estimate.test for f in found} == {"one seed: no interval"}
     assert all(f.estimate.n == "1 seed" and math.isnan(f.estimate.low) for f in found)
-    assert "no interval" in findings_html(found)
+    accuracy = next(f for f in found if f.claim == "mixup a=1 raises test accuracy at batch 128")
+    assert accuracy.verdict == LEANS_FOR
+    assert accuracy.headline() == (
+        "mixup a=1 raises test accuracy at batch 128: +3.2 points, 1 seed, no interval: leans toward the claim"
+    )
+    # mixup made worse: the same claim now leans against, with the number negative in the claim's convention
+    worse = trials.assign(final_test_acc=trials["final_test_acc"] - 0.06 * (trials["augmentation"] == "mixup"))
+    found = {f.claim: f for f in paper_findings(worse, sharpness, NO_LINES)}
+    accuracy = found["mixup a=1 raises test accuracy at batch 128"]
+    assert accuracy.verdict == LEANS_AGAINST and accuracy.toward_claim.value == pytest.approx(-2.8)
+    from analysis.findings import LEANS_NEITHER, Estimate, verdict
+
+    assert verdict(Estimate(0.0, math.nan, math.nan, "1 seed", "one seed: no interval"), +1) == LEANS_NEITHER
+    html = findings_html(list(found.values()))
+    assert "no interval" in html and "leans against the claim</span>" in html and "not resolved</span>" not in html
+
+
+def test_every_finding_is_positive_in_the_claims_direction_with_the_raw_difference_beside_it() -> None:
+    """Narrowing the gap is a negative raw difference (with minus without) and a positive finding; a
+    sharper large-batch minimum is positive as is; the raw estimate keeps its own sign."""
+    trials, sharpness = results(effect=True)
+    found = {f.claim: f for f in paper_findings(trials, sharpness, NO_LINES)}
+    gap = found["mixup a=1 narrows the generalization gap (accuracy) at batch 8192"]
+    assert gap.estimate.value == pytest.approx(-2.0, abs=1e-9) and gap.toward_claim.value == pytest.approx(2.0)
+    assert 0 < gap.toward_claim.low < 2.0 < gap.toward_claim.high
+    assert gap.toward_claim.low == pytest.approx(-gap.estimate.high) and gap.verdict == SUPPORTED
+    assert gap.headline().startswith("mixup a=1 narrows the generalization gap (accuracy) at batch 8192: +2 points [+")
+    assert gap.headline().endswith("], 5 seeds, paired: supported")
+    flattens = found["mixup a=1 flattens the large-batch minimum (Hessian top eigenvalue, changes under rescaling)"]
+    assert flattens.estimate.value < 0 < flattens.toward_claim.value
+    table = findings_markdown(list(found.values()))
+    assert table.count("\n") == len(found) + 2 and gap.headline() in table
+    assert "-2 [" in table  # the raw difference, in its own sign
 
 
 def test_arms_with_different_seeds_use_welch_and_a_contradiction_is_called_one() -> None:
@@ -130,30 +165,56 @@ def test_arms_with_different_seeds_use_welch_and_a_contradiction_is_called_one()
     assert verdict(estimate, +1) == CONTRADICTED and verdict(estimate, -1) == SUPPORTED
 
 
-def test_the_interpolation_curvature_is_the_known_second_derivative_at_each_end() -> None:
-    """L(a) = 4/3 a^3 + a^2: L'' is 2 at a = 0 (small batch) and 10 at a = 1 (large batch); a quadratic over
-    the 5 points around each end fits it exactly there. A point whose BatchNorm variances were clamped
-    (its loss that of no network on the line) is left out."""
-    trials, sharpness = results(effect=True, seeds=[0])
-    x = np.append(np.linspace(-0.5, 1.5, 9), 1.0)
-    loss = np.append(4 / 3 * x[:9] ** 3 + x[:9] ** 2, 1e7)
-    lines = pd.DataFrame(
-        {
-            "kind": "interp1d",
-            "trial_a": "b128-a0-s0",
-            "trial_b": "b8192-a0-s0",
-            "x": x,
-            "split": "train",
-            "loss": loss,
-            "bn_clamped": [0] * 9 + [12],
-        }
-    )
-    found = [f for f in paper_findings(trials, sharpness, lines) if "interpolation" in f.claim]
+def interpolation_lines(pairs: dict[int, float]) -> pd.DataFrame:
+    """Interpolation lines between batch 128 (a = 0) and 8192 (a = 1) of the no-mixup trials, one per seed:
+    L(a) = k/3 a^3 + a^2, whose L'' is 2 at a = 0 and 2 + 2k at a = 1 (a quadratic over the 5 points
+    around each end fits it exactly there). Each line has a point whose BatchNorm variances were clamped
+    (its loss that of no network on the line), which is left out."""
+    lines = []
+    for seed, k in pairs.items():
+        x = np.append(np.linspace(-0.5, 1.5, 9), 1.0)
+        loss = np.append(k / 3 * x[:9] ** 3 + x[:9] ** 2, 1e7)
+        lines.append(
+            pd.DataFrame(
+                {
+                    "kind": "interp1d",
+                    "trial_a": f"b128-a0-s{seed}",
+                    "trial_b": f"b8192-a0-s{seed}",
+                    "x": x,
+                    "split": "train",
+                    "loss": loss,
+                    "bn_clamped": [0] * 9 + [12],
+                }
+            )
+        )
+    return pd.concat(lines, ignore_index=True)
+
+
+def test_one_interpolated_pair_gives_its_curvatures_and_no_verdict() -> None:
+    trials, sharpness = results(effect=True)
+    found = [f for f in paper_findings(trials, sharpness, interpolation_lines({0: 4.0})) if "interpolation" in f.claim]
     assert len(found) == 1
     f = found[0]
-    assert f.estimate.value == pytest.approx(8.0, abs=1e-9)
-    assert "curvature 2 at batch 128, 10 at batch 8192" in f.estimate.test
-    assert f.verdict == SUPPORTED and f.context == "none"
+    assert f.estimate.value == pytest.approx(8.0, abs=1e-9) and not f.estimate.has_interval
+    assert (
+        "one pair: no interval" in f.estimate.test and "curvature 2 at batch 128, 10 at batch 8192" in f.estimate.test
+    )
+    assert f.verdict == LEANS_FOR and f.context == "none" and f.estimate.n == "1 seed"
+
+
+def test_the_interpolation_curvature_verdict_is_over_the_seeds_of_the_pairs() -> None:
+    """Three seeds' pairs with large-end curvatures 10, 12 and 9 (differences 8, 10, 7): the interval is
+    scipy's t-interval over the three differences, whatever the fits' own errors (zero here)."""
+    from scipy import stats
+
+    trials, sharpness = results(effect=True)
+    lines = interpolation_lines({0: 4.0, 1: 5.0, 2: 3.5})
+    f = next(f for f in paper_findings(trials, sharpness, lines) if "interpolation" in f.claim)
+    expected = stats.ttest_1samp([8.0, 10.0, 7.0], 0.0).confidence_interval(0.95)
+    assert f.estimate.value == pytest.approx(25 / 3) and f.estimate.n == "3 seeds"
+    assert f.estimate.low == pytest.approx(expected.low, abs=1e-9)
+    assert f.estimate.high == pytest.approx(expected.high, abs=1e-9)
+    assert f.verdict == SUPPORTED and f.estimate.test.startswith("t over seeds")
 
 
 def test_any_compared_key_is_tested_against_the_value_the_study_lists_first() -> None:
