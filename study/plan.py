@@ -9,6 +9,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from trainables.catalog import Augmentation, cache_dir, dataset_sizes, split_glo
 from trainables.lr import scaled_lr, training_regime
 from trainables.trial import (
     DERIVED,
+    FIXED,
     SWEEP_FIELDS,
     SWEPT,
     Phase,
@@ -50,34 +52,39 @@ def sweep_axes(study: StudyConfig) -> dict[str, tuple[Any, ...]]:
     }
 
 
+def _noise_probes(study: StudyConfig, noise: Any) -> int:
+    # One-worker trials probe for the noise scale; multi-worker ones get it free from per-worker vs
+    # all-reduced gradients.
+    return noise.probe_pairs if noise is not None and study.resources.workers == 1 else 0
+
+
+# How a fixed field's value is made from what its `source` holds, where it is not copied as is.
+COMPUTED: dict[str, Callable[[StudyConfig, Any], Any]] = {
+    "data_root": lambda study, root: local_path(root),
+    "noise_probes": _noise_probes,
+    "noise_probe_batch": lambda study, noise: noise.probe_batch if noise is not None else 512,
+    "trajectory_every": lambda study, trajectory: trajectory.every_epochs if trajectory is not None else 0,
+    "compile": lambda study, compile_: None if compile_ == "auto" else compile_,
+}
+
+
+def source_value(study: StudyConfig, source: str) -> Any:
+    """The study file's value at a dotted path ("optim.momentum")."""
+    value: Any = study
+    for part in source.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def fixed_values(study: StudyConfig) -> dict[str, Any]:
-    """The record's fields that are the same for every trial of the study."""
-    noise, trajectory = study.measure.noise_scale, study.measure.trajectory
-    one_worker = study.resources.workers == 1
-    return dict(
-        study=study.name,
-        dataset=study.data.dataset,
-        data_root=local_path(study.data.root),
-        train_subset=study.data.train_subset,
-        test_subset=study.data.test_subset,
-        augment=study.data.augment,
-        width=study.model.width,
-        base_batch_size=study.optim.base_batch_size,
-        momentum=study.optim.momentum,
-        nesterov=study.optim.nesterov,
-        trust_coefficient=study.optim.trust_coefficient,
-        decayed=study.optim.decayed,
-        decay=study.schedule.decay,
-        gamma=study.schedule.gamma,
-        eval_every_epochs=study.eval.every_epochs,
-        train_eval_samples=study.eval.train_eval_samples,
-        # One-worker trials probe for the noise scale; multi-worker ones get it free from per-worker vs
-        # all-reduced gradients.
-        noise_probes=noise.probe_pairs if noise is not None and one_worker else 0,
-        noise_probe_batch=noise.probe_batch if noise is not None else 512,
-        trajectory_every=trajectory.every_epochs if trajectory is not None else 0,
-        compile=None if study.model.compile == "auto" else study.model.compile,
-    )
+    """The record's fields that are the same for every trial of the study: each fixed field of TrialSpec
+    read from the study file where its `source` says (so a new one is its field, and nothing else)."""
+    values = {}
+    for f in dataclasses.fields(TrialSpec):
+        if f.metadata.get("role") == FIXED:
+            raw = source_value(study, f.metadata["source"])
+            values[f.name] = COMPUTED[f.name](study, raw) if f.name in COMPUTED else raw
+    return values
 
 
 def derived_values(study: StudyConfig, point: dict[str, Any]) -> dict[str, Any]:

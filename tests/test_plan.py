@@ -1,3 +1,6 @@
+import re
+from pathlib import Path
+
 from study.config import parse_study
 from study.plan import format_plan, plan_study
 
@@ -132,3 +135,54 @@ def test_dry_run_counts_a_searchs_finals_and_says_which_trials_coincide() -> Non
     assert note.startswith("note: 18 trial(s) train exactly as another does (9 group(s)") and "9.5%" in note
     smoke = load_study("studies/smoke.yaml")
     assert not any(x.startswith("note:") for x in format_plan(smoke, plan_study(smoke)).splitlines())
+
+
+def test_every_fixed_field_is_read_from_the_study_file_where_its_source_says() -> None:
+    """No hand list beside the record: each fixed field names its source, which a default study holds,
+    and the plan's conversions are of fixed fields only."""
+    import dataclasses
+
+    from study.config import StudyConfig
+    from study.plan import COMPUTED, fixed_values, source_value
+    from trainables.trial import FIXED, TrialSpec
+
+    fixed = {f.name: f.metadata["source"] for f in dataclasses.fields(TrialSpec) if f.metadata.get("role") == FIXED}
+    study = parse_study("name: p\noptim: {momentum: 0.5}\ndata: {train_subset: 640}\nsweep: {batch_size: [64]}")
+    for source in fixed.values():
+        source_value(StudyConfig(name="default"), source)  # raises AttributeError for a source that is not there
+    assert set(COMPUTED) <= set(fixed)
+    values = fixed_values(study)
+    assert set(values) == set(fixed)
+    assert (values["momentum"], values["train_subset"], values["study"]) == (0.5, 640, "p")
+
+
+def test_a_fixed_key_becomes_a_swept_one_by_editing_its_field_and_adding_its_list(tmp_path: Path) -> None:
+    """The recipe for turning `momentum` into a sweep key, done to a copy of the code: its TrialSpec field
+    becomes swept() and SweepConfig gets the list. A study that does not sweep it keeps its trial ids (the
+    value was in the digest already); one that does gets a trial per value."""
+    from conftest import copy_code, run_copy
+
+    edits = {
+        "trainables/trial.py": ('momentum: float = fixed("optim.momentum")', "momentum: float = swept()"),
+        "study/config.py": (
+            "    warmup_epochs: tuple[float, ...] | None = _in(None, WARMUP)\n",
+            "    warmup_epochs: tuple[float, ...] | None = _in(None, WARMUP)\n"
+            "    momentum: tuple[float, ...] | None = _in(None, MOMENTUM)\n",
+        ),
+    }
+    copy = copy_code(tmp_path / "code")
+    for relative, (anchor, replacement) in edits.items():
+        path = copy / relative
+        assert path.read_text().count(anchor) == 1, f"{relative}: the anchor moved; update this test"
+        path.write_text(path.read_text().replace(anchor, replacement))
+    study_file = tmp_path / "m.yaml"
+    study_file.write_text("name: m\nsweep: {batch_size: [128], mixup_alpha: [0.0]}\n")
+
+    def ids(code: Path, *extra: str) -> list[str]:
+        run = run_copy(code, "-m", "study.run_sweep", str(study_file), "--dry-run", *extra)
+        assert run.returncode == 0, run.stderr
+        return re.findall(r"\S+-s0-[0-9a-f]{6}", run.stdout)
+
+    assert ids(copy) == ids(copy_code(tmp_path / "unedited")) and len(ids(copy)) == 1
+    swept = ids(copy, "--set", "sweep.momentum=[0.0,0.9]")
+    assert len(set(swept)) == 2 and ids(copy)[0] in swept  # 0.9 is optim.momentum's default

@@ -10,7 +10,7 @@ table and the interpolation grouping keys read the fields' roles, so a new sweep
 Roles (field metadata "role"):
 - swept: a sweep axis; trials that differ only here are compared (interpolation pairs, figures)
 - derived: computed by the plan from the others (peak lr, the batch split, labels)
-- fixed: the same for every trial of a study
+- fixed: the same for every trial of a study, read from the study file at the field's `source`
 Metadata "shown": False keeps a field out of the printed tables (another field shows it better).
 
 A swept field's metadata also says everything else a key needs, so that no list kept elsewhere can
@@ -92,10 +92,12 @@ def derived(*, shown: bool = True) -> Any:
     return field(metadata={"role": DERIVED, "shown": shown})
 
 
-def fixed(*, unchanged: Any = NOTHING, trains: bool = True) -> Any:
-    """`trains=False`: the value does not change the trained weights (a path, a measurement taken during
-    training, a speed switch), so it stays out of the trial id (`training_digest`)."""
-    return field(metadata={"role": FIXED, "shown": False, "unchanged": unchanged, "trains": trains})
+def fixed(source: str, *, unchanged: Any = NOTHING, trains: bool = True) -> Any:
+    """`source`: where the study file holds the value ("optim.momentum"; the plan reads it there, and
+    study/plan.py's COMPUTED says how where it is not copied as is). `trains=False`: the value does not
+    change the trained weights (a path, a measurement taken during training, a speed switch), so it
+    stays out of the trial id (`training_digest`)."""
+    return field(metadata={"role": FIXED, "shown": False, "source": source, "unchanged": unchanged, "trains": trains})
 
 
 @dataclass(frozen=True)
@@ -141,30 +143,40 @@ class TrialSpec:
     phase: str = derived()  # grid | sample (a search sample) | final (a search winner re-run with a seed)
     search_group: str = derived()  # the group a search sample or final belongs to ('' for grid trials)
     # The same for every trial of the study.
-    study: str = fixed()
-    dataset: str = fixed()
-    data_root: str = fixed(trains=False)  # where the images lay for this run: the same images may lie elsewhere
-    train_subset: int | None = fixed()
-    test_subset: int | None = fixed()
-    augment: bool = fixed()  # random crop (pad 4) + horizontal flip
-    width: float = fixed()
-    base_batch_size: int = fixed()
-    momentum: float = fixed()
-    nesterov: bool = fixed()
-    trust_coefficient: float = fixed(unchanged=0.001)  # lars
+    study: str = fixed("name")
+    dataset: str = fixed("data.dataset")
+    data_root: str = fixed(
+        "data.root", trains=False
+    )  # where the images lay for this run: the same images may lie elsewhere
+    train_subset: int | None = fixed("data.train_subset")
+    test_subset: int | None = fixed("data.test_subset")
+    augment: bool = fixed("data.augment")  # random crop (pad 4) + horizontal flip
+    width: float = fixed("model.width")
+    base_batch_size: int = fixed("optim.base_batch_size")
+    momentum: float = fixed("optim.momentum")
+    nesterov: bool = fixed("optim.nesterov")
+    trust_coefficient: float = fixed("optim.trust_coefficient", unchanged=0.001)  # lars
     # which parameters weight decay applies to (trainables/optim.py): all | weights. Before it was a
     # setting, SGD decayed all and LARS/LAMB weights only: those trials keep their ids.
-    decayed: str = fixed(unchanged=lambda values: "weights" if values["optimizer"] in ("lars", "lamb") else "all")
-    decay: str = fixed()  # step | cosine | constant
-    gamma: float = fixed()
-    eval_every_epochs: int = fixed()
-    train_eval_samples: int | None = fixed()
-    noise_probes: int = fixed(trains=False)  # one-worker trials: pairs of probe batches per epoch for the noise scale
+    decayed: str = fixed(
+        "optim.decayed", unchanged=lambda values: "weights" if values["optimizer"] in ("lars", "lamb") else "all"
+    )
+    decay: str = fixed("schedule.decay")  # step | cosine | constant
+    gamma: float = fixed("schedule.gamma")
+    eval_every_epochs: int = fixed("eval.every_epochs")
+    train_eval_samples: int | None = fixed("eval.train_eval_samples")
+    noise_probes: int = fixed(
+        "measure.noise_scale", trains=False
+    )  # one-worker trials: pairs of probe batches per epoch for the noise scale
     noise_probe_batch: int = fixed(
-        trains=False
+        "measure.noise_scale", trains=False
     )  # the probes' small batch (at most the micro-batch); the big one is twice it
-    trajectory_every: int = fixed(trains=False)  # keep the weights every N epochs (and the last); 0 = never
-    compile: bool | None = fixed(trains=False)  # torch.compile the training forward/backward; None = on CUDA only
+    trajectory_every: int = fixed(
+        "measure.trajectory", trains=False
+    )  # keep the weights every N epochs (and the last); 0 = never
+    compile: bool | None = fixed(
+        "model.compile", trains=False
+    )  # torch.compile the training forward/backward; None = on CUDA only
 
     def __post_init__(self) -> None:
         if self.workers * self.micro_batch * self.accumulation_steps != self.batch_size:
