@@ -9,6 +9,7 @@ under its own title. Here: docs/measurements.md lists every registered measureme
 
 import re
 
+import pytest
 from conftest import ROOT
 
 TOY_MEASUREMENT = '''
@@ -19,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from study.errors import check
-from study.measures.base import Job, Measure, Shown, register
+from study.measures.base import Job, Measure, Shown, named, register
 from study.measures.common import load_model_state
 
 
@@ -39,11 +40,11 @@ def plan(study, trials, config):
 def run(job, inputs, part):
     state = load_model_state(inputs.checkpoints[job.trials[0]])
     norm = sum(float((v.double() ** 2).sum()) for k, v in state.items() if v.is_floating_point()) ** 0.5
-    shown = Shown("toy parameter norm", "norm (weights)", "lower", "changes: it scales with the weights").columns()
-    return [{"trial_id": job.trials[0], "measure": "toy_norm", "value": job.settings["scale"] * norm, **shown}]
+    return [{"trial_id": job.trials[0], "value": job.settings["scale"] * norm}]
 
 
-register(Measure("toy_norm", ToyNormConfig, validate, plan, {"toy_norm": run}))
+SHOWN = Shown("toy parameter norm", "norm (weights)", "lower", "changes: it scales with the weights")
+register(Measure("toy_norm", ToyNormConfig, validate, plan, {"toy_norm": run}, shown=named("toy_norm", SHOWN)))
 '''
 
 
@@ -70,3 +71,32 @@ def test_a_job_planned_without_its_measure_name_gets_it_from_the_registry(monkey
     study = parse_study("name: m\nmeasure: {eps_sharpness: {}}\n")
     (job,) = plan_measure_jobs(study, [{"trial_id": "t"}])
     assert job.measure == "eps_sharpness" and runner_for(job) is not None
+
+
+def test_a_sharpness_value_is_named_by_its_registration_and_one_it_does_not_name_is_refused(monkeypatch) -> None:  # noqa: ANN001
+    """The driver fills each sharpness row's value name and report columns from the measure's `shown`; a
+    measure that forgets `shown` is refused when its jobs are planned (before Ray, in the dry-run too),
+    and a value its `shown` does not name is refused when written, not drawn under its raw key."""
+    import dataclasses
+
+    from study.config import parse_study
+    from study.measures.base import MEASURES, Job, TaskInputs, plan_measure_jobs, run_job
+
+    eps = MEASURES["eps_sharpness"]
+    job = Job("sharpness", "eps_sharpness", ("t",), {}, "eps_sharpness")
+    fake = dataclasses.replace(eps, runs={"eps_sharpness": lambda job, inputs, part: [{"trial_id": "t", "value": 2.0}]})
+    monkeypatch.setitem(MEASURES, "eps_sharpness", fake)
+    (row,) = run_job(job, TaskInputs({}, {}), None)
+    assert row["measure"] == "eps_sharpness" and row["title"] == "epsilon-sharpness" and row["flatter"] == "lower"
+    assert row["invariance"].startswith("changes:") and row["value"] == 2.0
+
+    stray = dataclasses.replace(
+        fake, runs={"eps_sharpness": lambda job, inputs, part: [{"measure": "eps2", "value": 1}]}
+    )
+    monkeypatch.setitem(MEASURES, "eps_sharpness", stray)
+    with pytest.raises(ValueError, match="wrote the sharpness value 'eps2', which its Measure's shown= does not name"):
+        run_job(job, TaskInputs({}, {}), None)
+
+    monkeypatch.setitem(MEASURES, "eps_sharpness", dataclasses.replace(eps, shown=None))
+    with pytest.raises(ValueError, match="measure 'eps_sharpness' plans sharpness jobs but says nothing"):
+        plan_measure_jobs(parse_study("name: m\nmeasure: {eps_sharpness: {}}\n"), [{"trial_id": "t"}])

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from study.errors import MAX_BATCH, MAX_IMAGES, ranged
-from study.measures.base import Job, Measure, Shown, TaskInputs, register, trial_ids
+from study.measures.base import Job, Measure, Shown, TaskInputs, named, register, trial_ids
 from study.measures.eps_sharpness import box_rows
 from study.measures.eps_sharpness import cost as steps_cost
 
@@ -45,7 +45,7 @@ def plan(study: StudyConfig, trials: list[dict[str, Any]], config: AdaptiveSharp
 def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
     from trainables.sharpness import adaptive_sharpness
 
-    return box_rows(job, inputs, adaptive_sharpness, job.settings["rho"], "adaptive_sharpness", SHOWN)
+    return box_rows(job, inputs, adaptive_sharpness, job.settings["rho"])
 
 
 register(
@@ -57,5 +57,6 @@ register(
         {"adaptive_sharpness": run},
         cost=steps_cost,
         doc="Kwon et al.'s adaptive sharpness of the training loss (invariant to rescaling a layer before BN)",
+        shown=named("adaptive_sharpness", SHOWN),
     )
 )

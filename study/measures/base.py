@@ -109,6 +109,16 @@ class Measure:
     # The expected work of a job, or of one of its parts (None: the whole job), given the study's (train,
     # test) image counts (None: unknown); typical counts where an algorithm stops adaptively (it says which)
     cost: Callable[[Job, Any, tuple[int | None, int | None]], Cost] | None = None
+    # How the report names each value the measure writes to `sharpness/` (its row's `measure`): a Shown,
+    # or None for a name it does not write. run_job fills every sharpness row's columns from it, so a
+    # runner need not; a measure that plans sharpness jobs without it, or writes a value it does not
+    # name, is refused (`shown_for`).
+    shown: Callable[[str], Shown | None] | None = None
+
+
+def named(name: str, shown: Shown) -> Callable[[str], Shown | None]:
+    """`Measure.shown` of a measure that writes one value, under its own name."""
+    return lambda value: shown if value == name else None
 
 
 MEASURES: dict[str, Measure] = {}
@@ -125,7 +135,13 @@ def plan_measure_jobs(study: StudyConfig, records: list[dict[str, Any]]) -> list
     for name, measure in MEASURES.items():
         settings = getattr(study.measure, name)
         if settings is not None:  # each job names the measure that planned it: its module need not
-            jobs += [dataclasses.replace(job, measure=name) for job in measure.plan(study, records, settings)]
+            planned = [dataclasses.replace(job, measure=name) for job in measure.plan(study, records, settings)]
+            if measure.shown is None and any(job.table == "sharpness" for job in planned):
+                raise ValueError(
+                    f"measure {name!r} plans sharpness jobs but says nothing of how the report names their "
+                    "values: give its Measure shown= (study/measures/base.py, `named` for one value)"
+                )
+            jobs += planned
     return jobs
 
 
@@ -162,6 +178,20 @@ def runner_for(job: Job) -> Runner:
     return runs[job.kind]
 
 
+def shown_for(job: Job, row: dict[str, Any]) -> dict[str, Any]:
+    """A sharpness row with its value's name (the measure's, where the runner left it out) and the columns
+    the report names it by, from the measure's registration."""
+    measure = MEASURES[job.measure]
+    value = row.get("measure") or job.measure
+    shown = measure.shown(value) if measure.shown is not None else None
+    if shown is None:
+        raise ValueError(
+            f"measure {job.measure!r} wrote the sharpness value {value!r}, which its Measure's shown= does not "
+            "name: return a Shown for it"
+        )
+    return {**row, "measure": value, **shown.columns()}
+
+
 def run_job(job: Job, inputs: TaskInputs, part: Any, task: str = "", board: Any = None) -> list[dict[str, Any]]:
     """One part of a job, as a Ray task runs it; every row says where it was computed (host, Ray node).
     With a `board` (the driver's ProgressBoard actor), what the runner says of its progress goes there
@@ -170,7 +200,8 @@ def run_job(job: Job, inputs: TaskInputs, part: Any, task: str = "", board: Any 
     where = here()
     _reporter = Reporter(board, task) if board is not None else None
     try:
-        return [{**row, **where} for row in runner_for(job)(job, inputs, part)]
+        rows = [{**row, **where} for row in runner_for(job)(job, inputs, part)]
+        return [shown_for(job, row) for row in rows] if job.table == "sharpness" else rows
     finally:
         _reporter = None
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from study.errors import MAX_BATCH, MAX_IMAGES, check, ranged
-from study.measures.base import Cost, Job, Measure, Shown, TaskInputs, progress, register, sample, trial_ids
+from study.measures.base import Cost, Job, Measure, Shown, TaskInputs, named, progress, register, sample, trial_ids
 from study.measures.common import training_loss
 
 if TYPE_CHECKING:
@@ -49,12 +49,10 @@ def cost(job: Job, part: Any, sizes: tuple[int | None, int | None]) -> Cost:
 def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
     from trainables.sharpness import eps_sharpness
 
-    return box_rows(job, inputs, eps_sharpness, job.settings["eps"], "eps_sharpness", SHOWN)
+    return box_rows(job, inputs, eps_sharpness, job.settings["eps"])
 
 
-def box_rows(
-    job: Job, inputs: TaskInputs, compute: Callable[..., Any], size: float, measure: str, shown: Shown
-) -> list[dict[str, Any]]:
+def box_rows(job: Job, inputs: TaskInputs, compute: Callable[..., Any], size: float) -> list[dict[str, Any]]:
     """The row of a box-maximum sharpness (`compute`: trainables.sharpness.eps_sharpness or
     adaptive_sharpness, of box size `size`) of the job's trial, with how its maximization ended."""
     f, settings = training_loss(job, inputs), job.settings
@@ -82,7 +80,7 @@ def box_rows(
         "loss": result.loss,
         "max_loss": result.max_loss,
     }
-    return [{**f.row, **shown.columns(), "measure": measure, "value": result.value, "settings": json.dumps(recorded)}]
+    return [{**f.row, "value": result.value, "settings": json.dumps(recorded)}]
 
 
 register(
@@ -94,5 +92,6 @@ register(
         {"eps_sharpness": run},
         cost=cost,
         doc="Keskar et al.'s epsilon-sharpness of the training loss",
+        shown=named("eps_sharpness", SHOWN),
     )
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -65,6 +66,12 @@ def eigenvalue_shown(i: int) -> Shown:
 
 
 TRACE = Shown("Hessian trace", f"trace ({UNIT})", "lower", HESSIAN_CHANGES)
+
+
+def shown(value: str) -> Shown | None:
+    """hessian_trace, hessian_eig1, hessian_eig2, ..."""
+    eigenvalue = re.fullmatch(r"hessian_eig([1-9][0-9]*)", value)
+    return TRACE if value == "hessian_trace" else eigenvalue_shown(int(eigenvalue.group(1))) if eigenvalue else None
 
 
 def validate(study: StudyConfig, config: HessianConfig, s: str) -> None:
@@ -210,7 +217,6 @@ def eigenvalue_rows(
     return [
         {
             **f.row,
-            **eigenvalue_shown(i + 1).columns(),
             "measure": f"hessian_eig{i + 1}",
             "value": value,
             "settings": json.dumps({**f.settings, "iterations": it, "converged": ok, **more, "algorithm": algorithm}),
@@ -299,7 +305,6 @@ def trace_values(f: Any, settings: dict[str, Any], trace: Any, algorithm: str, p
     }
     return {
         **f.row,
-        **TRACE.columns(),
         "measure": "hessian_trace",
         "value": trace.value,
         "ci_low": trace.value - 1.96 * trace.std_error,
@@ -345,5 +350,6 @@ register(
         {"hessian": run_spectrum, "hessian_density": run_density},
         cost=cost,
         doc="the training loss's top Hessian eigenvalues and trace, optionally its eigenvalue density",
+        shown=shown,
     )
 )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from study.errors import MAX_BATCH, MAX_EPOCHS, check, ranged
-from study.measures.base import DIRECTION_SEED, Job, Measure, Shown, TaskInputs, register, trial_ids
+from study.measures.base import DIRECTION_SEED, Job, Measure, Shown, TaskInputs, named, register, trial_ids
 
 if TYPE_CHECKING:
     from study.config import StudyConfig
@@ -94,7 +94,6 @@ def run(job: Job, inputs: TaskInputs, part: Any) -> list[dict[str, Any]]:
     return [
         {
             "trial_id": trial_id,
-            **SHOWN.columns(),
             "measure": "noise_scale",
             "value": estimate["b_simple"],
             "n_samples": estimate["units"],
@@ -114,6 +113,7 @@ register(
         plan,
         {"noise_scale": run},
         on_driver=True,
+        shown=named("noise_scale", SHOWN),
         doc="the gradient noise scale B_simple of each trial's last epochs, with a bootstrap interval",
     )
 )
