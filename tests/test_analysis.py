@@ -661,3 +661,32 @@ def test_a_figure_that_raises_is_a_note_and_the_report_has_the_others(tmp_path, 
     page = write_report(store.root).read_text()
     assert "<li>Figure accuracy_gap_vs_batch: could not be drawn (KeyError: &#x27;gap_acc&#x27;)" in page
     assert 'id="accuracy_gap_vs_batch"' not in page and 'id="trials_table"' in page
+
+
+def test_every_figure_function_is_drawn_by_the_report() -> None:
+    """A figure function written but never added to build_figures would pass its own unit test and be in
+    no report: every function of analysis/figures.py that returns a figure is called by report.py, or by a
+    figure function that is."""
+    import ast
+
+    from conftest import ROOT
+
+    tree = ast.parse((ROOT / "analysis" / "figures.py").read_text())
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    makes_figures = {name for name, node in functions.items() if node.returns and "Figure" in ast.unparse(node.returns)}
+    report = ast.parse((ROOT / "analysis" / "report.py").read_text())
+    reached = {
+        node.attr
+        for node in ast.walk(report)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "figures"
+    }
+    frontier = set(reached)
+    while frontier:
+        calls = {
+            node.id
+            for name in frontier & set(functions)
+            for node in ast.walk(functions[name])
+            if isinstance(node, ast.Name) and node.id in functions
+        }
+        frontier, reached = calls - reached, reached | calls
+    assert makes_figures and makes_figures <= reached, f"never drawn by the report: {sorted(makes_figures - reached)}"
