@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from analysis import words
 from analysis.summarize import (
     GROUP,
     aggregate_over_seeds,
@@ -942,7 +943,8 @@ def trials_table_html(trials: pd.DataFrame, roles: dict[str, tuple[str, bool]]) 
         rows.append(f"<tr style='background:{color}'>{''.join(cells)}</tr>")
     said = f"<p>Every trial: {html.escape(every)}.</p>" if every else ""
     return (
-        f"<h2>All {len(trials)} trials</h2>{said}<table class='trials'><thead><tr>{head}</tr></thead>"
+        f"<h2>{words.every(len(trials), 'trial').capitalize()}</h2>{said}"
+        f"<table class='trials'><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>{SORT_SCRIPT}"
     )
 

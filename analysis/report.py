@@ -26,6 +26,7 @@ from analysis.findings import findings_html, paper_findings
 from analysis.load import StudyResults, load_results, load_studies
 from analysis.store import write_atomic
 from analysis.summarize import default_target
+from analysis.words import counted
 
 
 def build_figures(results: StudyResults, target: float | None = None) -> tuple[list[tuple[str, go.Figure]], list[str]]:
@@ -144,7 +145,8 @@ def header(results: StudyResults) -> str:
         )
     return (
         f"<h1>Study {html.escape(results.study)}</h1>"
-        f"<p>{html.escape(data)}{len(trials)} trials ({html.escape(status)}); devices: {html.escape(devices)}; "
+        f"<p>{html.escape(data)}{counted(len(trials), 'trial')} ({html.escape(status)}); "
+        f"devices: {html.escape(devices)}; "
         f"{html.escape(versions)}; code {html.escape(revisions)}.<br>Results: {html.escape(results.root)}; "
         f"report built {now}.</p>"
     )

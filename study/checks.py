@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from analysis.store import ResultsStore, join, resolve, write_atomic
+from analysis.words import every
 from study.config import StudyConfig
 from study.plan import local_path, unmeasurable_note, with_stored_ids
 from trainables.trial import TrialSpec
@@ -194,7 +195,8 @@ def nothing_left(study: StudyConfig, plan: list[TrialSpec]) -> str | None:
     found = fs.get_file_info(path).type != pafs.FileType.NotFound
     unmeasurable = unmeasurable_note(adopted, stored, finished)
     return (unmeasurable + "\n" if unmeasurable else "") + (
-        f"{study.name}: nothing to do: all {len(planned)} trials finished and all {len(jobs)} measurements written "
+        f"{study.name}: nothing to do: {every(len(planned), 'trial')} finished and "
+        f"{every(len(jobs), 'measurement')} written "
         f"({'report: ' + report + '; ' if found else ''}python -m analysis.report {store.uri} "
         f"{'builds it again' if found else 'builds the report'})"
     )

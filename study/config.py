@@ -595,6 +595,7 @@ def convert(hint: Any, value: Any, where: str) -> Any:
 # A study's folder under its storage: no separators, no leading dot ('.', '..', hidden folders), no
 # whitespace or control characters.
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_NAME_CHARS = 200  # a folder name (and <name>-report.html): 255 bytes at most on common file systems
 
 
 def validate(study: StudyConfig, source: str = "<study>") -> None:
@@ -644,6 +645,10 @@ def validate_name(study: StudyConfig, s: str) -> None:
         isinstance(study.name, str) and STUDY_NAME.fullmatch(study.name) is not None,
         f"{s}name: {shown(study.name)} must be a folder name of letters, digits, '.', '_' and '-' that starts with a "
         "letter or digit (it becomes <storage>/<name>/)",
+    )
+    _check(
+        len(study.name) <= MAX_NAME_CHARS,
+        f"{s}name: {len(study.name)} characters, too long for a folder name: shorten it to at most {MAX_NAME_CHARS}",
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from analysis.store import ResultsStore, join, parent
+from analysis.words import every
 from study.cluster import connect_ray
 from study.config import ConfigError, StudyConfig, build, validate
 from study.measures import MEASURES, Cost, Job, ProgressBoard, TaskInputs, run_job
@@ -473,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     jobs, todo = jobs_to_do(study, store)
     if not todo:
-        print(f"measure: nothing to do: all {len(jobs)} measurements of the completed trials written ({store.root})")
+        print(
+            f"measure: nothing to do: {every(len(jobs), 'measurement')} of the completed trials written ({store.root})"
+        )
         return 0
     connect_ray(args.address)
     outcome = run_measurements(study, store)

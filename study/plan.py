@@ -18,6 +18,7 @@ import yaml
 if TYPE_CHECKING:
     import pandas as pd
 
+from analysis.words import counted
 from study.config import StudyConfig, all_grids, key_values
 from study.measures.trajectory import trajectory_epochs
 from trainables.catalog import Augmentation, cache_dir, dataset_sizes, split_global_batch, state_bytes
@@ -328,7 +329,7 @@ def format_plan(study: StudyConfig, trials: list[TrialSpec]) -> str:
     rows = [[_cell(getattr(t, c)) for c in columns] for t in trials]
     widths = [max(len(x) for x in column) for column in zip(columns, *rows)]
     lines = [
-        f"study {study.name}: {len(trials)} trials x {epochs_text(trials)} epochs on {study.data.dataset} "
+        f"study {study.name}: {counted(len(trials), 'trial')} x {epochs_text(trials)} epochs on {study.data.dataset} "
         f"(width {study.model.width:g})"
     ]
     if trials and same:
@@ -431,7 +432,8 @@ def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
     if per_epoch is None:
         return "cost: training images unknown until the image folder is read (set data.train_subset to know)"
     total = sum(t.epochs for t in trials) * per_epoch
-    line = f"cost: {total:,} training images ({len(trials)} trials x {epochs_text(trials)} epochs x {per_epoch:,})"
+    trials_text = counted(len(trials), "trial")
+    line = f"cost: {total:,} training images ({trials_text} x {epochs_text(trials)} epochs x {per_epoch:,})"
     samples = sum(t.phase == Phase.SAMPLE for t in trials)
     if samples:
         line += f", of which {len(trials) - samples} finals and {samples} samples (at most: ASHA stops some early)"

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from analysis.store import ResultsStore, join, parent
+from analysis.words import counted
 from study.checks import recorded_study
 from study.lock import Announcement, announcements, holder, last_driver
 from study.progress import duration
@@ -65,11 +66,15 @@ class StudyStatus:
             )
             waiting = len(set(self.planned) - set(self.statuses) - set(started))
             head = (
-                f"study {self.name}: {len(self.planned)} trials: {counts}; {len(started)} {state}, {waiting} not "
+                f"study {self.name}: {counted(len(self.planned), 'trial')}: {counts}; {len(started)} {state}, "
+                f"{waiting} not "
                 f"started; {done}/{total} epochs"
             )
         else:
-            head = f"study {self.name}: {ended} trials ended ({counts}), {len(started)} {state}; plan not recorded yet"
+            head = (
+                f"study {self.name}: {counted(ended, 'trial')} ended ({counts}), {len(started)} {state}; "
+                "plan not recorded yet"
+            )
         out = [head + f" ({self.root})"]
         for t in sorted(started):
             of = f"/{self.planned[t]}" if t in self.planned else ""

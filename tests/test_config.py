@@ -170,6 +170,28 @@ def test_a_study_name_cannot_leave_its_storage_folder(name: str) -> None:
         parse_study(f"name: {name}\n")
 
 
+def test_a_study_name_too_long_for_a_folder_is_one_line_before_anything_runs(tmp_path: Path) -> None:
+    """256 characters used to end in a 21-line `OSError: File name too long` once the storage folder existed."""
+    import subprocess
+    import sys
+
+    with pytest.raises(
+        ConfigError, match="name: 256 characters, too long for a folder name: shorten it to at most 200"
+    ):
+        parse_study(f"name: {'a' * 256}\n")
+    assert parse_study(f"name: {'a' * 200}\n").name == "a" * 200
+    (tmp_path / "store").mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "study.run_sweep", "studies/smoke.yaml", "--storage", str(tmp_path / "store")]
+        + ["--set", f"name={'n' * 256}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "at most 200" in run.stderr and not any((tmp_path / "store").iterdir())
+
+
 def test_study_names_of_letters_digits_dots_dashes_underscores_are_fine() -> None:
     assert parse_study("name: paper-v2.1_b\n").name == "paper-v2.1_b"
 

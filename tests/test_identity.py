@@ -72,7 +72,7 @@ def test_a_store_of_an_earlier_version_keeps_its_ids_from_another_home(
     assert answer is not None and "nothing to do: all 2 trials finished" in answer
     # The noise scale cannot be measured on trials trained without its probes: said, and not work left.
     answer = nothing_left(measured, plan_study(measured))
-    assert answer is not None and "nothing to do: all 2 trials finished and all 0 measurements" in answer
+    assert answer is not None and "nothing to do: all 2 trials finished and no measurements written" in answer
     assert "2 finished trials were trained without measure.noise_scale" in answer
     status = read_status(str(tmp_path / "pinned"))
     assert set(status.planned) == set(PINNED_IDS.values())

@@ -186,3 +186,17 @@ def test_a_fixed_key_becomes_a_swept_one_by_editing_its_field_and_adding_its_lis
     assert ids(copy) == ids(copy_code(tmp_path / "unedited")) and len(ids(copy)) == 1
     swept = ids(copy, "--set", "sweep.momentum=[0.0,0.9]")
     assert len(set(swept)) == 2 and ids(copy)[0] in swept  # 0.9 is optim.momentum's default
+
+
+def test_counts_agree_in_number() -> None:
+    from analysis.words import counted, every
+
+    assert [counted(n, "trial") for n in (0, 1, 2, 1200)] == ["0 trials", "1 trial", "2 trials", "1,200 trials"]
+    assert [every(n, "measurement") for n in (0, 1, 3)] == [
+        "no measurements",
+        "the one measurement",
+        "all 3 measurements",
+    ]
+    study = parse_study("name: one\nsweep: {batch_size: [128], mixup_alpha: [0.0]}\nschedule: {epochs: 2, decay: constant, milestones: []}")
+    lines = format_plan(study, plan_study(study)).splitlines()
+    assert lines[0].startswith("study one: 1 trial x 2 epochs") and "(1 trial x 2 epochs x 50,000)" in lines[-1]
