@@ -483,7 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("results_dirs", nargs="+", help="a study's folder or its results/ (several: pooled)")
     args = parser.parse_args(argv)
-    results = load_studies(args.results_dirs)
+    from analysis.store import ResultsStore
+
+    results = load_studies([ResultsStore.of(folder).uri for folder in args.results_dirs])
     print(
         findings_markdown(paper_findings(results.trials, results.sharpness, results.landscape, results.trial_roles)),
         end="",

@@ -23,8 +23,8 @@ import plotly.graph_objects as go
 
 from analysis import figures
 from analysis.findings import findings_html, paper_findings
-from analysis.load import StudyResults, load_results, load_studies
-from analysis.store import write_atomic
+from analysis.load import StudyResults, load_studies
+from analysis.store import ResultsStore, write_atomic
 from analysis.summarize import default_target
 from analysis.words import counted
 
@@ -152,8 +152,13 @@ def header(results: StudyResults) -> str:
     )
 
 
-def render(results: StudyResults, target: float | None = None) -> str:
-    shown, notes = build_figures(results, target)
+def render(
+    results: StudyResults,
+    target: float | None = None,
+    built: tuple[list[tuple[str, go.Figure]], list[str]] | None = None,
+) -> str:
+    """The report's HTML; `built`: build_figures' answer where the caller has it already."""
+    shown, notes = built or build_figures(results, target)
     # The answer first: the seed paper's claims with intervals, then the figures they rest on.
     findings = paper_findings(results.trials, results.sharpness, results.landscape, results.trial_roles)
     parts = [header(results), f'<section id="findings">{findings_html(findings)}</section>']
@@ -248,11 +253,22 @@ def write_report(
 ) -> Path | str:
     """The report of one study's results folder, or of several studies compared (a list of folders); `out`
     may be a URI (s3://...), where it is written as it is."""
+    return write_report_and_figures(results_dir, out, target, export)[0]
+
+
+def write_report_and_figures(
+    results_dir: str | list[str],
+    out: str | Path | None = None,
+    target: float | None = None,
+    export: Export | None = None,
+) -> tuple[Path | str, list[Path]]:
+    """write_report, and the figure files `export` wrote (each figure built once for both)."""
     dirs = [results_dir] if isinstance(results_dir, str) else list(results_dir)
     results = load_studies(dirs)
+    built = build_figures(results, target)
     if isinstance(out, str) and "://" in out:  # into object storage (a study's own folder there): one upload
-        write_atomic(out, render(results, target).encode())
-        return out
+        write_atomic(out, render(results, target, built).encode())
+        return out, []
     if out is None:  # beside the results for one local store; in the current folder otherwise
         if len(dirs) > 1:
             out = Path("comparison-report.html")
@@ -266,13 +282,13 @@ def write_report(
             f"{out} exists and is not a report this tool wrote; it is left as it is: pass -o with "
             "another path, or move that file"
         )
-    write_atomic(str(out.resolve()), render(results, target).encode())
-    if export is not None:
-        try:
-            export_figures(build_figures(results, target)[0], export)
-        except ReportError as error:  # the HTML is written: say so, and where
-            raise ReportError(f"{error}; the HTML report was written: {out}") from None
-    return out
+    write_atomic(str(out.resolve()), render(results, target, built).encode())
+    if export is None:
+        return out, []
+    try:
+        return out, export_figures(built[0], export)
+    except ReportError as error:  # the HTML is written: say so, and where
+        raise ReportError(f"{error}; the HTML report was written: {out}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "results_dir",
         nargs="+",
-        help="a study's results folder, <storage>/<name>/results (path or URI); several: one report comparing them",
+        help="a study's folder, <storage>/<name>, or its results/ (path or URI); several: one report comparing them",
     )
     parser.add_argument(
         "-o",
@@ -301,21 +317,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--font-size", type=int, default=14, help="exported figure font size (points)")
     args = parser.parse_args(argv)
     export = Export(args.png, args.format, args.width, args.height, args.font_size) if args.png else None
-    for folder in args.results_dir:
-        results = load_results(folder)
-        if results.trials.empty and results.epochs.empty:
+    folders = [ResultsStore.of(folder).uri for folder in args.results_dir]
+    for given, folder in zip(args.results_dir, folders):
+        if not ResultsStore(folder).is_store():
             print(
-                f"error: {folder} holds no results (no trials/ or epochs/ Parquet files); pass the results "
-                "folder that run_sweep printed",
+                f"error: {given} holds no results (no trials/ or epochs/ Parquet files, there or in its results/); "
+                "pass the study's folder that run_sweep printed, <storage>/<name>",
                 file=sys.stderr,
             )
             return 2
     try:
-        path = write_report(args.results_dir, args.output, args.target_acc, export)
+        path, figure_files = write_report_and_figures(folders, args.output, args.target_acc, export)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"report: {path}")
+    if export is not None:
+        print(
+            f"figures: {counted(len(figure_files), args.format.upper() + ' file')} in {Path(export.folder).resolve()}"
+        )
     return 0
 
 

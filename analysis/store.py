@@ -469,6 +469,17 @@ class ResultsStore:
         info = self.fs.get_file_info(self.root)
         return info.type == pafs.FileType.Directory and bool(self.keys("trials") | self.keys("epochs"))
 
+    @staticmethod
+    def of(location: str) -> ResultsStore:
+        """The results store at a study's folder (<storage>/<name>) or at its results/ folder itself, so
+        every command takes either (path or URI); where neither holds one, the store at `location`."""
+        store = ResultsStore(location)
+        if not store.is_store():
+            inner = ResultsStore(join(location, "results"))
+            if inner.is_store():
+                return inner
+        return store
+
     def finished_trials(self) -> set[str]:
         trials = self.read("trials")
         return set(trials.loc[trials["status"].isin(FINAL_STATUSES), "trial_id"])

@@ -450,18 +450,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m study.measure", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("results_dir", help="a study's results folder, <storage>/<name>/results (path or URI)")
+    parser.add_argument("results_dir", help="a study's folder, <storage>/<name>, or its results/ (path or URI)")
     parser.add_argument(
         "--address",
         help="join this Ray cluster; auto = the one running here (default: RAY_ADDRESS, else a fresh local one)",
     )
     args = parser.parse_args(argv)
     try:
-        store = ResultsStore(args.results_dir)
+        store = ResultsStore.of(args.results_dir)
         if not store.is_store():
             raise ConfigError(
-                f"{args.results_dir} is not a results store (no trials/ or epochs/ Parquet files); "
-                "pass the results folder that run_sweep printed"
+                f"{args.results_dir} is not a results store (no trials/ or epochs/ Parquet files, there or in its "
+                "results/); pass the study's folder that run_sweep printed, <storage>/<name>"
             )
         study = study_from_store(store)
     except ConfigError as error:

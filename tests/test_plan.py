@@ -197,6 +197,9 @@ def test_counts_agree_in_number() -> None:
         "the one measurement",
         "all 3 measurements",
     ]
-    study = parse_study("name: one\nsweep: {batch_size: [128], mixup_alpha: [0.0]}\nschedule: {epochs: 2, decay: constant, milestones: []}")
+    study = parse_study(
+        "name: one\nsweep: {batch_size: [128], mixup_alpha: [0.0]}\n"
+        "schedule: {epochs: 2, decay: constant, milestones: []}"
+    )
     lines = format_plan(study, plan_study(study)).splitlines()
     assert lines[0].startswith("study one: 1 trial x 2 epochs") and "(1 trial x 2 epochs x 50,000)" in lines[-1]
