@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from analysis.words import counted
 from study.bench_data import SHARED_CIFAR, write_cifar10_format
 from study.config import parse_study
 from study.plan import plan_one, write_bench_record
@@ -476,7 +477,7 @@ def landscape(s: Setting, quick: bool, table: Table) -> float:
         "",
         f"(3) 1-D landscape, {samples} images per point",
         "  "
-        + "; ".join(f"{n} worker(s) {rate:.3f} points/s" for n, rate in rates.items())
+        + "; ".join(f"{counted(n, 'worker')} {rate:.3f} points/s" for n, rate in rates.items())
         + (f"; speed-up {rates[most] / rates[1]:.2f}x" if most > 1 else ""),
     )
     return rates[1] * samples  # images/s of one worker's points

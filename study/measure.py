@@ -24,7 +24,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from analysis.store import ResultsStore, join, parent
-from analysis.words import every
+from analysis.words import counted, every
 from study.cluster import connect_ray
 from study.config import ConfigError, StudyConfig, build, validate
 from study.measures import MEASURES, Cost, Job, ProgressBoard, TaskInputs, run_job
@@ -435,7 +435,7 @@ def study_from_store(store: ResultsStore) -> StudyConfig:
     configs = trials["config"].dropna() if "config" in trials else trials.iloc[0:0]
     if configs.empty:
         unreadable = [path for path in store.unreadable if "/trials/" in path]
-        said = f"{len(unreadable)} trial file(s) cannot be read" if unreadable else "no trial has finished"
+        said = f"{counted(len(unreadable), 'trial file')} cannot be read" if unreadable else "no trial has finished"
         raise ConfigError(
             f"{store.root}: {said}, so there is nothing to measure; resume the study "
             "(run_sweep --resume) to train those trials again"

@@ -277,7 +277,7 @@ def coinciding_line(trials: list[TrialSpec]) -> str | None:
     example = repeats[0]
     rules = "/".join(t.lr_scaling for t in example)
     return (
-        f"note: {extra} trial(s) train exactly as another does ({len(repeats)} group(s); e.g. batch "
+        f"note: {counted(extra, 'trial')} train exactly as another does ({counted(len(repeats), 'group')}; e.g. batch "
         f"{example[0].batch_size} with lr rules {rules}: peak lr {example[0].peak_lr:g} for all); each runs under "
         f"its own label, {share:.1%} of the training cost"
     )
@@ -340,9 +340,10 @@ def format_plan(study: StudyConfig, trials: list[TrialSpec]) -> str:
         groups = len({t.search_group for t in trials})
         finals = groups * len(study.search.final_seeds)
         lines.append(
-            f"search: {groups} group(s) x {study.search.samples} samples = {len(trials)} samples"
-            f"{' (ASHA stops the weak ones early)' if study.search.asha else ''}, then {groups} winner(s) x "
-            f"{len(study.search.final_seeds)} seeds = {finals} final trials (planned from the samples' results)"
+            f"search: {counted(groups, 'group')} x {counted(study.search.samples, 'sample')} = "
+            f"{counted(len(trials), 'sample')}{' (ASHA stops the weak ones early)' if study.search.asha else ''}, "
+            f"then {counted(groups, 'winner')} x {counted(len(study.search.final_seeds), 'seed')} = "
+            f"{counted(finals, 'final trial')} (planned from the samples' results)"
         )
     repeated = coinciding_line(trials)
     if repeated:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from analysis.words import counted
 from trainables.trial import Status  # names only (torch-free), as every status check reads them
 
 
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a study-file key, YAML value syntax: --set sweep.batch_size=[128,256]",
+        help="override a study-file key, YAML value syntax; repeat it for several keys: "
+        "--set sweep.batch_size=[128,256] --set schedule.epochs=10",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan (one line per trial) and exit")
     parser.add_argument("--verbose", action="store_true", help="also show Ray Tune's own status tables")
@@ -182,7 +184,8 @@ def run_command(argv: list[str]) -> int:
     if result.interrupted:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the study is already stopping
         print(
-            f"\nstopped: {len(result.unfinished)} trial(s) unfinished ({', '.join(result.unfinished) or '-'}); "
+            f"\nstopped: {counted(len(result.unfinished), 'trial')} unfinished "
+            f"({', '.join(result.unfinished) or '-'}); "
             f"no measurements or report. Continue with: {resume_command(argv)}",
             file=sys.stderr,
         )
@@ -212,7 +215,8 @@ def run_command(argv: list[str]) -> int:
     if full:  # the one cause of every such failure, said once
         reason = str(full[0]["error"]).removeprefix("storage full").strip(" ()")
         return user_error(
-            f"storage: {study_root(study)} is full ({reason[:120]}); {len(full)} trial(s) could not write their "
+            f"storage: {study_root(study)} is full ({reason[:120]}); {counted(len(full), 'trial')} could not "
+            "write their "
             f"results: free space there, then continue with: {resume_command(argv)}"
         )
     for line in what_went_wrong(result.trials, argv):

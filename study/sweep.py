@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from analysis.store import ResultsStore, begin_run, join, trial_row
+from analysis.words import counted
 from study.checks import SweepError, check_fresh, study_root, study_uid
 from study.cluster import TRIAL_RESOURCE, alive_nodes, autoscaled_node_types, autoscaling, nodes_not_seeing
 from study.config import StudyConfig
@@ -88,13 +89,14 @@ def check_fits(study: StudyConfig, use_gpu: bool, nodes: list[dict[str, float]],
     if scales:
         if capacity < workers:
             print(
-                f"no node holds a trial's {workers} worker(s) of {bundle} yet: waiting for the autoscaler", flush=True
+                f"no node holds a trial's {counted(workers, 'worker')} of {bundle} yet: waiting for the autoscaler",
+                flush=True,
             )
         return study.resources.max_concurrent_trials or AUTOSCALED_CONCURRENCY
     if capacity < workers:
         offered = ", ".join(f"{{CPU: {n.get('CPU', 0):g}, GPU: {n.get('GPU', 0):g}}}" for n in nodes)
         raise SweepError(
-            f"resources: one trial needs {workers} worker(s) of {bundle}, but the cluster's nodes "
+            f"resources: one trial needs {counted(workers, 'worker')} of {bundle}, but the cluster's nodes "
             f"({offered}) hold at most {capacity}; lower resources.workers or "
             "resources.cpus_per_worker / gpus_per_worker, or add nodes"
         )
@@ -420,6 +422,19 @@ class TrainingRun:
     tracking: Tracking | None = None  # TensorBoard, MLflow, W&B (study/tracking.py)
 
 
+def continued_from(root: str, todo: list[TrialSpec]) -> list[str]:
+    """One line per trial to run that has a checkpoint: the epoch it continues after (its newest checkpoint
+    file; one that proves unreadable is skipped for the one before, which the trial says)."""
+    from trainables.checkpoint import epoch_files
+
+    lines = []
+    for t in todo:
+        saved = epoch_files(join(root, "checkpoints", t.trial_id))
+        if saved:
+            lines.append(f"  {t.trial_id}: continues after epoch {max(saved)}/{t.epochs}")
+    return lines
+
+
 def run_trials(study: StudyConfig, store: ResultsStore, run: TrainingRun, prov: dict[str, Any], verbose: bool) -> bool:
     """One Tune run over the unfinished trials of `run.plan`; False when a Ctrl-C stopped it."""
     import ray
@@ -436,6 +451,8 @@ def run_trials(study: StudyConfig, store: ResultsStore, run: TrainingRun, prov: 
         f"{len(todo)} to run, up to {concurrency} at a time{' on GPUs' if use_gpu else ''}",
         flush=True,
     )
+    for line in continued_from(study_root(study), todo):
+        print(line, flush=True)
     if not todo:
         return True
     if study.resources.workers == 1:

@@ -132,7 +132,7 @@ def test_dry_run_counts_a_searchs_finals_and_says_which_trials_coincide() -> Non
     assert measure.startswith(f"measure: {len(plan_measure_jobs(tuned, [t.__dict__ for t in finals]))} jobs")
     scaling = load_study("studies/scaling.yaml")
     note = next(x for x in format_plan(scaling, plan_study(scaling)).splitlines() if x.startswith("note:"))
-    assert note.startswith("note: 18 trial(s) train exactly as another does (9 group(s)") and "9.5%" in note
+    assert note.startswith("note: 18 trials train exactly as another does (9 groups") and "9.5%" in note
     smoke = load_study("studies/smoke.yaml")
     assert not any(x.startswith("note:") for x in format_plan(smoke, plan_study(smoke)).splitlines())
 

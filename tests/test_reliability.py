@@ -138,6 +138,9 @@ def test_sigkilled_driver_resumes_with_each_row_once(ray_session: str, tmp_path:
     # The partial trial resumed from its checkpoint: it trained only the epochs it had not finished.
     resumed = re.findall(rf"\[{re.escape(partial_id)}\] epoch (\d+)/5", output)
     assert resumed and int(resumed[0]) > 1 and len(resumed) <= 5 - partial_epochs + 1
+    # ... and the resume said so before it started: one line naming the epoch it continues after.
+    said = re.search(rf"  {re.escape(partial_id)}: continues after epoch (\d+)/5\n", output)
+    assert said and int(said.group(1)) + 1 == int(resumed[0]) and done_id + ": continues" not in output
     # Measurements ran once: one row per trial and measure.
     assert not sharpness.duplicated(["trial_id", "measure"]).any()
     assert sharpness.groupby("measure")["trial_id"].nunique().to_dict() == {"hessian_eig1": 2, "noise_scale": 2}

@@ -72,7 +72,7 @@ def test_winners_become_final_trials_with_every_seed() -> None:
     for final in finals:
         group = table[(table["search_group"] == final.search_group) & (table["status"] == "completed")]
         assert final.base_lr == group["base_lr"].max() and final.batch_size == group["batch_size"].iloc[0]
-    assert "search: 2 group(s) x 4 samples = 8 samples, then 2 winner(s) x 2 seeds = 4 final trials" in (
+    assert "search: 2 groups x 4 samples = 8 samples, then 2 winners x 2 seeds = 4 final trials" in (
         format_plan(study, samples)
     )
 

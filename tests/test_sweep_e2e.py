@@ -184,7 +184,7 @@ def test_interrupted_sweep_resumes_without_retraining_or_duplicates(ray_session:
     assert len(finished) == 1, first_output
     # Ctrl-C means stop: exit 130, the unfinished trial named, this tool's way to continue, not Tune's.
     assert process.returncode == 130, first_output[-3000:]
-    assert "1 trial(s) unfinished" in first_output and "Tuner.restore" not in first_output
+    assert "stopped: 1 trial unfinished" in first_output and "Tuner.restore" not in first_output
     assert "--set 'sweep.mixup_alpha=[0.0]' --resume" in first_output  # shell-quoted, ready to paste
     assert not (results / "report.html").exists() and not (tmp_path / "resume" / "report.html").exists()
     first_id = finished["trial_id"][0]
