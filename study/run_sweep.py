@@ -4,7 +4,7 @@
 Starts (or joins) a Ray cluster, trains every trial of the study with Ray Tune (one-worker trials in
 the Tune trial itself, multi-worker trials through a Ray Train TorchTrainer), writes Parquet results
 and prints where they are. A user's mistake exits with status 2 and one line on stderr; Ctrl-C stops
-and prints how to continue (exit 130).
+and prints how to continue (exit 130; SIGTERM the same, exit 143).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """The CLI (`python -m study.run_sweep` and the `lbstudy-sweep` script alike)."""
     status = run_command(list(sys.argv[1:] if argv is None else argv))
-    if status == 130:  # stopped by Ctrl-C: no window in which another one could kill the process
+    if status in STOP_STATUS.values():  # stopped: no window in which another Ctrl-C could kill the process
         end_process(status)
     return status
 
@@ -128,6 +128,7 @@ def run_command(argv: list[str]) -> int:
     from study.lock import StudyLocked, forget, study_lock
 
     exit_at_once_on_ctrl_c(argv)  # for the rest of this process, its exit included
+    sigterm_as_ctrl_c()
     created = folders_to_create(study)  # removed again if a check fails before anything is written
     try:
         check_storage(study)
@@ -160,6 +161,7 @@ def run_command(argv: list[str]) -> int:
             check_data_fingerprint(study, fingerprint)
             record_identity(study, fingerprint)  # what a later --resume is checked against
             dashboard = connect_ray(args.address, verbose=args.verbose)
+            sigterm_as_ctrl_c()  # ours again, over Ray's
             if dashboard:
                 print(dashboard_line(dashboard), flush=True)
             result = run_study(study, resume=args.resume, dashboard_url=dashboard, verbose=args.verbose)
@@ -189,7 +191,7 @@ def run_command(argv: list[str]) -> int:
             f"no measurements or report. Continue with: {resume_command(argv)}",
             file=sys.stderr,
         )
-        return 130
+        return stop_status()
     summary = [
         summary_table(result.trials),
         nodes_line(result.trials),
@@ -252,18 +254,41 @@ def user_error(error: Exception | str) -> int:
     return 2
 
 
+STOP_STATUS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal, as shells report a stopped job
+_stopped_by = signal.SIGINT
+
+
+def stop_status() -> int:
+    """The exit status of a stopped study: 130 after Ctrl-C, 143 after SIGTERM."""
+    return STOP_STATUS[_stopped_by]
+
+
+def sigterm_as_ctrl_c() -> None:
+    """SIGTERM (`docker stop`, a batch scheduler, `kill`) stops the study as Ctrl-C does: trials stopped,
+    the resume command printed, exit 143. Installed again once Ray is connected: ray.init puts in its own
+    (sys.exit), and Ray's core worker one that dumps a stack trace."""
+
+    def on_term(signum: int, frame: Any) -> None:
+        global _stopped_by
+        _stopped_by = signal.SIGTERM
+        signal.raise_signal(signal.SIGINT)  # whoever handles Ctrl-C now (Tune, or exit_now) does the rest
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+
+
 def exit_at_once_on_ctrl_c(argv: list[str]) -> None:
     """Ctrl-C outside training (checks, start-up, measurements), or a second one during it (Tune takes
-    the first and stops cleanly): say how to continue and end the process with 130 now. Ended from the
-    handler, not by raising KeyboardInterrupt, because Ray's clean-up code may be running a finalizer
-    when the signal lands, and a finalizer swallows the exception and prints a traceback instead of
+    the first and stops cleanly): say how to continue and end the process with 130 (143 after SIGTERM)
+    now. Ended from the handler, not by raising KeyboardInterrupt, because Ray's clean-up code may be
+    running a finalizer when the signal lands, and a finalizer swallows the exception and prints a traceback instead of
     stopping. Every row and checkpoint on disk was written atomically, so --resume continues from
     them; the study lock left behind is taken over by the next run (its pid is gone)."""
 
     def exit_now(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a third Ctrl-C cannot cut the message short
         print(f"\nstopped; continue with: {resume_command(argv)}", file=sys.stderr, flush=True)
-        end_process(130)
+        end_process(stop_status())
 
     if threading.current_thread() is threading.main_thread():  # signals belong to the main thread
         signal.signal(signal.SIGINT, exit_now)
