@@ -528,6 +528,15 @@ class _NoRestoreHint(logging.Filter):
         return "Tuner.restore" not in message and "Failed to fetch metrics" not in message
 
 
+class _NotActionable(logging.Filter):
+    """Tune's 'Processing trial results took 0.7 s, which may be a performance bottleneck. Please consider
+    reporting results less frequently': a trial reports once an epoch, and the time is the driver's own
+    writing of the study's rows and trackers; nothing a user can act on (--verbose shows it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "may be a performance bottleneck" not in record.getMessage()
+
+
 @contextlib.contextmanager
 def quiet_tune(verbose: bool) -> Iterator[None]:
     """Tune's console output off unless asked: its tables, experiment box, TensorBoard hint into Ray's
@@ -537,13 +546,16 @@ def quiet_tune(verbose: bool) -> Iterator[None]:
         yield
         return
     tune_logger, level = logging.getLogger("ray.tune"), logging.getLogger("ray.tune").level
+    slow_logger, not_actionable = logging.getLogger("ray.tune.utils.util"), _NotActionable()  # warn_if_slow's
     previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     tune_logger.setLevel(logging.WARNING)
+    slow_logger.addFilter(not_actionable)
     try:
         yield
     finally:
         tune_logger.setLevel(level)
+        slow_logger.removeFilter(not_actionable)
         if previous is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:

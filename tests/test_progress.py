@@ -92,3 +92,30 @@ def test_the_progress_line_comes_on_a_timer_with_no_event(tmp_path, monkeypatch,
     said = capsys.readouterr().out.splitlines()
     lines = [line for line in said if line.startswith(f"study: 0/{len(todo)} trials ended")]
     assert len(lines) >= 2, lines
+
+
+def test_tunes_slow_processing_warning_is_left_out_unless_verbose(monkeypatch) -> None:  # noqa: ANN001
+    """'Processing trial results took 0.7 s, which may be a performance bottleneck. Please consider reporting
+    results less frequently to Ray Tune' is about the driver's own writing: nothing a user can act on."""
+    import logging
+    import time
+
+    from ray.tune.utils import util
+    from ray.tune.utils.util import warn_if_slow
+
+    from study.sweep import quiet_tune
+
+    monkeypatch.setattr(util, "START_OF_TIME", time.time() - 100)  # it is silent in a process's first minute
+
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("ray.tune.utils.util")
+    logger.addHandler(handler)
+    try:
+        for verbose in (False, True):
+            with quiet_tune(verbose), warn_if_slow("process_trial_results", threshold=1e-9):
+                time.sleep(0.01)
+    finally:
+        logger.removeHandler(handler)
+    assert len(said) == 1 and "performance bottleneck" in said[0]  # the verbose run's only
