@@ -147,6 +147,8 @@ def run_command(argv: list[str]) -> int:
         except StudyLocked as error:
             return user_error(error)
         return print_tracking(lines, argv)
+    # torch and Ray take seconds to import on a busy machine: say what is coming first
+    print(f"{study.name}: {counted(len(trials), 'trial')}; checking the data, then starting Ray", flush=True)
     from study.cluster import connect_ray
     from study.sweep import check_data, run_study
     from trainables.data import DataError

@@ -342,7 +342,7 @@ def run_study(
     unmeasurable = unmeasurable_note(first, stored, store.finished_trials())
     if unmeasurable:
         print(unmeasurable, flush=True)
-    phases = [("search samples" if study.search else "trials", first)]
+    phases = [("search sample" if study.search else "trial", first)]
     done: list[TrialSpec] = []
     # Measured as trials complete, beside the training of the others (study/measure.py says the priority).
     measurements = Measurements(study, store, autoscaled=scales) if study_has_measurements(study) else None
@@ -353,7 +353,7 @@ def run_study(
     try:
         while phases:
             label, plan = phases.pop(0)
-            asha = study.search and study.search.asha and label != "finals"
+            asha = study.search and study.search.asha and label != "final"
             scheduler = make_grouped_asha(study) if asha else None
             run = TrainingRun(label, plan, use_gpu, fits, generation, scheduler, measurements, tracking)
             if not run_trials(study, store, run, prov, verbose):
@@ -361,9 +361,9 @@ def run_study(
                 unfinished = tuple(t.trial_id for t in done + plan if t.trial_id not in store.finished_trials())
                 return SweepResult(study, store.uri, [], dashboard_url, interrupted=True, unfinished=unfinished)
             done += plan
-            if study.search and label != "finals":
+            if study.search and label != "final":
                 stored = store.read("trials")
-                phases.append(("finals", with_stored_ids(plan_finals(study, stored, store.read("epochs")), stored)))
+                phases.append(("final", with_stored_ids(plan_finals(study, stored, store.read("epochs")), stored)))
         if measurements is not None:
             measurements.plan()
             outcome = measurements.finish()
@@ -412,7 +412,7 @@ def restore_epoch_rows(study: StudyConfig, store: ResultsStore, trial_id: str) -
 class TrainingRun:
     """One Tune run of a study: which trials, on what, under which driver run, measured by whom."""
 
-    label: str  # "trials", "search samples", "finals"
+    label: str  # what one trial of it is called: "trial", "search sample", "final"
     plan: list[TrialSpec]
     use_gpu: bool
     fits: int  # trials that fit on the cluster at once
@@ -447,7 +447,7 @@ def run_trials(study: StudyConfig, store: ResultsStore, run: TrainingRun, prov: 
     finished = store.finished_trials()
     todo = [t for t in plan if t.trial_id not in finished]
     print(
-        f"{study.name}: {len(plan)} {label}, {len(plan) - len(todo)} already finished, "
+        f"{study.name}: {counted(len(plan), label)}, {len(plan) - len(todo)} already finished, "
         f"{len(todo)} to run, up to {concurrency} at a time{' on GPUs' if use_gpu else ''}",
         flush=True,
     )
@@ -520,12 +520,16 @@ def no_tune_tensorboard() -> Any:
 
 class _NoRestoreHint(logging.Filter):
     """Tune's 'Resume experiment with: Tuner.restore(...)' is not how a study continues (run_sweep --resume
-    is); and its 'Failed to fetch metrics ... FileNotFoundError' after a Ctrl-C before any trial reported
-    is about Tune's own result files, which the study never reads (its rows are in the store)."""
+    is); its 'Failed to fetch metrics ... FileNotFoundError' after a Ctrl-C before any trial reported
+    is about Tune's own result files, which the study never reads (its rows are in the store); its 'Stop
+    signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune' comes before the study's own 'stopped'
+    line, which says how to continue."""
+
+    LEFT_OUT = ("Tuner.restore", "Failed to fetch metrics", "Stop signal received")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return "Tuner.restore" not in message and "Failed to fetch metrics" not in message
+        return not any(said in message for said in self.LEFT_OUT)
 
 
 class _NotActionable(logging.Filter):

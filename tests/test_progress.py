@@ -67,6 +67,7 @@ def test_tunes_notices_about_its_own_files_are_left_out() -> None:
     keep = _NoRestoreHint()
     assert not keep.filter(record("Failed to fetch metrics for 1 trial(s):\n- b64: FileNotFoundError('x')"))
     assert not keep.filter(record("Resume experiment with: Tuner.restore(path=...)"))
+    assert not keep.filter(record("Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run."))
     assert keep.filter(record("Trial b64 errored"))  # everything else passes
 
 

@@ -186,6 +186,9 @@ def test_interrupted_sweep_resumes_without_retraining_or_duplicates(ray_session:
     assert len(finished) == 1, first_output
     # It means stop: exit 143, the unfinished trial named, this tool's way to continue, not Tune's.
     assert process.returncode == 143 and "SIGTERM received" not in first_output, first_output[-3000:]
+    assert "Stop signal received" not in first_output  # Tune's, before the study's own stopped line
+    # What it is doing comes first, before torch and Ray take their seconds to import.
+    assert first_output.splitlines()[0] == "resume: 2 trials; checking the data, then starting Ray", first_output
     assert "stopped: 1 trial unfinished" in first_output and "Tuner.restore" not in first_output
     assert "--set 'sweep.mixup_alpha=[0.0]' --resume" in first_output  # shell-quoted, ready to paste
     assert not (results / "report.html").exists() and not (tmp_path / "resume" / "report.html").exists()
