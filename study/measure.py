@@ -31,7 +31,7 @@ from study.measures import MEASURES, Cost, Job, ProgressBoard, TaskInputs, run_j
 from study.measures.base import as_stored, plan_measure_jobs
 from study.plan import bench_measure_rates, image_counts
 from study.progress import PROGRESS_EVERY_S, duration
-from trainables.trial import Phase, Status
+from trainables.trial import Phase, Status, TrialSpec
 
 
 def plan_jobs(study: StudyConfig, trials: pd.DataFrame, store: ResultsStore) -> tuple[list[Job], dict[str, set[str]]]:
@@ -151,6 +151,8 @@ class Measurements:
         self.written = 0
         self.jobs: dict[str, Job] = {}  # job key -> job, of those this run runs as tasks
         self.done = 0  # of those, written
+        self.on_driver = 0  # jobs computed and written on the driver (no task)
+        self.expected = 0  # jobs the whole plan asks for, not written before this run (`expect`)
         self.started_at = time.perf_counter()
         self.said_at = time.perf_counter()
         self._task: Any = None
@@ -198,6 +200,14 @@ class Measurements:
             self.remaining[job.key], self.parts[job.key] = len(pieces), []
             queued += 1
         return queued
+
+    def expect(self, specs: list[TrialSpec]) -> None:
+        """Count the jobs the study's whole plan asks for that no earlier run wrote: the total the progress
+        line counts against from the start (the dry-run's count, less what is written), instead of one
+        that grows as trials complete and their jobs are planned."""
+        jobs = plan_measure_jobs(self.study, [s.to_dict() for s in specs])
+        existing = {table: self.store.keys(table) for table in {j.table for j in jobs}}
+        self.expected = sum(job.key not in existing[job.table] for job in as_stored(jobs, existing))
 
     def stale(self, job: Job, identity: dict[str, str | None]) -> bool:
         """Whether the job's file measured another training of its trials than the one on record now (a
@@ -300,6 +310,7 @@ class Measurements:
         rows = run_job(job, TaskInputs(inputs.specs, inputs.checkpoints, inputs.snapshots, epochs=epochs), None)
         if rows:  # nothing recorded for this trial (yet): no file, so a later run tries again
             self.write(job, rows, identity)
+            self.on_driver += 1
         else:
             self.seen.discard(job.key)
 
@@ -383,8 +394,12 @@ class Measurements:
         if timed and untimed:
             eta += f" + {untimed} untimed part{'s' if untimed > 1 else ''}"
         detail = f" ({'; '.join(said)})" if said else ""
+        planned = len(self.jobs) + self.on_driver
+        waiting = max(0, self.expected - planned)  # their trials are still training: not in the ETA
+        if waiting:
+            eta += f" for the {counted(planned, 'planned job')}, {waiting} more when their trials end"
         return (
-            f"measure: {self.done}/{len(self.jobs)} jobs written, {len(running)} running{detail}, "
+            f"measure: {self.written}/{planned + waiting} jobs written, {len(running)} running{detail}, "
             f"{len(self.queue)} parts queued; {duration(time.perf_counter() - self.started_at)} elapsed, {eta}"
         )
 

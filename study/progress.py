@@ -38,6 +38,10 @@ class SweepProgress:
     epochs_of: dict[str, int]  # trial_id -> epochs it trains in all (those planned for this run)
     started_at: float
     concurrency: int = 1  # trials that train at once
+    # trial_id -> what sets its epoch time besides the machine (its batch size): a trial not measured yet
+    # is priced at the epochs of trials of its own kind where there are any (a batch-2048 epoch on a CPU
+    # took 1.5x a batch-64 one)
+    kind_of: dict[str, object] = field(default_factory=dict)
     last_epoch: dict[str, int] = field(default_factory=dict)  # trial_id -> last epoch reported
     first_epoch: dict[str, int] = field(default_factory=dict)  # its first report this run (resumed trials > 1)
     ended: set[str] = field(default_factory=set)
@@ -69,11 +73,15 @@ class SweepProgress:
         return (set(self.began) | set(self.last_epoch)) - self.ended
 
     def seconds_per_epoch(self, trial_id: str) -> float:
-        """The trial's own measured epoch time, else the mean of the others' (NaN before any)."""
+        """The trial's own measured epoch time, else the mean of those of its kind (`kind_of`), else the
+        mean of the others' (NaN before any)."""
         own = self.epoch_s.get(trial_id)
         if own:
             return sum(own) / len(own)
-        every = [x for times in self.epoch_s.values() for x in times]
+        kind = self.kind_of.get(trial_id)
+        same = [t for t in self.epoch_s if kind is not None and self.kind_of.get(t) == kind]
+        alike = [x for t in same for x in self.epoch_s[t]]
+        every = alike or [x for times in self.epoch_s.values() for x in times]
         if every:
             return sum(every) / len(every)
         # Only first epochs so far: start to first report, start-up included (an over-estimate until the

@@ -135,7 +135,12 @@ def make_progress_callback(
 
     class Progress(ray.tune.Callback):
         def __init__(self) -> None:
-            self.study = SweepProgress({t.trial_id: t.epochs for t in todo}, time.time(), concurrency=concurrency)
+            self.study = SweepProgress(
+                {t.trial_id: t.epochs for t in todo},
+                time.time(),
+                concurrency=concurrency,
+                kind_of={t.trial_id: t.batch_size for t in todo},
+            )
             self.said_at = time.time()
             # The line comes on a timer of its own: Tune calls back only when something happens, and it
             # was silent for a minute between epochs. The lock keeps the ticker and the callbacks apart.
@@ -347,6 +352,7 @@ def run_study(
     # Measured as trials complete, beside the training of the others (study/measure.py says the priority).
     measurements = Measurements(study, store, autoscaled=scales) if study_has_measurements(study) else None
     if measurements is not None:
+        measurements.expect(first)  # the total its progress line counts against, from the start
         measurements.plan()  # trials completed by earlier runs
     history = lambda trial_id: store.read("epochs", trial_id).to_dict("records")  # noqa: E731
     tracking = study_tracking(study, study_root(study), study_uid(study_root(study)), history)

@@ -89,3 +89,24 @@ def test_the_longest_queued_part_goes_first(tmp_path: Path) -> None:
     hessian = Job("sharpness", "hessian", ("a",), HESSIAN, "hessian")
     m.queue = [(eps, None), (hessian, None), (eps, None)]
     assert m.queue[m.longest()][0] is hessian
+
+
+def test_the_job_total_is_the_dry_runs_from_the_start(tmp_path: Path) -> None:
+    """It grew 3 -> 6 -> 10 -> 14 as trials completed while the dry-run and study.status said 18: now the
+    line counts against the whole plan from the start, and says how many jobs wait for their trials."""
+    import re
+
+    from study.plan import format_plan, plan_study
+
+    study = parse_study(
+        tiny_study_yaml("total", tmp_path)
+        + "measure:\n  hessian: {top_k: 1, samples: 64, trace: false}\n  eps_sharpness: {samples: 64}\n"
+        + "  interpolate: {between: batch_size, pairs: [[64, 128]], points: 3}\n  noise_scale: true\n"
+    )
+    planned = plan_study(study)
+    dry_run = int(re.search(r"measure: (\d+) jobs", format_plan(study, planned)).group(1))
+    scheduler = Measurements(study, ResultsStore(str(tmp_path / "results")))
+    scheduler.expect(planned)
+    assert scheduler.expected == dry_run == 4 * 3 + 2  # hessian, eps, noise scale per trial; 2 lines
+    line = scheduler.line()
+    assert line.startswith(f"measure: 0/{dry_run} jobs written") and f"{dry_run} more when their trials end" in line

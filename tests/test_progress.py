@@ -120,3 +120,17 @@ def test_tunes_slow_processing_warning_is_left_out_unless_verbose(monkeypatch) -
     finally:
         logger.removeHandler(handler)
     assert len(said) == 1 and "performance bottleneck" in said[0]  # the verbose run's only
+
+
+def test_a_pending_trial_is_priced_at_the_epochs_of_its_own_batch_size() -> None:
+    """Batch 64 takes 10 s an epoch, batch 2048 20 s (a CPU): the pending batch-2048 trial c is priced at
+    20 s an epoch, not at the mean over both sizes (13.3 s, which said 'ETA 1m03s' for 90 s)."""
+    progress = SweepProgress({"a": 4, "b": 4, "c": 4}, 0.0, concurrency=2, kind_of={"a": 64, "b": 2048, "c": 2048})
+    for trial, seconds in (("a", 10.0), ("b", 20.0)):
+        progress.start(trial, 0.0)
+        for epoch in range(1, 4):
+            if 5 + seconds * (epoch - 1) <= 25.0:
+                progress.epoch(trial, epoch, 5 + seconds * (epoch - 1))
+    assert progress.seconds_per_epoch("c") == 20.0
+    # a ends at 35 s, then c trains 4 x 20 s: done at 115 s, 90 s from now
+    assert progress.seconds_left(25.0) == 90.0
