@@ -1,7 +1,12 @@
-"""The platform's benchmark: one table, on whatever device this machine has.
+"""The platform's benchmark, on whatever device this machine has.
 
-    python -m study.bench [--quick]
+    python -m study.bench [--model M] [--width W]          # what --dry-run prices a study with: ~2 min on 2 CPUs
+    python -m study.bench --full                            # the whole table below: ~25 min on 2 CPUs
 
+By default it measures what `run_sweep --dry-run` turns a study's images into hours with, and saves each
+rate the moment it is measured (a run cut short keeps them): evaluation images/s, the training loop's
+images/s at each batch size (5 steps an epoch on a CPU), and the measurement phase's rates (Hessian-vector
+products, loss-and-gradient steps; landscape points at the evaluation rate). `--full` is the table:
 (1) training images/s and MFU of VGG9 at three batch sizes: our bare loop, the same trial through a
     one-trial Ray sweep (ratio), and a plain PyTorch loop on the same model and batch (ratio);
 (2) the input pipeline versus torchvision's DataLoader + PIL;
@@ -15,9 +20,9 @@
 (6) the CLI's fast answers;
 (7) the measurement phase: Hessian-vector products/s, loss-and-gradient steps/s and landscape points
     (3) in images/s, as one measurement task computes them (what --dry-run prices measurements with).
-On a CPU it uses small sizes (VGG9 width 0.25, synthetic data) and takes a few minutes; on a GPU
-full sizes (width 1, batches 128 / 1024 / 8192, CIFAR-10 or random images of its size and format).
-Each number is printed as it is measured (`bench| ...`), then the whole table.
+On a CPU it uses small sizes (VGG9 width 0.25); on a GPU full sizes (width 1, batches 128 / 1024 / 8192,
+CIFAR-10 or random images of its size and format). Each number is printed as it is measured (`bench|
+...`), then the whole table.
 """
 
 from __future__ import annotations
@@ -54,8 +59,10 @@ from trainables.models import build_model
 from trainables.trial import TrialSpec
 
 # Every epoch of the training bench has this many optimizer steps, at every batch size: with fewer,
-# per-epoch work (evaluation, checkpoint, rows) dominates what is meant to be a per-step rate.
-STEPS_PER_EPOCH = 20
+# per-epoch work (evaluation, checkpoint, rows) dominates what is meant to be a per-step rate. The default
+# run on a CPU takes fewer (a batch-2048 epoch of 20 steps is two minutes on 2 cores): the rate is of the
+# fastest epoch's steps alone, which 5 steps already time to a few percent.
+STEPS_PER_EPOCH, QUICK_STEPS_PER_EPOCH = 20, 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,21 +76,23 @@ class Setting:
     epochs: int
     data_note: str
     model: str = "vgg9"
+    steps_per_epoch: int = STEPS_PER_EPOCH
 
     def train_images(self, batch: int) -> int:
-        return STEPS_PER_EPOCH * batch
+        return self.steps_per_epoch * batch
 
 
-def setting(quick: bool, scratch: Path, model: str = "vgg9", width: float | None = None) -> Setting:
-    """Small sizes on a CPU (VGG9 width 0.25), the paper's on a GPU; CIFAR-10 where this machine has enough
-    of it for STEPS_PER_EPOCH steps at the largest batch, otherwise random images of its size and format
-    written to `scratch` (no download; speed does not depend on the pixels)."""
+def setting(full: bool, scratch: Path, model: str = "vgg9", width: float | None = None) -> Setting:
+    """Small sizes on a CPU (VGG9 width 0.25; QUICK_STEPS_PER_EPOCH unless `full`), the paper's on a GPU;
+    CIFAR-10 where this machine has enough of it for an epoch at the largest batch, otherwise random
+    images of its size and format written to `scratch` (no download; speed does not depend on the pixels)."""
     on_gpu = torch.cuda.is_available()
-    batches = (128, 1024, 8192) if on_gpu else ((128, 512) if quick else (128, 512, 2048))
-    dataset, root, note = full_size_data(scratch, images=STEPS_PER_EPOCH * max(batches))
+    batches = (128, 1024, 8192) if on_gpu else (128, 512, 2048)
+    steps = STEPS_PER_EPOCH if on_gpu or full else QUICK_STEPS_PER_EPOCH
+    dataset, root, note = full_size_data(scratch, images=steps * max(batches))
     if on_gpu:
-        return Setting(torch.device("cuda"), width or 1.0, dataset, root, 10_000, batches, 3, note, model)
-    return Setting(torch.device("cpu"), width or 0.25, dataset, root, 1000, batches, 2, note, model)
+        return Setting(torch.device("cuda"), width or 1.0, dataset, root, 10_000, batches, 3, note, model, steps)
+    return Setting(torch.device("cpu"), width or 0.25, dataset, root, 1000, batches, 2, note, model, steps)
 
 
 def full_size_data(
@@ -276,7 +285,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m study.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="smaller sizes (CPU only), for a first look")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="the whole table: also plain PyTorch and the trial through Ray (their via-Ray rates price --dry-run "
+        "best), the input pipeline, landscape workers, start-up and the CLI; about 25 minutes on 2 CPU cores",
+    )
     parser.add_argument("--model", default="vgg9", help="the model to measure (a study's model.arch; default vgg9)")
     parser.add_argument(
         "--width", type=float, default=None, help="its width (a study's model.width; default 0.25 on a CPU, 1 on a GPU)"
@@ -290,39 +304,84 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--width: a channel multiplier in (0, 16]")
     import ray
 
-    from study.cluster import TRIAL_RESOURCE, TRIAL_RESOURCE_AMOUNT, quiet_token_notice
     from trainables.ray_train import device_name
 
     scratch = tempfile.TemporaryDirectory()
-    s = setting(args.quick, Path(scratch.name), args.model, args.width)
+    s = setting(args.full, Path(scratch.name), args.model, args.width)
     name = device_name(s.device)
     table = Table(
         f"device: {name}; torch {torch.__version__}; ray {ray.__version__}; {os.cpu_count()} CPUs; "
-        f"{s.model} width {s.width:g}; data: {s.data_note}; {s.epochs} epochs per run, the fastest after the first"
+        f"{s.model} width {s.width:g}; data: {s.data_note}; {s.epochs} epochs of {s.steps_per_epoch} steps per run, "
+        "the fastest after the first"
         + (f"; training at {TRAIN_THREADS_ON_CPU} thread per trial" if s.device.type == "cpu" else "")
     )
+    record = Record(name, s)
+    record.eval_rate = eval_images_per_second(spec_for(s, s.batch_sizes[0]), s.device)
+    table.add(f"evaluation {record.eval_rate:,.0f} images/s")
     # The loops without Ray first, before Ray's own processes share the machine: the baseline the
     # swept trial is held to is the loop on a quiet machine.
-    bare = bare_loops(s)
+    bare = bare_loops(s, record, compare=args.full)
+    if args.full:
+        full_table(s, name, bare, record, table)
+    samples = 500 if s.device.type == "cpu" else 5000
+    record.measure.update(measurement_rates(s, samples))
+    record.measure.setdefault("points", record.eval_rate)  # a landscape point is forward passes, as evaluation
+    path = record.save()
+    table.add(
+        "",
+        f"(7) measurements, one task, {s.model} width {s.width:g}, {samples} images: Hessian-vector products "
+        f"{record.measure['products'] / samples:.2f}/s ({record.measure['products']:,.0f} images/s); "
+        f"loss-and-gradient steps {record.measure['steps'] / samples:.2f}/s ({record.measure['steps']:,.0f} "
+        f"images/s); landscape points {record.measure['points']:,.0f} images/s"
+        + ("" if args.full else " (the evaluation rate; --full times them through Ray)"),
+    )
+    table.add("", f"rates recorded in {path} (run_sweep --dry-run turns a study's images into hours with them)")
+    table.print()
+    scratch.cleanup()
+
+
+@dataclasses.dataclass
+class Record:
+    """What this run has measured so far, saved to the bench record each time something is added (`save`)."""
+
+    device: str
+    s: Setting
+    eval_rate: float = math.nan
+    train: dict[int, float] = dataclasses.field(default_factory=dict)
+    via_ray: dict[int, float] = dataclasses.field(default_factory=dict)
+    measure: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def save(self) -> Path:
+        return write_bench_record(
+            self.device, self.s.width, self.train, self.eval_rate, self.measure, self.via_ray, self.s.model
+        )
+
+
+def full_table(s: Setting, name: str, bare: dict[int, tuple[dict, float, float]], record: Record, table: Table) -> None:
+    """(1)-(6) of the module's table: the trial through Ray beside the loops, the input pipeline, landscape
+    workers, start-up, the paper's projection and the CLI's answers."""
+    import ray
+
+    from study.cluster import TRIAL_RESOURCE, TRIAL_RESOURCE_AMOUNT, quiet_token_notice
+
     quiet_token_notice()
     ray.init(
         address="local", resources={TRIAL_RESOURCE: TRIAL_RESOURCE_AMOUNT}, include_dashboard=False, log_to_driver=False
     )
     wait_until_quiet()
-    startups, via_ray = training_through_ray(s, bare, table)
+    startups = training_through_ray(s, bare, table, record)
     input_pipeline(s, table)
-    point_rate = landscape(s, args.quick, table)
+    record.measure["points"] = landscape(s, table)
+    record.save()
     table.add(
         "", "(4) per-trial start-up, trial start to first optimizer step", *[f"  {k}: {v}" for k, v in startups.items()]
     )
-    train_rates = {batch: row["images_per_s"] for batch, (row, _, _) in bare.items()}
-    eval_rate = eval_images_per_second(spec_for(s, s.batch_sizes[0]), s.device)
     table.add(
         "",
-        f"(5) evaluation {eval_rate:,.0f} images/s; projected for the paper on this device "
+        f"(5) evaluation {record.eval_rate:,.0f} images/s; projected for the paper on this device "
         f"({s.model} width {s.width:g}; {PAPER_EPOCHS} epochs of {PAPER_TRAIN_IMAGES:,} images, "
         f"{PAPER_EVAL_IMAGES:,} evaluated per epoch):",
-        *projection(train_rates, eval_rate),
+        *projection(record.train, record.eval_rate),
     )
     if s.device.type != "cuda" or peak_flops(name) is None:
         model = build_model(s.model, width=s.width)
@@ -333,60 +392,48 @@ def main(argv: list[str] | None = None) -> None:
         )
     ray.shutdown()
     table.add("", "(6) the CLI's fast answers", *cli_timings())
-    samples = 500 if s.device.type == "cpu" else 5000
-    measure = {**measurement_rates(s, samples), "points": point_rate}
-    table.add(
-        "",
-        f"(7) measurements, one task, {s.model} width {s.width:g}, {samples} images: Hessian-vector products "
-        f"{measure['products'] / samples:.2f}/s ({measure['products']:,.0f} images/s); loss-and-gradient steps "
-        f"{measure['steps'] / samples:.2f}/s ({measure['steps']:,.0f} images/s); landscape points "
-        f"{measure['points']:,.0f} images/s",
-    )
-    record = write_bench_record(name, s.width, train_rates, eval_rate, measure, via_ray, s.model)
-    table.add("", f"rates recorded in {record} (run_sweep --dry-run turns a study's images into hours with them)")
-    table.print()
-    scratch.cleanup()
 
 
-def bare_loops(s: Setting) -> dict[int, tuple[dict, float, float]]:
-    """Per batch size: the loop's best epoch without Ray, its per-epoch overhead, and plain torch's images/s."""
+def bare_loops(s: Setting, record: Record, compare: bool) -> dict[int, tuple[dict, float, float]]:
+    """Per batch size: the loop's best epoch without Ray, its per-epoch overhead, and (`compare`) plain
+    torch's images/s (NaN without); each rate saved to the record as it is measured."""
     threads = torch.get_num_threads()
     if s.device.type == "cpu":
         torch.set_num_threads(TRAIN_THREADS_ON_CPU)
     bare = {}
     for batch in s.batch_sizes:
         epoch, overhead = bare_loop(spec_for(s, batch), s.device)
-        plain = plain_loop(spec_for(s, batch), s.device, s.train_images(batch))
+        plain = plain_loop(spec_for(s, batch), s.device, s.train_images(batch)) if compare else math.nan
         bare[batch] = (epoch, overhead, plain)
-        print(
-            f"bench| batch {batch}: bare loop {epoch['images_per_s']:,.0f} images/s, plain torch {plain:,.0f} images/s",
-            flush=True,
-        )
+        record.train[batch] = epoch["images_per_s"]
+        record.save()
+        said = f", plain torch {plain:,.0f} images/s" if compare else ""
+        print(f"bench| batch {batch}: training loop {epoch['images_per_s']:,.0f} images/s{said}", flush=True)
     torch.set_num_threads(threads)
     return bare
 
 
 def training_through_ray(
-    s: Setting, bare: dict[int, tuple[dict, float, float]], table: Table
-) -> tuple[dict[str, float], dict[int, float]]:
-    """(1) the swept trial through Ray beside the bare loop and plain torch; returns the start-up times seen
-    and the via-Ray images/s per batch (what --dry-run's hours use)."""
+    s: Setting, bare: dict[int, tuple[dict, float, float]], table: Table, record: Record
+) -> dict[str, str]:
+    """(1) the swept trial through Ray beside the bare loop and plain torch; returns the start-up times seen.
+    The via-Ray images/s per batch (what --dry-run's hours use) go to the record as they are measured."""
     table.add(
         "",
-        f"(1) training: {STEPS_PER_EPOCH} steps per epoch; images/s over the steps (MFU where the device's peak "
+        f"(1) training: {s.steps_per_epoch} steps per epoch; images/s over the steps (MFU where the device's peak "
         "is known); per-epoch overhead: seconds per epoch outside the steps (evaluation; via Ray also the "
         "checkpoint, the rows and the reports)",
         f"{'batch':>6} {'bare loop':>10} {'MFU':>6} {'via Ray':>10} {'Ray/bare':>9} {'epoch+ bare':>11} "
         f"{'epoch+ Ray':>10} {'plain torch':>11} {'ours/plain':>10}",
     )
-    startups: dict[str, float] = {}
-    via_ray: dict[int, float] = {}
+    startups: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as storage:
         for batch in s.batch_sizes:
             (epoch, overhead, plain), (row, ray_epoch) = bare[batch], through_ray(s, batch, storage)
             startups.setdefault("1 worker (in the Tune trial)", startup_parts(row))
             loop_rate, ray_rate = epoch["images_per_s"], ray_epoch["images_per_s"]
-            via_ray[batch] = ray_rate
+            record.via_ray[batch] = ray_rate
+            record.save()
             mfu_text = f"{100 * epoch['mfu']:.1f}%" if epoch.get("mfu") else "-"
             table.add(
                 f"{batch:>6} {loop_rate:>10,.0f} {mfu_text:>6} {ray_rate:>10,.0f} {ray_rate / loop_rate:>9.2f} "
@@ -395,7 +442,7 @@ def training_through_ray(
         if s.device.type == "cpu":
             two, _ = through_ray(s, s.batch_sizes[0], storage, workers=2)
             startups["2 workers (TorchTrainer)"] = startup_parts(two)
-    return startups, via_ray
+    return startups
 
 
 def input_pipeline(s: Setting, table: Table) -> None:
@@ -464,7 +511,7 @@ def measurement_rates(s: Setting, samples: int, repeats: int = 3) -> dict[str, f
     return rates
 
 
-def landscape(s: Setting, quick: bool, table: Table) -> float:
+def landscape(s: Setting, table: Table) -> float:
     """(3) 1-D interpolation points/s on one worker and on all (one per CPU here, one per GPU there: a
     second worker on a single GPU would only queue)."""
     from study.bench_landscape import points_per_second
@@ -472,7 +519,7 @@ def landscape(s: Setting, quick: bool, table: Table) -> float:
     most = 2 if s.device.type == "cpu" else torch.cuda.device_count()
     counts = [1, most] if most > 1 else [1]
     samples = 2000 if s.device.type == "cpu" else 10_000
-    rates = points_per_second(s.width, samples, 4 if quick else 8, counts, s.model)
+    rates = points_per_second(s.width, samples, 8, counts, s.model)
     table.add(
         "",
         f"(3) 1-D landscape, {samples} images per point",

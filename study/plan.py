@@ -417,12 +417,16 @@ def bench_records() -> dict[str, dict[str, Any]]:
 
 
 def bench_record(model: str, width: float) -> dict[str, Any] | None:
-    return bench_records().get(bench_key(model, width))
+    """The record of a model at a width, where it holds what hours need (a bench cut short before its
+    training and evaluation rates were measured has none)."""
+    record = bench_records().get(bench_key(model, width))
+    usable = record and record.get("train_images_per_s") and math.isfinite(record.get("eval_images_per_s", math.nan))
+    return record if usable else None
 
 
 def missing_bench(models: list[str], width: float) -> str:
     """What to run so that --dry-run can say hours: the bench of each model at the study's width."""
-    return "; ".join(f"python -m study.bench --model {m} --width {width:g}" for m in models)
+    return "; ".join(f"python -m study.bench --model {m} --width {width:g}" for m in models) + " (~2 min each)"
 
 
 def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
@@ -456,7 +460,11 @@ def cost_line(study: StudyConfig, trials: list[TrialSpec]) -> str:
         seconds += trial.epochs * per_epoch / rates[nearest] + evaluations * evaluated / record["eval_images_per_s"]
     record = records[models[0]]
     assert record is not None
-    rate = "bare-loop rates, optimistic: study.bench again records the via-Ray ones" if bare else "via-Ray rates"
+    rate = (
+        "training-loop rates without Ray, optimistic: study.bench --full times trials through Ray"
+        if bare
+        else "via-Ray rates"
+    )
     return line + (
         f"; about {time_text(seconds)} one trial at a time on {record['device']} "
         f"(bench of {record['measured_at']}, {rate})"

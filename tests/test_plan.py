@@ -58,14 +58,17 @@ def test_dry_run_cost_in_hours_from_this_machines_bench_record(tmp_path, monkeyp
     )
     trials = plan_study(study)
     hint = "for hours on this machine: python -m study.bench --model vgg9 --width 0.25"
-    assert cost_line(study, trials).endswith(hint)
+    assert cost_line(study, trials).endswith(hint + " (~2 min each)")
+    # a bench cut short before it measured training leaves a record the hours cannot use: still the hint
+    write_bench_record("cpu (test)", 0.25, {}, 1000.0)
+    assert cost_line(study, trials).endswith(hint + " (~2 min each)")
     write_bench_record("cpu (test)", 0.25, {128: 1000.0, 1024: 500.0}, 1000.0)
     # batch 128 at 1000 images/s, 2048 at the nearest measured (1024) 500/s: 1080 s + 2160 s of training;
     # 150 evaluations of 600 + 400 images at 1000/s = 150 s per trial: 3540 s in all, 0.98 h
     expected = 300 * 3600 / 1000 + 300 * 3600 / 500 + 2 * 150 * 1000 / 1000
     assert expected == 3540
     assert "about 59 min one trial at a time on cpu (test)" in cost_line(study, trials)  # 3540 s
-    assert "bare-loop rates, optimistic" in cost_line(study, trials)
+    assert "training-loop rates without Ray, optimistic" in cost_line(study, trials)
     # The via-Ray rates, where the bench recorded them, are what a study gets: half the speed, twice the hours
     write_bench_record("cpu (test)", 0.25, {128: 1000.0, 1024: 500.0}, 1000.0, None, {128: 500.0, 1024: 250.0})
     slower = (300 * 3600 / 500 + 300 * 3600 / 250 + 2 * 150 * 1000 / 1000) / 3600
@@ -75,14 +78,15 @@ def test_dry_run_cost_in_hours_from_this_machines_bench_record(tmp_path, monkeyp
     assert [time_text(s) for s in (20, 3540, 3600, 9000)] == ["1 min", "59 min", "1.0 h", "2.5 h"]
     assert "via-Ray rates)" in cost_line(study, trials)
     wide = parse_study("name: c\ndata: {dataset: synthetic}\nsweep: {batch_size: [128], mixup_alpha: 0}")
-    assert cost_line(wide, plan_study(wide)).endswith("python -m study.bench --model vgg9 --width 1")
+    assert cost_line(wide, plan_study(wide)).endswith("python -m study.bench --model vgg9 --width 1 (~2 min each)")
     # Records are kept per model and width: the bench of another one adds to them.
     write_bench_record("cpu (test)", 1.0, {128: 100.0}, 100.0, None, {128: 100.0})
     assert "about" in cost_line(wide, plan_study(wide)) and "about" in cost_line(study, trials)
     models = parse_study(
         "name: c\ndata: {dataset: synthetic}\nsweep: {batch_size: [128], mixup_alpha: 0, model: [vgg9, resnet20]}"
     )
-    assert cost_line(models, plan_study(models)).endswith("python -m study.bench --model resnet20 --width 1")
+    resnet = "python -m study.bench --model resnet20 --width 1 (~2 min each)"
+    assert cost_line(models, plan_study(models)).endswith(resnet)
 
 
 def test_dry_run_costs_the_measurements_in_work_and_hours(tmp_path, monkeypatch) -> None:
