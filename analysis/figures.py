@@ -57,6 +57,9 @@ LAYOUT = dict(
 )
 
 
+DASHES = ("solid", "dash", "dot", "dashdot")  # batch sizes in increasing order, where colour is the setting
+
+
 def setting_colours(trials: pd.DataFrame) -> dict[tuple[str, str], str]:
     """One colour per setting (augmentation label x lr rule) of the study's trials, the same in every
     figure that draws settings: assigned in the settings' sorted order over all trials, not per figure
@@ -593,12 +596,22 @@ HESSIAN_EIGENVECTORS = DirectionAxes(
 def random_direction_figures(
     landscape: pd.DataFrame, trials: pd.DataFrame, axes: DirectionAxes = FILTER_NORMALIZED
 ) -> list[go.Figure]:
-    """1-D slices (all trials in one figure) and one 2-D contour figure per trial."""
+    """1-D slices (all trials in one figure: each setting in its colour of every other figure, each batch size
+    its dash) and one 2-D contour figure per trial."""
     figures = []
     info = with_labels(trials).set_index("trial_id")
+    colours = setting_colours(trials)
+    batches = sorted(info["batch_size"].dropna().unique()) if "batch_size" in info else []
 
     def label(trial_id: str) -> str:
         return trial_label(info, trial_id)
+
+    def line(i: int, trial_id: str) -> dict[str, str]:
+        if trial_id not in info.index:  # a trial the table lacks: a colour of its own
+            return dict(color=PALETTE[i % len(PALETTE)])
+        row = info.loc[trial_id]
+        dash = DASHES[batches.index(row["batch_size"]) % len(DASHES)] if row["batch_size"] in batches else "solid"
+        return dict(color=colours.get((str(row["augmentation_label"]), str(row["lr_scaling"])), "gray"), dash=dash)
 
     one = landscape[(landscape["kind"] == f"{axes.kind}1d") & (landscape["split"] == "train")]
     if len(one):
@@ -606,13 +619,7 @@ def random_direction_figures(
         for i, (trial_id, curve) in enumerate(one.groupby("trial_a")):
             curve = curve.sort_values("x")
             fig.add_trace(
-                go.Scatter(
-                    x=curve["x"],
-                    y=curve["loss"],
-                    mode="lines",
-                    name=label(trial_id),
-                    line=dict(color=PALETTE[i % len(PALETTE)]),
-                )
+                go.Scatter(x=curve["x"], y=curve["loss"], mode="lines", name=label(trial_id), line=line(i, trial_id))
             )
         fig.update_xaxes(title_text=axes.one)
         fig.update_yaxes(title_text="train loss")

@@ -12,7 +12,7 @@ from conftest import ROOT
 
 from analysis import figures
 from analysis.store import trial_row
-from analysis.summarize import aggregate_over_seeds, steps_to_target
+from analysis.summarize import aggregate_over_seeds, steps_to_target, with_labels
 
 
 def make_trials() -> pd.DataFrame:
@@ -690,3 +690,24 @@ def test_every_figure_function_is_drawn_by_the_report() -> None:
         }
         frontier, reached = calls - reached, reached | calls
     assert makes_figures and makes_figures <= reached, f"never drawn by the report: {sorted(makes_figures - reached)}"
+
+
+def test_random_direction_slices_colour_each_setting_as_every_other_figure_does() -> None:
+    """The 1-D slices coloured trials by their order in the figure; now the colour is the setting's (one
+    palette function for every figure) and the batch size is the dash."""
+    trials = make_trials().query("seed == 0")
+    xs = np.linspace(-1, 1, 5)
+    rows = [
+        {"kind": "random1d", "trial_a": t, "x": x, "split": "train", "loss": x * x}
+        for t in trials["trial_id"]
+        for x in xs
+    ]
+    (fig,) = figures.random_direction_figures(pd.DataFrame(rows), trials)
+    colours = figures.setting_colours(trials)
+    info = with_labels(trials).set_index("trial_id")
+    batches = sorted(info["batch_size"].unique())
+    for trace, trial_id in zip(fig.data, sorted(trials["trial_id"])):
+        row = info.loc[trial_id]
+        assert trace.line.color == colours[(row["augmentation_label"], row["lr_scaling"])]
+        assert trace.line.dash == figures.DASHES[batches.index(row["batch_size"])]
+    assert len({t.line.color for t in fig.data}) == len(colours) < len(fig.data)
