@@ -792,6 +792,7 @@ def steps_to_target_figure(
     colours = setting_colours(trials)
     drawn: dict[tuple, list[str]] = {}  # each curve's points -> the settings drawn there (overlaps said)
     ys: list[float] = []
+    labels = 0  # B_crit labels placed so far: each one a row above the last, never on top of another
     for i, ((aug, rule), curve) in enumerate(stats.groupby(["augmentation_label", "lr_scaling"], sort=True)):
         curve = curve.sort_values("batch_size")
         color = colours.get((aug, rule), PALETTE[i % len(PALETTE)])
@@ -834,7 +835,7 @@ def steps_to_target_figure(
             fig.add_vline(x=b_crit, line=dict(color=color, dash="dash", width=1))
             fig.add_annotation(  # on a log axis an annotation's x is log10 of the value (a shape's is not)
                 x=float(np.log10(b_crit)),
-                y=0,
+                y=B_CRIT_LABEL_ROW * labels,
                 xref="x",
                 yref="y domain",
                 text=f"B_crit {b_crit:.0f}",
@@ -843,14 +844,39 @@ def steps_to_target_figure(
                 yanchor="bottom",
                 font=dict(color=color),
             )
+            labels += 1
     _batch_axis(fig, list(trials["batch_size"]))
     fig.update_yaxes(type="log", title_text="optimizer steps to target", **log_ticks(ys))
     notes = [target_rule] if target_rule else []
     notes += [
         f"{' and '.join(names)} coincide (one line drawn over the other)" for names in drawn.values() if len(names) > 1
     ]
+    notes += never_reached(trials, reached, target)
     fig.update_layout(**titled(f"Steps to {100 * target:.0f}% test accuracy (Shallue et al. 2018)", notes))
     return fig
+
+
+B_CRIT_LABEL_ROW = 0.07  # of the plot's height: each setting's B_crit label a row above the one before
+
+
+def never_reached(trials: pd.DataFrame, reached: pd.DataFrame, target: float) -> list[str]:
+    """A note for each setting and batch size of which no trial reached the target (a point missing from the
+    figure, or a whole setting, would otherwise vanish without a word)."""
+    labelled = with_labels(trials)
+    if labelled.empty:
+        return []
+    key = ["augmentation_label", "lr_scaling", "batch_size"]
+    hit = set(map(tuple, reached[key].astype(str).to_numpy())) if len(reached) else set()
+    missing: dict[str, list[str]] = {}
+    for aug, rule, batch in sorted(
+        set(map(tuple, labelled[key].to_numpy())), key=lambda k: (str(k[0]), str(k[1]), k[2])
+    ):
+        if (str(aug), str(rule), str(batch)) not in hit:
+            missing.setdefault(curve_label(str(aug), str(rule)), []).append(str(batch))
+    return [
+        f"not drawn: {name} never reached {100 * target:.0f}% at batch {', '.join(sizes)}"
+        for name, sizes in missing.items()
+    ]
 
 
 def log_ticks(values: list[float]) -> dict[str, Any]:
@@ -867,6 +893,11 @@ def log_ticks(values: list[float]) -> dict[str, Any]:
             break
     if len(ticks) < 3:  # a range inside one digit step: its ends and middle
         ticks = sorted({low, float(np.sqrt(low * high)), high})
+    # The data's extremes get a tick of their own unless one is within 15% (its label would collide): the top
+    # point of a steps-to-target curve sat above the last clean tick with no number beside it.
+    for end in (low, high):
+        if all(abs(np.log10(end / t)) > np.log10(1.15) for t in ticks):
+            ticks = sorted([*ticks, float(f"{end:.3g}")])
     return {"tickvals": ticks, "ticktext": [f"{t:.3g}" for t in ticks]}
 
 

@@ -711,3 +711,28 @@ def test_random_direction_slices_colour_each_setting_as_every_other_figure_does(
         assert trace.line.color == colours[(row["augmentation_label"], row["lr_scaling"])]
         assert trace.line.dash == figures.DASHES[batches.index(row["batch_size"])]
     assert len({t.line.color for t in fig.data}) == len(colours) < len(fig.data)
+
+
+def test_steps_to_target_labels_never_overlap_ticks_reach_the_data_and_a_missing_setting_is_said() -> None:
+    """Two settings' B_crit labels printed on top of each other; the top data point had no y tick; a setting
+    that never reached the target vanished from the figure without a word."""
+    trials = make_trials().query("seed == 0")
+    mixup = trials["augmentation_label"] != "none"
+    epochs = pd.DataFrame(
+        [
+            # no mixup: 1700 steps at the small batch ... ; mixup: only the small batch reaches the target
+            {"trial_id": t, "epoch": 1, "step": 1700 * 128 // b, "test_acc": 0.5 if (m and b > 128) else 0.99}
+            for t, b, m in zip(trials["trial_id"], trials["batch_size"], mixup)
+        ]
+    )
+    sharpness = pd.DataFrame(
+        {"trial_id": trials["trial_id"], "measure": "noise_scale", "value": np.where(mixup, 1100.0, 1000.0)}
+    )
+    fig = figures.steps_to_target_figure(trials, epochs, 0.9, sharpness)
+    labels = [a for a in fig.layout.annotations if a.text.startswith("B_crit")]
+    assert len(labels) == 2 and labels[0].y != labels[1].y  # 1000 and 1100 sit side by side on the axis
+    ticks = fig.layout.yaxis.tickvals
+    assert max(ticks) >= 1700 / 1.15 and min(ticks) <= min(t.y.min() for t in fig.data if t.mode == "lines+markers")
+    title = fig.layout.title.text
+    assert "not drawn: mixup a=1, no LR scaling never reached 90% at batch 1024, 8192" in title
+    assert figures.log_ticks([300.0, 1700.0])["tickvals"][-1] == 1700.0
