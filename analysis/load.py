@@ -34,7 +34,15 @@ class StudyResults:
 
 
 def load_results(results_dir: str) -> StudyResults:
-    """Every table of the store; a missing table comes back empty with its columns."""
+    """Every table of the store (or of a CSV export of one: analysis/export.py); a missing table comes back
+    empty with its columns."""
+    from analysis.export import is_export, load_export
+
+    if is_export(results_dir):
+        tables, record = load_export(results_dir)
+        tables["trials"] = with_condition_labels(tables["trials"], record.get("legends"))
+        roles = {k: (v[0], bool(v[1])) for k, v in record.get("roles", {}).items()}
+        return StudyResults(results_dir, **tables, trial_roles=roles)
     store = ResultsStore(results_dir)
     tables = {name: store.read(name) for name in TABLES}
     tables["trials"] = with_condition_labels(tables["trials"], store.legends("trials"))

@@ -22,6 +22,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from analysis import figures
+from analysis.export import is_export
 from analysis.findings import findings_html, paper_findings
 from analysis.load import StudyResults, load_studies
 from analysis.store import ResultsStore, write_atomic
@@ -319,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     export = Export(args.png, args.format, args.width, args.height, args.font_size) if args.png else None
     folders = [ResultsStore.of(folder).uri for folder in args.results_dir]
     for given, folder in zip(args.results_dir, folders):
-        if not ResultsStore(folder).is_store():
+        if not (is_export(folder) or ResultsStore(folder).is_store()):
             print(
                 f"error: {given} holds no results (no trials/ or epochs/ Parquet files, there or in its results/); "
                 "pass the study's folder that run_sweep printed, <storage>/<name>",

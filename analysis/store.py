@@ -473,7 +473,11 @@ class ResultsStore:
     def of(location: str) -> ResultsStore:
         """The results store at a study's folder (<storage>/<name>) or at its results/ folder itself, so
         every command takes either (path or URI); where neither holds one, the store at `location`."""
+        from analysis.export import is_export
+
         store = ResultsStore(location)
+        if is_export(location):  # a CSV export reads as a store where a store is asked for (analysis.load)
+            return store
         if not store.is_store():
             inner = ResultsStore(join(location, "results"))
             if inner.is_store():

@@ -155,3 +155,33 @@ def test_every_command_takes_the_study_folder_or_its_results(tmp_path: Path) -> 
         assert status.returncode == 0 and "study pinned: 2 trials" in status.stdout, status.stderr
     nowhere = run("analysis.report", str(tmp_path / "nothing"))
     assert nowhere.returncode == 2 and "pass the study's folder that run_sweep printed" in nowhere.stderr
+
+
+def test_a_csv_export_reads_back_as_the_store_it_came_from(tmp_path: Path) -> None:
+    """analysis.export's CSV files (small enough to commit) are a store to the report: the same tables, the
+    same figures, the same trial table, from the files alone."""
+    import numpy as np
+
+    from analysis.export import export
+    from analysis.load import load_results
+    from analysis.report import build_figures, render
+
+    pinned_store(tmp_path)
+    written = export(str(tmp_path / "pinned"), tmp_path / "export")
+    assert {p.name for p in written} == {"trials.csv", "epochs.csv", "record.json"}
+    assert sum(p.stat().st_size for p in written) < 20_000  # 2 trials x 2 epochs: a few KB
+    store, csv = load_results(str(tmp_path / "pinned" / "results")), load_results(str(tmp_path / "export"))
+    assert csv.trial_roles == store.trial_roles and csv.study == store.study
+    for table in ("trials", "epochs"):
+        ours, theirs = getattr(csv, table), getattr(store, table)
+        assert len(ours) == len(theirs)
+        for column in ("trial_id", "batch_size", "final_test_acc", "augmentation_label", "test_acc", "epoch"):
+            if column in theirs:
+                assert list(ours[column]) == list(theirs[column]), (table, column)
+    (a, _), (b, _) = build_figures(csv), build_figures(store)
+    assert [name for name, _ in a] == [name for name, _ in b]
+    for (_, fa), (_, fb) in zip(a, b):
+        for ta, tb in zip(fa.data, fb.data):
+            if getattr(ta, "y", None) is not None and getattr(tb, "y", None) is not None:
+                assert np.allclose(np.asarray(ta.y, dtype=float), np.asarray(tb.y, dtype=float), equal_nan=True)
+    assert "b64-a0-none-s0-c58bf8" in render(csv)

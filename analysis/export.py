@@ -1,0 +1,99 @@
+"""A study's results as a handful of CSV files: small enough to commit beside a paper or a README, and read
+back by every command that reads a store (`load_export`), so the report and the findings are rebuilt from
+them alone.
+
+    python -m analysis.export STUDY_DIR OUT_DIR
+
+OUT_DIR gets one CSV per table that holds rows (trials, epochs, sharpness, landscape, ...) and
+`record.json`: the trial record's roles and legends (what the Parquet files' schemas carry), and where the
+export came from. Each trial row keeps its conditions and provenance (git revision, device, versions,
+times); the two columns that repeat the whole study file per trial (`config`, `spec`) are kept once, in
+`record.json`, and the checkpoint paths (files that stay behind) are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RECORD = "record.json"
+PER_TRIAL_JSON = ("config", "spec")  # the study file and the trial record, once per trial in the store
+LEFT_OUT = ("checkpoint",)  # paths of files that do not travel with the export
+
+
+def export(study_dir: str, out: Path) -> list[Path]:
+    """Write the CSV export of the store at `study_dir` (a study's folder or its results/) into `out`."""
+    from analysis.load import TABLES, load_results
+    from analysis.store import ResultsStore
+
+    store = ResultsStore.of(study_dir)
+    if not store.is_store():
+        raise ValueError(f"{study_dir} holds no results (no trials/ or epochs/ Parquet files)")
+    results = load_results(store.uri)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    raw_trials = store.read("trials")
+    for table in TABLES:
+        frame = raw_trials if table == "trials" else getattr(results, table)
+        if frame.empty:
+            continue
+        frame = frame.drop(columns=[c for c in (*PER_TRIAL_JSON, *LEFT_OUT) if c in frame])
+        path = out / f"{table}.csv"
+        frame.to_csv(path, index=False)
+        written.append(path)
+    first = raw_trials.iloc[0] if len(raw_trials) else {}
+    record = {
+        "exported_from": store.uri,
+        "roles": {k: list(v) for k, v in store.roles("trials").items()},
+        "legends": store.legends("trials"),
+        **{column: first[column] for column in PER_TRIAL_JSON if column in raw_trials},
+    }
+    (out / RECORD).write_text(json.dumps(record, indent=1, default=str) + "\n")
+    return [*written, out / RECORD]
+
+
+def is_export(folder: str) -> bool:
+    return "://" not in folder and (Path(folder) / RECORD).is_file() and (Path(folder) / "trials.csv").is_file()
+
+
+def load_export(folder: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The tables of a CSV export (missing ones empty) and its record.json; the study file goes back into
+    every trial row's `config`, as the store holds it."""
+    from analysis.load import TABLES
+    from analysis.store import SCHEMAS
+
+    record = json.loads((Path(folder) / RECORD).read_text())
+    tables = {}
+    for table in TABLES:
+        path = Path(folder) / f"{table}.csv"
+        if path.is_file():
+            tables[table] = pd.read_csv(path)
+        else:  # as the store gives a missing table: empty, with its columns
+            tables[table] = SCHEMAS[table].empty_table().to_pandas() if table in SCHEMAS else pd.DataFrame()
+    if "config" in record and len(tables["trials"]):
+        tables["trials"]["config"] = record["config"]
+    return tables, record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("study_dir", help="a study's folder, <storage>/<name>, or its results/ (path or URI)")
+    parser.add_argument("out_dir", help="the folder to write the CSV files and record.json into")
+    args = parser.parse_args(argv)
+    try:
+        paths = export(args.study_dir, Path(args.out_dir))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    size = sum(p.stat().st_size for p in paths)
+    print(f"exported {len(paths)} files, {size / 1024:.0f} KB, to {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
