@@ -386,23 +386,11 @@ def sharpness_vs_batch(trials: pd.DataFrame, sharpness: pd.DataFrame) -> go.Figu
                 col=col,
             )
         _batch_axis(fig, list(table["batch_size"]), row=1, col=col)
-    fig.update_layout(
-        title="Sharpness and the other per-trial measures against batch size; bars: 95% over seeds, or the "
-        "measurement's own interval for one seed",
-        **LAYOUT,
-    )
-    if unbounded:
-        fig.add_annotation(
-            text=f"{', '.join(unbounded)}: an interval's upper end is unbounded (not drawn)",
-            xref="paper",
-            yref="paper",
-            x=0,
-            y=1.0,
-            yanchor="bottom",
-            xanchor="left",
-            showarrow=False,
-            font=dict(size=11, color="#555"),
-        )
+    # The title short and the rest small print under it: one line of both ran under plotly's toolbar in the
+    # page and off the edge of an exported PNG.
+    notes = ["bars: 95% over seeds, or the measurement's own interval for one seed"]
+    notes += [f"{', '.join(unbounded)}: an interval's upper end is unbounded (not drawn)"] if unbounded else []
+    fig.update_layout(**titled("Sharpness and the other per-trial measures against batch size", notes))
     return fig
 
 

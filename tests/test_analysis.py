@@ -383,7 +383,9 @@ def test_sharpness_figure_shows_a_lone_trials_own_interval() -> None:
     first = fig.data[0]
     assert first.error_y.visible and list(first.error_y.arrayminus) == [20.0] * len(first.x)
     assert np.isnan(np.asarray(first.error_y.array, dtype=float)).sum() >= 1  # an unbounded end is not drawn...
-    assert any("unbounded" in a.text for a in fig.layout.annotations)  # ...and is said
+    assert "upper end is unbounded (not drawn)" in fig.layout.title.text  # ...and is said
+    # the title short, its notes small print under it (one long line ran under the toolbar, off a PNG's edge)
+    assert fig.layout.title.text.startswith("Sharpness and the other per-trial measures against batch size<br><sup>")
 
 
 def test_trajectory_and_density_figures_carry_what_a_reader_needs() -> None:
