@@ -194,6 +194,8 @@ def learning_curves(trials: pd.DataFrame, epochs: pd.DataFrame, batch_sizes: lis
     for row in range(1, len(chosen) + 1):
         for col in (1, 2):
             epoch_axis(fig, last_epoch, row=row, col=col)
+            if row < len(chosen):  # an axis title here sat on the subplot titles of the row below
+                fig.update_xaxes(title_text=None, row=row, col=col)
         fig.update_yaxes(title_text="accuracy (%)", row=row, col=1)
         fig.update_yaxes(title_text="cross-entropy", row=row, col=2)
     fig.update_layout(

@@ -217,7 +217,7 @@ class Export:
     folder: str | Path
     format: str = "png"  # png | svg | pdf
     width: int = 1200  # pixels (svg, pdf: points)
-    height: int = 600
+    height: int | None = None  # None: the figure's own (a two-row figure squeezed into 600 px overlapped)
     font_size: int = 14
 
 
@@ -238,7 +238,8 @@ def export_figures(figures_: list[tuple[str, go.Figure]], export: Export) -> lis
         path = folder / f"{name}.{export.format}"
         styled = go.Figure(fig).update_layout(font=dict(size=export.font_size))
         try:
-            styled.write_image(path, format=export.format, width=export.width, height=export.height)
+            height = export.height or fig.layout.height or 600
+            styled.write_image(path, format=export.format, width=export.width, height=height)
         except Exception as error:  # kaleido's errors (no Chromium, ...) come in many types
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ReportError(f"figure export failed ({first})") from None
@@ -314,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--png", metavar="DIR", help="also write every figure as an image file here (needs kaleido)")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="png", help="the image format for --png DIR")
     parser.add_argument("--width", type=int, default=1200, help="exported figure width (pixels)")
-    parser.add_argument("--height", type=int, default=600, help="exported figure height (pixels)")
+    parser.add_argument(
+        "--height", type=int, default=None, help="exported figure height (pixels; default: each figure's own)"
+    )
     parser.add_argument("--font-size", type=int, default=14, help="exported figure font size (points)")
     args = parser.parse_args(argv)
     export = Export(args.png, args.format, args.width, args.height, args.font_size) if args.png else None

@@ -738,3 +738,17 @@ def test_steps_to_target_labels_never_overlap_ticks_reach_the_data_and_a_missing
     title = fig.layout.title.text
     assert "not drawn: mixup a=1, no LR scaling never reached 90% at batch 1024, 8192" in title
     assert figures.log_ticks([300.0, 1700.0])["tickvals"][-1] == 1700.0
+
+
+def test_learning_curves_put_the_epoch_title_under_the_bottom_row_only() -> None:
+    """An exported PNG showed each upper row's 'epoch' over the subplot titles of the row below."""
+    trials = make_trials().query("seed == 0")
+    rows = [
+        {"trial_id": t, "epoch": e, "step": e, "clean_train_acc": 0.5, "clean_train_loss": 1.0}
+        | {"test_acc": 0.4, "test_loss": 1.2}
+        for t in trials["trial_id"]
+        for e in (1, 2)
+    ]
+    fig = figures.learning_curves(trials, pd.DataFrame(rows))
+    titles = {k: fig.layout[k].title.text for k in fig.layout if k.startswith("xaxis")}
+    assert titles == {"xaxis": None, "xaxis2": None, "xaxis3": "epoch", "xaxis4": "epoch"}
