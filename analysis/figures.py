@@ -321,28 +321,47 @@ def _mark_unusual_points(fig: go.Figure, curve: pd.DataFrame) -> list[str]:
                     ys = np.array(trace.y, dtype=float)
                     ys[np.isin(np.array(trace.x, dtype=float), above["x"].to_numpy(dtype=float))] = np.nan
                     trace.y = ys
-            fig.data[-1].update(
-                y=np.where(clamped["loss"].astype(float) > top, top, clamped["loss"].astype(float)),
-                text=[f"{v:.3g}" for v in clamped["loss"].astype(float)],
-                hovertemplate="a %{x}: loss %{text} (BN variances clamped)<extra></extra>",
-                cliponaxis=False,
+            inside = clamped[clamped["loss"].astype(float) <= top]
+            fig.data[-1].update(x=inside["x"], y=inside["loss"])
+            # At the loss axis's top edge, which is level with the accuracy axis's 100%: a hollow circle there
+            # read as a point at 100% accuracy. An arrow up with its loss printed reads as "off the axis".
+            fig.add_trace(
+                go.Scatter(
+                    x=above["x"],
+                    y=[top] * len(above),
+                    mode="markers+text",
+                    name="BN variance clamped, loss above the axis (printed)",
+                    marker=dict(color=LOSS_BLUE, symbol="triangle-up-open", size=10),
+                    text=[f"{v:.2g}" for v in above["loss"].astype(float)],
+                    textposition="bottom center",
+                    textfont=dict(size=10, color=LOSS_BLUE),
+                    hovertemplate="a %{x}: loss %{text} (BN variances clamped)<extra></extra>",
+                    cliponaxis=False,
+                ),
+                secondary_y=False,
             )
-            notes.append(f"clamped points above the axis (at its top edge) reach loss {highest:.3g}")
+            notes.append(f"clamped points above the axis (arrows at its top edge) reach loss {highest:.3g}")
     missing = curve[~finite]
     if not missing.empty:
         xs = ", ".join(f"{x:g}" for x in sorted(missing["x"].unique()))
+        # On the loss axis, at its top: on the accuracy axis's 100% an x read as a point at 100% accuracy.
+        losses = curve.loc[finite & ~clamped_mask, "loss"].astype(float)
+        ceiling = fig.layout.yaxis.range[1] if fig.layout.yaxis.range else (float(losses.max()) if len(losses) else 1.0)
         fig.add_trace(
             go.Scatter(
                 x=sorted(missing["x"].unique()),
-                y=[100.0] * missing["x"].nunique(),
-                mode="markers",
+                y=[ceiling] * missing["x"].nunique(),
+                mode="markers+text",
                 name="loss not finite (marked at the top)",
                 marker=dict(color=LOSS_BLUE, symbol="x", size=11),
+                text=["not finite"] * missing["x"].nunique(),
+                textposition="bottom center",
+                textfont=dict(size=10, color=LOSS_BLUE),
                 cliponaxis=False,
             ),
-            secondary_y=True,
+            secondary_y=False,
         )
-        notes.append(f"loss not finite at a = {xs} (x at the top; the curve has a gap there)")
+        notes.append(f"loss not finite at a = {xs} (x at the top of the loss axis; the curve has a gap there)")
     return notes
 
 

@@ -352,13 +352,17 @@ def interpolation_rows(clamp_loss: float) -> pd.DataFrame:
 
 def test_interpolation_figure_marks_clamped_and_missing_points_and_keeps_the_curve_readable() -> None:
     fig = figures.interpolation_figure(interpolation_rows(4e16), make_trials(), "b128-a0-s0", "b8192-a0-s0")
-    hollow = [t for t in fig.data if t.name == "BN variance clamped"]
-    assert len(hollow) == 1 and hollow[0].marker.symbol == "circle-open" and len(hollow[0].x) == 2 * 2
+    hollow = [t for t in fig.data if t.name.startswith("BN variance clamped")]
+    # every clamped point is off the axis here: an arrow at the loss axis's top with its value printed, not a
+    # hollow circle level with the accuracy axis's 100% tick (read as 100% accuracy)
+    assert [len(t.x) for t in hollow] == [0, 2 * 2] and hollow[1].marker.symbol == "triangle-up-open"
+    assert hollow[1].yaxis == "y" and set(hollow[1].text) == {"4e+16"} and "text" in hollow[1].mode
     title = fig.layout.title.text
     assert "BN statistics interpolated" in title and "2 points with negative BN running variances" in title
-    assert "reach loss 4e+16" in title and "loss not finite at a = -0.5 (x at the top" in title
+    assert "reach loss 4e+16" in title and "loss not finite at a = -0.5 (x at the top of the loss axis" in title
     crosses = [t for t in fig.data if t.name.startswith("loss not finite")]
     assert len(crosses) == 1 and list(crosses[0].x) == [-0.5] and crosses[0].marker.symbol == "x"
+    assert crosses[0].yaxis == "y" and list(crosses[0].text) == ["not finite"]  # the loss axis, not accuracy's
     assert fig.layout.yaxis.range[1] < 10  # the unclamped curve fills the axis
     plain = figures.interpolation_figure(interpolation_rows(1.0), make_trials(), "b128-a0-s0", "b8192-a0-s0")
     assert plain.layout.yaxis.range is None and "above the axis" not in plain.layout.title.text
