@@ -586,6 +586,7 @@ class DirectionAxes:
     one: str  # "a filter-normalized random direction"
     two: str  # "two filter-normalized random directions"
     title: str  # the 1-D figure's title
+    note: str = ""  # what a reader must know to read the 1-D figure (small print under its title)
 
 
 FILTER_NORMALIZED = DirectionAxes(
@@ -599,6 +600,9 @@ HESSIAN_EIGENVECTORS = DirectionAxes(
     "distance along the Hessian's top eigenvector (parameter units)",
     "the Hessian's top two eigenvectors (parameter units)",
     "The training loss along each trial's sharpest direction (its Hessian's top eigenvector)",
+    "near 0 the loss rises about lambda_1 x^2 / 2, but not exactly: ReLU and max-pool switches between the points "
+    "add curvature that Hessian-vector products do not see (on a trained VGG9 the second difference was 20% below "
+    "lambda_1 at h = 0.05 and 35% below at h = 0.005, 10% above on a smaller one)",
 )
 
 
@@ -632,7 +636,7 @@ def random_direction_figures(
             )
         fig.update_xaxes(title_text=axes.one)
         fig.update_yaxes(title_text="train loss")
-        fig.update_layout(title=axes.title, **LAYOUT)
+        fig.update_layout(**titled(axes.title, [axes.note] if axes.note else []))
         figures.append(fig)
     two = landscape[(landscape["kind"] == f"{axes.kind}2d") & (landscape["split"] == "train")]
     if len(two):
