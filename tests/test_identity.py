@@ -131,30 +131,23 @@ def test_data_is_known_by_its_content_never_by_where_it_lies(tmp_path: Path, mon
         check_data_fingerprint(study, other)
 
 
-def test_every_command_takes_the_study_folder_or_its_results(tmp_path: Path) -> None:
+def test_every_command_takes_the_study_folder_or_its_results(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """status, measure, report and findings accept <storage>/<name> (what run_sweep prints) and its results/."""
-    import subprocess
-    import sys
+    from analysis import findings, report
+    from study import measure, status
 
     pinned_store(tmp_path)
     study, results = tmp_path / "pinned", tmp_path / "pinned" / "results"
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
-
     for folder in (study, results):
-        report = run("analysis.report", str(folder), "-o", str(tmp_path / "r.html"))
-        assert report.returncode == 0 and "report: " in report.stdout, report.stderr
-        findings = run("analysis.findings", str(folder))
-        assert findings.returncode == 0 and findings.stdout.startswith("| finding"), findings.stderr
-        measure = run("study.measure", str(folder))
-        assert measure.returncode == 0 and "measure: nothing to do: the study file asks for no measurements" in (
-            measure.stdout
-        ), measure.stderr
-        status = run("study.status", str(folder))
-        assert status.returncode == 0 and "study pinned: 2 trials" in status.stdout, status.stderr
-    nowhere = run("analysis.report", str(tmp_path / "nothing"))
-    assert nowhere.returncode == 2 and "pass the study's folder that run_sweep printed" in nowhere.stderr
+        capsys.readouterr()
+        assert report.main([str(folder), "-o", str(tmp_path / "r.html")]) == 0
+        assert "report: " in capsys.readouterr().out
+        assert findings.main([str(folder)]) == 0 and capsys.readouterr().out.startswith("| finding")
+        assert measure.main([str(folder)]) == 0
+        assert "measure: nothing to do: the study file asks for no measurements" in capsys.readouterr().out
+        assert status.main([str(folder)]) == 0 and "study pinned: 2 trials" in capsys.readouterr().out
+    assert report.main([str(tmp_path / "nothing")]) == 2
+    assert "pass the study's folder that run_sweep printed" in capsys.readouterr().err
 
 
 def test_a_csv_export_reads_back_as_the_store_it_came_from(tmp_path: Path) -> None:
