@@ -205,7 +205,8 @@ class Measurements:
         """Count the jobs the study's whole plan asks for that no earlier run wrote: the total the progress
         line counts against from the start (the dry-run's count, less what is written), instead of one
         that grows as trials complete and their jobs are planned."""
-        jobs = plan_measure_jobs(self.study, [s.to_dict() for s in specs])
+        measured = [s.to_dict() for s in specs if s.phase != Phase.SAMPLE]  # as measured_trials: no samples
+        jobs = plan_measure_jobs(self.study, measured)
         existing = {table: self.store.keys(table) for table in {j.table for j in jobs}}
         self.expected = sum(job.key not in existing[job.table] for job in as_stored(jobs, existing))
 
