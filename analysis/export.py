@@ -1,5 +1,5 @@
 """A study's results as a handful of CSV files: small enough to commit beside a paper or a README, and read
-back by every command that reads a store (`load_export`), so the report and the findings are rebuilt from
+back by every command that reads a store (analysis.load.load_export), so the report and the findings are rebuilt from
 them alone.
 
     python -m analysis.export STUDY_DIR OUT_DIR
@@ -17,19 +17,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
+from analysis.load import TABLES, load_results
+from analysis.store import EXPORT_RECORD, ResultsStore
 
-RECORD = "record.json"
 PER_TRIAL_JSON = ("config", "spec")  # the study file and the trial record, once per trial in the store
 LEFT_OUT = ("checkpoint",)  # paths of files that do not travel with the export
 
 
 def export(study_dir: str, out: Path) -> list[Path]:
     """Write the CSV export of the store at `study_dir` (a study's folder or its results/) into `out`."""
-    from analysis.load import TABLES, load_results
-    from analysis.store import ResultsStore
 
     store = ResultsStore.of(study_dir)
     if not store.is_store():
@@ -53,31 +50,8 @@ def export(study_dir: str, out: Path) -> list[Path]:
         "legends": store.legends("trials"),
         **{column: first[column] for column in PER_TRIAL_JSON if column in raw_trials},
     }
-    (out / RECORD).write_text(json.dumps(record, indent=1, default=str) + "\n")
-    return [*written, out / RECORD]
-
-
-def is_export(folder: str) -> bool:
-    return "://" not in folder and (Path(folder) / RECORD).is_file() and (Path(folder) / "trials.csv").is_file()
-
-
-def load_export(folder: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """The tables of a CSV export (missing ones empty) and its record.json; the study file goes back into
-    every trial row's `config`, as the store holds it."""
-    from analysis.load import TABLES
-    from analysis.store import SCHEMAS
-
-    record = json.loads((Path(folder) / RECORD).read_text())
-    tables = {}
-    for table in TABLES:
-        path = Path(folder) / f"{table}.csv"
-        if path.is_file():
-            tables[table] = pd.read_csv(path)
-        else:  # as the store gives a missing table: empty, with its columns
-            tables[table] = SCHEMAS[table].empty_table().to_pandas() if table in SCHEMAS else pd.DataFrame()
-    if "config" in record and len(tables["trials"]):
-        tables["trials"]["config"] = record["config"]
-    return tables, record
+    (out / EXPORT_RECORD).write_text(json.dumps(record, indent=1, default=str) + "\n")
+    return [*written, out / EXPORT_RECORD]
 
 
 def main(argv: list[str] | None = None) -> int:

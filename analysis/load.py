@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis.store import ResultsStore  # pandas + pyarrow only: no torch, no ray
+from analysis.store import EXPORT_RECORD, SCHEMAS, ResultsStore, is_export  # pandas + pyarrow: no torch, no ray
 from analysis.summarize import stored_config
 
 TABLES = ("trials", "epochs", "sharpness", "landscape", "spectrum", "trajectory", "measure_errors")
@@ -33,11 +35,25 @@ class StudyResults:
         return " + ".join(names) if names else "(no trials yet)"
 
 
+def load_export(folder: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The tables of a CSV export (missing ones empty) and its record.json; the study file goes back into
+    every trial row's `config`, as the store holds it."""
+    record = json.loads((Path(folder) / EXPORT_RECORD).read_text())
+    tables = {}
+    for table in TABLES:
+        path = Path(folder) / f"{table}.csv"
+        if path.is_file():
+            tables[table] = pd.read_csv(path)
+        else:  # as the store gives a missing table: empty, with its columns
+            tables[table] = SCHEMAS[table].empty_table().to_pandas() if table in SCHEMAS else pd.DataFrame()
+    if "config" in record and len(tables["trials"]):
+        tables["trials"]["config"] = record["config"]
+    return tables, record
+
+
 def load_results(results_dir: str) -> StudyResults:
     """Every table of the store (or of a CSV export of one: analysis/export.py); a missing table comes back
     empty with its columns."""
-    from analysis.export import is_export, load_export
-
     if is_export(results_dir):
         tables, record = load_export(results_dir)
         tables["trials"] = with_condition_labels(tables["trials"], record.get("legends"))

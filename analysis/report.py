@@ -22,10 +22,9 @@ from typing import Any
 import plotly.graph_objects as go
 
 from analysis import figures
-from analysis.export import is_export
 from analysis.findings import findings_html, paper_findings
 from analysis.load import StudyResults, load_studies
-from analysis.store import ResultsStore, write_atomic
+from analysis.store import ResultsStore, is_export, write_atomic
 from analysis.summarize import default_target
 from analysis.words import counted
 

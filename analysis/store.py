@@ -249,6 +249,16 @@ def resolve(uri: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.F
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 
+EXPORT_RECORD = "record.json"  # what marks a folder as a CSV export of a store (analysis/export.py)
+
+
+def is_export(folder: str) -> bool:
+    """Whether `folder` is a CSV export of a store (analysis/export.py), which reads as a store."""
+    if "://" in folder:
+        return False
+    return os.path.isfile(os.path.join(folder, EXPORT_RECORD)) and os.path.isfile(os.path.join(folder, "trials.csv"))
+
+
 def join(base: str, *parts: str) -> str:
     """`base/part/...` for a local path or a URI; a URI's query (`?region=...`) stays at the end."""
     path, mark, query = base.partition("?") if "://" in base else (base, "", "")
@@ -473,8 +483,6 @@ class ResultsStore:
     def of(location: str) -> ResultsStore:
         """The results store at a study's folder (<storage>/<name>) or at its results/ folder itself, so
         every command takes either (path or URI); where neither holds one, the store at `location`."""
-        from analysis.export import is_export
-
         store = ResultsStore(location)
         if is_export(location):  # a CSV export reads as a store where a store is asked for (analysis.load)
             return store
