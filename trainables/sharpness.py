@@ -486,9 +486,7 @@ def box_maximum(
             return (*_lbfgsb(at, originals, bounds, max_steps), None)
         if method == "sign_ascent":
             return _sign_ascent(at, originals, bounds, max_steps, tolerance)
-        if method == "ascent_lbfgsb":
-            return _ascent_then_lbfgsb(at, originals, bounds, max_steps, tolerance)
-        raise ValueError(f"unknown eps-sharpness method {method!r}; use sign_ascent, lbfgsb or ascent_lbfgsb")
+        raise ValueError(f"unknown eps-sharpness method {method!r}; use sign_ascent or lbfgsb")
     finally:
         for p, x in zip(params, originals):
             p.data.copy_(x)
@@ -500,31 +498,9 @@ def first_order_gap(offsets: Vector, bounds: Vector, grads: Vector) -> float:
     return sum(float((g.abs() * b - g * y).sum()) for y, b, g in zip(offsets, bounds, grads))
 
 
-def _ascent_then_lbfgsb(
-    at: Callable[[Vector], tuple[float, Vector]], originals: Vector, bounds: Vector, max_steps: int, tolerance: float
-) -> tuple[float, float, int, bool, float | None]:
-    """Sign ascent to its stopping rule, then L-BFGS-B from its best point with the evaluations left: the
-    first climbs fast to a corner region, the second refines inside the box where the first stops at a
-    first-order point that is not the maximum (a trained ReLU network at eps 5e-3). Never below sign
-    ascent's value; `converged` when L-BFGS-B ended by its own rule."""
-    best_offsets: list[Vector] = []
-    f0, ascent, steps, _, gap = _sign_ascent(at, originals, bounds, max_steps, tolerance, best_offsets)
-    if steps >= max_steps:
-        return f0, ascent, steps, False, gap
-    # (its first evaluation repeats sign ascent's at the best point: one of the budget, for simplicity)
-    _, polished, more, converged = _lbfgsb(at, originals, bounds, max_steps - steps, start=best_offsets[0])
-    return f0, max(ascent, polished), steps + more, converged, None
-
-
 def _sign_ascent(
-    at: Callable[[Vector], tuple[float, Vector]],
-    originals: Vector,
-    bounds: Vector,
-    max_steps: int,
-    tolerance: float,
-    best_out: list[Vector] | None = None,
+    at: Callable[[Vector], tuple[float, Vector]], originals: Vector, bounds: Vector, max_steps: int, tolerance: float
 ) -> tuple[float, float, int, bool, float]:
-    """`best_out`, where given, receives the best offsets found."""
     best_offsets = [torch.zeros_like(x) for x in originals]
     f0, grads = at(best_offsets)
     best, fraction, steps, stopped = f0, 0.5, 1, False
@@ -547,20 +523,12 @@ def _sign_ascent(
             if fraction < 1 / 1024:  # no step the box resolves improves: a maximum if first order agrees
                 stopped = True
                 break
-    if best_out is not None:
-        best_out.append(best_offsets)
     return f0, best, steps, stopped and gap() <= GAP_TOLERANCE, gap()
 
 
 def _lbfgsb(
-    at: Callable[[Vector], tuple[float, Vector]],
-    originals: Vector,
-    bounds: Vector,
-    max_steps: int,
-    start: Vector | None = None,
+    at: Callable[[Vector], tuple[float, Vector]], originals: Vector, bounds: Vector, max_steps: int
 ) -> tuple[float, float, int, bool]:
-    """L-BFGS-B over the box from y = 0, or from `start` (offsets inside it): (f at the start, the best f
-    seen, evaluations, converged)."""
     from scipy.optimize import Bounds, minimize
 
     shapes = [x.shape for x in originals]
@@ -577,10 +545,6 @@ def _lbfgsb(
     # (identity Hessian), which near a minimum would otherwise be ~1e-7 of the box and end the
     # search at once. Neither rescaling moves the maximizer.
     z0 = np.zeros_like(scale)
-    if start is not None:  # in box units; a coordinate with an empty box (a zero weight, adaptive) stays at 0
-        offsets = torch.cat([y.reshape(-1) for y in start]).double().cpu().numpy()
-        np.divide(offsets, scale, out=z0, where=scale > 0)
-        z0 = np.clip(z0, -1.0, 1.0)
     f0, g0 = loss_and_grad(z0)
     factor = 1.0 / max(float(np.abs(g0).mean()), 1e-30)
 

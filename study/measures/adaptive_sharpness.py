@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from study.errors import MAX_BATCH, MAX_IMAGES, ranged
-from study.measures.base import Job, Measure, Shown, TaskInputs, named, register, trial_ids
+from study.measures.base import Job, Measure, Shown, TaskInputs, named, no_checks, register, trial_ids
 from study.measures.eps_sharpness import box_rows
 from study.measures.eps_sharpness import cost as steps_cost
 
@@ -32,10 +32,6 @@ SHOWN = Shown(
 )
 
 
-def validate(study: StudyConfig, config: AdaptiveSharpnessConfig, s: str) -> None:
-    pass  # every field is typed and ranged by its declaration
-
-
 def plan(study: StudyConfig, trials: list[dict[str, Any]], config: AdaptiveSharpnessConfig) -> list[Job]:
     return [
         Job("sharpness", "adaptive_sharpness", (t,), asdict(config), "adaptive_sharpness") for t in trial_ids(trials)
@@ -52,7 +48,7 @@ register(
     Measure(
         "adaptive_sharpness",
         AdaptiveSharpnessConfig,
-        validate,
+        no_checks,
         plan,
         {"adaptive_sharpness": run},
         cost=steps_cost,

@@ -116,6 +116,11 @@ class Measure:
     shown: Callable[[str], Shown | None] | None = None
 
 
+def no_checks(study: StudyConfig, config: Any, s: str) -> None:
+    """`Measure.validate` of a measure whose settings need no check beyond their fields' declared types and
+    ranges (validated for every measure before this)."""
+
+
 def named(name: str, shown: Shown) -> Callable[[str], Shown | None]:
     """`Measure.shown` of a measure that writes one value, under its own name."""
     return lambda value: shown if value == name else None
