@@ -323,6 +323,7 @@ def _mark_unusual_points(fig: go.Figure, curve: pd.DataFrame) -> list[str]:
                     trace.y = ys
             inside = clamped[clamped["loss"].astype(float) <= top]
             fig.data[-1].update(x=inside["x"], y=inside["loss"])
+            above = above.sort_values("loss").drop_duplicates("x", keep="last")  # one label per point: the higher
             # At the loss axis's top edge, which is level with the accuracy axis's 100%: a hollow circle there
             # read as a point at 100% accuracy. An arrow up with its loss printed reads as "off the axis".
             fig.add_trace(

@@ -31,6 +31,7 @@ from analysis.summarize import finite, t_quantile, with_labels
 SUPPORTED, CONTRADICTED, UNRESOLVED = "supported", "contradicted", "not resolved"
 # without an interval: which way the estimate leans, no verdict
 LEANS_FOR, LEANS_AGAINST, LEANS_NEITHER = "leans toward the claim", "leans against the claim", "leans neither way"
+NOT_MEASURED = "not measurable"  # no finite estimate at all (every pair's fit one-sided)
 END_POINTS = 5  # interpolation points nearest each end that the curvature's quadratic is fitted to
 
 
@@ -80,7 +81,9 @@ def verdict(estimate: Estimate, claimed_sign: int) -> str:
     """`claimed_sign` +1: the claim says the difference is > 0; -1: < 0. Without an interval, the side of 0
     the estimate is on, which is no verdict."""
     if not estimate.has_interval:
-        if not math.isfinite(estimate.value) or estimate.value == 0:
+        if not math.isfinite(estimate.value):
+            return NOT_MEASURED
+        if estimate.value == 0:
             return LEANS_NEITHER
         return LEANS_FOR if claimed_sign * estimate.value > 0 else LEANS_AGAINST
     low, high = sorted((claimed_sign * estimate.low, claimed_sign * estimate.high))
@@ -338,10 +341,11 @@ def sharper_findings(
 
 
 def end_curvature(x: np.ndarray, loss: np.ndarray, end: float) -> float:
-    """d^2 loss / d a^2 at a = end: a least-squares quadratic over the END_POINTS points nearest `end`
-    (NaN with fewer than 3)."""
+    """d^2 loss / d a^2 at a = end: a least-squares quadratic over the END_POINTS points nearest `end`; NaN
+    with fewer than 3, or with none on one side of `end` (past a solution whose BatchNorm variances were
+    clamped, a one-sided fit measures the barrier between the solutions, not the minimum)."""
     order = np.argsort(np.abs(x - end), kind="stable")[:END_POINTS]
-    if len(order) < 3:
+    if len(order) < 3 or not ((x[order] < end).any() and (x[order] > end).any()):
         return math.nan
     return float(2 * np.polyfit(x[order] - end, loss[order], 2)[0])
 
@@ -373,16 +377,19 @@ def curvature_findings(trials: pd.DataFrame, landscape: pd.DataFrame) -> list[Fi
         context = label.get(a, a) if label.get(a) == label.get(b) else f"{label.get(a, a)} to {label.get(b, b)}"
         smaller, larger = sorted((int(batch[a]), int(batch[b])))
         pairs.append((context, smaller, larger, split, int(seed[a]), c_small, c_large))
-    frame = pd.DataFrame(pairs, columns=["context", "smaller", "larger", "split", "seed", "small", "large"])
-    frame = frame[np.isfinite(frame["small"]) & np.isfinite(frame["large"])]
+    every = pd.DataFrame(pairs, columns=["context", "smaller", "larger", "split", "seed", "small", "large"])
     out = []
-    for (context, smaller, larger, split), rows in frame.groupby(["context", "smaller", "larger", "split"], sort=True):
+    for (context, smaller, larger, split), both in every.groupby(["context", "smaller", "larger", "split"], sort=True):
+        rows = both[np.isfinite(both["small"]) & np.isfinite(both["large"])]
         per_seed = (rows["large"] - rows["small"]).groupby(rows["seed"]).mean()
-        mean, low, high = t_interval(list(per_seed))
         n = len(per_seed)
+        mean, low, high = t_interval(list(per_seed)) if n else (math.nan, math.nan, math.nan)
         small, large = rows["small"].mean(), rows["large"].mean()
         curvatures = f"mean curvature {small:.3g} at batch {smaller}, {large:.3g} at batch {larger}"
         test = f"t over seeds ({curvatures})" if n >= 2 else f"one pair: no interval ({curvatures})"
+        if n < len(both):  # past an end whose BN variances were clamped, the fit would be one-sided
+            left_out = f"{len(both) - n} of {len(both)} pairs without points on both sides of an end (BN clamped)"
+            test = f"{test}; {left_out}, left out" if n else f"no pair measurable: {left_out}"
         out.append(
             Finding(
                 str(context),

@@ -355,7 +355,7 @@ def test_interpolation_figure_marks_clamped_and_missing_points_and_keeps_the_cur
     hollow = [t for t in fig.data if t.name.startswith("BN variance clamped")]
     # every clamped point is off the axis here: an arrow at the loss axis's top with its value printed, not a
     # hollow circle level with the accuracy axis's 100% tick (read as 100% accuracy)
-    assert [len(t.x) for t in hollow] == [0, 2 * 2] and hollow[1].marker.symbol == "triangle-up-open"
+    assert [len(t.x) for t in hollow] == [0, 2] and hollow[1].marker.symbol == "triangle-up-open"  # one per a
     assert hollow[1].yaxis == "y" and set(hollow[1].text) == {"4e+16"} and "text" in hollow[1].mode
     title = fig.layout.title.text
     assert "BN statistics interpolated" in title and "2 points with negative BN running variances" in title
