@@ -297,3 +297,15 @@ def test_a_non_finite_measurement_is_left_out_and_counted_like_nan_without_warni
     flattens = found["mixup a=1 flattens the large-batch minimum (Hessian top eigenvalue, changes under rescaling)"]
     assert flattens.estimate.n == "5 vs 4 seeds" and flattens.estimate.test == "Welch t"
     assert math.isfinite(flattens.estimate.low) and flattens.estimate.high < 0 and flattens.verdict == SUPPORTED
+
+
+def test_an_end_with_no_point_past_it_is_not_measured_and_says_so() -> None:
+    """Past a = 1 every point's BatchNorm variances were clamped (left out): a quadratic over the 5 points
+    before it measured the barrier between the solutions (the replication study's no-mixup pairs said
+    'contradicted' from it); now the pair is left out, and with none left the claim is not measurable."""
+    trials, sharpness = results(effect=True)
+    lines = interpolation_lines({0: 4.0, 1: 5.0})
+    lines.loc[lines["x"] > 1.0, "bn_clamped"] = 3
+    (f,) = [f for f in paper_findings(trials, sharpness, lines) if "interpolation" in f.claim]
+    assert math.isnan(f.estimate.value) and f.verdict == "not measurable" and f.estimate.n == "0 seeds"
+    assert "no pair measurable: 2 of 2 pairs without points on both sides of an end" in f.estimate.test
