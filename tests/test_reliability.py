@@ -345,7 +345,7 @@ def test_storage_that_cannot_be_written_is_one_line_before_ray_starts(tmp_path: 
         text=True,
         timeout=120,
     )
-    assert result.returncode == 2 and "Ray" not in result.stdout
+    assert result.returncode == 2 and "Ray dashboard" not in result.stdout  # refused before Ray started
     assert result.stderr.startswith("error: storage: ") and "cannot be written" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -226,7 +226,7 @@ def test_cli_errors_are_one_line_with_status_2(ray_session: str, tmp_path: Path)
     process = run_cli(str(huge), address=ray_session)
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 2, output
-    assert output.strip().splitlines()[-1].startswith("error: resources: one trial needs 1 worker(s)")
+    assert output.strip().splitlines()[-1].startswith("error: resources: one trial needs 1 worker of")
 
 
 def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path: Path) -> None:

@@ -496,4 +496,4 @@ def test_7_odd_results_folders_build_a_report_or_say_what_is_missing(tmp_path: P
     measured = subprocess.run(
         [sys.executable, "-m", "study.measure", store.uri], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
-    assert measured.returncode == 2 and "2 trial file(s) cannot be read" in measured.stderr.splitlines()[-1]
+    assert measured.returncode == 2 and "2 trial files cannot be read" in measured.stderr.splitlines()[-1]
