@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     table.add(f"evaluation {record.eval_rate:,.0f} images/s")
     # The loops without Ray first, before Ray's own processes share the machine: the baseline the
     # swept trial is held to is the loop on a quiet machine.
-    bare = bare_loops(s, record, compare=args.full)
+    bare = bare_loops(s, record, compare=args.full, table=table)
     if args.full:
         full_table(s, name, bare, record, table)
     samples = 500 if s.device.type == "cpu" else 5000
@@ -394,7 +394,7 @@ def full_table(s: Setting, name: str, bare: dict[int, tuple[dict, float, float]]
     table.add("", "(6) the CLI's fast answers", *cli_timings())
 
 
-def bare_loops(s: Setting, record: Record, compare: bool) -> dict[int, tuple[dict, float, float]]:
+def bare_loops(s: Setting, record: Record, compare: bool, table: Table) -> dict[int, tuple[dict, float, float]]:
     """Per batch size: the loop's best epoch without Ray, its per-epoch overhead, and (`compare`) plain
     torch's images/s (NaN without); each rate saved to the record as it is measured."""
     threads = torch.get_num_threads()
@@ -408,7 +408,7 @@ def bare_loops(s: Setting, record: Record, compare: bool) -> dict[int, tuple[dic
         record.train[batch] = epoch["images_per_s"]
         record.save()
         said = f", plain torch {plain:,.0f} images/s" if compare else ""
-        print(f"bench| batch {batch}: training loop {epoch['images_per_s']:,.0f} images/s{said}", flush=True)
+        table.add(f"batch {batch}: training loop {epoch['images_per_s']:,.0f} images/s{said}")
     torch.set_num_threads(threads)
     return bare
 
