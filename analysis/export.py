@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from analysis.load import TABLES, load_results
-from analysis.store import EXPORT_RECORD, ResultsStore
+from analysis.store import EXPORT_RECORD, ResultsStore, is_export
 
 PER_TRIAL_JSON = ("config", "spec")  # the study file and the trial record, once per trial in the store
 LEFT_OUT = ("checkpoint",)  # paths of files that do not travel with the export
@@ -28,8 +28,8 @@ LEFT_OUT = ("checkpoint",)  # paths of files that do not travel with the export
 def export(study_dir: str, out: Path) -> list[Path]:
     """Write the CSV export of the store at `study_dir` (a study's folder or its results/) into `out`."""
 
-    store = ResultsStore.of(study_dir)
-    if not store.is_store():
+    store = ResultsStore.found(study_dir)
+    if store is None or is_export(store.uri):
         raise ValueError(f"{study_dir} holds no results (no trials/ or epochs/ Parquet files)")
     results = load_results(store.uri)
     out.mkdir(parents=True, exist_ok=True)

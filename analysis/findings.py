@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -492,7 +493,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from analysis.store import ResultsStore
 
-    results = load_studies([ResultsStore.of(folder).uri for folder in args.results_dirs])
+    stores = [ResultsStore.found(folder) for folder in args.results_dirs]
+    for given, store in zip(args.results_dirs, stores):
+        if store is None:
+            print(f"error: {given} holds no results (there or in its results/)", file=sys.stderr)
+            return 2
+    results = load_studies([store.uri for store in stores if store is not None])
     print(
         findings_markdown(paper_findings(results.trials, results.sharpness, results.landscape, results.trial_roles)),
         end="",

@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from analysis import figures
 from analysis.findings import findings_html, paper_findings
 from analysis.load import StudyResults, load_studies
-from analysis.store import ResultsStore, is_export, write_atomic
+from analysis.store import ResultsStore, write_atomic
 from analysis.summarize import default_target
 from analysis.words import counted
 
@@ -320,9 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--font-size", type=int, default=14, help="exported figure font size (points)")
     args = parser.parse_args(argv)
     export = Export(args.png, args.format, args.width, args.height, args.font_size) if args.png else None
-    folders = [ResultsStore.of(folder).uri for folder in args.results_dir]
-    for given, folder in zip(args.results_dir, folders):
-        if not (is_export(folder) or ResultsStore(folder).is_store()):
+    stores = [ResultsStore.found(folder) for folder in args.results_dir]
+    for given, store in zip(args.results_dir, stores):
+        if store is None:
             print(
                 f"error: {given} holds no results (no trials/ or epochs/ Parquet files, there or in its results/); "
                 "pass the study's folder that run_sweep printed, <storage>/<name>",
@@ -330,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
     try:
+        folders = [store.uri for store in stores if store is not None]
         path, figure_files = write_report_and_figures(folders, args.output, args.target_acc, export)
     except ReportError as error:
         print(f"error: {error}", file=sys.stderr)

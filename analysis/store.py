@@ -480,17 +480,17 @@ class ResultsStore:
         return info.type == pafs.FileType.Directory and bool(self.keys("trials") | self.keys("epochs"))
 
     @staticmethod
-    def of(location: str) -> ResultsStore:
+    def found(location: str) -> ResultsStore | None:
         """The results store at a study's folder (<storage>/<name>) or at its results/ folder itself, so
-        every command takes either (path or URI); where neither holds one, the store at `location`."""
-        store = ResultsStore(location)
-        if is_export(location):  # a CSV export reads as a store where a store is asked for (analysis.load)
-            return store
-        if not store.is_store():
-            inner = ResultsStore(join(location, "results"))
-            if inner.is_store():
-                return inner
-        return store
+        every command takes either (path or URI), a CSV export included (analysis.load reads it as a store);
+        None where neither holds one."""
+        if is_export(location):
+            return ResultsStore(location)
+        for candidate in (location, join(location, "results")):
+            store = ResultsStore(candidate)
+            if store.is_store():
+                return store
+        return None
 
     def finished_trials(self) -> set[str]:
         trials = self.read("trials")

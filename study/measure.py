@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from analysis.store import ResultsStore, join, parent
+from analysis.store import ResultsStore, is_export, join, parent
 from analysis.words import counted, every
 from study.cluster import connect_ray
 from study.config import ConfigError, StudyConfig, build, validate
@@ -473,8 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        store = ResultsStore.of(args.results_dir)
-        if not store.is_store():
+        store = ResultsStore.found(args.results_dir)
+        if store is None or is_export(store.uri):  # an export has no checkpoints to measure
             raise ConfigError(
                 f"{args.results_dir} is not a results store (no trials/ or epochs/ Parquet files, there or in its "
                 "results/); pass the study's folder that run_sweep printed, <storage>/<name>"

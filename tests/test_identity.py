@@ -148,6 +148,7 @@ def test_every_command_takes_the_study_folder_or_its_results(tmp_path: Path, cap
         assert status.main([str(folder)]) == 0 and "study pinned: 2 trials" in capsys.readouterr().out
     assert report.main([str(tmp_path / "nothing")]) == 2
     assert "pass the study's folder that run_sweep printed" in capsys.readouterr().err
+    assert findings.main([str(tmp_path / "nothing")]) == 2 and "holds no results" in capsys.readouterr().err
 
 
 def test_a_csv_export_reads_back_as_the_store_it_came_from(tmp_path: Path) -> None:
