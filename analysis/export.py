@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from analysis.load import TABLES, load_results
+from analysis.load import TABLES
 from analysis.store import EXPORT_RECORD, ResultsStore, is_export
 
 PER_TRIAL_JSON = ("config", "spec")  # the study file and the trial record, once per trial in the store
@@ -31,12 +31,11 @@ def export(study_dir: str, out: Path) -> list[Path]:
     store = ResultsStore.found(study_dir)
     if store is None or is_export(store.uri):
         raise ValueError(f"{study_dir} holds no results (no trials/ or epochs/ Parquet files)")
-    results = load_results(store.uri)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     raw_trials = store.read("trials")
-    for table in TABLES:
-        frame = raw_trials if table == "trials" else getattr(results, table)
+    for table in TABLES:  # as stored: the report labels the trials again when it reads them back
+        frame = raw_trials if table == "trials" else store.read(table)
         if frame.empty:
             continue
         frame = frame.drop(columns=[c for c in (*PER_TRIAL_JSON, *LEFT_OUT) if c in frame])

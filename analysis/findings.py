@@ -69,10 +69,13 @@ class Finding:
     def verdict(self) -> str:
         return verdict(self.estimate, self.claimed_sign)
 
+    def amount(self) -> str:
+        """The estimate in the claim's direction, with its unit: '+3.1 points'."""
+        return f"{signed(self.toward_claim.value)}{' ' + self.unit if self.unit else ''}"
+
     def headline(self) -> str:
         """'mixup a=1 raises test accuracy at batch 2048: +3.1 points [+1.2, +5], 3 seeds, paired: supported'."""
-        e = self.toward_claim
-        amount = f"{signed(e.value)}{' ' + self.unit if self.unit else ''}"
+        e, amount = self.toward_claim, self.amount()
         if e.has_interval:
             return f"{self.claim}: {amount} [{signed(e.low)}, {signed(e.high)}], {e.n}: {self.verdict}"
         return f"{self.claim}: {amount}, {e.n}, no interval: {self.verdict}"
@@ -416,13 +419,7 @@ def raw_text(e: Estimate) -> str:
     )
 
 
-COLOURS = {
-    SUPPORTED: "#1a7f37",
-    CONTRADICTED: "#b42318",
-    UNRESOLVED: "#6e6e6e",
-    LEANS_FOR: "#6e6e6e",
-    LEANS_AGAINST: "#6e6e6e",
-}
+COLOURS = {SUPPORTED: "#1a7f37", CONTRADICTED: "#b42318"}  # every other verdict grey
 EXPLAINED = (
     "Each finding's number is positive when it goes the way the claim says (the raw difference, in the "
     "quantity's own sign, is beside it), with its 95% interval over seeds; <b>supported</b> or "
@@ -444,8 +441,7 @@ def findings_html(findings: list[Finding]) -> str:
         )
     rows = []
     for f in findings:
-        e = f.toward_claim
-        amount = f"{signed(e.value)}{' ' + f.unit if f.unit else ''}"
+        e, amount = f.toward_claim, f.amount()
         interval = f" [{signed(e.low)}, {signed(e.high)}]" if e.has_interval else ""
         style = f"color:{COLOURS.get(f.verdict, '#6e6e6e')};font-weight:{600 if e.has_interval else 400}"
         rows.append(
