@@ -28,7 +28,7 @@ from analysis.words import counted, every
 from study.cluster import connect_ray
 from study.config import ConfigError, StudyConfig, build, validate
 from study.measures import MEASURES, Cost, Job, ProgressBoard, TaskInputs, run_job
-from study.measures.base import as_stored, plan_measure_jobs
+from study.measures.base import stored_jobs
 from study.plan import bench_measure_rates, image_counts
 from study.progress import PROGRESS_EVERY_S, duration
 from trainables.trial import Phase, Status, TrialSpec
@@ -38,9 +38,7 @@ def plan_jobs(study: StudyConfig, trials: pd.DataFrame, store: ResultsStore) -> 
     """Every job the study's measure section asks for over its completed trials, each measure planning its own,
     as the store holds them (a job measured under an earlier default is that job: `as_stored`); and the job
     keys written in each of their tables (one listing each)."""
-    jobs = plan_measure_jobs(study, trials[trials["status"] == Status.COMPLETED].to_dict("records"))
-    existing = {table: store.keys(table) for table in {j.table for j in jobs}}
-    return as_stored(jobs, existing), existing
+    return stored_jobs(study, trials[trials["status"] == Status.COMPLETED].to_dict("records"), store)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,9 +204,8 @@ class Measurements:
         line counts against from the start (the dry-run's count, less what is written), instead of one
         that grows as trials complete and their jobs are planned."""
         measured = [s.to_dict() for s in specs if s.phase != Phase.SAMPLE]  # as measured_trials: no samples
-        jobs = plan_measure_jobs(self.study, measured)
-        existing = {table: self.store.keys(table) for table in {j.table for j in jobs}}
-        self.expected = sum(job.key not in existing[job.table] for job in as_stored(jobs, existing))
+        jobs, existing = stored_jobs(self.study, measured, self.store)
+        self.expected = sum(job.key not in existing[job.table] for job in jobs)
 
     def stale(self, job: Job, identity: dict[str, str | None]) -> bool:
         """Whether the job's file measured another training of its trials than the one on record now (a

@@ -136,7 +136,7 @@ def read_status(location: str) -> StudyStatus:
     measurements = None
     if config is not None:
         from study.config import parse_study
-        from study.measures.base import as_stored, plan_measure_jobs
+        from study.measures.base import stored_jobs
         from study.plan import plan_study, with_stored_ids
 
         study = parse_study(json.dumps(config), source=f"{study_dir}: the recorded study file")
@@ -145,9 +145,7 @@ def read_status(location: str) -> StudyStatus:
         completed = trials[trials["status"] == "completed"] if len(trials) else trials
         if "phase" in completed:
             completed = completed[completed["phase"] != "sample"]
-        jobs = plan_measure_jobs(study, completed.to_dict("records"))
-        written = {table: store.keys(table) for table in {j.table for j in jobs}}
-        jobs = as_stored(jobs, written)
+        jobs, written = stored_jobs(study, completed.to_dict("records"), store)
         if any(getattr(study.measure, name) is not None for name in study.measure.__dataclass_fields__):
             failed = set(store.read("measure_errors")["job"]) if store.keys("measure_errors") else set()
             done = sum(j.key in written[j.table] for j in jobs)

@@ -150,6 +150,14 @@ def plan_measure_jobs(study: StudyConfig, records: list[dict[str, Any]]) -> list
     return jobs
 
 
+def stored_jobs(study: StudyConfig, records: list[dict[str, Any]], store: Any) -> tuple[list[Job], dict[str, set[str]]]:
+    """Every job the study asks for over these trials (`plan_measure_jobs`) as `store` (a ResultsStore)
+    holds them (`as_stored`), and the job keys written in each of their tables (one listing each)."""
+    jobs = plan_measure_jobs(study, records)
+    written = {table: store.keys(table) for table in {j.table for j in jobs}}
+    return as_stored(jobs, written), written
+
+
 def as_stored(jobs: list[Job], stored: Mapping[str, Collection[str]]) -> list[Job]:
     """The jobs as a store holds them: a job not written under its key but under the key of one of its
     `earlier` settings is that stored job (those settings, that key), so a changed default measures nothing
